@@ -1,0 +1,1 @@
+"""haconform: prove that an HA HAProxy deployment does what its runbook promises."""

@@ -1,0 +1,43 @@
+"""The one table of time bounds.
+
+Every wait in haconform takes its bound from here.  A bound is either a fixed
+figure for something the runbook does not configure (a host booting), or the
+interval the deployment itself documents (a monitor interval, a check timing)
+plus MARGIN.  Change a figure here, never at the call site.
+"""
+
+from dataclasses import dataclass
+
+# Added to every documented interval: covers scheduling, process start-up and
+# the poll period itself on a loaded 2-core machine.
+MARGIN = 15.0
+
+# How often a bounded poll looks again.
+POLL_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class Bounds:
+    host_boot: float = 30.0            # PID 1 up and rc2.d services started
+    host_halt: float = 10.0            # processes of a host gone after power off
+    service_start: float = 20.0        # an init script's daemon answers
+    service_stop: float = 20.0
+    command: float = 120.0             # one command inside a host
+    http_request: float = 5.0          # one request from the client host
+    haproxy_reload: float = 10.0       # new haproxy process serving the new config
+    log_line: float = 10.0             # a syslog line written after the event
+    pcsd_ready: float = 60.0
+    cluster_form: float = 120.0        # corosync+pacemaker: both nodes online, DC elected
+    cluster_settle: float = 90.0       # no pending actions after a change
+    resource_move: float = 60.0        # standby: group started on the other node
+    fence_complete: float = 120.0      # crash/split brain -> fence history success
+    node_rejoin: float = 180.0         # fenced/rebooted node online again
+    agent_start: float = 20.0          # client agent process answers
+
+
+BOUNDS = Bounds()
+
+
+def documented(interval_s: float) -> float:
+    """Bound for waiting on something the deployment schedules every interval_s."""
+    return interval_s + MARGIN

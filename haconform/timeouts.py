@@ -33,6 +33,7 @@ class Bounds:
     fence_complete: float = 120.0      # crash/split brain -> fence history success
     node_rejoin: float = 180.0         # fenced/rebooted node online again
     agent_start: float = 20.0          # client agent process answers
+    probe_request: float = 1.0         # one prober request: short, so an outage is seen to ~1 s
 
 
 BOUNDS = Bounds()

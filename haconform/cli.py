@@ -1,0 +1,139 @@
+"""haconform command line: manage the embedded namespace lab.
+
+    haconform lab up|down|status [--name NAME] [--topology FILE] [--json]
+    haconform lab exec [--name NAME] HOST -- CMD...
+    haconform lab shell [--name NAME] HOST
+    haconform lab power [--name NAME] HOST on|off|reset|crash
+    haconform lab nic [--name NAME] HOST up|down
+    haconform lab list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import HaconformError
+
+
+def _lab(args):
+    from .lab.lab import NamespaceLab
+    from .topology import load_topology
+
+    topology = load_topology(args.topology) if getattr(args, "topology", None) else None
+    return NamespaceLab(args.name, topology)
+
+
+def cmd_up(args) -> int:
+    lab = _lab(args)
+    result = lab.up(install_packages=not args.no_install)
+    print(f"lab {lab.name}: {len(lab.topology.hosts)} hosts up "
+          f"({len(result['booted'])} booted) in {result['seconds']:.1f}s")
+    return 0
+
+
+def cmd_down(args) -> int:
+    from .lab.lab import NamespaceLab
+    lab = NamespaceLab(args.name) if not args.topology else _lab(args)
+    removed = lab.down()
+    print(f"lab {lab.name} removed: {len(removed['processes'])} processes, "
+          f"{len(removed['netns'])} namespaces, {len(removed['links'])} links, "
+          f"{len(removed['mounts'])} mounts")
+    return 0
+
+
+def cmd_status(args) -> int:
+    status = _lab(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"lab {status['lab']}: {'present' if status['exists'] else 'absent'} "
+          f"(state {status['state_dir']})")
+    for name, host in status["hosts"].items():
+        print(f"  {name:12} {host['role']:10} {host['address']:15} power={host['power']:8} "
+              f"nic={host['nic']:6} boot_id={host['boot_id'] or '-'}")
+    return 0
+
+
+def cmd_exec(args) -> int:
+    lab = _lab(args)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise HaconformError("no command given", where="haconform lab exec",
+                             fix="haconform lab exec HOST -- CMD...")
+    argv = lab.exec_argv(args.host) + command
+    os.execvp(argv[0], argv)
+
+
+def cmd_shell(args) -> int:
+    lab = _lab(args)
+    argv = lab.exec_argv(args.host) + ["TERM=" + os.environ.get("TERM", "xterm"), "/bin/bash", "-l"]
+    os.execvp(argv[0], argv)
+
+
+def cmd_power(args) -> int:
+    _lab(args).power(args.host, args.action)
+    print(f"{args.host}: {args.action} done")
+    return 0
+
+
+def cmd_nic(args) -> int:
+    _lab(args).set_nic(args.host, args.state)
+    print(f"{args.host}: NIC {args.state}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .lab.lab import list_labs
+    for name in list_labs():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="area", required=True)
+    lab = sub.add_parser("lab", help="the embedded namespace lab")
+    lab_sub = lab.add_subparsers(dest="action", required=True)
+
+    def add(name, func, help_text):
+        p = lab_sub.add_parser(name, help=help_text)
+        p.add_argument("--name", default="haconform", help="lab name (default: haconform)")
+        p.add_argument("--topology", help="topology file (default: fixtures/topology.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    up = add("up", cmd_up, "create the lab and boot every host")
+    up.add_argument("--no-install", action="store_true",
+                    help="fail instead of installing missing Debian packages")
+    add("down", cmd_down, "remove everything the lab made")
+    st = add("status", cmd_status, "hosts, power state, boot ids")
+    st.add_argument("--json", action="store_true")
+    ex = add("exec", cmd_exec, "run a command in a host")
+    ex.add_argument("host")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    sh = add("shell", cmd_shell, "interactive shell in a host")
+    sh.add_argument("host")
+    pw = add("power", cmd_power, "power a host on, off, reset it, or crash it")
+    pw.add_argument("host")
+    pw.add_argument("action", choices=["on", "off", "reset", "crash"])
+    nic = add("nic", cmd_nic, "plug or pull a host's network cable")
+    nic.add_argument("host")
+    nic.add_argument("state", choices=["up", "down"])
+    add("list", cmd_list, "labs present on this machine")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HaconformError as exc:
+        print(f"haconform: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The Debian packages a lab host needs, in one place, and installing them.
+
+Installing must start nothing in the machine's own namespaces: Debian's
+maintainer scripts ask /usr/sbin/policy-rc.d, and exit code 101 means
+"do not start".  We put that file in place for the duration of the install
+and restore whatever was there before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .errors import HaconformError
+
+# package -> why the harness needs it
+DEBIAN_PACKAGES = {
+    "haproxy": "the load balancer under test (directors)",
+    "rsyslog": "HAProxy's log sink (directors), system log on every host",
+    "orphan-sysvinit-scripts": "/etc/init.d/rsyslog: lab hosts boot without systemd",
+    "apache2": "real servers",
+    "libapache2-mod-php": "real servers' index.php and upload_file.php",
+    "pacemaker": "cluster resource manager (directors)",
+    "corosync": "cluster membership (directors)",
+    "pcs": "the runbook's cluster shell, and pcsd",
+    "resource-agents": "ocf:heartbeat:IPaddr2",
+    "fence-agents": "fence agents known to pacemaker",
+    "fence-virt": "fence_xvm, the runbook's fence agent",
+    "iproute2": "lab networking",
+    "util-linux": "nsenter, unshare",
+    "iputils-ping": "reachability checks from the client host",
+    "arping": "ARP checks of the VIP from the client host",
+    "procps": "ps/pkill inside hosts",
+    "psmisc": "killall used by init scripts",
+    "socat": "HAProxy runtime API over its UNIX socket",
+    "curl": "ad-hoc checks inside hosts",
+    "wrk": "reference load generator for performance runs",
+}
+
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+
+
+def missing_packages(packages=None) -> list[str]:
+    packages = list(packages or DEBIAN_PACKAGES)
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
+        capture_output=True, text=True,
+    ).stdout
+    installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+    return [p for p in packages if p not in installed]
+
+
+def ensure_installed(packages=None, *, install: bool = True) -> list[str]:
+    """Install what is missing without starting daemons; return what was installed."""
+    if shutil.which("dpkg-query") is None or shutil.which("apt-get") is None:
+        raise HaconformError(
+            "this machine has no dpkg/apt-get", where="haconform.packages",
+            fix="run the embedded lab on Debian 12 (or use --target vagrant/ssh)")
+    missing = missing_packages(packages)
+    if not missing:
+        return []
+    if not install:
+        raise HaconformError(
+            f"missing Debian packages: {' '.join(missing)}", where="haconform.packages",
+            fix=f"apt-get install -y {' '.join(missing)} (or run `haconform lab install`)")
+    saved = None
+    if os.path.exists(POLICY_RC_D):
+        with open(POLICY_RC_D, "rb") as fh:
+            saved = fh.read()
+    with open(POLICY_RC_D, "w") as fh:
+        fh.write("#!/bin/sh\n# haconform: install packages without starting daemons\nexit 101\n")
+    os.chmod(POLICY_RC_D, 0o755)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        update = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "-q", *missing],
+            env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout or update.stderr).strip().splitlines()[-3:]
+            raise HaconformError(
+                f"apt-get could not install {' '.join(missing)}: {' | '.join(tail)}",
+                where="haconform.packages", fix="check the machine's apt sources and retry")
+    finally:
+        if saved is None:
+            os.unlink(POLICY_RC_D)
+        else:
+            with open(POLICY_RC_D, "wb") as fh:
+                fh.write(saved)
+    return missing

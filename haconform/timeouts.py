@@ -34,6 +34,8 @@ class Bounds:
     node_rejoin: float = 180.0         # fenced/rebooted node online again
     agent_start: float = 20.0          # client agent process answers
     probe_request: float = 1.0         # one prober request: short, so an outage is seen to ~1 s
+    fence_request: float = 15.0        # fence daemon: datagram in -> called back, answered, logged
+                                       # (fence_virtd's own 5 s connect + 10 s exchange steps fit)
 
 
 BOUNDS = Bounds()

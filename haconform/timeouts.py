@@ -36,6 +36,8 @@ class Bounds:
     probe_request: float = 1.0         # one prober request: short, so an outage is seen to ~1 s
     fence_request: float = 15.0        # fence daemon: datagram in -> called back, answered, logged
                                        # (fence_virtd's own 5 s connect + 10 s exchange steps fit)
+    cli_query: float = 30.0            # one read-only query to a local daemon: haproxy's stats
+                                       # socket, crm_mon, crm_verify, stonith_admin --history
 
 
 BOUNDS = Bounds()

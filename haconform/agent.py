@@ -316,7 +316,15 @@ def probe_url(url, seq):
     return base + ("&" if "?" in base else "?") + "probe=%d" % seq
 
 
-def probe_once(url, seq, t_slot, timeout):
+def _header_value(pairs, name):
+    if name:
+        for key, value in pairs:
+            if key.lower() == name.lower():
+                return value
+    return None
+
+
+def probe_once(url, seq, t_slot, timeout, server_header=None):
     t_sent = time.time()
     reply = http_request("GET", probe_url(url, seq), timeout=timeout, body_cap=PROBE_BODY_CAP)
     status = reply["status"]
@@ -329,10 +337,11 @@ def probe_once(url, seq, t_slot, timeout):
         "first_line": first_line(_unb64(reply["body_b64"])),
         "error": reply["error"], "error_kind": reply["error_kind"],
         "local_port": int(local.rsplit(":", 1)[1]) if local else None,
+        "server_header": _header_value(reply["headers"], server_header),
     }
 
 
-def probe(url, interval_s, duration_s, timeout, stdin, out):
+def probe(url, interval_s, duration_s, timeout, stdin, out, server_header=None):
     """Fire one GET per grid slot until duration_s passes or stdin closes.
 
     Slots sit on a fixed grid (t0 + seq * interval): a slow request does not
@@ -355,7 +364,7 @@ def probe(url, interval_s, duration_s, timeout, stdin, out):
 
     def run(seq, t_slot):
         try:
-            out.write(probe_once(url, seq, t_slot, timeout))
+            out.write(probe_once(url, seq, t_slot, timeout, server_header))
         finally:
             busy.clear()
 
@@ -374,7 +383,8 @@ def probe(url, interval_s, duration_s, timeout, stdin, out):
         if busy.is_set():
             out.write({"seq": seq, "t_slot": t_slot, "t_sent": time.time(), "t_done": None,
                        "skipped": True, "ok": False, "status": None, "first_line": "",
-                       "error": None, "error_kind": None, "local_port": None})
+                       "error": None, "error_kind": None, "local_port": None,
+                       "server_header": None})
         else:
             busy.set()
             worker = threading.Thread(target=run, args=(seq, t_slot), daemon=True)
@@ -397,6 +407,8 @@ def main(argv):
     probe_args.add_argument("--interval-ms", type=float, default=100.0)
     probe_args.add_argument("--duration", type=float, required=True)
     probe_args.add_argument("--timeout", type=float, default=1.0)
+    # A response header naming the real server (more robust than the page text).
+    probe_args.add_argument("--server-header", default=None)
     args = parser.parse_args(argv)
     # Our stdout carries only protocol lines; anything printed by accident goes to stderr.
     out = LineWriter(sys.stdout)
@@ -404,7 +416,8 @@ def main(argv):
     stdin = sys.stdin.buffer
     if args.mode == "serve":
         return serve(stdin, out)
-    return probe(args.url, args.interval_ms / 1000.0, args.duration, args.timeout, stdin, out)
+    return probe(args.url, args.interval_ms / 1000.0, args.duration, args.timeout, stdin, out,
+                 args.server_header)
 
 
 if __name__ == "__main__":

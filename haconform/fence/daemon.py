@@ -32,7 +32,6 @@ import ctypes
 import datetime
 import fcntl
 import importlib
-import ipaddress
 import json
 import logging
 import os
@@ -222,6 +221,7 @@ class FenceDaemon:
         self._mcast_socket: socket.socket | None = None
         self._wake_read, self._wake_write = -1, -1
         self._stopping = threading.Event()
+        self._close_lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._worker: threading.Thread | None = None
 
@@ -245,7 +245,11 @@ class FenceDaemon:
     def _open(self) -> None:
         if self._mcast_socket is not None:
             raise HaconformError("fence daemon already started", where=repr(self))
-        sock = self.socket_factory(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            sock = self.socket_factory(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        except OSError as exc:
+            raise HaconformError(f"cannot create the fence daemon's socket ({exc})", where=repr(self),
+                                 fix="check that the fence host's network namespace exists") from None
         try:
             ifindex = _interface_index(sock, self.interface) if self.interface else 0
             sock.bind((self.mcast_address, self.port))
@@ -264,8 +268,12 @@ class FenceDaemon:
                 fix="check that the interface exists, is up, has MULTICAST and a route to 224.0.0.0/4, "
                     "and that nothing else holds the port",
             ) from None
+        except BaseException:
+            sock.close()
+            raise
         self._mcast_socket = sock
         self._wake_read, self._wake_write = os.pipe()
+        self._queue = queue.Queue()
         self._stopping.clear()
         self._worker = threading.Thread(target=self._work, name="fence-worker", daemon=True)
         self._worker.start()
@@ -280,10 +288,12 @@ class FenceDaemon:
     def serve_forever(self) -> None:
         """Listen in the calling thread until stop() (from a signal handler or another thread)."""
         self._open()
+        self._listener = threading.current_thread()
         try:
             self._listen()
         finally:
-            self.stop()
+            self._stopping.set()
+            self._finish(BOUNDS.fence_request)
 
     def stop(self, timeout: float = BOUNDS.fence_request) -> None:
         """Stop listening, let a request being served finish (up to timeout), close the socket."""
@@ -294,31 +304,33 @@ class FenceDaemon:
             os.write(self._wake_write, b"x")
         except OSError:
             pass
-        current = threading.current_thread()
-        if self._listener is not None and self._listener is not current:
-            self._listener.join(timeout)
-        self._queue.put(None)
-        if self._worker is not None and self._worker is not current:
-            self._worker.join(timeout)
-            if self._worker.is_alive():
-                log.warning("fence worker still busy after %.1fs; left to finish on its own", timeout)
-        if self._listener is not None and self._listener.is_alive():
-            return  # it will close on its way out
-        self._close()
+        listener = self._listener
+        if listener is threading.current_thread():
+            return  # a signal handler inside serve_forever(): its finally clause shuts down
+        if listener is not None:
+            listener.join(timeout)
+        self._finish(timeout)
 
-    def _close(self) -> None:
-        if self._mcast_socket is not None:
+    def _finish(self, timeout: float) -> None:
+        with self._close_lock:
+            if self._mcast_socket is None:
+                return
+            worker = self._worker
+            self._queue.put(None)
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout)
+                if worker.is_alive():
+                    log.warning("fence worker still busy after %.1fs; left to finish on its own", timeout)
             self._mcast_socket.close()
             self._mcast_socket = None
-        for fd in (self._wake_read, self._wake_write):
-            if fd >= 0:
+            for fd in (self._wake_read, self._wake_write):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._wake_read = self._wake_write = -1
-        self._listener = None
-        self._worker = None
+            self._wake_read = self._wake_write = -1
+            self._listener = None
+            self._worker = None
 
     def __enter__(self) -> "FenceDaemon":
         self.start()
@@ -330,11 +342,13 @@ class FenceDaemon:
     # --- receiving ---
 
     def _listen(self) -> None:
-        sock = self._mcast_socket
-        assert sock is not None
-        while not self._stopping.is_set():
-            ready, _, _ = select.select([sock, self._wake_read], [], [])
-            if self._wake_read in ready or self._stopping.is_set():
+        sock, wake = self._mcast_socket, self._wake_read
+        while sock is not None and not self._stopping.is_set():
+            try:
+                ready, _, _ = select.select([sock, wake], [], [])
+            except (OSError, ValueError):  # closed under us by a stop() from elsewhere
+                break
+            if wake in ready or self._stopping.is_set():
                 break
             try:
                 datagram, (source, _source_port) = sock.recvfrom(2048)

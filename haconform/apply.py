@@ -1,0 +1,202 @@
+"""Apply a stage of configuration files to a target's hosts.
+
+A stage directory holds plain files laid out by selector and target path:
+
+    stage2/role-director/etc/haproxy/haproxy.cfg
+    stage2/host-server2/var/www/html/index.html
+    stage2/stage.yaml          (validators, modes, services; see fixtures/documented/README.md)
+
+Applying writes only files whose content differs, checks a file with its
+validator (e.g. `haproxy -c`) *before* it replaces the live one, makes sure the
+stage's services are enabled and running, and reloads only the services whose
+watched paths changed.  Applying the same stage twice changes nothing; the
+result says what changed so callers can prove that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import HaconformError
+from .topology import Topology
+
+SELECTOR = re.compile(r"^(role|host)-([a-z][a-z0-9]*)$")
+ON_CHANGE = ("none", "reload", "restart")
+
+
+@dataclass(frozen=True)
+class StageFile:
+    selector: str
+    dest: str
+    source: Path
+
+
+@dataclass
+class ServiceRule:
+    name: str
+    on_change: str
+    watches: list[str]
+
+
+@dataclass
+class Stage:
+    name: str
+    directory: Path
+    title: str
+    sections: list[str]
+    files: list[StageFile]
+    validate: dict[str, str]
+    modes: dict[str, dict]
+    services: dict[str, list[ServiceRule]]
+
+    def hosts_for(self, selector: str, topology: Topology) -> list[str]:
+        kind, value = SELECTOR.match(selector).groups()
+        if kind == "host":
+            topology.host(value)
+            return [value]
+        return [h.name for h in topology.by_role(value)]
+
+    def plan(self, topology: Topology) -> dict[str, list[StageFile]]:
+        """host -> files it receives (a host-specific file wins over a role's)."""
+        per_host: dict[str, dict[str, StageFile]] = {}
+        for f in sorted(self.files, key=lambda f: f.selector.startswith("host-")):
+            for host in self.hosts_for(f.selector, topology):
+                per_host.setdefault(host, {})[f.dest] = f
+        return {h: list(files.values()) for h, files in per_host.items()}
+
+
+@dataclass
+class ApplyResult:
+    stage: str
+    changed: dict[str, list[str]] = field(default_factory=dict)   # host -> what changed
+    actions: dict[str, list[str]] = field(default_factory=dict)   # host -> services acted on
+
+    @property
+    def changed_anything(self) -> bool:
+        return any(self.changed.values()) or any(self.actions.values())
+
+    def summary(self) -> str:
+        if not self.changed_anything:
+            return f"{self.stage}: nothing to change"
+        parts = [f"{h}: {', '.join(c + self.actions.get(h, []))}"
+                 for h, c in sorted(self.changed.items()) if c or self.actions.get(h)]
+        return f"{self.stage}: " + "; ".join(parts)
+
+
+def load_stage(directory: str | Path) -> Stage:
+    directory = Path(directory)
+    manifest_path = directory / "stage.yaml"
+    if not manifest_path.is_file():
+        raise HaconformError("no stage.yaml", where=str(directory),
+                             fix="point --config at a directory laid out like fixtures/documented/")
+    try:
+        manifest = yaml.safe_load(manifest_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HaconformError(f"not valid YAML ({exc})", where=str(manifest_path),
+                             fix="correct the YAML syntax") from None
+    files = []
+    for selector_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        if not SELECTOR.match(selector_dir.name):
+            raise HaconformError(f"unknown selector directory {selector_dir.name!r}", where=str(selector_dir),
+                                 fix="name it role-<role> or host-<hostname>")
+        for path in sorted(selector_dir.rglob("*")):
+            if path.is_file():
+                files.append(StageFile(selector_dir.name, "/" + str(path.relative_to(selector_dir)), path))
+    services = {}
+    for selector, rules in (manifest.get("services") or {}).items():
+        if not SELECTOR.match(selector):
+            raise HaconformError(f"services.{selector}: unknown selector", where=str(manifest_path),
+                                 fix="use role-<role> or host-<hostname>")
+        parsed = []
+        for rule in rules or []:
+            on_change = rule.get("on_change", "none")
+            if on_change not in ON_CHANGE or "name" not in rule:
+                raise HaconformError(f"services.{selector}: {rule!r} needs a name and on_change in {ON_CHANGE}",
+                                     where=str(manifest_path), fix="see fixtures/documented/README.md")
+            parsed.append(ServiceRule(rule["name"], on_change, list(rule.get("watches") or [])))
+        services[selector] = parsed
+    return Stage(name=str(manifest.get("stage", directory.name)), directory=directory,
+                 title=str(manifest.get("title", "")), sections=list(manifest.get("runbook_sections") or []),
+                 files=files, validate=dict(manifest.get("validate") or {}),
+                 modes=dict(manifest.get("modes") or {}), services=services)
+
+
+def _sha256_on(machine, path: str) -> str | None:
+    result = machine.execute(f"sha256sum {shlex.quote(path)} 2>/dev/null")
+    return result.stdout.split()[0] if result.rc == 0 and result.stdout else None
+
+
+def _validate(machine, stage: Stage, f: StageFile, data: bytes) -> None:
+    command = stage.validate.get(f.dest)
+    if not command:
+        return
+    candidate = f"/tmp/haconform-validate-{Path(f.dest).name}"
+    machine.write_file(candidate, data)
+    result = machine.execute(command.format(path=shlex.quote(candidate)))
+    machine.execute(f"rm -f {shlex.quote(candidate)}")
+    if result.rc != 0:
+        message = (result.stderr + result.stdout).replace(candidate, str(f.source)).strip()
+        raise HaconformError(
+            f"refused by `{command.format(path=f.dest)}` on {machine.name}: {message[-1500:]}",
+            where=str(f.source), fix="correct the file; nothing was put in place")
+
+
+def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult:
+    """machines: host name -> Machine.  Returns what changed, per host."""
+    result = ApplyResult(stage.name)
+    plan = stage.plan(topology)
+    # Validate everything first: a refused file stops the stage before any host changes.
+    for host, files in plan.items():
+        for f in files:
+            _validate(machines[host], stage, f, f.source.read_bytes())
+    for host, files in plan.items():
+        machine = machines[host]
+        changed = result.changed.setdefault(host, [])
+        for f in files:
+            data = f.source.read_bytes()
+            if _sha256_on(machine, f.dest) != hashlib.sha256(data).hexdigest():
+                mode = stage.modes.get(f.dest, {})
+                machine.write_file(f.dest, data, mode=str(mode.get("mode", "0644")),
+                                   owner=mode.get("owner", "root"), group=mode.get("group", "root"))
+                changed.append(f.dest)
+    for path, mode in stage.modes.items():
+        if not mode.get("directory"):
+            continue
+        for host in _hosts_of_selector(stage, mode.get("selector"), topology, plan):
+            machine = machines[host]
+            want = f"{mode.get('owner', 'root')}:{mode.get('group', 'root')} {int(str(mode.get('mode', '0755')), 8):o}"
+            have = machine.execute(f"stat -c '%U:%G %a' {shlex.quote(path)} 2>/dev/null").stdout.strip()
+            if have != want:
+                machine.succeed(f"mkdir -p {shlex.quote(path)} && chown {want.split()[0]} {shlex.quote(path)}"
+                                f" && chmod {mode.get('mode', '0755')} {shlex.quote(path)}")
+                result.changed.setdefault(host, []).append(path + "/")
+    for selector, rules in stage.services.items():
+        for host in stage.hosts_for(selector, topology):
+            machine = machines[host]
+            actions = result.actions.setdefault(host, [])
+            changed = result.changed.get(host, [])
+            for rule in rules:
+                service = machine.host.service(rule.name)
+                if not service.is_enabled:
+                    machine.succeed(f"update-rc.d {rule.name} enable")
+                    actions.append(f"enabled {rule.name}")
+                touched = any(c == w or c.startswith(w.rstrip("/") + "/") for c in changed for w in rule.watches)
+                if not service.is_running:
+                    machine.succeed(f"service {rule.name} start")
+                    actions.append(f"started {rule.name}")
+                elif touched and rule.on_change != "none":
+                    machine.succeed(f"service {rule.name} {rule.on_change}")
+                    actions.append(f"{rule.on_change}ed {rule.name}")
+    return result
+
+
+def _hosts_of_selector(stage: Stage, selector: str | None, topology: Topology, plan) -> list[str]:
+    if selector:
+        return stage.hosts_for(selector, topology)
+    return list(plan)

@@ -1,0 +1,112 @@
+"""pytest plugin: options, markers, conformance bookkeeping, evidence in reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .conformance import requirement_of
+from .evidence import Evidence
+from .secrets import install_log_filter, redact
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("haconform")
+    group.addoption("--target", choices=["lab", "vagrant", "ssh"], default=os.environ.get("HACONFORM_TARGET", "lab"),
+                    help="where the topology runs (default: lab, the embedded namespace lab)")
+    group.addoption("--lab-name", default=os.environ.get("HACONFORM_LAB", "haconform"),
+                    help="name of the namespace lab (default: haconform)")
+    group.addoption("--topology", default=os.environ.get("HACONFORM_TOPOLOGY"),
+                    help="topology file (default: fixtures/topology.yaml)")
+    group.addoption("--config", default=os.environ.get("HACONFORM_CONFIG", str(REPO / "fixtures" / "documented")),
+                    help="directory of stage configurations, laid out like fixtures/documented/")
+    group.addoption("--inventory", default=os.environ.get("HACONFORM_INVENTORY"),
+                    help="inventory file for --target ssh")
+    group.addoption("--allow-destructive", action="store_true",
+                    default=os.environ.get("HACONFORM_ALLOW_DESTRUCTIVE") == "1",
+                    help="let destructive suites run against an SSH target")
+    group.addoption("--keep-lab", action="store_true", default=os.environ.get("HACONFORM_KEEP_LAB") == "1",
+                    help="leave the lab running after the session (default: lab down at the end)")
+    group.addoption("--history-dir", default=os.environ.get("HACONFORM_HISTORY", str(REPO / "results")),
+                    help="where each run keeps its history (evidence JSON per test)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "conformance(requirement): a conformance test with a stable ID and MUST")
+    config.addinivalue_line("markers", "destructive: injects faults or changes cluster state")
+    install_log_filter()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    config._haconform_run_dir = Path(config.getoption("--history-dir")) / stamp
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seen: dict[str, str] = {}
+    problems = []
+    for item in items:
+        requirement = requirement_of(item)
+        in_suites = "suites" in Path(str(item.fspath)).parts
+        if in_suites and requirement is None:
+            problems.append(f"{item.nodeid}: suite test without @conformance(...)")
+            continue
+        if requirement is None:
+            continue
+        if requirement.id in seen and seen[requirement.id] != item.originalname:
+            problems.append(f"{requirement.id} used by both {seen[requirement.id]} and {item.nodeid}")
+        seen[requirement.id] = item.originalname
+        item.user_properties.append(("conformance_id", requirement.id))
+        item.user_properties.append(("must", requirement.must))
+        item.user_properties.append(("runbook_section", requirement.section))
+        item.user_properties.append(("stage", requirement.stage))
+    if problems:
+        raise pytest.UsageError("conformance metadata:\n  " + "\n  ".join(problems))
+
+    target = config.getoption("--target")
+    if target == "ssh" and not config.getoption("--allow-destructive"):
+        skip = pytest.mark.skip(reason="destructive: left out against an SSH target without --allow-destructive")
+        for item in items:
+            if item.get_closest_marker("destructive"):
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def evidence(request) -> Evidence:
+    """What this test saw; rendered into the HTML report and the run history."""
+    ev = Evidence(request.node.nodeid)
+    request.node._haconform_evidence = ev
+    return ev
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.longrepr is not None:
+        report.longrepr = redact(str(report.longrepr))
+    if report.when != "call":
+        return
+    ev: Evidence | None = getattr(item, "_haconform_evidence", None)
+    requirement = requirement_of(item)
+    header = ""
+    if requirement:
+        header = (f"<p><b>{requirement.id}</b> — {requirement.must}<br>"
+                  f"runbook: {requirement.section} ({requirement.stage})</p>")
+    try:
+        from pytest_html import extras
+    except ImportError:
+        extras = None
+    if extras is not None and (ev or header):
+        report.extras = getattr(report, "extras", []) + [extras.html(header + (ev.to_html() if ev else ""))]
+    run_dir: Path = item.config._haconform_run_dir
+    if ev is not None or requirement is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"nodeid": item.nodeid, "outcome": report.outcome, "duration": report.duration,
+                  "requirement": requirement.__dict__ if requirement else None,
+                  "evidence": ev.to_json() if ev else []}
+        with open(run_dir / "history.jsonl", "a") as fh:
+            fh.write(redact(json.dumps(record, default=str, ensure_ascii=False)) + "\n")

@@ -1,0 +1,44 @@
+"""The embedded namespace lab as a target."""
+
+from __future__ import annotations
+
+import testinfra
+
+from ..lab.lab import NamespaceLab
+from ..topology import Topology
+from .base import Target
+from .lab_backend import LabBackend
+
+
+class LabTarget(Target):
+    kind = "lab"
+    can_power = True
+
+    def __init__(self, topology: Topology, name: str = "haconform"):
+        super().__init__(topology)
+        self.lab = NamespaceLab(name, topology)
+
+    def up(self) -> dict:
+        return self.lab.up()
+
+    def down(self) -> dict:
+        return self.lab.down()
+
+    def testinfra_host(self, name: str) -> testinfra.host.Host:
+        if name not in self._hosts:
+            self.topology.host(name)
+            self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab))
+        return self._hosts[name]
+
+    def exec_argv(self, name: str) -> list[str]:
+        return self.lab.exec_argv(name)
+
+    def power(self, name: str, action: str) -> None:
+        # A crash leaves the host down, like a real panic: nothing waits for a boot.
+        self.lab.power(name, action, wait=action in ("on", "reset"))
+
+    def set_nic(self, name: str, state: str) -> None:
+        self.lab.set_nic(name, state)
+
+    def describe(self) -> dict:
+        return {"target": "lab", "lab": self.lab.name, "state_dir": str(self.lab.dir)}

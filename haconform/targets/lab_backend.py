@@ -1,0 +1,47 @@
+"""testinfra transport for hosts of the embedded namespace lab.
+
+    testinfra.get_host("haconform-lab://server1", lab="haconform")
+
+Commands run through nsenter in all of the host's namespaces, so
+host.file, host.service, host.process, host.socket read inside that host.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import testinfra.backend
+from testinfra.backend import base
+
+from ..lab.lab import NamespaceLab
+from ..timeouts import BOUNDS
+
+
+class LabBackend(base.BaseBackend):
+    NAME = "haconform-lab"
+
+    def __init__(self, hostname: str, *args: Any, lab: str = "haconform",
+                 lab_object: NamespaceLab | None = None, **kwargs: Any):
+        self.lab = lab_object or NamespaceLab(lab)
+        super().__init__(hostname, *args, **kwargs)
+
+    def get_pytest_id(self) -> str:
+        return f"{self.lab.name}:{self.hostname}"
+
+    @classmethod
+    def get_hosts(cls, host: str, **kwargs: Any) -> list[str]:
+        return [host]
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+        cmd = self.get_command(command, *args)
+        argv = self.lab.exec_argv(self.hostname) + ["/bin/sh", "-c", cmd]
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=BOUNDS.command)
+            return self.result(proc.returncode, self.encode(cmd), proc.stdout, proc.stderr)
+        except subprocess.TimeoutExpired as exc:
+            return self.result(124, self.encode(cmd), exc.stdout or b"",
+                               (exc.stderr or b"") + f"\n(timed out after {BOUNDS.command}s)".encode())
+
+
+testinfra.backend.BACKENDS.setdefault(LabBackend.NAME, f"{__name__}.LabBackend")

@@ -1,0 +1,52 @@
+"""Stage 1 — round robin (配置文件实例)."""
+
+from haconform.conformance import conformance
+from haconform.observe import answers, check_timing, runtime
+from haconform.timeouts import documented
+from haconform.wait import wait_until
+
+SECTION = "配置文件实例"
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+
+
+def names_of(deployment, backend_servers):
+    return [deployment.realserver_by_server_name(s).name for s in backend_servers]
+
+
+@conformance("HAC-RR-001", stage="stage1", section=SECTION,
+             must="Consecutive requests through the frontend MUST alternate app1, app2, app1, ...")
+def test_requests_alternate_between_real_servers(deployment, http, stage1, client_evidence, evidence):
+    seen = answers(http, deployment.url("/"), 8)
+    evidence.data("who answered, in order", seen)
+    expected = names_of(deployment, ["app1", "app2"])
+    assert set(seen) == set(expected), f"expected only {expected} to answer, saw {seen}"
+    assert all(a != b for a, b in zip(seen, seen[1:])), f"not alternating: {seen}"
+
+
+@conformance("HAC-RR-002", stage="stage1", section=SECTION, destructive=True,
+             must="A real server that fails its health check MUST stop receiving traffic within the "
+                  "check timing, and MUST receive traffic again once it passes")
+def test_failed_health_check_takes_server_out(deployment, http, stage1, client_evidence, evidence, request):
+    director = deployment.directors[0]
+    app2 = deployment.realserver_by_server_name("app2")
+    survivor = deployment.realserver_by_server_name("app1")
+    timing = check_timing(director.read_file(HAPROXY_CFG), "app", "app2")
+    evidence.data("health check timing from the applied config", timing)
+    assert timing["checked"], "the runbook's `server app2 ... check` has no `check`"
+    states = lambda: runtime(director).stat().states("app")  # noqa: E731
+
+    request.addfinalizer(lambda: app2.succeed("service apache2 start"))
+    app2.succeed("service apache2 stop")
+    wait_until("app2 DOWN in show stat", lambda: states().get("app2", "").startswith("DOWN"),
+               timeout=documented(timing["down_after_s"]), observe=states)
+    seen = answers(http, deployment.url("/"), 6)
+    evidence.data("answers while app2 is down", seen)
+    assert seen == [survivor.name] * 6, f"with app2 down every request must reach {survivor.name}: {seen}"
+
+    app2.succeed("service apache2 start")
+    wait_until("app2 UP in show stat", lambda: states().get("app2") == "UP",
+               timeout=documented(timing["up_after_s"]), observe=states)
+    seen = answers(http, deployment.url("/"), 6)
+    evidence.data("answers after app2 returned", seen)
+    assert set(seen) == {survivor.name, app2.name} and all(a != b for a, b in zip(seen, seen[1:])), \
+        f"alternation did not resume: {seen}"

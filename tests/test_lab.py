@@ -1,0 +1,245 @@
+"""The embedded namespace lab behaves like machines on a network (needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from haconform.errors import HaconformError
+from haconform.lab.lab import STATE_ROOT, NamespaceLab
+from haconform.targets.base import Machine
+from haconform.targets.lab import LabTarget
+from haconform.timeouts import BOUNDS
+from haconform.topology import load_topology
+from haconform.wait import wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")
+
+HACONFORM = [sys.executable, "-m", "haconform.cli"]
+
+
+def leftovers(name: str) -> dict:
+    """Everything on the machine that carries the lab's name."""
+    prefix = f"{name}-"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    links = [l["ifname"] for l in json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True,
+                                                              text=True).stdout)]
+    marker = f"{STATE_ROOT}/{name}/"
+    procs = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    procs.append(int(entry.name))
+            except OSError:
+                pass
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if marker in line]
+    return {"netns": [n for n in netns if n.startswith(prefix)],
+            "links": [l for l in links if l.startswith(prefix)],
+            "processes": procs, "mounts": mounts,
+            "state_dir": (STATE_ROOT / name).exists()}
+
+
+NOTHING = {"netns": [], "links": [], "processes": [], "mounts": [], "state_dir": False}
+
+
+def root_network() -> dict:
+    addrs = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True).stdout)
+    routes = json.loads(subprocess.run(["ip", "-j", "route", "show", "table", "all"], capture_output=True,
+                                       text=True).stdout)
+    return {"addresses": sorted((a["ifname"], i["local"]) for a in addrs for i in a.get("addr_info", [])),
+            "routes": sorted(json.dumps(r, sort_keys=True) for r in routes)}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = NamespaceLab("hcunit", load_topology())
+    lab.down()
+    lab.up()
+    yield lab
+    lab.down()
+    assert leftovers("hcunit") == NOTHING
+
+
+@pytest.fixture(scope="module")
+def target(lab):
+    return LabTarget(lab.topology, lab.name)
+
+
+def machine(target, name) -> Machine:
+    return Machine(target, target.topology.host(name))
+
+
+def test_a_file_written_in_one_host_stays_there(target):
+    server1, server2 = machine(target, "server1"), machine(target, "server2")
+    server1.succeed("echo only-server1 > /etc/haconform-isolation")
+    assert server1.host.file("/etc/haconform-isolation").content_string.strip() == "only-server1"
+    assert not server2.host.file("/etc/haconform-isolation").exists
+    assert not Path("/etc/haconform-isolation").exists()
+
+
+def test_each_host_has_its_own_hostname(target):
+    for name in target.topology.hosts:
+        assert machine(target, name).succeed("hostname").strip() == name
+
+
+def test_ps_in_a_host_shows_only_its_own_processes(target, lab):
+    server2 = machine(target, "server2")
+    comms = set(server2.succeed("ps -e -o comm=").split())
+    assert "apache2" in comms, comms
+    assert "haproxy" not in comms and "process_api" not in comms, comms
+    # PID 1 inside is the lab's init, not the machine's
+    assert "haconform.lab.init" in server2.succeed("tr '\\0' ' ' < /proc/1/cmdline")
+
+
+def test_apache_on_two_hosts_serves_two_pages_from_one_install(target):
+    client = machine(target, "client")
+    for name in ("server2", "server3"):
+        machine(target, name).succeed(f"echo page-of-{name} > /var/www/html/index.html")
+    for name in ("server2", "server3"):
+        assert client.succeed(f"curl -s -m 5 http://{name}/").strip() == f"page-of-{name}"
+
+
+def test_only_role_services_run(target):
+    assert machine(target, "server1").host.service("haproxy").is_running
+    assert not machine(target, "server2").host.service("haproxy").is_running
+    assert not machine(target, "client").host.service("apache2").is_running
+
+
+def test_reset_gives_a_new_boot_id_and_enabled_services_return(target, lab):
+    server3 = machine(target, "server3")
+    before = server3.boot_id
+    server3.succeed("echo kept > /etc/haconform-disk; echo gone > /tmp/haconform-tmp")
+    server3.reset()
+    after = server3.boot_id
+    assert after != before
+    assert lab.status()["hosts"]["server3"]["boot_id"] == after
+    assert server3.host.service("apache2").is_running
+    assert server3.host.file("/etc/haconform-disk").content_string.strip() == "kept", "the disk must survive a reboot"
+    assert not server3.host.file("/tmp/haconform-tmp").exists, "/tmp must be fresh at each boot"
+
+
+def test_crashed_host_answers_neither_ping_nor_arp_until_powered_on(target, lab):
+    client, server3 = machine(target, "client"), machine(target, "server3")
+    address = server3.address
+    client.succeed(f"ping -c 1 -W 2 {address}")
+    server3.crash()
+    assert lab.power_state("server3") == "crashed"
+    client.fail(f"ping -c 1 -W 1 {address}")
+    client.fail(f"arping -c 2 -w 2 -i eth0 {address}")
+    server3.power_on()
+    client.wait_until_succeeds(f"ping -c 1 -W 1 {address}", timeout=BOUNDS.host_boot)
+    client.succeed(f"arping -c 1 -w 2 -i eth0 {address}")
+
+
+def test_nic_down_keeps_processes_and_cuts_traffic(target):
+    client, server2 = machine(target, "client"), machine(target, "server2")
+    pids_before = set(server2.succeed("pgrep apache2").split())
+    server2.block()
+    try:
+        client.fail(f"ping -c 1 -W 1 {server2.address}")
+        assert set(server2.succeed("pgrep apache2").split()) == pids_before
+    finally:
+        server2.unblock()
+    client.wait_until_succeeds(f"ping -c 1 -W 1 {server2.address}", timeout=BOUNDS.host_boot)
+
+
+def test_machine_namespace_never_reaches_the_lab(lab):
+    result = subprocess.run(["ping", "-c", "1", "-W", "1", lab.topology.host("server2").address],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    routes = subprocess.run(["ip", "route", "show", "exact", str(lab.topology.subnet)],
+                            capture_output=True, text=True).stdout
+    assert routes.startswith("unreachable"), routes
+    addresses = root_network()["addresses"]
+    assert not [a for a in addresses if a[1].startswith(str(lab.topology.subnet.network_address)[:-1])]
+
+
+def test_sigkill_during_up_then_down_leaves_nothing(lab):
+    network_before = root_network()
+    proc = subprocess.Popen([*HACONFORM, "lab", "up", "--name", "hckill"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # Kill it mid-way: once some hosts exist but before the last has booted.
+    wait_until("hckill has started creating hosts", lambda: len(leftovers("hckill")["netns"]) >= 2,
+               timeout=BOUNDS.host_boot)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert leftovers("hckill")["netns"], "the kill came too late to test anything"
+    down = subprocess.run([*HACONFORM, "lab", "down", "--name", "hckill"], capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    assert leftovers("hckill") == NOTHING
+    assert root_network() == network_before
+
+
+def test_two_labs_run_at_once(lab):
+    other = NamespaceLab("hctwo", lab.topology)
+    try:
+        other.up()
+        for each in (lab, other):
+            result = each.run("client", f"ping -c 1 -W 2 {lab.topology.host('server2').address}")
+            assert result.returncode == 0, (each.name, result.stderr)
+        assert other.boot_id("server2") != lab.boot_id("server2")
+    finally:
+        other.down()
+    assert leftovers("hctwo") == NOTHING
+    assert lab.run("client", f"ping -c 1 -W 2 {lab.topology.host('server2').address}").returncode == 0
+
+
+BAD_TOPOLOGIES = {
+    "duplicate address": ("hosts.server4.address", """
+        network: {subnet: 10.99.0.0/24, vip: 10.99.0.100}
+        hosts:
+          server1: {role: director, address: 10.99.0.1}
+          server4: {role: director, address: 10.99.0.1}
+          server2: {role: realserver, address: 10.99.0.2}
+          client: {role: client, address: 10.99.0.200}
+        """),
+    "unknown role": ("hosts.server2.role", """
+        network: {subnet: 10.99.0.0/24, vip: 10.99.0.100}
+        hosts:
+          server1: {role: director, address: 10.99.0.1}
+          server2: {role: webserver, address: 10.99.0.2}
+          client: {role: client, address: 10.99.0.200}
+        """),
+    "missing field": ("hosts.server2.address", """
+        network: {subnet: 10.99.0.0/24, vip: 10.99.0.100}
+        hosts:
+          server1: {role: director, address: 10.99.0.1}
+          server2: {role: realserver}
+          client: {role: client, address: 10.99.0.200}
+        """),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOPOLOGIES))
+def test_bad_topology_gets_one_clear_error_and_starts_nothing(case, tmp_path):
+    key, text = BAD_TOPOLOGIES[case]
+    path = tmp_path / "topology.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(HaconformError) as caught:
+        load_topology(path)
+    message = str(caught.value)
+    assert str(path) in message and key in message and "fix:" in message, message
+    result = subprocess.run([*HACONFORM, "lab", "up", "--name", "hcbad", "--topology", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and key in lines[0], result.stderr
+    assert leftovers("hcbad") == NOTHING
+
+
+def test_not_root_gets_one_clear_error(monkeypatch, capsys):
+    from haconform import cli
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert cli.main(["lab", "up", "--name", "hcnobody"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs root" in err[0] and "fix:" in err[0], err
+    assert leftovers("hcnobody") == NOTHING

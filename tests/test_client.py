@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -316,3 +317,23 @@ def test_agent_source_is_standard_library_only_and_small():
             assert node.level == 0, "relative import in the agent"
             imported.add(node.module.split(".")[0])
     assert imported and imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+
+
+def in_fresh_network_namespace() -> list[str]:
+    """A transport prefix into a private, throwaway network namespace (only lo)."""
+    prefix = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    try:
+        subprocess.run([*prefix, "true"], check=True, capture_output=True, timeout=BOUNDS.command)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot create a network namespace here: {exc}")
+    return prefix
+
+
+def test_traffic_leaves_from_the_agents_network_namespace_not_the_harness(server):
+    # The same URL answers from this namespace but not from the agent's own:
+    # the request really is made by the agent where it runs.
+    with HttpAgent(in_fresh_network_namespace(), python="/usr/bin/python3") as isolated:
+        response = isolated.get(server.url + "/")
+        assert isolated.ping()["python"].startswith("3.")
+    assert response.error_kind == "refused", response
+    assert server.requests == []

@@ -45,7 +45,7 @@ def leftovers(name: str) -> dict:
     return {"netns": [n for n in netns if n.startswith(prefix)],
             "links": [l for l in links if l.startswith(prefix)],
             "processes": procs, "mounts": mounts,
-            "state_dir": (STATE_ROOT / name).exists()}
+            "state_dir": (STATE_ROOT / name).exists() or (STATE_ROOT / f"{name}.lock").exists()}
 
 
 NOTHING = {"netns": [], "links": [], "processes": [], "mounts": [], "state_dir": False}

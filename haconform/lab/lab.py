@@ -293,6 +293,7 @@ class NamespaceLab:
                 removed["mounts"].append(mount_point)
             shutil.rmtree(self.dir, ignore_errors=True)
             self._drop_guard_route()
+        (STATE_ROOT / f"{self.name}.lock").unlink(missing_ok=True)
         return removed
 
     # ----- internals ---------------------------------------------------------

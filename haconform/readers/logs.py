@@ -1,0 +1,174 @@
+"""Watch a log file on a host for lines written after a point in time.
+
+In the style of Pacemaker CTS's LogWatcher: arm the watch *before* injecting a
+fault, then wait until every named pattern has shown up in what was appended
+since.  Lines written before arming can never satisfy a wait, so a stale
+success from an earlier test cannot pass a later one.
+
+    watch = LogWatch(host, "/var/log/haproxy.log").arm()
+    ...inject...
+    seen = watch.wait_for({"down": pattern("haproxy.server_down",
+                                            backend="app", server="app1")})
+
+The file is read through host commands (stat, tail, head), incrementally:
+each poll reads only bytes not read before.  Rotation (a new inode) and
+truncation (the file shrank) restart reading at the start of the new file;
+lines already read stay in the watch.  What neither can detect: a file
+truncated and regrown past the read offset between two polls (copytruncate
+rotation under heavy logging) - the same limit CTS's watcher has.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..timeouts import BOUNDS
+from ..wait import wait_until
+from . import CommandFailed, ParseError, excerpt, host_label, stdout_bytes
+
+PatternLike = "re.Pattern[str] | str"
+
+# How many of the newest lines a timeout message shows.
+SHOWN_LINES = 5
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a file ended: its inode (None when it did not exist) and size in bytes."""
+
+    inode: int | None
+    size: int
+
+
+class LogWatch:
+    """Lines appended to one file on one host since arm()."""
+
+    def __init__(self, host: Any, path: str):
+        self.host = host
+        self.path = path
+        self._armed: LogPosition | None = None
+        self._inode: int | None = None
+        self._offset = 0
+        self._lines: list[str] = []
+        self._partial = b""
+
+    def __repr__(self) -> str:
+        return f"LogWatch({host_label(self.host)}:{self.path}, armed at {self._armed})"
+
+    @property
+    def armed_at(self) -> LogPosition | None:
+        return self._armed
+
+    def position(self) -> LogPosition:
+        """The file's current inode and size; a missing file is (None, 0)."""
+        result = self.host.run("stat -L -c '%%i %%s' %s", self.path)
+        if result.rc != 0:
+            if self._missing(result.stderr):
+                return LogPosition(inode=None, size=0)
+            raise CommandFailed(f"cannot stat {self.path}: {excerpt(result.stderr)}",
+                                where=host_label(self.host))
+        fields = result.stdout.split()
+        if len(fields) != 2 or not all(f.isdigit() for f in fields):
+            raise ParseError(f"stat printed {excerpt(result.stdout)}, expected 'inode size'",
+                             where=f"{host_label(self.host)}:{self.path}")
+        return LogPosition(inode=int(fields[0]), size=int(fields[1]))
+
+    def arm(self) -> "LogWatch":
+        """Remember where the file ends now; only later lines count.  Returns self."""
+        self._armed = self.position()
+        self._inode = self._armed.inode
+        self._offset = self._armed.size
+        self._lines = []
+        self._partial = b""
+        return self
+
+    def new_lines(self) -> list[str]:
+        """Complete lines appended since arm(), oldest first (a copy)."""
+        if self._armed is None:
+            raise RuntimeError(f"{self!r}: call arm() before reading new lines")
+        now = self.position()
+        if now.inode != self._inode or now.size < self._offset:
+            # Rotated (new inode) or truncated: the new content starts at 0.
+            self._inode = now.inode
+            self._offset = 0
+            if self._partial:
+                self._lines.append(self._partial.decode("utf-8", "replace"))
+                self._partial = b""
+        if now.size > self._offset:
+            self._read(self._offset, now.size - self._offset)
+        return list(self._lines)
+
+    def matches(self, patterns: Mapping[str, PatternLike]) -> dict[str, list[str]]:
+        """For each named pattern, the new lines it matches (no waiting)."""
+        compiled = _compile_all(patterns)
+        lines = self.new_lines()
+        return {name: [line for line in lines if regex.search(line)]
+                for name, regex in compiled.items()}
+
+    def wait_for(self, patterns: Mapping[str, PatternLike], *, timeout: float = BOUNDS.log_line,
+                 condition: str | None = None) -> dict[str, re.Match[str]]:
+        """Poll until every named pattern has matched a new line at least once.
+
+        Returns name -> the first match (match.string is the whole line).  On
+        timeout the WaitTimeout names the patterns still missing and shows the
+        newest lines.
+        """
+        compiled = _compile_all(patterns)
+        found: dict[str, re.Match[str]] = {}
+        scanned = 0
+
+        def all_seen() -> dict[str, re.Match[str]] | None:
+            nonlocal scanned
+            lines = self.new_lines()
+            fresh, scanned = lines[scanned:], len(lines)
+            for line in fresh:
+                for name, regex in compiled.items():
+                    if name not in found:
+                        hit = regex.search(line)
+                        if hit:
+                            found[name] = hit
+            return dict(found) if len(found) == len(compiled) else None
+
+        def observed() -> str:
+            missing = [name for name in compiled if name not in found]
+            return (f"missing {missing} in {self.path} on {host_label(self.host)}; "
+                    f"newest lines: {self._lines[-SHOWN_LINES:]}")
+
+        return wait_until(
+            condition or f"{self.path} on {host_label(self.host)} shows {sorted(compiled)}",
+            all_seen, timeout=timeout, observe=observed)
+
+    def look_for_absence(self, patterns: Mapping[str, PatternLike]) -> dict[str, list[str]]:
+        """The named patterns that DID match new lines, with those lines.
+
+        An empty dict means none appeared.  This does not wait: first wait for
+        a line that proves the log has caught up (e.g. the request's own
+        httplog line), then look for what must not be there.
+        """
+        return {name: lines for name, lines in self.matches(patterns).items() if lines}
+
+    def _read(self, start: int, length: int) -> None:
+        result = self.host.run("tail -c +%s %s | head -c %s", str(start + 1), self.path,
+                               str(length))
+        if result.rc != 0:
+            if self._missing(result.stderr):
+                return  # rotated away between stat and tail; the next poll sees the new file
+            raise CommandFailed(f"cannot read {self.path}: {excerpt(result.stderr)}",
+                                where=host_label(self.host))
+        data = self._partial + stdout_bytes(result)
+        self._offset = start + len(stdout_bytes(result))
+        *complete, self._partial = data.split(b"\n")
+        self._lines.extend(line.decode("utf-8", "replace") for line in complete)
+
+    @staticmethod
+    def _missing(stderr: str) -> bool:
+        return "No such file" in (stderr or "")
+
+
+def _compile_all(patterns: Mapping[str, PatternLike]) -> dict[str, re.Pattern[str]]:
+    if not patterns:
+        raise ValueError("give at least one named pattern")
+    return {name: regex if isinstance(regex, re.Pattern) else re.compile(regex)
+            for name, regex in patterns.items()}

@@ -125,13 +125,65 @@ def install(cfg: dict) -> None:
     for name in cfg["services"]:
         if not list(Path("/etc/rc2.d").glob(f"S??{name}")):
             run(["update-rc.d", name, "enable"])
+    systemctl = Path("/usr/bin/systemctl")
+    systemctl.write_text(Path(cfg["systemctl_shim"]).read_text())
+    systemctl.chmod(0o755)
     os.makedirs(os.path.dirname(INSTALLED_MARK), exist_ok=True)
     Path(INSTALLED_MARK).write_text(cfg["boot_id"] + "\n")
 
 
+def lsb_header(script: Path) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    try:
+        text = script.read_text(errors="replace")
+    except OSError:
+        return fields
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("### BEGIN INIT INFO"):
+            inside = True
+        elif line.startswith("### END INIT INFO"):
+            break
+        elif inside and ":" in line:
+            key, value = line.lstrip("# ").split(":", 1)
+            fields[key.strip()] = value.split()
+    return fields
+
+
+def boot_order(links: list[Path]) -> list[Path]:
+    """Order enabled scripts by their LSB Required-/Should-Start, as insserv would.
+
+    (Without insserv every link is S01 and name order would start pcsd
+    before the pcsd-ruby it requires.)"""
+    by_name = {link.name[3:]: link for link in links}
+    provides = {}
+    for name, link in by_name.items():
+        for facility in lsb_header(link).get("Provides", [name]):
+            provides[facility] = name
+    provides.setdefault("$syslog", "rsyslog")
+    ordered: list[Path] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name) == "done" or state.get(name) == "visiting":
+            return
+        state[name] = "visiting"
+        header = lsb_header(by_name[name])
+        for dep in header.get("Required-Start", []) + header.get("Should-Start", []):
+            target = provides.get(dep)
+            if target in by_name and target != name:
+                visit(target)
+        state[name] = "done"
+        ordered.append(by_name[name])
+
+    for name in sorted(by_name, key=lambda n: by_name[n].name):
+        visit(name)
+    return ordered
+
+
 def start_services() -> list[str]:
     started = []
-    for link in sorted(Path("/etc/rc2.d").glob("S*")):
+    for link in boot_order(sorted(Path("/etc/rc2.d").glob("S*"))):
         name = link.name[3:]
         began = time.monotonic()
         rc = run([str(link), "start"])

@@ -364,6 +364,7 @@ class NamespaceLab:
             "services": self.topology.role_services[spec.role],
             "machine_id": hashlib.md5(f"{self.name}/{host}".encode()).hexdigest(),
             "etc_hosts": self._etc_hosts(),
+            "systemctl_shim": str(Path(__file__).with_name("systemctl.sh")),
         }
         (hdir / "pid").unlink(missing_ok=True)
         (hdir / "init.json").write_text(json.dumps(config, indent=1))

@@ -39,6 +39,7 @@ class PatternSpec:
     any_value: str                # what ANY stands for in this pattern
     source: str                   # where the message text comes from
     description: str
+    wildcards: tuple[tuple[str, str], ...] = ()   # per-parameter ANY, where any_value won't do
 
 
 _HAPROXY_TAG = r"haproxy\[\d+\]: "
@@ -95,6 +96,7 @@ PATTERNS: dict[str, PatternSpec] = {
         "services_ocf_exitcode_str in lower case ('ok', 'not running', 'error'), operation "
         "is crm_action_str ('probe' for a 0-interval monitor)",
         "the controller recorded the result of a resource action",
+        wildcards=(("result", r".+?"),),   # results may be several words: "not running"
     ),
     "pcmk.fence_requested": PatternSpec(
         r"Requesting peer fencing \(@{action}\) targeting @{target}(?: |$)",
@@ -111,10 +113,11 @@ PATTERNS: dict[str, PatternSpec] = {
     ),
     "pcmk.fence_result": PatternSpec(
         r"Operation '@{action}' targeting @{target} by \S+ for \S+@\S+: @{result} \(",
-        r"[^\s(]+",
+        r"\S+",
         "pacemaker 2.1.5 daemons/fenced/fenced_remote.c remote_op_done: \"Operation '%s'%s%s "
         "by %s for %s@%s%s: %s (%s%s%s)\"; result is crm_exit_str ('OK', 'Error occurred')",
         "the fencer finished a fence action",
+        wildcards=(("result", r"[^(]+?"),),
     ),
     "pcmk.peer_terminated": PatternSpec(
         r"Peer @{target} was terminated \(@{action}\) by \S+ on behalf of \S+: OK",
@@ -243,10 +246,13 @@ def pattern(name: str, **params: object) -> re.Pattern[str]:
 def _compile(name: str, params: tuple[tuple[str, str | None], ...]) -> re.Pattern[str]:
     spec = PATTERNS[name]
     values = dict(params)
+    wildcards = dict(spec.wildcards)
 
     def fill(found: re.Match[str]) -> str:
         value = values[found.group(1)]
-        return spec.any_value if value is None else re.escape(value)
+        if value is None:
+            return wildcards.get(found.group(1), spec.any_value)
+        return re.escape(value)
 
     return re.compile(_PLACEHOLDER.sub(fill, spec.template))
 

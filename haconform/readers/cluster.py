@@ -213,9 +213,8 @@ class ClusterState:
         members = self._primitives_of(resource_id)
         nodes: dict[str, None] = {}
         for resource in members:
-            if resource.active:
-                for node in resource.nodes:
-                    nodes.setdefault(node, None)
+            for node in resource.nodes:   # crm_mon lists nodes only for running instances
+                nodes.setdefault(node, None)
         return list(nodes)
 
     def group_members(self, group_id: str) -> list[str]:

@@ -117,7 +117,44 @@ cib nostonith.xml '' "$GROUP" "$ONLINE"
 crm_verify -x nostonith.xml -V --output-as=xml > "$OUT/crm_verify_no_stonith.xml" 2> "$OUT/crm_verify_no_stonith.stderr" || echo $? > "$OUT/crm_verify_no_stonith.rc"
 crm_verify -x running.xml -V --output-as=xml > "$OUT/crm_verify_ok.xml" 2> "$OUT/crm_verify_ok.stderr" && echo 0 > "$OUT/crm_verify_ok.rc"
 
+# CONSTRUCTED, not recorded: fence history comes from pacemaker-fenced, which
+# cannot run here.  The elements follow pacemaker 2.1.5's
+# lib/fencing/st_output.c stonith_event_xml (status success|failed|pending,
+# extended-status for pending, completed as crm_time_as_string "YYYY-MM-DD
+# hh:mm:ss" + "Z" or " +hh:mm"), crm_mon's <fence_history> list and
+# stonith_admin's <list name="fencing history"> (lib/common/output_xml.c);
+# both validate against api-result-2.25.rng below.
+python3 - "$OUT" <<'PY'
+import sys
+out = sys.argv[1]
+lost = open(f"{out}/crm_mon_node_lost.xml").read()
+history = """  <fence_history>
+    <fence_event action="reboot" target="server4" client="pacemaker-controld.1207" origin="server1" status="success" delegate="server1" completed="2025-11-26 11:41:07 +08:00"/>
+    <fence_event action="reboot" target="server4" client="pacemaker-controld.1207" origin="server1" status="failed" delegate="server1" completed="2025-11-26 11:40:49 +08:00"/>
+    <fence_event action="off" target="server1" client="stonith_admin.2231" origin="server4" status="pending" extended-status="2"/>
+  </fence_history>
+"""
+assert '  <status code="0"' in lost
+open(f"{out}/crm_mon_fenced.xml", "w").write(lost.replace('  <status code="0"', history + '  <status code="0"', 1))
+open(f"{out}/stonith_admin_history.xml", "w").write("""<pacemaker-result api-version="2.25" request="stonith_admin --history * --verbose --output-as=xml">
+  <list name="fencing history" count="2">
+    <fence_event action="reboot" target="server4" client="pacemaker-controld.1207" origin="server1" status="success" delegate="server1" completed="2025-11-26 03:41:07Z"/>
+    <fence_event action="reboot" target="server1" client="stonith_admin.3310" origin="server4" status="failed" exit-reason="Fence agent did not complete in time" delegate="server4" completed="2025-11-26 03:20:00Z"/>
+  </list>
+  <status code="0" message="OK"/>
+</pacemaker-result>
+""")
+PY
+
+# What the tools print on a machine where no cluster runs (recorded).
+( crm_mon --output-as=xml --include=all --fence-history=3 > "$OUT/crm_mon_not_connected.xml" 2>/dev/null || true )
+( stonith_admin --history '*' --verbose --output-as=xml > "$OUT/stonith_admin_not_connected.xml" 2>/dev/null || true )
+
+# Two CIBs kept for tests that run the real crm_mon/crm_verify with CIB_file.
+cp running.xml "$OUT/cib_running.xml"
+cp nostonith.xml "$OUT/cib_no_stonith.xml"
+
 crm_mon --version | head -1 > "$OUT/VERSION"
-for f in "$OUT"/crm_mon_*.xml "$OUT"/crm_verify_*.xml; do
+for f in "$OUT"/crm_mon_*.xml "$OUT"/crm_verify_*.xml "$OUT"/stonith_admin_*.xml; do
     xmllint --noout --relaxng /usr/share/pacemaker/api/api-result-2.25.rng "$f"
 done

@@ -1,0 +1,241 @@
+"""LogWatch: lines appended after arm(), rotation, truncation, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from fakes import FakeHost, FakeResult, GrowingFile
+from haconform.errors import WaitTimeout
+from haconform.readers import CommandFailed, ParseError
+from haconform.readers.logs import LogPosition, LogWatch
+
+PATH = "/var/log/haproxy.log"
+
+
+def watched(content: bytes | None = b"old line\n"):
+    host = FakeHost(name="server1")
+    log = GrowingFile(host, PATH, content)
+    return host, log, LogWatch(host, PATH)
+
+
+def test_arm_records_the_end_and_old_lines_never_count():
+    host, log, watch = watched(b"before 1\nbefore 2\n")
+    assert watch.arm() is watch
+    assert watch.armed_at == LogPosition(inode=1000, size=18)
+    assert watch.new_lines() == []
+    log.append("after\n")
+    assert watch.new_lines() == ["after"]
+    assert host.commands[0] == f"stat -L -c '%i %s' {PATH}"
+
+
+def test_new_lines_are_cumulative_and_read_incrementally():
+    host, log, watch = watched()
+    watch.arm()
+    log.append("one\n")
+    assert watch.new_lines() == ["one"]
+    log.append("two\nthree\n")
+    assert watch.new_lines() == ["one", "two", "three"]
+    reads = [c for c in host.commands if c.startswith("tail")]
+    # each read starts where the last one ended: byte 10 (+1) then byte 14 (+1)
+    assert reads == [f"tail -c +10 {PATH} | head -c 4", f"tail -c +14 {PATH} | head -c 10"]
+
+
+def test_a_partial_line_waits_for_its_newline():
+    _, log, watch = watched()
+    watch.arm()
+    log.append("half a li")
+    assert watch.new_lines() == []
+    log.append("ne\nnext\n")
+    assert watch.new_lines() == ["half a line", "next"]
+
+
+def test_missing_file_at_arm_then_created():
+    _, log, watch = watched(content=None)
+    assert watch.arm().armed_at == LogPosition(inode=None, size=0)
+    assert watch.new_lines() == []
+    log.content = b"first line of a new file\n"
+    assert watch.new_lines() == ["first line of a new file"]
+
+
+def test_rotation_reads_the_new_file_from_the_start():
+    _, log, watch = watched(b"x" * 100 + b"\n")
+    watch.arm()
+    log.append("last line of the old file\n")
+    assert watch.new_lines() == ["last line of the old file"]
+    log.rotate(b"a\nb\n")           # new inode, even though smaller
+    assert watch.new_lines() == ["last line of the old file", "a", "b"]
+
+
+def test_rotation_to_a_larger_file_is_still_seen_by_inode():
+    _, log, watch = watched(b"short\n")
+    watch.arm()
+    log.rotate(b"a much longer first line in the new file\n")
+    assert watch.new_lines() == ["a much longer first line in the new file"]
+
+
+def test_truncation_reads_from_the_start_again():
+    _, log, watch = watched(b"old old old old\n")
+    watch.arm()
+    log.truncate()
+    log.append("new\n")
+    assert watch.new_lines() == ["new"]
+
+
+def test_unterminated_line_of_a_rotated_file_is_kept():
+    _, log, watch = watched(b"")
+    watch.arm()
+    log.append("no newline at the end")
+    assert watch.new_lines() == []
+    log.rotate(b"fresh\n")
+    assert watch.new_lines() == ["no newline at the end", "fresh"]
+
+
+def test_file_removed_after_arm():
+    _, log, watch = watched()
+    watch.arm()
+    log.remove()
+    assert watch.new_lines() == []
+    log.content = b"back\n"
+    assert watch.new_lines() == ["back"]
+
+
+def test_offsets_are_bytes_so_multibyte_text_is_not_cut():
+    _, log, watch = watched("日志\n".encode())
+    watch.arm()
+    log.append("高可用 ok\n")
+    assert watch.new_lines() == ["高可用 ok"]
+    log.append("二\n")
+    assert watch.new_lines() == ["高可用 ok", "二"]
+
+
+def test_new_lines_before_arm_is_a_usage_error():
+    _, _, watch = watched()
+    with pytest.raises(RuntimeError, match="arm()"):
+        watch.new_lines()
+
+
+def test_stat_failures_are_clear():
+    host = FakeHost(name="server1")
+    host.on(re.compile("^stat "), rc=1, stderr="stat: cannot statx: Permission denied\n")
+    with pytest.raises(CommandFailed, match="cannot stat /var/log/x.*Permission denied"):
+        LogWatch(host, "/var/log/x").arm()
+    odd = FakeHost(name="server1").on(re.compile("^stat "), stdout="regular file\n")
+    with pytest.raises(ParseError, match="expected 'inode size'"):
+        LogWatch(odd, "/var/log/x").arm()
+
+
+def test_read_failure_is_clear():
+    host, _, watch = watched()
+    watch.arm()
+    host.on(re.compile("^stat "), stdout="1000 50\n")
+    host.on(re.compile("^tail "), rc=1, stderr="tail: error reading: Input/output error\n")
+    with pytest.raises(CommandFailed, match="cannot read.*Input/output"):
+        watch.new_lines()
+
+
+# --- waiting --------------------------------------------------------------------------
+
+def test_wait_for_returns_first_match_of_each_pattern():
+    _, log, watch = watched()
+    watch.arm()
+    log.append("Server app/app1 is DOWN, reason: x\nServer app/app1 is UP\n"
+               "Server app/app1 is DOWN, again\n")
+    found = watch.wait_for({"down": r"Server app/app1 is DOWN", "up": re.compile(r"is UP")},
+                           timeout=1)
+    assert set(found) == {"down", "up"}
+    assert found["down"].string == "Server app/app1 is DOWN, reason: x"
+
+
+def test_wait_for_polls_until_the_line_arrives():
+    host, log, watch = watched()
+    watch.arm()
+    stat_calls = 0
+    original = log._stat
+
+    def stat_and_grow(command: str) -> FakeResult:
+        nonlocal stat_calls
+        stat_calls += 1
+        if stat_calls == 3:
+            log.append("pacemaker-fenced: Operation 'reboot' targeting server4: OK\n")
+        return original(command)
+
+    host.on(re.compile("^stat "), stat_and_grow)
+    found = watch.wait_for({"fenced": r"targeting server4"}, timeout=5)
+    assert "reboot" in found["fenced"].string
+    assert stat_calls >= 3
+
+
+def test_wait_for_times_out_naming_what_is_missing():
+    _, log, watch = watched()
+    watch.arm()
+    log.append("Server app/app1 is DOWN\n")
+    with pytest.raises(WaitTimeout) as raised:
+        watch.wait_for({"down": "is DOWN", "up": "is UP"}, timeout=0.3,
+                       condition="app1 flaps")
+    message = str(raised.value)
+    assert "app1 flaps" in message and "missing ['up']" in message
+    assert "Server app/app1 is DOWN" in message and "server1" in message
+
+
+def test_lines_from_before_arm_cannot_satisfy_a_wait():
+    _, log, watch = watched(b"Server app/app1 is UP\n")
+    watch.arm()
+    with pytest.raises(WaitTimeout):
+        watch.wait_for({"up": "is UP"}, timeout=0.2)
+
+
+def test_look_for_absence_reports_only_what_appeared():
+    _, log, watch = watched()
+    watch.arm()
+    log.append("GET / 200\nGET /x 503\n")
+    assert watch.look_for_absence({"5xx": r" 5\d\d$", "4xx": r" 4\d\d$"}) == {
+        "5xx": ["GET /x 503"]}
+    assert watch.look_for_absence({"4xx": r" 4\d\d$"}) == {}
+
+
+def test_empty_pattern_set_is_refused():
+    _, _, watch = watched()
+    watch.arm()
+    with pytest.raises(ValueError):
+        watch.wait_for({}, timeout=0.1)
+
+
+# --- on a real file through a real testinfra host ---------------------------------------
+
+@pytest.fixture
+def local_host():
+    testinfra = pytest.importorskip("testinfra")
+    return testinfra.get_host("local://")
+
+
+def test_real_file_append_rotate_truncate(local_host, tmp_path):
+    path = tmp_path / "haproxy.log"
+    path.write_text("before\n")
+    watch = LogWatch(local_host, str(path)).arm()
+    with path.open("a") as log:
+        log.write("after 1\n")
+    assert watch.new_lines() == ["after 1"]
+
+    os.rename(path, tmp_path / "haproxy.log.1")         # logrotate's create mode
+    path.write_text("rotated 1\nrotated 2\n")
+    assert watch.new_lines() == ["after 1", "rotated 1", "rotated 2"]
+
+    with path.open("r+") as log:                         # copytruncate
+        log.truncate(0)
+    with path.open("a") as log:
+        log.write("after truncate\n")
+    assert watch.new_lines()[-1] == "after truncate"
+
+    found = watch.wait_for({"rotated": "rotated 2"}, timeout=2)
+    assert found["rotated"].string == "rotated 2"
+
+
+def test_real_missing_file(local_host, tmp_path):
+    path = tmp_path / "not-yet.log"
+    watch = LogWatch(local_host, str(path)).arm()
+    assert watch.armed_at == LogPosition(None, 0)
+    path.write_text("now here\n")
+    assert watch.new_lines() == ["now here"]

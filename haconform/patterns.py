@@ -229,8 +229,7 @@ def pattern(name: str, **params: object) -> re.Pattern[str]:
     """The compiled pattern `name`, each @{param} replaced by re.escape(str(value)),
     or by the pattern's wildcard where the value is ANY.  Missing or unknown
     parameters are an error rather than a silent wildcard."""
-    spec = _spec(name)
-    needed = placeholders(name)
+    needed = placeholders(name)   # also rejects an unknown name
     missing = [p for p in needed if p not in params]
     unknown = [p for p in params if p not in needed]
     if missing or unknown:

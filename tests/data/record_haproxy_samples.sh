@@ -8,7 +8,7 @@ set -euo pipefail
 
 NS=hctest-readers
 WORK=$(mktemp -d /tmp/hctest-readers.XXXXXX)
-OUT=$(cd "$(dirname "$0")" && pwd)/haproxy
+OUT=${OUT:-$(cd "$(dirname "$0")" && pwd)/haproxy}
 mkdir -p "$OUT" "$WORK/spool" "$WORK/www2" "$WORK/www3"
 echo app1 > "$WORK/www2/index.html"
 echo app2 > "$WORK/www3/index.html"
@@ -17,6 +17,7 @@ mkdir -p "$WORK/www3/images" && echo gif > "$WORK/www3/images/a.gif"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -78,10 +79,14 @@ local2.* $WORK/haproxy.log
 local2.* $WORK/haproxy-traditional.log;RSYSLOG_TraditionalFileFormat
 CFG
 
-in_ns rsyslogd -n -f "$WORK/rsyslog.conf" -i "$WORK/rsyslog.pid" & pids+=($!)
-in_ns python3 -m http.server --bind 127.0.0.2 80 --directory "$WORK/www2" >/dev/null 2>&1 & pids+=($!)
-in_ns python3 -m http.server --bind 127.0.0.3 80 --directory "$WORK/www3" >/dev/null 2>&1 & pids+=($!)
-in_ns haproxy -db -f "$WORK/haproxy.cfg" & pids+=($!)
+# `ip netns exec` execs the command, so $! is the daemon itself (a shell
+# function here would leave the daemon orphaned when its subshell is killed).
+ip netns exec "$NS" rsyslogd -n -f "$WORK/rsyslog.conf" -i "$WORK/rsyslog.pid" & pids+=($!)
+ip netns exec "$NS" python3 -m http.server --bind 127.0.0.2 80 --directory "$WORK/www2" \
+    >/dev/null 2>&1 & pids+=($!)
+ip netns exec "$NS" python3 -m http.server --bind 127.0.0.3 80 --directory "$WORK/www3" \
+    >/dev/null 2>&1 & pids+=($!)
+ip netns exec "$NS" haproxy -db -f "$WORK/haproxy.cfg" 2>/dev/null & pids+=($!)
 
 cli() { echo "$1" | socat stdio "UNIX-CONNECT:$WORK/stats"; }
 # Bounded poll (a recording script, not a test): app1 and app2 UP, app3 DOWN.

@@ -33,6 +33,8 @@ def pytest_addoption(parser):
                     help="let destructive suites run against an SSH target")
     group.addoption("--keep-lab", action="store_true", default=os.environ.get("HACONFORM_KEEP_LAB") == "1",
                     help="leave the lab running after the session (default: lab down at the end)")
+    group.addoption("--reuse-lab", action="store_true", default=os.environ.get("HACONFORM_REUSE_LAB") == "1",
+                    help="use the lab as it is instead of starting from a fresh one (development)")
     group.addoption("--history-dir", default=os.environ.get("HACONFORM_HISTORY", str(REPO / "results")),
                     help="where each run keeps its history (evidence JSON per test)")
 

@@ -1,0 +1,191 @@
+"""Stage 4 — high availability with pacemaker (实现高可用)."""
+
+import pytest
+
+from haconform.conformance import conformance
+from haconform.faults import FaultRun, audit, vip_holders
+from haconform.ha import GROUP, HAPROXY_RESOURCE, VIP_RESOURCE, resource_op_interval
+from haconform.patterns import ANY, pattern
+from haconform.readers.cluster import read_cluster_state
+from haconform.timeouts import BOUNDS, documented
+from haconform.wait import wait_until
+
+SECTION = "实现高可用"
+
+
+def cluster_state(deployment):
+    for director in deployment.directors:
+        try:
+            return read_cluster_state(director.host)
+        except Exception:
+            continue
+    raise AssertionError("no director answers crm_mon")
+
+
+def group_node(deployment):
+    """The one director running the whole group, else None."""
+    state = cluster_state(deployment)
+    places = [state.where_is(member) for member in state.group_members(GROUP)]
+    if all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
+        return places[0][0]
+    return None
+
+
+def active_director(deployment):
+    node = wait_until(f"{GROUP} runs on exactly one director", lambda: group_node(deployment),
+                      timeout=BOUNDS.cluster_settle, observe=lambda: cluster_state(deployment).resources)
+    return deployment.machine(node)
+
+
+@pytest.fixture
+def clean_cluster(deployment, stage4, request):
+    """Before: the group settled. After (registered first, runs even on failure):
+    fail counts and failed actions cleared, both nodes out of standby."""
+    def restore():
+        first = deployment.directors[0]
+        for director in deployment.directors:
+            first.execute(f"pcs node unstandby {director.name}")
+        first.execute("pcs resource cleanup")
+    request.addfinalizer(restore)
+    return active_director(deployment)
+
+
+@conformance("HAC-HA-001", stage="stage4", section=SECTION,
+             must="The VIP and HAProxy MUST run on the same director, and HAProxy on exactly one director")
+def test_vip_and_haproxy_run_together_on_one_director(deployment, stage4, evidence):
+    state = cluster_state(deployment)
+    evidence.data("resources (crm_mon XML)", {r.id: {"role": r.role, "nodes": list(r.nodes)} for r in state.resources})
+    assert state.group_members(GROUP) == [VIP_RESOURCE, HAPROXY_RESOURCE]
+    assert len(state.where_is(VIP_RESOURCE)) == 1, state.where_is(VIP_RESOURCE)
+    assert state.where_is(VIP_RESOURCE) == state.where_is(HAPROXY_RESOURCE)
+    running = [d.name for d in deployment.directors if d.host.process.filter(comm="haproxy")]
+    evidence.data("directors with haproxy processes", running)
+    assert running == state.where_is(HAPROXY_RESOURCE), f"haproxy processes on {running}"
+    assert vip_holders(deployment) == running, f"VIP held by {vip_holders(deployment)}"
+
+
+@conformance("HAC-HA-002", stage="stage4", section=SECTION,
+             must="The data-plane behaviour of stages 1-3 MUST hold through the VIP: GET to app1, POST to app2")
+def test_data_plane_through_the_vip(deployment, http, stage4, client_evidence):
+    app1 = deployment.realserver_by_server_name("app1").name
+    app2 = deployment.realserver_by_server_name("app2").name
+    assert deployment.frontend_address == deployment.vip
+    got = http.get(deployment.url("/"))
+    assert got.ok and got.headers.get("X-Real-Server") == app1, got
+    posted = http.post(deployment.url("/upload_file.php"), b"")
+    assert posted.headers.get("X-Real-Server") == app2, posted
+
+
+@conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True,
+             must="When the VIP is deleted by hand on the active director the cluster MUST restore it "
+                  "within the VIP's monitor interval")
+def test_vip_deleted_by_hand_is_restored(deployment, clean_cluster, evidence):
+    active = clean_cluster
+    interval = resource_op_interval(active, VIP_RESOURCE)
+    evidence.data("VIP monitor interval from the CIB (s)", interval)
+    assert interval, "the VIP resource has no monitor operation"
+    before = cluster_state(deployment).failcount(VIP_RESOURCE, active.name)
+    with FaultRun(deployment, evidence, "VIP deleted by hand") as run:
+        watch = run.watch(active)
+        run.mark("fault injected")
+        active.succeed(f"ip addr del {deployment.vip}/{deployment.topology.prefixlen} dev eth0")
+        wait_until("the VIP is held by a director again", lambda: vip_holders(deployment),
+                   timeout=documented(interval), observe=lambda: vip_holders(deployment))
+        run.mark("VIP back")
+        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
+                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+        seen = watch.wait_for({"monitor saw VIP gone": pattern(
+            "pcmk.rsc_op_result", operation="monitor", resource=VIP_RESOURCE, node=active.name,
+            result="not running")}, timeout=BOUNDS.log_line)
+    evidence.log("pacemaker's evidence", [m.string for m in seen.values()])
+    evidence.data("outage (s)", run.outage_s)
+    assert run.time_of("VIP back") - run.time_of("fault injected") <= documented(interval)
+    after = cluster_state(deployment).failcount(VIP_RESOURCE, active.name)
+    assert after == before + 1, f"VIP fail count on {active.name}: {before} -> {after}"
+    assert run.vip_watch.max_holders() <= 1
+    problems = audit(deployment, allowed_failures=(VIP_RESOURCE,), run=run)
+    assert not problems, problems
+
+
+@conformance("HAC-HA-004", stage="stage4", section=SECTION, destructive=True,
+             must="When HAProxy is stopped on the active director the cluster's monitor MUST notice, "
+                  "restart it and count one failure")
+def test_haproxy_stopped_is_restarted(deployment, clean_cluster, evidence):
+    active = clean_cluster
+    interval = resource_op_interval(active, HAPROXY_RESOURCE)
+    evidence.data("haproxy monitor interval from the CIB (s)", interval)
+    assert interval
+    before = cluster_state(deployment).failcount(HAPROXY_RESOURCE, active.name)
+    with FaultRun(deployment, evidence, "haproxy stopped") as run:
+        watch = run.watch(active)
+        run.mark("fault injected")
+        active.succeed("systemctl stop haproxy")   # the runbook's own command
+        seen = watch.wait_for({"monitor saw haproxy stopped": pattern(
+            "pcmk.rsc_op_result", operation="monitor", resource=HAPROXY_RESOURCE, node=ANY,
+            result="not running")}, timeout=documented(interval))
+        wait_until("haproxy running again under the cluster",
+                   lambda: any(d.host.process.filter(comm="haproxy") for d in deployment.directors)
+                   and group_node(deployment), timeout=BOUNDS.cluster_settle)
+        run.mark("haproxy back")
+        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
+                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+    evidence.log("pacemaker's evidence", [m.string for m in seen.values()])
+    evidence.data("outage (s)", run.outage_s)
+    after = cluster_state(deployment).failcount(HAPROXY_RESOURCE, active.name)
+    assert after == before + 1, f"haproxy fail count on {active.name}: {before} -> {after}"
+    problems = audit(deployment, allowed_failures=(HAPROXY_RESOURCE,), run=run)
+    assert not problems, problems
+
+
+@conformance("HAC-HA-005", stage="stage4", section=SECTION, destructive=True,
+             must="`pcs node standby` of the active director MUST move the group to the other director, "
+                  "and `unstandby` MUST bring the node back online")
+def test_standby_moves_the_group(deployment, clean_cluster, evidence):
+    active = clean_cluster
+    other = next(d for d in deployment.directors if d.name != active.name)
+    with FaultRun(deployment, evidence, "standby of the active director") as run:
+        run.mark("fault injected")
+        active.succeed(f"pcs node standby {active.name}")
+        wait_until(f"{GROUP} started on {other.name}", lambda: group_node(deployment) == other.name,
+                   timeout=BOUNDS.resource_move, observe=lambda: group_node(deployment))
+        run.mark("group moved")
+        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
+                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+        assert cluster_state(deployment).node(active.name).standby
+        active.succeed(f"pcs node unstandby {active.name}")
+        wait_until(f"{active.name} online and not in standby",
+                   lambda: (lambda n: n.online and not n.standby)(cluster_state(deployment).node(active.name)),
+                   timeout=BOUNDS.cluster_settle)
+        run.mark("unstandby")
+        ends_on = wait_until(f"{GROUP} settled", lambda: group_node(deployment), timeout=BOUNDS.cluster_settle)
+    evidence.data("outage (s)", run.outage_s)
+    evidence.data("where the group ended up after unstandby", ends_on)
+    assert vip_holders(deployment) == [ends_on]
+    assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
+    problems = audit(deployment, run=run)
+    assert not problems, problems
+
+
+@conformance("HAC-HA-006", stage="stage4", section=SECTION, destructive=True,
+             must="A director that reboots MUST start the cluster by itself and rejoin with no failed actions")
+def test_rebooted_director_rejoins(deployment, clean_cluster, evidence, target):
+    if not target.can_power:
+        pytest.skip(f"target {target.kind} has no power control")
+    passive = next(d for d in deployment.directors if d.name != clean_cluster.name)
+    boot_before = passive.boot_id
+    with FaultRun(deployment, evidence, f"reboot of {passive.name}") as run:
+        run.mark("power reset")
+        passive.reset()
+        assert passive.boot_id != boot_before
+        # Asked of the rebooted node itself: only its freshly started pacemaker,
+        # once joined, can say so (the survivor may not have noticed it left).
+        rejoined = lambda: (lambda s: s.dc and set(deployment.topology.cluster_nodes) <= set(s.online_nodes))(  # noqa: E731
+            read_cluster_state(passive.host))
+        wait_until(f"{passive.name} back online in the cluster, seen by itself", rejoined,
+                   timeout=BOUNDS.node_rejoin, observe=lambda: read_cluster_state(passive.host).online_nodes)
+        run.mark("rejoined")
+        wait_until(f"{GROUP} settled", lambda: group_node(deployment), timeout=BOUNDS.cluster_settle)
+    evidence.data("rejoin after reset (s)", round(run.time_of("rejoined") - run.time_of("power reset"), 2))
+    evidence.data("outage (s)", run.outage_s)
+    problems = audit(deployment, run=run)
+    assert not problems, problems

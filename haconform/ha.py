@@ -239,3 +239,77 @@ class ClusterStage:
             return set(json.loads(result.stdout).get("known_hosts", {}))
         except ValueError:
             return set()
+
+
+class FencingStage:
+    """Stage 5: fence_xvm against the fence host, STONITH enabled."""
+
+    name = "stage5"
+
+    def __init__(self, deployment, target, cluster: ClusterStage):
+        self.deployment = deployment
+        self.target = target
+        self.cluster = cluster
+        self.fence_conf = deployment.topology.fence
+        self.key_path = self.fence_conf.get("key_file", "/etc/cluster/fence_xvm.key")
+
+    def host_map(self) -> str:
+        return ";".join(f"{m.name}:{m.fence_name}" for m in self.cluster.nodes)
+
+    def fence_list(self, director) -> dict[str, str]:
+        """`fence_xvm -o list` on a director: domain -> state."""
+        result = director.execute("fence_xvm -o list -t 5")
+        if result.rc != 0:
+            return {}
+        return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if len(line.split()) >= 3}
+
+    def apply(self) -> StageRecord:
+        record = StageRecord(self.name)
+        began = time.monotonic()
+        fence, key_path = self.deployment.fence_host, self.key_path
+        if fence is None:
+            raise HaconformError("no fence host in the topology", where=str(self.deployment.topology.path),
+                                 fix="add a host with `role: fence`")
+        if not fence.host.file(key_path).exists:
+            # The runbook's own command on the physical host.
+            fence.succeed(f"mkdir -p /etc/cluster && dd if=/dev/urandom of={key_path} bs=128 count=1 2>/dev/null"
+                          f" && chmod 600 {key_path}")
+            record.steps.append(f"{fence.name}: made a 128-byte key with dd")
+        key = fence.host.file(key_path).content
+        secrets.register(key)
+        secrets.register(key.hex())
+        import base64
+        secrets.register(base64.b64encode(key).decode())
+        digest = fence.succeed(f"sha256sum {key_path}").split()[0]
+        for director in self.cluster.nodes:
+            have = director.execute(f"sha256sum {key_path} 2>/dev/null").stdout.split()
+            if not have or have[0] != digest:
+                director.succeed("mkdir -p /etc/cluster")
+                director.write_file(key_path, key, mode="0600")
+                record.steps.append(f"{director.name}: key copied to {key_path}")
+        if not self.target.fence_device_running() or record.steps:
+            info = self.target.start_fence_device(
+                key, multicast_address=self.fence_conf.get("multicast_address", "225.0.0.12"),
+                port=int(self.fence_conf.get("port", 1229)))
+            record.steps.append(f"fence device started on {fence.name}")
+            record.observations["fence device"] = info
+        wanted = {m.fence_name for m in self.cluster.nodes}
+        for director in self.cluster.nodes:
+            listed = wait_until(f"`fence_xvm -o list` on {director.name} shows {sorted(wanted)}",
+                                lambda d=director: (lambda got: got if wanted <= set(got) else None)(self.fence_list(d)),
+                                timeout=BOUNDS.fence_request * 2)
+            record.observations[f"fence_xvm -o list on {director.name}"] = listed
+        first = self.cluster.first
+        if STONITH_RESOURCE not in primitive_ids(first):
+            first.succeed(f"pcs stonith create {STONITH_RESOURCE} fence_xvm "
+                          f"pcmk_host_map={shlex.quote(self.host_map())} op monitor interval={FENCE_MONITOR}")
+            record.steps.append(f"pcs stonith create {STONITH_RESOURCE} fence_xvm pcmk_host_map=\"{self.host_map()}\"")
+        if cluster_property(first, "stonith-enabled") != "true":
+            first.succeed("pcs property set stonith-enabled=true")
+            record.steps.append("pcs property set stonith-enabled=true")
+        wait_until(f"{STONITH_RESOURCE} started", lambda: self.cluster.state().where_is(STONITH_RESOURCE),
+                   timeout=BOUNDS.cluster_settle, observe=self.cluster._describe)
+        verify = read_crm_verify(first.host)
+        record.observations["crm_verify"] = {"valid": verify.valid, "errors": list(verify.errors)}
+        record.seconds = round(time.monotonic() - began, 2)
+        return record

@@ -179,7 +179,7 @@ def test_rebooted_director_rejoins(deployment, clean_cluster, evidence, target):
         assert passive.boot_id != boot_before
         # Asked of the rebooted node itself: only its freshly started pacemaker,
         # once joined, can say so (the survivor may not have noticed it left).
-        rejoined = lambda: (lambda s: s.dc and set(deployment.topology.cluster_nodes) <= set(s.online_nodes))(  # noqa: E731
+        rejoined = lambda: (lambda s: s.quorum and s.dc and set(deployment.topology.cluster_nodes) <= set(s.online_nodes))(  # noqa: E731
             read_cluster_state(passive.host))
         wait_until(f"{passive.name} back online in the cluster, seen by itself", rejoined,
                    timeout=BOUNDS.node_rejoin, observe=lambda: read_cluster_state(passive.host).online_nodes)

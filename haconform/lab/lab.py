@@ -296,6 +296,53 @@ class NamespaceLab:
         (STATE_ROOT / f"{self.name}.lock").unlink(missing_ok=True)
         return removed
 
+    # ----- the fence device (fence_virtd's role, on the fence host) ----------
+    def fence_daemon_pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "fence.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if process_alive(pid) and str(self.dir) in cmdline(pid) else None
+
+    def start_fence_daemon(self, key: bytes, *, multicast_address: str, port: int) -> int:
+        """Start (or restart with a new key) the fence daemon for this lab's fence host."""
+        require_root()
+        fence = self.topology.fence_host
+        if fence is None:
+            raise HaconformError("the topology has no host with role fence", where=str(self.topology.path),
+                                 fix="add a host with `role: fence`")
+        self.stop_fence_daemon()
+        key_path = self.dir / "fence_xvm.key"
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key)
+        mapping = ",".join(f"{h.fence_name}={h.name}" for h in self.topology.hosts.values() if h.fence_name)
+        log = open(self.dir / "fence-daemon.log", "a")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haconform.fence.daemon", "--key", str(key_path),
+             "--power-module", "haconform.lab.power:factory", "--map", mapping,
+             "--netns", self.netns_path(fence.name), "--interface", "eth0",
+             "--multicast-address", multicast_address, "--port", str(port),
+             "--log", str(self.dir / "fence-requests.jsonl"), "-v"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"PATH": HOST_PATH, "LANG": "C.UTF-8", "HACONFORM_FENCE_LAB": self.name,
+                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        log.close()
+        (self.dir / "fence.pid").write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def stop_fence_daemon(self) -> None:
+        pid = self.fence_daemon_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(f"fence daemon {pid} stopped", lambda: not process_alive(pid), timeout=BOUNDS.host_halt)
+
+    def fence_requests(self) -> list[dict]:
+        try:
+            lines = (self.dir / "fence-requests.jsonl").read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
     # ----- internals ---------------------------------------------------------
     def _console_tail(self, host: str) -> str:
         try:

@@ -40,5 +40,16 @@ class LabTarget(Target):
     def set_nic(self, name: str, state: str) -> None:
         self.lab.set_nic(name, state)
 
+    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+        pid = self.lab.start_fence_daemon(key, multicast_address=multicast_address, port=port)
+        return {"fence device": "haconform fence daemon (fence_xvm protocol)", "pid": pid,
+                "listens in": self.lab.netns(self.topology.fence_host.name)}
+
+    def fence_device_running(self) -> bool:
+        return self.lab.fence_daemon_pid() is not None
+
+    def fence_requests(self) -> list[dict]:
+        return self.lab.fence_requests()
+
     def describe(self) -> dict:
         return {"target": "lab", "lab": self.lab.name, "state_dir": str(self.lab.dir)}

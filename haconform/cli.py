@@ -92,6 +92,20 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_conformance_list(args) -> int:
+    from pathlib import Path
+
+    from .conformance import declared, golden_text
+    suites = Path(__file__).resolve().parent.parent / "suites"
+    text = golden_text(declared(suites))
+    if args.write:
+        (suites / "conformance.yaml").write_text(text)
+        print(f"wrote {suites / 'conformance.yaml'}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="area", required=True)
@@ -123,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     nic.add_argument("host")
     nic.add_argument("state", choices=["up", "down"])
     add("list", cmd_list, "labs present on this machine")
+
+    conf = sub.add_parser("conformance", help="the golden list of conformance tests")
+    conf_sub = conf.add_subparsers(dest="action", required=True)
+    listing = conf_sub.add_parser("list", help="print (or --write) suites/conformance.yaml")
+    listing.add_argument("--write", action="store_true")
+    listing.set_defaults(func=cmd_conformance_list)
     return parser
 
 

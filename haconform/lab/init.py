@@ -126,7 +126,7 @@ def install(cfg: dict) -> None:
         if not list(Path("/etc/rc2.d").glob(f"S??{name}")):
             run(["update-rc.d", name, "enable"])
     systemctl = Path("/usr/bin/systemctl")
-    systemctl.write_text(Path(cfg["systemctl_shim"]).read_text())
+    systemctl.write_text(cfg["systemctl_shim_text"])
     systemctl.chmod(0o755)
     os.makedirs(os.path.dirname(INSTALLED_MARK), exist_ok=True)
     Path(INSTALLED_MARK).write_text(cfg["boot_id"] + "\n")
@@ -211,6 +211,8 @@ def stop_everything(started: list[str]) -> None:
 
 def main(config_path: str) -> int:
     cfg = json.loads(Path(config_path).read_text())
+    # Read now: after pivot_root the harness's checkout may be out of sight (e.g. under /tmp).
+    cfg["systemctl_shim_text"] = Path(cfg["systemctl_shim"]).read_text()
     # Before /proc is replaced, /proc/self still names us in the machine's PID
     # namespace: the lab needs that number to power us off.
     Path(cfg["pid_file"]).write_text(os.readlink("/proc/self") + "\n")

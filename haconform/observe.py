@@ -176,7 +176,7 @@ def stats_credentials(config_text: str) -> dict:
             user, _, password = auth[-1][0].partition(":")
             register(password)
             uri = section.directives("stats", "uri")
-            binds = section.directives("bind") or ([(section.name,)] if section.kind == "listen" else [])
+            binds = section.directives("bind")
             port = int(binds[0][0].rsplit(":", 1)[1]) if binds else None
             return {"section": section.name, "uri": uri[-1][0] if uri else "/haproxy?stats",
                     "port": port, "user": user, "password": password}

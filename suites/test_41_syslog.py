@@ -8,8 +8,9 @@ the documented port puts `local2.none` there too (fixtures/documented/README.md,
 
 A file that shows nothing proves nothing unless it is known to be written:
 after each request a sentinel message is sent the way HAProxy sends its own
-(UDP to 127.0.0.1:514) - local2 for haproxy.log, user for messages and
-syslog - and the checks run only once the sentinels have arrived.
+(UDP to the global `log` target of the applied config) - on HAProxy's
+facility for haproxy.log, on `user` for messages and syslog - and the checks
+run only once the sentinels have arrived.
 """
 
 import re
@@ -19,7 +20,7 @@ import uuid
 import pytest
 
 from haconform.conformance import conformance
-from haconform.observe import HAPROXY_LOG, capture_tcp, frontend_director, runtime
+from haconform.observe import HAPROXY_LOG, capture_tcp, config_section, frontend_director, runtime
 from haconform.readers.haproxy import httplog_entries, parse_httplog_line
 from haconform.readers.logs import LogWatch
 from haconform.timeouts import BOUNDS
@@ -27,7 +28,8 @@ from haconform.wait import wait_until
 
 SECTION = "日志"
 GENERAL_LOGS = ["/var/log/messages", "/var/log/syslog"]
-SYSLOG_PORT = 514   # the runbook's `$UDPServerRun 514`
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+SYSLOG_PORT = 514   # syslog's port, HAProxy's default when `log` names none
 
 # (path, backend, server) per the stage 2 routing: static content -> static/app2.
 REQUESTS = {
@@ -40,10 +42,19 @@ def marker() -> str:
     return f"haconform-{uuid.uuid4().hex[:12]}"
 
 
-def send_sentinel(director, facility: str, text: str) -> None:
-    """A syslog line sent like HAProxy sends its own: UDP to 127.0.0.1:514."""
-    director.succeed(f"logger --udp --server 127.0.0.1 --port {SYSLOG_PORT} -p {facility}.info "
-                     f"-t haconform-sentinel {shlex.quote(text)}")
+def haproxy_log_target(director) -> dict:
+    """Where HAProxy sends its log lines: the global `log ADDRESS[:PORT] FACILITY` of the applied config."""
+    config = director.read_file(HAPROXY_CFG)
+    lines = config_section(config, "global").directives("log")
+    assert lines, f"no global `log` line in {HAPROXY_CFG} on {director.name}"
+    address, _, port = lines[0][0].partition(":")
+    return {"address": address, "port": int(port or SYSLOG_PORT), "facility": lines[0][1]}
+
+
+def send_sentinel(director, target: dict, facility: str, text: str) -> None:
+    """A syslog line sent the way HAProxy sends its own: UDP to its log target."""
+    director.succeed(f"logger --udp --server {shlex.quote(target['address'])} --port {target['port']} "
+                     f"-p {facility}.info -t haconform-sentinel {shlex.quote(text)}")
 
 
 def arm(deployment) -> dict[tuple[str, str], LogWatch]:
@@ -53,10 +64,12 @@ def arm(deployment) -> dict[tuple[str, str], LogWatch]:
 
 def settle(director, watches) -> None:
     """Wait until sentinels sent now have reached haproxy.log, messages and syslog on the director."""
+    target = haproxy_log_target(director)
     tag = marker()
-    send_sentinel(director, "local2", f"{tag} local2")
-    send_sentinel(director, "user", f"{tag} user")
-    for path, text in [(HAPROXY_LOG, f"{tag} local2"), *[(p, f"{tag} user") for p in GENERAL_LOGS]]:
+    send_sentinel(director, target, target["facility"], f"{tag} haproxy facility")
+    send_sentinel(director, target, "user", f"{tag} user")
+    expected = [(HAPROXY_LOG, f"{tag} haproxy facility"), *[(p, f"{tag} user") for p in GENERAL_LOGS]]
+    for path, text in expected:
         watches[(director.name, path)].wait_for({"sentinel": re.escape(text)}, timeout=BOUNDS.log_line)
 
 

@@ -115,11 +115,19 @@ def test_leastconn_prefers_the_less_busy_server(deployment, http, algorithm, cli
     wait_until("no connection open to the servers", lambda: set(open_per_host().values()) == {0},
                timeout=BOUNDS.http_request, observe=open_per_host)
 
+    def open_when(predicate):
+        """A wait condition: the open connections per server, once they satisfy predicate."""
+        def check():
+            now = open_per_host()
+            return now if predicate(now) else None
+        return check
+
     def hold_one_more(total: int):
+        # Held well inside every timeout on the way (Apache's request body timeout is the shortest).
         conn = held_post(http, deployment)
         request.addfinalizer(conn.close)
         return conn, wait_until(f"{total} held connection(s) at the servers",
-                                lambda: (lambda o: o if sum(o.values()) == total else None)(open_per_host()),
+                                open_when(lambda now: sum(now.values()) == total),
                                 timeout=BOUNDS.http_request, observe=open_per_host)
 
     def four_requests(label: str, open_now: dict) -> list[str]:
@@ -139,7 +147,7 @@ def test_leastconn_prefers_the_less_busy_server(deployment, http, algorithm, cli
 
     first.close()
     open_now = wait_until(f"only the connection on {idle} still open",
-                          lambda: (lambda o: o if o == {busy: 0, idle: 1} else None)(open_per_host()),
+                          open_when(lambda now: now == {busy: 0, idle: 1}),
                           timeout=BOUNDS.http_request, observe=open_per_host)
     seen = four_requests(f"one connection held on {idle}", open_now)
     assert seen == [busy] * 4, f"with a connection held on {idle}, new requests must go to {busy}: {seen}"

@@ -42,6 +42,11 @@ ALWAYS_ALLOWED = (
 )
 
 
+# Logged by pacemaker-fenced when a node rejoins and a CIB diff races its
+# status section; the cluster recovers by itself (a full CIB sync follows).
+REJOIN_NOISE = (r"apply_v2_patchset\)\s+error: No create match for /cib/status/node_state",)
+
+
 def crm_snapshot(deployment) -> dict:
     """crm_mon state from the first director that answers, as data for the report."""
     for director in deployment.directors:

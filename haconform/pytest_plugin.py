@@ -107,7 +107,10 @@ def pytest_runtest_makereport(item, call):
     run_dir: Path = item.config._haconform_run_dir
     if ev is not None or requirement is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"nodeid": item.nodeid, "outcome": report.outcome, "duration": report.duration,
+        outcome = report.outcome
+        if hasattr(report, "wasxfail"):   # an expected failure is a finding, not a skip
+            outcome = "xfailed" if report.skipped else "xpassed"
+        record = {"nodeid": item.nodeid, "outcome": outcome, "duration": report.duration,
                   "requirement": requirement.__dict__ if requirement else None,
                   "evidence": ev.to_json() if ev else []}
         with open(run_dir / "history.jsonl", "a") as fh:

@@ -3,7 +3,7 @@
 import pytest
 
 from haconform.conformance import conformance
-from haconform.faults import FaultRun, audit, vip_holders
+from haconform.faults import REJOIN_NOISE, FaultRun, audit, vip_holders
 from haconform.ha import GROUP, HAPROXY_RESOURCE, VIP_RESOURCE, resource_op_interval
 from haconform.patterns import ANY, pattern
 from haconform.readers.cluster import read_cluster_state
@@ -187,5 +187,5 @@ def test_rebooted_director_rejoins(deployment, clean_cluster, evidence, target):
         wait_until(f"{GROUP} settled", lambda: group_node(deployment), timeout=BOUNDS.cluster_settle)
     evidence.data("rejoin after reset (s)", round(run.time_of("rejoined") - run.time_of("power reset"), 2))
     evidence.data("outage (s)", run.outage_s)
-    problems = audit(deployment, run=run)
+    problems = audit(deployment, run=run, allowed_log=REJOIN_NOISE)
     assert not problems, problems

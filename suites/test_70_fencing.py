@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from haconform.conformance import conformance
-from haconform.faults import FaultRun, audit, vip_holders
+from haconform.faults import REJOIN_NOISE, FaultRun, audit, vip_holders
 from haconform.ha import GROUP, STONITH_RESOURCE, cluster_property
 from haconform.readers.cluster import read_cluster_state, read_crm_verify, read_fence_history
 from haconform.timeouts import BOUNDS
@@ -146,7 +146,7 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
     assert survivor.name in (event.origin, event.delegate), event
     assert victim.boot_id != boot_before
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run)
+    problems = audit(deployment, run=run, allowed_log=REJOIN_NOISE)
     assert not problems, problems
 
 
@@ -177,7 +177,7 @@ def test_split_brain_fences_exactly_one(deployment, fenced_cluster, evidence, ta
     evidence.data("outage (s)", run.outage_s)
     assert fenced == {cut.name}, f"fenced: {fenced}"
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run)
+    problems = audit(deployment, run=run, allowed_log=REJOIN_NOISE)
     assert not problems, problems
 
 

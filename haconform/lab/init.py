@@ -218,6 +218,10 @@ def main(config_path: str) -> int:
     Path(cfg["pid_file"]).write_text(os.readlink("/proc/self") + "\n")
     say(f"booting {cfg['host']} boot_id={cfg['boot_id']}")
     build_root(cfg)
+    # A machine's defaults, not whatever the shell that ran `lab up` had:
+    # HAProxy's Ulimit-n must not depend on who started the lab.
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 524288))
     os.environ.clear()
     os.environ.update(service_env())
 

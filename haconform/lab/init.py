@@ -218,10 +218,11 @@ def main(config_path: str) -> int:
     Path(cfg["pid_file"]).write_text(os.readlink("/proc/self") + "\n")
     say(f"booting {cfg['host']} boot_id={cfg['boot_id']}")
     build_root(cfg)
-    # A machine's defaults, not whatever the shell that ran `lab up` had:
-    # HAProxy's Ulimit-n must not depend on who started the lab.
+    # A machine's default soft limit, not whatever the shell that ran `lab up`
+    # had (the hard limit cannot be raised without CAP_SYS_RESOURCE, so it stays).
     import resource
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 524288))
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
     os.environ.clear()
     os.environ.update(service_env())
 

@@ -6,6 +6,7 @@
     haconform lab power [--name NAME] HOST on|off|reset|crash
     haconform lab nic [--name NAME] HOST up|down
     haconform lab list
+    haconform lab install
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ def cmd_up(args) -> int:
     result = lab.up(install_packages=not args.no_install)
     print(f"lab {lab.name}: {len(lab.topology.hosts)} hosts up "
           f"({len(result['booted'])} booted) in {result['seconds']:.1f}s")
+    return 0
+
+
+def cmd_install(args) -> int:
+    from .lab.lab import require_root
+    from .packages import ensure_installed
+    require_root()
+    installed = ensure_installed()
+    print(f"installed: {' '.join(installed)}" if installed else "every Debian package the lab needs is installed")
     return 0
 
 
@@ -122,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "create the lab and boot every host")
     up.add_argument("--no-install", action="store_true",
                     help="fail instead of installing missing Debian packages")
+    add("install", cmd_install, "install the Debian packages lab hosts run (starts no daemon)")
     add("down", cmd_down, "remove everything the lab made")
     st = add("status", cmd_status, "hosts, power state, boot ids")
     st.add_argument("--json", action="store_true")

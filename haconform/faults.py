@@ -44,7 +44,10 @@ ALWAYS_ALLOWED = (
 
 # Logged by pacemaker-fenced when a node rejoins and a CIB diff races its
 # status section; the cluster recovers by itself (a full CIB sync follows).
-REJOIN_NOISE = (r"apply_v2_patchset\)\s+error: No create match for /cib/status/node_state",)
+REJOIN_NOISE = (
+    r"apply_v2_patchset\)\s+error: No create match for /cib/status/node_state",
+    r"error: apply_v2_patchset: Triggered fatal assertion at patchset\.c:\d+ : position == 0",
+)
 
 
 def crm_snapshot(deployment) -> dict:

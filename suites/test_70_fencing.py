@@ -74,9 +74,9 @@ def fenced_cluster(deployment, stage5, request, target):
 
     def restore():
         for director in deployment.directors:
-            if target.lab.power_state(director.name) != "on":
+            if target.power_state(director.name) != "on":
                 director.power_on()
-            elif target.lab.nic_state(director.name) == "down":
+            elif target.nic_state(director.name) == "down":
                 director.unblock()
         first = deployment.directors[0]
         first.execute("pcs property set stonith-enabled=true")
@@ -129,7 +129,7 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
         run.mark("VIP served")
-        wait_until(f"{victim.name} booted again", lambda: target.lab.booted(victim.name),
+        wait_until(f"{victim.name} booted again", lambda: target.booted(victim.name),
                    timeout=BOUNDS.node_rejoin)
         wait_until(f"{victim.name} rejoined: every director sees quorum, a DC and both nodes", lambda: whole(deployment),
                    timeout=BOUNDS.node_rejoin, observe=lambda: views(deployment))
@@ -141,7 +141,7 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
                "outage seen by the client (s)": run.outage_s}
     evidence.data("figures", figures)
     evidence.data("fence event", event.__dict__)
-    evidence.data("fence device's request log", target.fence_requests()[-5:] if hasattr(target, "fence_requests") else [])
+    evidence.data("fence device's request log", target.fence_requests()[-5:])
     assert event.action == "reboot", event
     assert survivor.name in (event.origin, event.delegate), event
     assert victim.boot_id != boot_before

@@ -53,6 +53,22 @@ class Target:
     def set_nic(self, name: str, state: str) -> None:
         raise HaconformError(f"target {self.kind} has no NIC control", where="--target")
 
+    def power_state(self, name: str) -> str:
+        """'on', 'off' or 'crashed', as the target's power control sees the host."""
+        raise HaconformError(f"target {self.kind} has no power control", where="--target")
+
+    def nic_state(self, name: str) -> str:
+        """'up', 'down' or 'absent': the host's cluster-network link."""
+        raise HaconformError(f"target {self.kind} has no NIC control", where="--target")
+
+    def booted(self, name: str) -> bool:
+        """The host is on and has finished starting its services."""
+        raise HaconformError(f"target {self.kind} has no power control", where="--target")
+
+    def fence_requests(self) -> list[dict]:
+        """What the fence device logged, newest last (empty where the device keeps no log)."""
+        return []
+
     def describe(self) -> dict:
         return {"target": self.kind}
 

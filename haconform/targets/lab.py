@@ -40,6 +40,15 @@ class LabTarget(Target):
     def set_nic(self, name: str, state: str) -> None:
         self.lab.set_nic(name, state)
 
+    def power_state(self, name: str) -> str:
+        return self.lab.power_state(name)
+
+    def nic_state(self, name: str) -> str:
+        return self.lab.nic_state(name)
+
+    def booted(self, name: str) -> bool:
+        return self.lab.booted(name)
+
     def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
         pid = self.lab.start_fence_daemon(key, multicast_address=multicast_address, port=port)
         return {"fence device": "haconform fence daemon (fence_xvm protocol)", "pid": pid,

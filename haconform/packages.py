@@ -38,6 +38,23 @@ DEBIAN_PACKAGES = {
     "wrk": "reference load generator for performance runs",
 }
 
+# The VM target's packages (`haconform vm install`), kept apart: `haconform lab
+# install` never installs them.  package -> why
+VM_PACKAGES = {
+    "vagrant": "drives the guests (`vagrant up`, ssh-config, destroy)",
+    "vagrant-libvirt": "Vagrant's libvirt provider",
+    "libvirt-daemon-system": "libvirtd, virtlogd, virtlockd and the qemu driver",
+    "libvirt-clients": "virsh: power control and network/pool definitions",
+    "qemu-system-x86": "the guests (TCG where KVM is unusable)",
+    "qemu-utils": "qemu-img: the box's qcow2 image",
+    "dnsmasq-base": "DHCP on the management network (vagrant-libvirt reads guest addresses from leases)",
+    "iptables": "libvirt refuses to start a network with an <ip> section without it",
+    "debootstrap": "builds the box's Debian root filesystem offline from the apt mirror",
+    "e2fsprogs": "mkfs.ext4 -d: the box's disk without loop devices",
+    "fence-virtd": "fence_virtd with its multicast listener and libvirt backend (the runbook's physical host)",
+    "fence-virt": "fence_xvm, to check the fence device from the machine's side",
+}
+
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
 
 

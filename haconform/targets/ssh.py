@@ -1,0 +1,395 @@
+"""An existing deployment as a target (--target ssh --inventory FILE).
+
+Hosts are reached as the inventory says (haconform/inventory.py): over ssh
+(one multiplexed connection per host), on the harness machine, or in one of
+its network namespaces.  Nothing is created or torn down: up() checks that
+every host answers, down() closes the ssh connections.
+
+Faults use what the runbook uses, on the host itself:
+  crash   `echo c > /proc/sysrq-trigger` (fire and forget: the host panics)
+  reset   the inventory's power.reset command, else `echo b > /proc/sysrq-trigger`
+  off/on  only the inventory's power.off/power.on commands (run on power.via);
+          without them a host cannot be switched on again, so they are refused
+  NIC     `ip link set DEV down|up` on the cluster NIC (inventory cluster_nic,
+          else the NIC holding the host's topology address).  Refused when the
+          ssh connection itself comes in over that NIC.  Pulling it also arms
+          a dead-man switch ON THE HOST: a detached `sleep N; ip link set DEV
+          up` (N = NIC_DEAD_MAN_S) that unblock() disarms, so a harness that
+          dies mid-test cannot leave a director cut off for good.
+The fence device already exists on a deployment: start_fence_device() starts
+nothing, it checks that `fence_xvm -o list` from a cluster node lists every
+cluster node's fence name and says so, or raises naming what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import testinfra
+import testinfra.backend
+from testinfra.backend import base
+
+from ..errors import HaconformError
+from ..inventory import HostAccess, Inventory
+from ..secrets import redact
+from ..timeouts import BOUNDS
+from ..topology import Topology
+from ..wait import wait_until
+from .base import Target
+
+log = logging.getLogger("haconform.targets.ssh")
+
+SSH_EXEC = str(Path(__file__).with_name("ssh_exec.py"))
+# Long enough for the longest NIC-down test (fence, move, rejoin); see the module docstring.
+NIC_DEAD_MAN_S = int(BOUNDS.fence_complete + BOUNDS.resource_move + BOUNDS.node_rejoin)
+FENCE_LIST = "fence_xvm -o list -t 5"
+
+
+class HostUnreachable(HaconformError):
+    """ssh itself failed (exit 255): the host is down, cut off or refuses the login."""
+
+
+def ssh_options(access: HostAccess, control_dir: str) -> list[str]:
+    """ssh's options for this host, ending with `-- DESTINATION`."""
+    options = ["-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+               "-o", f"ConnectTimeout={int(BOUNDS.vm_ssh / 2)}",
+               # A host that crashed is noticed in ~6 s instead of TCP's minutes.
+               "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
+               "-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
+    if access.ssh_config:
+        options += ["-F", access.ssh_config]
+    if access.key:
+        options += ["-i", access.key, "-o", "IdentitiesOnly=yes"]
+    if access.port:
+        options += ["-p", str(access.port)]
+    if access.user:
+        options += ["-l", access.user]
+    return [*options, "--", access.address]
+
+
+def remote_command(access: HostAccess, command: str) -> str:
+    """The one line the remote login shell gets: /bin/sh (via sudo -n when the login is not root)."""
+    argv = ["/bin/sh", "-c", command]
+    if access.needs_sudo:
+        argv = ["sudo", "-n", "--", *argv]
+    return shlex.join(argv)
+
+
+class AccessBackend(base.BaseBackend):
+    """testinfra transport for an inventory host: ssh, the harness machine, or a netns in it."""
+
+    NAME = "haconform-access"
+
+    def __init__(self, hostname: str, *args: Any, access: HostAccess, control_dir: str, **kwargs: Any):
+        self.access = access
+        self.control_dir = control_dir
+        super().__init__(hostname, *args, **kwargs)
+
+    def get_pytest_id(self) -> str:
+        return f"{self.access.kind}:{self.hostname}"
+
+    def argv(self, command: str) -> list[str]:
+        access = self.access
+        if access.kind == "ssh":
+            return ["ssh", *ssh_options(access, self.control_dir), remote_command(access, command)]
+        if access.kind == "netns":
+            return ["ip", "netns", "exec", access.netns, "/bin/sh", "-c", command]
+        if access.kind == "local":
+            return ["/bin/sh", "-c", command]
+        raise HaconformError(f"{self.hostname} is `none` in the inventory: haconform cannot reach it",
+                             where="--inventory", fix="give it an address or `local: true`")
+
+    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, **kwargs: Any) -> base.CommandResult:
+        cmd = self.get_command(command, *args)
+        try:
+            proc = subprocess.run(self.argv(cmd), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            return self.result(124, self.encode(cmd), exc.stdout or b"",
+                               (exc.stderr or b"") + f"\n(timed out after {timeout:g}s)".encode())
+        if proc.returncode == 255 and self.access.kind == "ssh":
+            raise HostUnreachable(
+                f"ssh to {self.hostname} ({self.access.address}) failed: "
+                f"{redact(proc.stderr.decode('utf-8', 'replace').strip()[-300:])}",
+                where=f"hosts.{self.hostname}", fix="is the host up and the inventory's address/user/key right?")
+        return self.result(proc.returncode, self.encode(cmd), proc.stdout, proc.stderr)
+
+
+testinfra.backend.BACKENDS.setdefault(AccessBackend.NAME, f"{__name__}.AccessBackend")
+
+
+class SshTarget(Target):
+    kind = "ssh"
+    can_power = True
+    manages_fence_device = False     # the deployment's own fence device: checked, never started
+
+    def __init__(self, topology: Topology, inventory: Inventory, *, allow_destructive: bool = False):
+        super().__init__(topology)
+        self.inventory = inventory
+        self.destructive_allowed = allow_destructive
+        self._control_dir = tempfile.mkdtemp(prefix="haconform-ssh-")
+        self._backends: dict[str, AccessBackend] = {}
+        self._crashed: set[str] = set()
+        self._fire_and_forget: list[subprocess.Popen] = []
+        self._nics: dict[str, str] = {}
+
+    # ----- transport -----------------------------------------------------------
+    def backend(self, name: str) -> AccessBackend:
+        if name not in self._backends:
+            self.topology.host(name)
+            self._backends[name] = AccessBackend(name, access=self.inventory.access(name),
+                                                 control_dir=self._control_dir)
+        return self._backends[name]
+
+    def testinfra_host(self, name: str) -> testinfra.host.Host:
+        if name not in self._hosts:
+            self._hosts[name] = testinfra.host.Host(self.backend(name))
+        return self._hosts[name]
+
+    def exec_argv(self, name: str) -> list[str]:
+        """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host."""
+        access = self.inventory.access(name)
+        if access.kind == "ssh":
+            tail = ["sudo", "-n", "--"] if access.needs_sudo else []
+            return [sys.executable, SSH_EXEC, *ssh_options(access, self._control_dir), *tail]
+        if access.kind == "netns":
+            return ["ip", "netns", "exec", access.netns]
+        if access.kind == "local":
+            return []
+        raise HaconformError(f"{name} is `none` in the inventory: nothing can run there",
+                             where=str(self.inventory.path), fix=f"give hosts.{name} an address")
+
+    def _run(self, name: str, command: str, *, timeout: float = BOUNDS.command):
+        return self.backend(name).run(command, timeout=timeout)
+
+    def answers(self, name: str, *, timeout: float = BOUNDS.vm_ssh) -> str | None:
+        """The host's boot id when it answers within timeout, else None."""
+        try:
+            result = self._run(name, "cat /proc/sys/kernel/random/boot_id", timeout=timeout)
+        except HostUnreachable:
+            return None
+        return result.stdout.strip() if result.rc == 0 and result.stdout.strip() else None
+
+    def reachable_hosts(self) -> list[str]:
+        return [n for n, a in self.inventory.hosts.items() if a.kind != "none"]
+
+    def up(self) -> dict:
+        """Nothing to start: every host must answer, else one error naming the ones that do not."""
+        silent = {}
+        for name in self.reachable_hosts():
+            try:
+                result = self._run(name, "cat /proc/sys/kernel/random/boot_id", timeout=BOUNDS.vm_ssh)
+                if result.rc != 0:
+                    silent[name] = f"exit {result.rc}: {redact(result.stderr.strip()[-200:])}"
+            except HostUnreachable as exc:
+                silent[name] = exc.what
+        if silent:
+            raise HaconformError("hosts do not answer: " + "; ".join(f"{n}: {why}" for n, why in silent.items()),
+                                 where=str(self.inventory.path),
+                                 fix="check that they are up and that the inventory's address, user, key and "
+                                     "sudo are right (try the same with plain ssh)")
+        return {"hosts": {n: self.inventory.hosts[n].kind for n in self.reachable_hosts()}}
+
+    def down(self) -> dict:
+        """Nothing to tear down: close the multiplexed ssh connections and reap fire-and-forget commands."""
+        for name, access in self.inventory.hosts.items():
+            if access.kind == "ssh" and name in self._backends:
+                subprocess.run(["ssh", "-O", "exit", *ssh_options(access, self._control_dir)],
+                               capture_output=True, timeout=BOUNDS.vm_ssh)
+        for proc in self._fire_and_forget:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=BOUNDS.vm_ssh)
+        self._fire_and_forget.clear()
+        return {}
+
+    # ----- power -----------------------------------------------------------------
+    def _sysrq(self, name: str, key: str) -> None:
+        """Fire and forget: the host dies under the ssh session, so nothing waits for an answer."""
+        access = self.inventory.access(name)
+        if access.kind != "ssh":
+            raise HaconformError(f"{name} is not an ssh host of the inventory", where=str(self.inventory.path))
+        argv = self.backend(name).argv(f"echo {key} > /proc/sysrq-trigger")
+        self._fire_and_forget.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                      stderr=subprocess.DEVNULL, start_new_session=True))
+
+    def _power_command(self, name: str, action: str) -> str | None:
+        """Run the inventory's power command for action on power.via; None when there is none."""
+        power = self.inventory.access(name).power
+        command = power.command(action) if power else None
+        if command is None:
+            return None
+        if power.via == "local":
+            proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=BOUNDS.command)
+            rc, stderr = proc.returncode, proc.stderr
+        else:
+            result = self._run(power.via, command)
+            rc, stderr = result.rc, result.stderr
+        if rc != 0:
+            raise HaconformError(f"power {action} of {name}: `{command}` on {power.via} exited {rc}: "
+                                 f"{redact(stderr.strip()[-300:])}",
+                                 where=f"{self.inventory.path}: hosts.{name}.power.{action}",
+                                 fix="correct the command (it runs on power.via)")
+        return command
+
+    def power(self, name: str, action: str) -> None:
+        if action == "crash":
+            self._sysrq(name, "c")
+            self._crashed.add(name)
+            wait_until(f"{name} stops answering after the crash", lambda: self.answers(name, timeout=2) is None,
+                       timeout=BOUNDS.host_halt)
+        elif action == "reset":
+            before = self.answers(name)
+            if self._power_command(name, "reset") is None:
+                self._sysrq(name, "b")
+            wait_until(f"{name} answers with a new boot id after the reset",
+                       lambda: (lambda now: now and now != before)(self.answers(name, timeout=BOUNDS.vm_ssh)),
+                       timeout=BOUNDS.vm_boot)
+            self._crashed.discard(name)
+        elif action in ("off", "on"):
+            if self._power_command(name, action) is None:
+                raise HaconformError(
+                    f"power {action} of {name}: an existing deployment has no power switch",
+                    where=f"{self.inventory.path}: hosts.{name}",
+                    fix=f"add `power: {{via: <host running the hypervisor or IPMI tool>, {action}: \"...\"}}`")
+            if action == "off":
+                wait_until(f"{name} stops answering after power off", lambda: self.answers(name, timeout=2) is None,
+                           timeout=BOUNDS.host_halt)
+            else:
+                wait_until(f"{name} answers after power on", lambda: self.answers(name), timeout=BOUNDS.vm_boot)
+                self._crashed.discard(name)
+        else:
+            raise HaconformError(f"unknown power action {action!r}", where="SshTarget.power",
+                                 fix="use on, off, reset or crash")
+
+    def power_state(self, name: str) -> str:
+        if self.answers(name):
+            self._crashed.discard(name)
+            return "on"
+        return "crashed" if name in self._crashed else "off"
+
+    def booted(self, name: str) -> bool:
+        try:
+            result = self._run(name, "if test -d /run/systemd/system; then systemctl is-system-running; "
+                                     "else echo running; fi", timeout=BOUNDS.vm_ssh)
+        except HostUnreachable:
+            return False
+        # `degraded`: booted, with some unit failed (that is the audit's business, not the boot's).
+        return result.stdout.strip() in ("running", "degraded")
+
+    # ----- NIC -------------------------------------------------------------------
+    def cluster_nic(self, name: str) -> str:
+        """The NIC carrying the host's cluster address (inventory cluster_nic, else found by address)."""
+        if name in self._nics:
+            return self._nics[name]
+        access = self.inventory.access(name)
+        if access.cluster_nic:
+            self._nics[name] = access.cluster_nic
+            return access.cluster_nic
+        address = self.topology.host(name).address
+        links = json.loads(self._run(name, "ip -j -4 addr show").stdout or "[]")
+        found = nic_holding(links, address)
+        if not found:
+            raise HaconformError(f"no NIC on {name} holds its cluster address {address}",
+                                 where=f"{self.inventory.path}: hosts.{name}",
+                                 fix="set cluster_nic, or give the host its topology address")
+        self._nics[name] = found
+        return found
+
+    def management_nic(self, name: str) -> str | None:
+        """The NIC the ssh session comes in on (None when not known)."""
+        access = self.inventory.access(name)
+        if access.kind != "ssh":
+            return None
+        # Asked without sudo: sudo drops SSH_CONNECTION from the environment.
+        plain = AccessBackend(name, access=replace(access, sudo=False),
+                              control_dir=self._control_dir)
+        words = plain.run("echo $SSH_CONNECTION").stdout.split()
+        if len(words) != 4:
+            return None
+        links = json.loads(self._run(name, "ip -j -4 addr show").stdout or "[]")
+        return nic_holding(links, words[2])
+
+    def set_nic(self, name: str, state: str) -> None:
+        if state not in ("up", "down"):
+            raise HaconformError(f"unknown NIC state {state!r}", where="SshTarget.set_nic", fix="use up or down")
+        nic = self.cluster_nic(name)
+        q = shlex.quote(nic)
+        mark = f"/run/haconform-nic-{nic}.dead-man"
+        if state == "down":
+            management = self.management_nic(name)
+            if management == nic:
+                raise HaconformError(
+                    f"pulling {nic} on {name} would cut the ssh connection haconform uses to reach it",
+                    where=f"{self.inventory.path}: hosts.{name}",
+                    fix="reach the host over a management address on another NIC (set address), or set "
+                        "cluster_nic if the cluster runs on another NIC")
+            self._run(name, f"nohup sh -c 'sleep {NIC_DEAD_MAN_S}; ip link set dev {q} up' >/dev/null 2>&1 & "
+                            f"echo $! > {mark}; ip link set dev {q} down")
+        else:
+            self._run(name, f"ip link set dev {q} up && {{ kill $(cat {mark} 2>/dev/null) 2>/dev/null; "
+                            f"rm -f {mark}; true; }}")
+        got = self.nic_state(name)
+        if got != state:
+            raise HaconformError(f"{nic} on {name} is {got} after `ip link set {nic} {state}`",
+                                 where=f"hosts.{name}", fix="does the login have the right to change links?")
+
+    def nic_state(self, name: str) -> str:
+        nic = self.cluster_nic(name)
+        result = self._run(name, f"ip -j link show dev {shlex.quote(nic)}")
+        if result.rc != 0:
+            return "absent"
+        link = json.loads(result.stdout)[0]
+        return "up" if "UP" in link.get("flags", []) else "down"
+
+    # ----- fence device ---------------------------------------------------------------
+    def fence_listing(self) -> dict[str, str]:
+        """`fence_xvm -o list` from the first cluster node that answers: domain -> state."""
+        for node in self.topology.cluster_nodes:
+            try:
+                result = self._run(node, FENCE_LIST, timeout=BOUNDS.fence_request)
+            except HostUnreachable:
+                continue
+            if result.rc == 0:
+                return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()
+                        if len(line.split()) >= 3}
+        return {}
+
+    def fence_device_running(self) -> bool:
+        wanted = {self.topology.host(n).fence_name for n in self.topology.cluster_nodes}
+        return wanted <= set(self.fence_listing())
+
+    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+        listed = self.fence_listing()
+        wanted = sorted(self.topology.host(n).fence_name for n in self.topology.cluster_nodes)
+        if not set(wanted) <= set(listed):
+            fence = self.topology.fence_host
+            raise HaconformError(
+                f"the deployment's fence device does not answer for {wanted}: `{FENCE_LIST}` on a director "
+                f"lists {listed or 'nothing'}",
+                where=str(self.inventory.path),
+                fix=f"start fence_virtd on {fence.name if fence else 'the physical host'} "
+                    f"({multicast_address}:{port}, the same key as the directors); haconform starts no "
+                    "daemon on an existing deployment")
+        return {"fence device": "the deployment's own (already running; haconform started nothing)",
+                "fence_xvm -o list": listed}
+
+    def describe(self) -> dict:
+        return {"target": "ssh", "inventory": str(self.inventory.path), "stage": self.inventory.stage,
+                "destructive_allowed": self.destructive_allowed,
+                "hosts": {n: a.kind if a.kind != "ssh" else f"ssh {a.address}" for n, a in self.inventory.hosts.items()}}
+
+
+def nic_holding(links: list[dict], address: str) -> str | None:
+    """Name of the link whose IPv4 addresses include address (`ip -j addr` output)."""
+    for link in links:
+        if any(a.get("local") == address for a in link.get("addr_info", [])):
+            return link.get("ifname")
+    return None

@@ -86,23 +86,37 @@ def cmdline(pid: int) -> str:
 class NamespaceLab:
     """One lab: create, power, inspect and destroy its hosts."""
 
-    def __init__(self, name: str = DEFAULT_LAB, topology: Topology | None = None):
+    def __init__(self, name: str = DEFAULT_LAB, topology: Topology | None = None, *,
+                 bridge: str | None = None, hosts: list[str] | None = None):
+        """bridge: plug the hosts into this existing bridge (made by someone else, e.g.
+        libvirt's cluster network) instead of creating NAME-br; hosts: run only these
+        hosts of the topology (the others live elsewhere, e.g. in VMs).  Both are kept
+        in lab.json, so `down` after a SIGKILL needs only the name."""
         if not LAB_NAME.match(name):
             raise HaconformError(
                 f"bad lab name {name!r}", where="--name",
                 fix="use 1-10 lower-case letters or digits, starting with a letter")
         self.name = name
         self.dir = STATE_ROOT / name
+        saved_path = self.dir / "lab.json"
+        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
         if topology is None:
-            saved = self.dir / "lab.json"
-            path = json.loads(saved.read_text())["topology"] if saved.exists() else None
-            topology = load_topology(path)
+            topology = load_topology(saved.get("topology"))
         self.topology = topology
+        self.external_bridge = bridge if bridge is not None else saved.get("external_bridge")
+        self.only_hosts = list(hosts) if hosts is not None else saved.get("hosts")
+        for host in self.only_hosts or []:
+            self.topology.host(host)
+
+    @property
+    def host_names(self) -> list[str]:
+        """The hosts this lab runs: every host of the topology unless told otherwise."""
+        return [h for h in self.topology.hosts if self.only_hosts is None or h in self.only_hosts]
 
     # ----- names -------------------------------------------------------------
     @property
     def bridge(self) -> str:
-        return f"{self.name}-br"
+        return self.external_bridge or f"{self.name}-br"
 
     def netns(self, host: str) -> str:
         return f"{self.name}-{host}"
@@ -180,7 +194,7 @@ class NamespaceLab:
 
     def status(self) -> dict:
         hosts = {}
-        for spec in self.topology.hosts.values():
+        for spec in (self.topology.host(h) for h in self.host_names):
             hosts[spec.name] = {
                 "role": spec.role, "address": spec.address,
                 "power": self.power_state(spec.name) if self.exists() else "absent",
@@ -223,10 +237,11 @@ class NamespaceLab:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "lab.json").write_text(json.dumps({
                 "name": self.name, "topology": str(self.topology.path),
-                "subnet": str(self.topology.subnet), "created": time.time()}, indent=1))
+                "subnet": str(self.topology.subnet), "created": time.time(),
+                "external_bridge": self.external_bridge, "hosts": self.only_hosts}, indent=1))
             self._ensure_bridge()
             self._ensure_guard_route()
-            booting = [h for h in self.topology.hosts if not self.init_pid(h)]
+            booting = [h for h in self.host_names if not self.init_pid(h)]
             for host in booting:
                 self._power_on(host)
         for host in booting:
@@ -354,6 +369,9 @@ class NamespaceLab:
     def _ensure_bridge(self) -> None:
         if ip("link", "show", "dev", self.bridge, check=False).returncode == 0:
             return
+        if self.external_bridge:
+            raise HaconformError(f"bridge {self.external_bridge} does not exist", where=f"lab {self.name}",
+                                 fix="start the network that owns it first")
         # No address on the machine's side: addrgenmode none keeps even IPv6
         # link-local off; multicast snooping off so fence_xvm's multicast floods.
         ip_batch([

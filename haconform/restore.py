@@ -1,0 +1,228 @@
+"""Record the deployment's state before a destructive test; restore it after.
+
+    before = take_snapshot(deployment)
+    ... the destructive test (its own cleanups run first) ...
+    outcome = restore(deployment, before)
+    if outcome.problems: stop the session, saying what could not be restored
+
+What is recorded: each director's and real server's power and cluster-NIC
+state (where the target can tell), whether each role service of the topology
+runs on its hosts, and from crm_mon XML: nodes online / in standby, which
+resources are started and where, stonith-enabled and maintenance-mode.
+
+The restore policy: hosts powered and NICs plugged as before; services that
+ran run again; nodes that were not in standby leave standby; the cluster
+properties get their values back; failed actions are cleaned up; then, within
+a bound, every node online before is online again, the cluster has quorum
+and a DC, and every resource started before is started again.  WHERE the
+group runs may differ (a failover test legitimately moves it, and moving it
+back would be one more failover); that it runs, on exactly one node, may not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from .errors import HaconformError, WaitTimeout
+from .readers.cluster import read_cluster_state
+from .timeouts import BOUNDS
+from .wait import wait_until
+
+log = logging.getLogger("haconform.restore")
+
+CLUSTER_OWNED_SERVICES = ("haproxy",)   # started by the cluster on one director, not per host
+TOUCHED_PROPERTIES = ("stonith_enabled", "maintenance_mode")   # ClusterOptions fields suites change
+
+
+@dataclass
+class ClusterView:
+    online: list[str]
+    standby: list[str]
+    started: dict[str, list[str]]      # resource id -> nodes it runs on
+    groups: dict[str, list[str]]       # group id -> members
+    options: dict[str, object]         # TOUCHED_PROPERTIES -> value
+    quorum: bool
+    dc: str | None
+
+
+@dataclass
+class Snapshot:
+    power: dict[str, str] = field(default_factory=dict)
+    nics: dict[str, str] = field(default_factory=dict)
+    services: dict[str, dict[str, bool]] = field(default_factory=dict)   # host -> service -> running
+    cluster: ClusterView | None = None
+    seconds: float = 0.0
+
+    def as_evidence(self) -> dict:
+        return {"power": self.power, "nics": self.nics, "services": self.services,
+                "cluster": self.cluster.__dict__ if self.cluster else None, "seconds": self.seconds}
+
+
+@dataclass
+class Restoration:
+    actions: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _fault_hosts(deployment) -> list:
+    return [*deployment.directors, *deployment.realservers]
+
+
+def read_cluster_view(deployment) -> tuple[ClusterView | None, object]:
+    """crm_mon from the first director that answers, and that director (None, None: no cluster)."""
+    for director in deployment.directors:
+        try:
+            state = read_cluster_state(director.host)
+        except Exception as exc:   # powered off, cut off, or no cluster (yet): ask the next one
+            log.debug("no crm_mon from %s: %s", director.name, exc)
+            continue
+        started = {}
+        for resource in state.resources:
+            if resource.active and resource.nodes:
+                started.setdefault(resource.id, [])
+                started[resource.id] += [n for n in resource.nodes if n not in started[resource.id]]
+        view = ClusterView(online=state.online_nodes,
+                           standby=[n.name for n in state.nodes if n.standby],
+                           started=started, groups={g.id: list(g.members) for g in state.groups},
+                           options={p: getattr(state.options, p) for p in TOUCHED_PROPERTIES},
+                           quorum=state.quorum, dc=state.dc)
+        return view, director
+    return None, None
+
+
+def _maybe(call, default):
+    try:
+        return call()
+    except HaconformError:
+        return default   # the target has no such control (e.g. no NIC control)
+
+
+def take_snapshot(deployment) -> Snapshot:
+    began = time.monotonic()
+    target = deployment.target
+    snapshot = Snapshot()
+    snapshot.cluster, _ = read_cluster_view(deployment)
+    for machine in _fault_hosts(deployment):
+        snapshot.power[machine.name] = _maybe(lambda: target.power_state(machine.name), "unknown")
+        if snapshot.power[machine.name] != "on":
+            continue
+        snapshot.nics[machine.name] = _maybe(lambda: target.nic_state(machine.name), "unknown")
+        owned = CLUSTER_OWNED_SERVICES if snapshot.cluster else ()
+        snapshot.services[machine.name] = {
+            service: bool(machine.host.service(service).is_running)
+            for service in deployment.topology.role_services.get(machine.role, []) if service not in owned}
+    snapshot.seconds = round(time.monotonic() - began, 2)
+    return snapshot
+
+
+def cluster_differences(before: ClusterView, now: ClusterView | None) -> list[str]:
+    """What keeps the cluster from being as it was (placement of the groups aside)."""
+    if now is None:
+        return ["no director answers crm_mon"]
+    problems = []
+    if not now.quorum or not now.dc:
+        problems.append(f"no quorum or no DC (quorum={now.quorum}, dc={now.dc})")
+    missing = sorted(set(before.online) - set(now.online))
+    if missing:
+        problems.append(f"nodes not online: {missing}")
+    new_standby = sorted(set(now.standby) - set(before.standby))
+    if new_standby:
+        problems.append(f"nodes in standby: {new_standby}")
+    stopped = sorted(set(before.started) - set(now.started))
+    if stopped:
+        problems.append(f"resources not started: {stopped}")
+    for group, members in before.groups.items():
+        if not _whole(before, members):
+            continue   # it was not running whole before the test either
+        if not _whole(now, members):
+            problems.append(f"group {group} not running whole on exactly one node: "
+                            f"{ {m: now.started.get(m, []) for m in members} }")
+    for prop, value in before.options.items():
+        if now.options.get(prop) != value:
+            problems.append(f"{prop.replace('_', '-')} is {now.options.get(prop)}, was {value}")
+    return problems
+
+
+def _whole(view: ClusterView, members: list[str]) -> bool:
+    places = {tuple(view.started.get(m, [])) for m in members}
+    return len(places) == 1 and len(next(iter(places))) == 1
+
+
+def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.cluster_settle) -> Restoration:
+    """Bring back what before recorded (see the module docstring); say what could not be."""
+    began = time.monotonic()
+    target = deployment.target
+    outcome = Restoration()
+    rebooted = False
+
+    for machine in _fault_hosts(deployment):
+        name = machine.name
+        if before.power.get(name) == "on" and _maybe(lambda: target.power_state(name), "unknown") not in ("on", "unknown"):
+            try:
+                machine.power_on()
+                outcome.actions.append(f"powered {name} on")
+                rebooted = True
+            except HaconformError as exc:
+                outcome.problems.append(f"{name} is off and cannot be powered on: {exc}")
+                continue
+        if before.nics.get(name) == "up" and _maybe(lambda: target.nic_state(name), "unknown") == "down":
+            try:
+                machine.unblock()
+                outcome.actions.append(f"plugged {name}'s cluster NIC back in")
+            except HaconformError as exc:
+                outcome.problems.append(f"{name}'s cluster NIC stays down: {exc}")
+
+    if before.cluster is not None:
+        _restore_cluster(deployment, before.cluster, outcome,
+                         timeout=BOUNDS.node_rejoin if rebooted else settle_timeout)
+
+    for machine in _fault_hosts(deployment):
+        for service, was_running in before.services.get(machine.name, {}).items():
+            if not was_running:
+                continue
+            try:
+                if machine.host.service(service).is_running:
+                    continue
+                machine.succeed(f"service {service} start")
+                outcome.actions.append(f"started {service} on {machine.name}")
+            except (HaconformError, AssertionError) as exc:
+                outcome.problems.append(f"{service} on {machine.name} not running and not startable: {exc}")
+    outcome.seconds = round(time.monotonic() - began, 2)
+    return outcome
+
+
+def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, timeout: float) -> None:
+    now, director = read_cluster_view(deployment)
+    if not cluster_differences(before, now):
+        return
+    if director is None:
+        try:
+            now, director = wait_until("a director answers crm_mon", lambda: (lambda v: v if v[0] else None)(
+                read_cluster_view(deployment)), timeout=timeout)
+        except WaitTimeout:
+            outcome.problems.append("no director answers crm_mon")
+            return
+    for node in sorted(set(now.standby) - set(before.standby)):
+        director.execute(f"pcs node unstandby {node}")
+        outcome.actions.append(f"pcs node unstandby {node}")
+    for prop, value in before.options.items():
+        if value is not None and now.options.get(prop) != value:
+            name = prop.replace("_", "-")
+            director.execute(f"pcs property set {name}={'true' if value else 'false'}")
+            outcome.actions.append(f"pcs property set {name}={'true' if value else 'false'}")
+    director.execute("pcs resource cleanup")
+    outcome.actions.append("pcs resource cleanup")
+    last: dict[str, list[str]] = {}
+
+    def restored() -> bool:
+        last["problems"] = cluster_differences(before, read_cluster_view(deployment)[0])
+        return not last["problems"]
+
+    try:
+        wait_until("the cluster as it was before the test (placement aside)", restored, timeout=timeout,
+                   observe=lambda: last.get("problems"))
+    except WaitTimeout:
+        outcome.problems.extend(last.get("problems") or ["cluster not restored"])

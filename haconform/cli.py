@@ -7,6 +7,8 @@
     haconform lab nic [--name NAME] HOST up|down
     haconform lab list
     haconform lab install
+    haconform vm install|up|down|status|inventory [--name NAME] [--topology FILE]
+    haconform vm box build [--force]
 """
 
 from __future__ import annotations
@@ -116,6 +118,73 @@ def cmd_conformance_list(args) -> int:
     return 0
 
 
+def _vm_env(args):
+    from .topology import load_topology
+    from .vm.env import VmEnvironment
+    return VmEnvironment(args.name, load_topology(args.topology) if args.topology else None)
+
+
+def _say(message: str) -> None:
+    import time
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cmd_vm_install(args) -> int:
+    import subprocess
+
+    from .lab.lab import require_root
+    from .packages import VM_PACKAGES, ensure_installed
+    require_root()
+    installed = ensure_installed(VM_PACKAGES)
+    print(f"installed: {' '.join(installed)}" if installed else "every Debian package the VM target needs is installed")
+    try:
+        import vagrant  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "python-vagrant>=1.0"], check=True)
+        print("installed: python-vagrant")
+    return 0
+
+
+def cmd_vm_box_build(args) -> int:
+    from .vm.box import build_box
+    build_box(force=args.force, say=_say)
+    return 0
+
+
+def cmd_vm_up(args) -> int:
+    from .targets.vagrant import VagrantTarget
+    env = _vm_env(args)
+    target = VagrantTarget(env.topology, env.name)
+    figures = target.up()
+    _say(f"vm {env.name}: guests booted; ssh_config {env.ssh_config} ({figures})")
+    return 0
+
+
+def cmd_vm_down(args) -> int:
+    removed = _vm_env(args).down(say=_say)
+    _say(f"vm {args.name} removed: " + "; ".join(f"{k}: {len(v)}" for k, v in removed.items()))
+    return 0
+
+
+def cmd_vm_status(args) -> int:
+    status = _vm_env(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"vm {status['vm']}: {'present' if status['exists'] else 'absent'} (state {status['state_dir']}, "
+          f"libvirtd {status['libvirtd']}, fence_virtd {status['fence_virtd_pid'] or '-'})")
+    for name, guest in status["guests"].items():
+        print(f"  {name:12} {guest['domain']:8} {guest['address']:15} {guest['state']}")
+    for name, host in status["lab_hosts"].items():
+        print(f"  {name:12} {'netns':8} {host['address']:15} {host['power']}")
+    return 0
+
+
+def cmd_vm_inventory(args) -> int:
+    print(_vm_env(args).inventory(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="area", required=True)
@@ -148,6 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     nic.add_argument("host")
     nic.add_argument("state", choices=["up", "down"])
     add("list", cmd_list, "labs present on this machine")
+
+    vm = sub.add_parser("vm", help="the VM target: Vagrant/libvirt guests (--target vagrant)")
+    vm_sub = vm.add_subparsers(dest="action", required=True)
+
+    def add_vm(parent, name, func, help_text):
+        p = parent.add_parser(name, help=help_text)
+        p.add_argument("--name", default=os.environ.get("HACONFORM_VM_NAME", "hacvm"),
+                       help="VM environment name (default: hacvm)")
+        p.add_argument("--topology", help="topology file (default: fixtures/topology.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    add_vm(vm_sub, "install", cmd_vm_install, "install vagrant, libvirt, qemu, fence_virtd, python-vagrant")
+    add_vm(vm_sub, "up", cmd_vm_up, "start libvirt, the guests, the fence and client hosts")
+    add_vm(vm_sub, "down", cmd_vm_down, "remove guests, networks, volumes, chains, daemons we started")
+    vm_status = add_vm(vm_sub, "status", cmd_vm_status, "guests and their libvirt state")
+    vm_status.add_argument("--json", action="store_true")
+    add_vm(vm_sub, "inventory", cmd_vm_inventory, "an inventory for --target ssh reaching the running guests")
+    box = vm_sub.add_parser("box", help="the Vagrant box")
+    box_sub = box.add_subparsers(dest="box_action", required=True)
+    build = box_sub.add_parser("build", help="build the box offline (only when its inputs changed)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    build.set_defaults(func=cmd_vm_box_build)
 
     conf = sub.add_parser("conformance", help="the golden list of conformance tests")
     conf_sub = conf.add_subparsers(dest="action", required=True)

@@ -88,7 +88,9 @@ def evidence(request) -> Evidence:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.longrepr is not None:
+    if isinstance(report.longrepr, tuple):   # a skip: (path, line, reason), kept a tuple for JUnit
+        report.longrepr = (*report.longrepr[:2], redact(str(report.longrepr[2])))
+    elif report.longrepr is not None:
         report.longrepr = redact(str(report.longrepr))
     if report.when != "call":
         return

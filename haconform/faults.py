@@ -222,3 +222,36 @@ def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: FaultRun |
     if run is not None:
         problems += [f"log error: {line}" for line in run.log_errors(allowed_log)]
     return problems
+
+
+def group_location(machine, group: str) -> str | None:
+    """Where `machine`'s own pacemaker says every member of `group` runs (None: nowhere, split,
+    or the machine does not answer)."""
+    try:
+        state = read_cluster_state(machine.host)
+        places = [state.where_is(member) for member in state.group_members(group)]
+    except Exception:
+        return None
+    if places and all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
+        return places[0][0]
+    return None
+
+
+def cluster_views(deployment) -> dict:
+    """Each director's own view: quorum, DC, online nodes (None: it does not answer)."""
+    views = {}
+    for director in deployment.directors:
+        try:
+            state = read_cluster_state(director.host)
+        except Exception:
+            views[director.name] = None
+            continue
+        views[director.name] = {"quorum": state.quorum, "dc": state.dc, "online": state.online_nodes}
+    return views
+
+
+def cluster_whole(deployment) -> bool:
+    """Every director sees quorum, a DC and all cluster nodes online."""
+    wanted = set(deployment.topology.cluster_nodes)
+    return all(view and view["quorum"] and view["dc"] and wanted <= set(view["online"])
+               for view in cluster_views(deployment).values())

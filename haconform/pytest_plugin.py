@@ -39,6 +39,28 @@ def pytest_addoption(parser):
                     help="where each run keeps its history (evidence JSON per test)")
 
 
+    perf = parser.getgroup("haconform perf", "locust performance runs (pytest perf; tox -e perf)")
+    perf.addoption("--perf-users", type=int, default=None, help="locust users (default 20; smoke 10), spread over the classes by weight 6:3:1")
+    perf.addoption("--perf-spawn-rate", type=float, default=None, help="users started per second (default 20)")
+    perf.addoption("--perf-duration", type=int, default=None,
+                   help="seconds of load in each of the direct and VIP phases (default 15; smoke 3)")
+    perf.addoption("--perf-reference-duration", type=int, default=None,
+                   help="seconds of the one-URL locust phase and of wrk (default 10; smoke 2)")
+    perf.addoption("--perf-workers", type=int, default=2, help="locust worker processes (default 2)")
+    perf.addoption("--perf-seed", type=int, default=int(time.time()) % 100000,
+                   help="seed of the users' random choices (default: a new one, recorded)")
+    perf.addoption("--perf-think", type=float, default=0.0,
+                   help="think time per user, seconds (default 0: each user sends as fast as answered)")
+    perf.addoption("--perf-fault", choices=["standby", "haproxy-stop", "crash"], default=None,
+                   help="a fault injected mid-run in an extra phase through the VIP")
+    perf.addoption("--perf-fault-at", type=float, default=10.0, help="seconds into the fault phase (default 10)")
+    perf.addoption("--perf-fault-duration", type=int, default=60,
+                   help="length of the fault phase, seconds (default 60; haproxy-stop needs ~90)")
+    perf.addoption("--perf-python", default=None,
+                   help="python with locust in the client host (default: the harness's own on the lab)")
+    perf.addoption("--perf-smoke", action="store_true", help="a ~10 s run that checks the pipeline (CI)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "conformance(requirement): a conformance test with a stable ID and MUST")
     config.addinivalue_line("markers", "destructive: injects faults or changes cluster state")

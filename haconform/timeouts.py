@@ -38,6 +38,8 @@ class Bounds:
                                        # (fence_virtd's own 5 s connect + 10 s exchange steps fit)
     cli_query: float = 30.0            # one read-only query to a local daemon: haproxy's stats
                                        # socket, crm_mon, crm_verify, stonith_admin --history
+    locust_exit: float = 30.0          # a locust master/worker ends after its run time (stop-timeout 2 s,
+                                       # final CSV write, worker shutdown)
     vm_boot: float = 240.0             # a TCG guest: power on/reset -> ssh answers, systemd finished
     vm_up: float = 1200.0              # `vagrant up` of every guest (box upload included)
     vm_box_build: float = 1800.0       # debootstrap + image + `vagrant box add`

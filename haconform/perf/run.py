@@ -1,0 +1,162 @@
+"""A perf run: phases in order, each run's history kept under results/<timestamp>/.
+
+    direct      the mixed workload straight to a real server
+    vip         the same workload through the VIP
+    reference   locust with the one-URL class through the VIP ...
+    wrk         ... and wrk against that URL, same connections and duration
+    fault       (optional) the mixed workload through the VIP, a fault injected mid-run
+
+The run writes locust's CSVs and final JSON per phase, wrk's JSON, options.json,
+summary.json and report.html.  Nothing here asserts: the perf tests judge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..faults import FaultRun, audit
+from ..timeouts import BOUNDS
+from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
+                   run_wrk)
+from .nemesis import make_fault
+from .report import PHASE_TITLES, phase_plot_svg, render_html
+from .summary import history_series, phase_summary, ratios, second_series, wrk_summary
+
+log = logging.getLogger("haconform.perf")
+WORKDIR = "/tmp/haconform-perf"
+
+
+@dataclass
+class PerfOptions:
+    shape: LoadShape = field(default_factory=LoadShape)
+    reference_duration_s: int = 10
+    fault: str | None = None
+    fault_at_s: float = 10.0
+    fault_duration_s: int = 60
+    python: str = "python3"
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.update(data.pop("shape"))
+        return data
+
+
+@dataclass
+class FaultSchedule:
+    fault: object
+    at_s: float
+    injected_at: float | None = None
+    action: str = ""
+
+    def __call__(self, elapsed: float) -> None:
+        if self.injected_at is None and elapsed >= self.at_s:
+            self.injected_at = time.time()
+            self.action = self.fault.inject()
+
+
+def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
+             progress: Callable[[str], None] = lambda line: None) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "options.json").write_text(json.dumps(options.as_dict(), indent=1))
+    client = ClientHost(deployment.client, options.python, WORKDIR)
+    client.prepare()
+    shape = options.shape
+    direct = deployment.realservers[0]
+    urls = {"direct": deployment.url("", address=direct.address), "vip": deployment.url("", address=deployment.vip)}
+    files: dict[str, str] = {}
+    phases: dict[str, dict] = {}
+    timing: dict[str, tuple[float, float]] = {}
+
+    def locust_phase(phase: str, url: str, classes, phase_shape: LoadShape, during=None) -> None:
+        result = run_locust(client, phase, url, tuple(classes), phase_shape, progress=progress, during=during)
+        files.update(result.files)
+        phases[phase] = phase_summary(phase, result.files)
+        phases[phase].update({"url": url, "classes": list(classes), "duration_s": phase_shape.duration_s})
+        timing[phase] = (result.started, result.ended)
+
+    began = time.time()
+    locust_phase("direct", urls["direct"], MIXED_CLASSES, shape)
+    phases["direct"]["real_server"] = direct.name
+    locust_phase("vip", urls["vip"], MIXED_CLASSES, shape)
+    reference_shape = LoadShape(**{**asdict(shape), "duration_s": options.reference_duration_s})
+    locust_phase("reference", urls["vip"], (REFERENCE_CLASS,), reference_shape)
+    wrk = run_wrk(client, urls["vip"] + REFERENCE_PATH, shape, options.reference_duration_s, progress=progress)
+    files["wrk.json"] = json.dumps(wrk, indent=1)
+    phases["wrk"] = wrk_summary(wrk)
+
+    fault_summary = None
+    if options.fault:
+        fault_summary = fault_phase(deployment, options, urls["vip"], locust_phase, phases, timing,
+                                    evidence=evidence, progress=progress)
+
+    summary = {"run": out_dir.name, "started": began, "seconds": round(time.time() - began, 1),
+               "seed": shape.seed, "options": options.as_dict(), "target": deployment.target.describe(),
+               "phases": phases, "ratios": ratios(phases), "fault": fault_summary,
+               "timing": {k: {"started": a, "ended": b} for k, (a, b) in timing.items()}}
+    for name, text in files.items():
+        (out_dir / name).write_text(text)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out_dir / "report.html").write_text(render_html(summary, plots_for(summary, files)))
+    return summary
+
+
+def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evidence, progress) -> dict:
+    fault = make_fault(options.fault, deployment)
+    schedule = FaultSchedule(fault, options.fault_at_s)
+    fault_shape = LoadShape(**{**asdict(options.shape), "duration_s": options.fault_duration_s})
+    with FaultRun(deployment, evidence, f"perf fault: {fault.name}") as run:
+        run.mark("load starts")
+        locust_phase("fault", url, MIXED_CLASSES, fault_shape, during=schedule)
+        if schedule.injected_at is not None:
+            run.marks.append((schedule.injected_at, f"injected: {schedule.action}"))
+        progress(f"{'fault':<12} healing: {fault.describes}")
+        fault.heal()
+        run.mark("healed")
+    problems = audit(deployment, run=run, allowed_log=fault.allowed_log)
+    injected = schedule.injected_at
+    windows = phases["fault"]["failure_windows"]
+    after = [w for w in windows if injected is not None and w["end"] > injected]
+    outages = run.outages()
+    return {
+        "fault": fault.name, "what": fault.describes, "action": schedule.action,
+        "victim": fault.victim.name if fault.victim else None,
+        "injected_at": injected,
+        "injected_s_into_phase": round(injected - timing["fault"][0], 2) if injected else None,
+        "failures": phases["fault"]["failures"],
+        "failures_after_injection": sum(w["failures"] for w in after),
+        "failure_windows": windows,
+        "silent_windows": phases["fault"]["silent_windows"],
+        "longest_silence_s": max((w["seconds"] for w in phases["fault"]["silent_windows"]), default=0),
+        "last_failure_s_after_injection": round(max(w["end"] for w in after) - injected, 1) if after else 0.0,
+        "prober_longest_outage_s": run.outage_s,
+        "prober_outages": [{"start": round(w.start, 3), "end": round(w.end, 3), "seconds": round(w.duration, 3)}
+                           for w in outages] if outages else [],
+        "worst_second_p99_ms": phases["fault"]["worst_second_p99_ms"],
+        "vip_max_simultaneous_holders": run.vip_watch.max_holders(),
+        "audit_problems": problems,
+    }
+
+
+def plots_for(summary: dict, files: dict[str, str]) -> dict[str, str]:
+    plots = {}
+    fault = summary.get("fault") or {}
+    for phase in ("direct", "vip", "reference", "fault"):
+        exact, history = files.get(f"{phase}_seconds.json"), files.get(f"{phase}_stats_history.csv")
+        series = second_series(exact) if exact else history_series(history or "")
+        if not series:
+            continue
+        started = summary["timing"][phase]["started"]
+        windows, marks = [], []
+        if phase == "fault" and fault.get("injected_at"):
+            marks.append((fault["injected_at"], f"{fault['fault']} injected"))
+            windows += [(w["start"], w["end"], "no request succeeded") for w in fault.get("silent_windows", [])]
+            windows += [(w["start"], w["end"], "failures") for w in fault.get("failure_windows", [])]
+            windows += [(w["start"], w["end"], "prober outage") for w in fault.get("prober_outages", [])]
+        plots[phase] = phase_plot_svg(series, title=PHASE_TITLES[phase], started=started,
+                                      windows=windows, marks=marks)
+    return plots

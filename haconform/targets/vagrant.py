@@ -1,0 +1,198 @@
+"""The runbook's own world as a target (--target vagrant): four libvirt guests.
+
+Guests (directors, real servers) are Vagrant/libvirt VMs reached over their
+management network with SshTarget's transport (ssh with the environment's
+ssh_config, testinfra over it); the physical host foundation5 and the client
+are namespace-lab hosts on the machine, plugged into the guests' cluster
+bridge, reached as the lab reaches them.
+
+Faults use what the runbook uses:
+  crash  `echo c > /proc/sysrq-trigger` in the guest (fire and forget)
+  power  virsh: on = start, off = destroy, reset = reset (hard)
+  NIC    `ip link set eth1 down|up` in the guest, over the management network
+The fence device is the real fence_virtd (multicast listener, libvirt backend)
+reading the fence host's /etc/cluster/fence_xvm.key.
+"""
+
+from __future__ import annotations
+
+import re
+
+import testinfra
+
+from ..errors import HaconformError
+from ..inventory import HostAccess, Inventory
+from ..timeouts import BOUNDS
+from ..topology import Topology
+from ..vm import libvirt
+from ..vm.env import DEFAULT_ENV, VmEnvironment
+from ..wait import wait_until
+from .lab_backend import LabBackend
+from .ssh import HostUnreachable, SshTarget
+
+CLUSTER_NIC = "eth1"   # net.ifnames=0: eth0 management, eth1 the cluster network
+
+
+def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
+    """SshTarget's view of the guests: ssh by topology name through the environment's ssh_config."""
+    hosts = {}
+    guests = env.guests()
+    for spec in topology.hosts.values():
+        if spec.name in guests:
+            hosts[spec.name] = HostAccess(name=spec.name, kind="ssh", address=spec.name, user="root", sudo=False,
+                                          ssh_config=str(env.ssh_config), cluster_nic=CLUSTER_NIC)
+        else:
+            hosts[spec.name] = HostAccess(name=spec.name, kind="none")
+    return Inventory(path=env.dir / "ssh_config", stage="stage5", hosts=hosts)
+
+
+class VagrantTarget(SshTarget):
+    kind = "vagrant"
+    can_power = True
+    manages_fence_device = True
+
+    def __init__(self, topology: Topology, name: str = DEFAULT_ENV):
+        self.env = VmEnvironment(name, topology)
+        super().__init__(topology, vm_inventory(topology, self.env), allow_destructive=True)
+        self._crash_domain_ids: dict[str, str | None] = {}
+        self._lab = None
+
+    # ----- lifecycle ---------------------------------------------------------------
+    def up(self) -> dict:
+        figures = self.env.up()
+        guests = list(self.env.guests())
+        wait_until(f"guests {guests} booted (ssh answers, systemd finished)",
+                   lambda: all(self.booted(h) for h in guests), timeout=BOUNDS.vm_boot,
+                   observe=lambda: {h: self.power_state(h) for h in guests})
+        return figures
+
+    def down(self) -> dict:
+        super().down()
+        return self.env.down()
+
+    @property
+    def lab(self):
+        if self._lab is None:
+            self._lab = self.env.lab()
+        return self._lab
+
+    def is_guest(self, name: str) -> bool:
+        return name in self.env.guests()
+
+    def domain(self, name: str) -> str:
+        return self.env.guests()[name]
+
+    # ----- transport: guests over ssh, fence and client hosts as the lab's -----------
+    def testinfra_host(self, name: str) -> testinfra.host.Host:
+        if self.is_guest(name):
+            return super().testinfra_host(name)
+        if name not in self._hosts:
+            self.topology.host(name)
+            self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab))
+        return self._hosts[name]
+
+    def exec_argv(self, name: str) -> list[str]:
+        if self.is_guest(name):
+            return super().exec_argv(name)
+        return self.lab.exec_argv(name)
+
+    # ----- power (virsh) and crash (sysrq) --------------------------------------------
+    def power(self, name: str, action: str) -> None:
+        if not self.is_guest(name):
+            self.lab.power(name, action, wait=action in ("on", "reset"))
+            return
+        domain = self.domain(name)
+        if action == "crash":
+            self._crash_domain_ids[name] = libvirt.domain_id(domain)
+            super().power(name, "crash")
+            return
+        if action not in ("on", "off", "reset"):
+            raise HaconformError(f"unknown power action {action!r}", where="VagrantTarget.power",
+                                 fix="use on, off, reset or crash")
+        state = libvirt.domain_state(domain)
+        before = self.answers(name, timeout=2) if state == "running" else None
+        if action == "off" or (action == "on" and state == "running" and name in self._crash_domain_ids):
+            libvirt.virsh("destroy", domain, check=state == "running" and action == "off")
+            wait_until(f"{domain} shut off", lambda: libvirt.domain_state(domain) == "shut off",
+                       timeout=BOUNDS.host_halt, observe=lambda: libvirt.domain_state(domain))
+        if action == "off":
+            self._crash_domain_ids.pop(name, None)
+            return
+        if action == "reset" and libvirt.domain_state(domain) == "running":
+            libvirt.virsh("reset", domain)
+        elif libvirt.domain_state(domain) != "running":
+            libvirt.virsh("start", domain)
+        self._crash_domain_ids.pop(name, None)
+        wait_until(f"{name} ({domain}) booted again with a new boot id",
+                   lambda: (lambda now: now and now != before and self.booted(name))(self.answers(name, timeout=5)),
+                   timeout=BOUNDS.vm_boot, observe=lambda: libvirt.domain_state(domain))
+
+    def power_state(self, name: str) -> str:
+        if not self.is_guest(name):
+            return self.lab.power_state(name)
+        domain = self.domain(name)
+        state = libvirt.domain_state(domain)
+        if state != "running":
+            return "off"
+        crashed_in = self._crash_domain_ids.get(name, "unknown")
+        if crashed_in != "unknown" and crashed_in == libvirt.domain_id(domain) and not self.answers(name, timeout=3):
+            # libvirt still calls a panicked guest running; fence_virtd's reboot gives it a new domain id.
+            return "crashed"
+        return "on"
+
+    def booted(self, name: str) -> bool:
+        if not self.is_guest(name):
+            return self.lab.booted(name)
+        if libvirt.domain_state(self.domain(name)) != "running":
+            return False
+        return super().booted(name)
+
+    # ----- NIC -------------------------------------------------------------------------
+    def set_nic(self, name: str, state: str) -> None:
+        if not self.is_guest(name):
+            self.lab.set_nic(name, state)
+            return
+        super().set_nic(name, state)
+
+    def nic_state(self, name: str) -> str:
+        if not self.is_guest(name):
+            return self.lab.nic_state(name)
+        try:
+            return super().nic_state(name)
+        except HostUnreachable:
+            return "absent"
+
+    # ----- the fence device: fence_virtd ------------------------------------------------
+    def fence_key_path(self) -> str:
+        """The fence host's key file as the machine sees it (the upper directory of its overlay)."""
+        fence = self.topology.fence_host
+        key = self.topology.fence.get("key_file", "/etc/cluster/fence_xvm.key")
+        return str(self.lab.host_dir(fence.name) / "upper" / key.lstrip("/"))
+
+    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+        fence = self.topology.fence_host
+        if fence is None:
+            raise HaconformError("the topology has no host with role fence", where=str(self.topology.path),
+                                 fix="add a host with `role: fence`")
+        pid = self.env.fence_virtd.start(netns=self.lab.netns(fence.name), key_file=self.fence_key_path(),
+                                         interface="eth0", multicast_address=multicast_address, port=port)
+        return {"fence device": "fence_virtd (multicast listener, libvirt backend qemu:///system)",
+                "pid": pid, "listens in": self.lab.netns(fence.name), "config": str(self.env.fence_virtd.conf)}
+
+    def fence_device_running(self) -> bool:
+        return self.env.fence_virtd.pid() is not None
+
+    def fence_requests(self) -> list[dict]:
+        """fence_virtd's own log lines about requests (it keeps no structured log)."""
+        try:
+            lines = self.env.fence_virtd.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        pattern = re.compile(r"(Request|Domain|Rebooting|reboot|Destroying|Starting|fence)", re.I)
+        return [{"fence_virtd": line} for line in lines if pattern.search(line)]
+
+    def describe(self) -> dict:
+        saved = self.env._saved()
+        return {"target": "vagrant", "vm": self.env.name, "state_dir": str(self.env.dir),
+                "driver": saved.get("driver"), "guests": self.env.guests(),
+                "figures": saved.get("figures", {})}

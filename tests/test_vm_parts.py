@@ -1,0 +1,252 @@
+"""The VM target's Python side, without VMs: configs it renders, files it parses, names it uses."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from haconform.errors import HaconformError
+from haconform.inventory import load_inventory
+from haconform.topology import load_topology
+from haconform.vm import box, env, fence, libvirt
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
+
+VAGRANT_SSH_CONFIG = """Host Node1
+  HostName 10.231.5.17
+  User root
+  Port 22
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile /var/lib/haconform/vm/box/id_rsa
+  IdentitiesOnly yes
+  LogLevel FATAL
+
+Host Node4
+  HostName 10.231.5.33
+  User root
+  Port 22
+  IdentityFile /var/lib/haconform/vm/box/id_rsa
+"""
+
+
+@pytest.fixture
+def topology():
+    return load_topology()
+
+
+# ----- fence_virtd.conf --------------------------------------------------------------
+def test_fence_virtd_conf_is_what_fence_virtd_c_writes():
+    text = fence.fence_virtd_conf(key_file="/k/fence_xvm.key", interface="eth0")
+    conf = fence.parse_conf(text)
+    assert conf == {
+        "fence_virtd.listener": "multicast", "fence_virtd.backend": "libvirt",
+        "fence_virtd.module_path": fence.MODULE_PATH,
+        "listeners.multicast.key_file": "/k/fence_xvm.key", "listeners.multicast.interface": "eth0",
+        "listeners.multicast.port": "1229", "listeners.multicast.address": "225.0.0.12",
+        "listeners.multicast.family": "ipv4", "backends.libvirt.uri": "qemu:///system",
+    }
+
+
+def test_fence_virtd_conf_takes_the_topology_multicast_settings():
+    conf = fence.parse_conf(fence.fence_virtd_conf(key_file="/k", interface="veth9", multicast_address="225.0.0.99",
+                                                   port=1300))
+    assert (conf["listeners.multicast.address"], conf["listeners.multicast.port"],
+            conf["listeners.multicast.interface"]) == ("225.0.0.99", "1300", "veth9")
+
+
+def test_fence_virtd_conf_refuses_values_that_would_break_its_syntax():
+    with pytest.raises(HaconformError):
+        fence.fence_virtd_conf(key_file='/k"; backend = "x', interface="eth0")
+
+
+@pytest.mark.skipif(shutil.which("fence_virtd") is None, reason="fence-virtd not installed")
+def test_fence_virtd_module_path_holds_the_two_plugins_used():
+    assert (Path(fence.MODULE_PATH) / "multicast.so").exists()
+    assert (Path(fence.MODULE_PATH) / "virt.so").exists()
+
+
+# ----- libvirt network XML, firewall chains -------------------------------------------------
+def test_cluster_network_has_no_host_side():
+    xml = libvirt.isolated_network_xml("hacvm-cluster", "hcbr-hacvm")
+    root = ET.fromstring(xml)
+    assert root.findtext("name") == "hacvm-cluster"
+    assert root.find("bridge").get("name") == "hcbr-hacvm"
+    assert root.find("ip") is None and root.find("forward") is None and root.find("dns") is None
+    libvirt.check_network_has_no_host_address(xml)
+
+
+def test_a_network_with_an_address_is_refused():
+    xml = ("<network><name>n</name><bridge name='b'/>"
+           "<ip address='172.25.5.1' netmask='255.255.255.0'/></network>")
+    with pytest.raises(HaconformError, match="<ip>"):
+        libvirt.check_network_has_no_host_address(xml)
+
+
+def test_bridge_names_fit_the_kernel_limit():
+    for name in ("a", "hacvm", "abcdefgh"):
+        vm = env.VmEnvironment.__new__(env.VmEnvironment)
+        vm.name = name
+        assert len(vm.cluster_bridge) <= 15
+
+
+# ----- the management network ------------------------------------------------------------------
+def test_management_network_is_outside_the_runbook_range(monkeypatch):
+    monkeypatch.delenv("HACONFORM_VM_MGMT_ADDRESS", raising=False)
+    assert not env.mgmt_subnet().overlaps(LAB_RANGE)
+    monkeypatch.setenv("HACONFORM_VM_MGMT_ADDRESS", "172.25.9.0/24")
+    with pytest.raises(HaconformError, match="outside"):
+        env.mgmt_subnet()
+
+
+def test_driver_defaults_to_tcg(monkeypatch):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    assert env.domain_driver() == "qemu"
+    monkeypatch.setenv("HACONFORM_VM_DRIVER", "xen")
+    with pytest.raises(HaconformError):
+        env.domain_driver()
+
+
+# ----- guests, names, ssh-config, inventory --------------------------------------------------
+def test_guests_are_the_directors_and_real_servers_named_by_fence_name(topology):
+    vm = env.VmEnvironment("hctestvm", topology)
+    assert vm.guests() == {"server1": "Node1", "server4": "Node4", "server2": "Node2", "server3": "Node3"}
+    assert sorted(vm.lab_hosts()) == ["client", "foundation5"]
+
+
+def test_environment_names_are_checked():
+    with pytest.raises(HaconformError):
+        env.VmEnvironment("box")
+    with pytest.raises(HaconformError):
+        env.VmEnvironment("Bad-Name")
+
+
+def test_vagrant_ssh_config_is_renamed_to_topology_hosts():
+    text = env.guest_ssh_config(VAGRANT_SSH_CONFIG, {"Node1": "server1", "Node4": "server4"})
+    parsed = env.parse_ssh_config(text)
+    assert set(parsed) == {"server1", "server4"}
+    assert parsed["server1"]["HostName"] == "10.231.5.17"
+    assert parsed["server4"]["StrictHostKeyChecking"] == "no"
+    assert parsed["server4"]["IdentityFile"] == "/var/lib/haconform/vm/box/id_rsa"
+
+
+def test_missing_guest_in_ssh_config_is_an_error():
+    with pytest.raises(HaconformError, match="Node2"):
+        env.guest_ssh_config(VAGRANT_SSH_CONFIG, {"Node1": "server1", "Node2": "server2"})
+
+
+def test_inventory_loads_with_the_ssh_target_loader(topology, tmp_path):
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(env.guest_ssh_config(
+        VAGRANT_SSH_CONFIG.replace("Node4", "Node2") + VAGRANT_SSH_CONFIG.replace("Node1", "Node3").split("Host Node4")[0]
+        .replace("Node3", "Node3") + "\nHost Node4\n  HostName 10.231.5.40\n",
+        {"Node1": "server1", "Node2": "server2", "Node3": "server3", "Node4": "server4"}))
+    path = tmp_path / "inventory.yaml"
+    path.write_text(env.inventory_text(topology, ssh_config, {"client": "hacvm-client"}))
+    inventory = load_inventory(path, topology)
+    server1 = inventory.access("server1")
+    assert (server1.kind, server1.address, server1.cluster_nic, server1.ssh_config) == \
+        ("ssh", "server1", "eth1", str(ssh_config))
+    assert server1.power.via == "local" and "destroy Node1" in server1.power.off
+    assert inventory.access("client").netns == "hacvm-client"
+    assert inventory.access("foundation5").kind == "none"
+
+
+# ----- box inputs ------------------------------------------------------------------------------
+def test_box_carries_every_runbook_package_and_what_a_guest_needs():
+    from haconform.packages import DEBIAN_PACKAGES, VM_PACKAGES
+    packages = set(box.all_packages())
+    assert {"haproxy", "pacemaker", "corosync", "pcs", "fence-virt", "apache2", "libapache2-mod-php"} <= packages
+    assert {"openssh-server", "systemd-sysv", "linux-image-amd64", "ifupdown"} <= packages
+    assert not set(box.BASE_PACKAGES) & set(box.guest_packages())
+    assert not set(VM_PACKAGES) & set(DEBIAN_PACKAGES) - {"fence-virt"}
+
+
+def test_box_input_hash_changes_with_each_input():
+    base = box.BoxInputs(packages=("a", "b"), builder_source="s", kernel_version="6.1", ssh_public_key="ssh-rsa K")
+    assert base.digest() == box.BoxInputs(("a", "b"), "s", "6.1", "ssh-rsa K\n").digest()
+    for changed in (replace(base, packages=("a", "c")), replace(base, builder_source="t"),
+                    replace(base, kernel_version="6.2"), replace(base, ssh_public_key="ssh-rsa L")):
+        assert changed.digest() != base.digest()
+
+
+def test_box_metadata_is_a_libvirt_qcow2_box():
+    assert box.box_metadata(4) == {"provider": "libvirt", "format": "qcow2", "virtual_size": 4}
+
+
+def test_apt_mirror_read_from_deb822_and_one_line_sources(tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# comment\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n")
+    assert box.apt_mirror(tmp_path) == "http://mirror.example/debian"
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://old.example/debian bookworm main\n")
+    assert box.apt_mirror(tmp_path) == "http://old.example/debian"
+    (tmp_path / "sources.list").write_text("deb http://old.example/debian bullseye main\n")
+    with pytest.raises(HaconformError, match="bookworm"):
+        box.apt_mirror(tmp_path)
+
+
+# ----- the Vagrantfile (Ruby side) -----------------------------------------------------------------
+VAGRANT_STUB = r'''
+module Vagrant
+  def self.configure(_version)
+    recorder = Recorder.new([])
+    yield recorder
+  end
+end
+class Recorder
+  def initialize(path) = @path = path
+  def method_missing(name, *args, **kw, &block)
+    if name.to_s.end_with?("=")
+      puts "SET #{(@path + [name.to_s.chomp("=")]).join(".")}=#{args[0]}"
+      return
+    end
+    puts "CALL #{(@path + [name.to_s]).join(".")} #{args.inspect} #{kw.inspect}" if %w[define network].include?(name.to_s)
+    puts "SHELL #{kw[:inline].lines.grep(/address|route|enable|hostname /).map(&:strip).join(" ; ")}" if kw[:inline]
+    child = Recorder.new(@path + [name.to_s])
+    block&.call(child)
+    child
+  end
+  def respond_to_missing?(*) = true
+end
+load ARGV[0]
+'''
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby (comes with vagrant) not installed")
+def test_vagrantfile_maps_the_topology(tmp_path):
+    stub = tmp_path / "stub.rb"
+    stub.write_text(VAGRANT_STUB)
+    out = subprocess.run(["ruby", str(stub), str(REPO / "Vagrantfile")], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "HACONFORM_VM_NAME": "hctest"}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    defines = [line.split()[2] for line in lines if line.startswith("CALL vm.define ")]
+    assert defines == ['["Node1"]', '["Node4"]', '["Node2"]', '["Node3"]']
+    settings = dict(line[4:].split("=", 1) for line in lines if line.startswith("SET "))
+    assert settings["vm.provider.driver"] == "qemu"
+    assert settings["vm.provider.cpu_model"] == "qemu64"
+    assert settings["vm.provider.graphics_type"] == "none"
+    assert settings["vm.provider.management_network_mode"] == "none"
+    assert settings["vm.provider.default_prefix"] == ""
+    assert not ipaddress.IPv4Network(settings["vm.provider.management_network_address"]).overlaps(LAB_RANGE)
+    assert 512 <= int(settings["vm.provider.memory"]) <= 768
+    networks = [line for line in lines if line.startswith("CALL vm.define.vm.network")]
+    assert len(networks) == 4
+    assert all(':dev=>"hcbr-hctest"' in n and ":auto_config=>false" in n and ":type=>\"bridge\"" in n
+               for n in networks)
+    shells = [line for line in lines if line.startswith("SHELL")]
+    assert any("address 172.25.5.1/24" in s and "224.0.0.0/4 dev eth1" in s and "hostname server1" in s
+               for s in shells)
+    assert any("address 172.25.5.3/24" in s and "enable --now rsyslog apache2" in s for s in shells)

@@ -23,10 +23,11 @@ from .topology import Topology
 
 
 def file_stage_drift(stage: Stage, machines: dict, topology: Topology, *,
-                     cluster_owns: tuple[str, ...] = ()) -> list[str]:
+                     cluster_owns: tuple[str, ...] = (), first_only: bool = False) -> list[str]:
     """Files whose content differs, directories with other owner/mode, services not running.
 
     cluster_owns: services the cluster starts on one node only (not checked per host).
+    first_only: stop at the first file that differs (enough to tell the stage is not there).
     """
     drift: list[str] = []
     plan = stage.plan(topology)
@@ -38,6 +39,8 @@ def file_stage_drift(stage: Stage, machines: dict, topology: Topology, *,
                 drift.append(f"{host}:{f.dest} missing (expected {f.source})")
             elif have != hashlib.sha256(f.source.read_bytes()).hexdigest():
                 drift.append(f"{host}:{f.dest} differs from {f.source}")
+            if drift and first_only:
+                return drift
     for path, mode in stage.modes.items():
         if not mode.get("directory"):
             continue

@@ -219,3 +219,26 @@ def test_left_out_tests_are_written_to_history(tmp_path):
     plugin.pytest_runtest_logreport(Report("suites/t.py::u", "something else"))
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"left_out": "destructive: no"' in lines[0] and '"outcome": "skipped"' in lines[0]
+
+
+def test_sysrq_refused_on_a_host_sharing_the_harness_kernel(target, monkeypatch):
+    started = []
+    monkeypatch.setattr(ssh_module.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    scripted(target, "server4", {"boot_id": FakeResult(stdout=ssh_module.own_boot_id() + "\n")})
+    with pytest.raises(HaconformError, match="harness machine's own kernel"):
+        target.power("server4", "crash")
+    assert started == []
+
+
+def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
+    started = []
+    backend = scripted(target, "server4", {"boot_id": FakeResult(stdout="other-kernel\n")})
+
+    def popen(argv, **kwargs):
+        started.append(argv)
+        backend.answers["boot_id"] = ssh_module.HostUnreachable("gone")
+    monkeypatch.setattr(ssh_module.subprocess, "Popen", popen)
+    backend.argv = lambda command: ["ssh", "server4", command]
+    target.power("server4", "crash")
+    assert started == [["ssh", "server4", "echo c > /proc/sysrq-trigger"]]
+    assert target.power_state("server4") == "crashed"

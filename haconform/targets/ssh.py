@@ -216,6 +216,12 @@ class SshTarget(Target):
         access = self.inventory.access(name)
         if access.kind != "ssh":
             raise HaconformError(f"{name} is not an ssh host of the inventory", where=str(self.inventory.path))
+        if self.answers(name) == own_boot_id():
+            # A container or namespace "host" shares the harness machine's kernel: sysrq would stop it all.
+            raise HaconformError(f"{name} runs on the harness machine's own kernel (same boot id): "
+                                 f"`echo {key} > /proc/sysrq-trigger` would take the harness machine down",
+                                 where=f"{self.inventory.path}: hosts.{name}",
+                                 fix="crash/reset only hosts with their own kernel (VMs, machines)")
         argv = self.backend(name).argv(f"echo {key} > /proc/sysrq-trigger")
         self._fire_and_forget.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                       stderr=subprocess.DEVNULL, start_new_session=True))
@@ -385,6 +391,10 @@ class SshTarget(Target):
         return {"target": "ssh", "inventory": str(self.inventory.path), "stage": self.inventory.stage,
                 "destructive_allowed": self.destructive_allowed,
                 "hosts": {n: a.kind if a.kind != "ssh" else f"ssh {a.address}" for n, a in self.inventory.hosts.items()}}
+
+
+def own_boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def nic_holding(links: list[dict], address: str) -> str | None:

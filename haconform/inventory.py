@@ -55,7 +55,7 @@ NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$")
 SSH_FIELDS = {"address", "user", "key", "port", "sudo", "ssh_config", "cluster_nic", "power"}
 DEFAULT_FIELDS = {"user", "key", "port", "sudo", "ssh_config"}
-POWER_FIELDS = {"via", "on", "off", "reset"}
+POWER_FIELDS = {"via", "on", "off", "reset", "crash"}
 TOP_FIELDS = {"vip", "stage", "defaults", "hosts"}
 YAML_BOOLEAN_KEYS = {True: "on", False: "off"}
 
@@ -68,6 +68,7 @@ class PowerCommands:
     on: str | None = None
     off: str | None = None
     reset: str | None = None
+    crash: str | None = None       # instead of sysrq: a panic injected from outside (virsh inject-nmi, ...)
 
     def command(self, action: str) -> str | None:
         return getattr(self, action, None)
@@ -165,12 +166,12 @@ def _ssh_host(path: Path, key: str, name: str, entry: dict, defaults: dict) -> H
         if unknown:
             _fail(path, f"{key}.power", f"unknown field(s) {', '.join(sorted(map(str, unknown)))}",
                   f"allowed: {', '.join(sorted(POWER_FIELDS))}")
-        commands = {a: raw.get(a) for a in ("on", "off", "reset")}
+        commands = {a: raw.get(a) for a in ("on", "off", "reset", "crash")}
         for action, command in commands.items():
             if command is not None and (not isinstance(command, str) or not command.strip()):
                 _fail(path, f"{key}.power.{action}", "must be a command line", "write the command as a string")
         if not any(commands.values()):
-            _fail(path, f"{key}.power", "names no command", "give at least one of on, off, reset")
+            _fail(path, f"{key}.power", "names no command", "give at least one of on, off, reset, crash")
         power = PowerCommands(via=str(raw["via"]), **commands)
     return HostAccess(name=name, kind="ssh", address=address, user=user, key=ssh_key, port=port,
                       sudo=bool(sudo) if sudo is not None else None, ssh_config=ssh_config,

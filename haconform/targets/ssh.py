@@ -6,7 +6,8 @@ its network namespaces.  Nothing is created or torn down: up() checks that
 every host answers, down() closes the ssh connections.
 
 Faults use what the runbook uses, on the host itself:
-  crash   `echo c > /proc/sysrq-trigger` (fire and forget: the host panics)
+  crash   `echo c > /proc/sysrq-trigger` (fire and forget: the host panics), or the
+          inventory's power.crash command (e.g. `virsh inject-nmi` with panic on NMI)
   reset   the inventory's power.reset command, else `echo b > /proc/sysrq-trigger`
   off/on  only the inventory's power.off/power.on commands (run on power.via);
           without them a host cannot be switched on again, so they are refused
@@ -247,7 +248,8 @@ class SshTarget(Target):
 
     def power(self, name: str, action: str) -> None:
         if action == "crash":
-            self._sysrq(name, "c")
+            if self._power_command(name, "crash") is None:
+                self._sysrq(name, "c")
             self._crashed.add(name)
             wait_until(f"{name} stops answering after the crash", lambda: self.answers(name, timeout=2) is None,
                        timeout=BOUNDS.host_halt)

@@ -1,0 +1,253 @@
+"""Restore after destructive tests, against fake hosts: what is recorded, what is done, when the session stops."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from haconform import restore as restore_module
+from haconform.errors import HaconformError
+from haconform.restore import ClusterView, Snapshot, cluster_differences, restore, take_snapshot
+from haconform.topology import load_topology
+from tests.fakes import FakeHost, FakeResult
+
+TOPOLOGY = load_topology()
+pytest_plugins = ["pytester"]
+
+
+def view(**changes) -> ClusterView:
+    base = dict(online=["server1", "server4"], standby=[],
+                started={"VIP": ["server1"], "haproxy": ["server1"], "vmfence": ["server4"]},
+                groups={"hagroup": ["VIP", "haproxy"]},
+                options={"stonith_enabled": True, "maintenance_mode": False}, quorum=True, dc="server1")
+    base.update(changes)
+    return ClusterView(**base)
+
+
+class FakeService:
+    def __init__(self, host, name):
+        self.host, self.name = host, name
+
+    @property
+    def is_running(self):
+        return self.host.running.get(self.name, False)
+
+
+class ServiceHost(FakeHost):
+    def __init__(self, name, running=None):
+        super().__init__(name=name)
+        self.running = dict(running or {})
+        self.on(re.compile(r"^service (\S+) start$"), self._start)
+
+    def _start(self, command):
+        self.running[command.split()[1]] = True
+        return FakeResult()
+
+    def service(self, name):
+        return FakeService(self, name)
+
+
+@dataclass
+class FakeMachine:
+    name: str
+    role: str
+    host: ServiceHost
+    target: "FakeTarget"
+
+    def execute(self, command):
+        return self.host.run(command)
+
+    def succeed(self, command):
+        result = self.host.run(command)
+        assert result.rc == 0
+        return result.stdout
+
+    def power_on(self):
+        self.target.power_on(self.name)
+
+    def unblock(self):
+        self.target.nic[self.name] = "up"
+        self.target.actions.append(f"unblock {self.name}")
+
+
+@dataclass
+class FakeTarget:
+    power: dict = field(default_factory=dict)
+    nic: dict = field(default_factory=dict)
+    can_power_on: bool = True
+    actions: list = field(default_factory=list)
+
+    def power_state(self, name):
+        return self.power.get(name, "on")
+
+    def nic_state(self, name):
+        return self.nic.get(name, "up")
+
+    def power_on(self, name):
+        if not self.can_power_on:
+            raise HaconformError("an existing deployment has no power switch")
+        self.power[name] = "on"
+        self.actions.append(f"power on {name}")
+
+
+class FakeDeployment:
+    def __init__(self, target=None):
+        self.topology = TOPOLOGY
+        self.target = target or FakeTarget()
+        running = {"director": {"rsyslog": True, "haproxy": True}, "realserver": {"rsyslog": True, "apache2": True}}
+        self.machines = {spec.name: FakeMachine(spec.name, spec.role, ServiceHost(spec.name, running.get(spec.role)),
+                                                self.target)
+                         for spec in TOPOLOGY.hosts.values()}
+
+    def _role(self, role):
+        return [m for m in self.machines.values() if m.role == role]
+
+    directors = property(lambda self: self._role("director"))
+    realservers = property(lambda self: self._role("realserver"))
+
+
+@pytest.fixture
+def views(monkeypatch):
+    """The cluster's answers to crm_mon, in order (the last one repeats)."""
+    answers: list = [view()]
+
+    def read(deployment):
+        current = answers.pop(0) if len(answers) > 1 else answers[0]
+        return current, (deployment.directors[0] if current else None)
+    monkeypatch.setattr(restore_module, "read_cluster_view", read)
+    return answers
+
+
+def test_snapshot_records_power_nics_services_and_cluster(views):
+    deployment = FakeDeployment()
+    snapshot = take_snapshot(deployment)
+    assert snapshot.power == {"server1": "on", "server4": "on", "server2": "on", "server3": "on"}
+    assert snapshot.nics["server1"] == "up"
+    # haproxy belongs to the cluster once there is one: not recorded per host
+    assert snapshot.services["server1"] == {"rsyslog": True}
+    assert snapshot.services["server2"] == {"rsyslog": True, "apache2": True}
+    assert snapshot.cluster.started["VIP"] == ["server1"]
+
+
+def test_snapshot_without_a_cluster_records_haproxy_per_host(views):
+    views[:] = [None]
+    snapshot = take_snapshot(FakeDeployment())
+    assert snapshot.cluster is None and snapshot.services["server1"] == {"rsyslog": True, "haproxy": True}
+
+
+def test_nothing_to_do_when_nothing_changed(views):
+    deployment = FakeDeployment()
+    before = take_snapshot(deployment)
+    outcome = restore(deployment, before)
+    assert outcome.actions == [] and outcome.problems == []
+    assert not any("pcs" in c for m in deployment.machines.values() for c in m.host.commands)
+
+
+def test_moved_group_is_not_a_difference():
+    moved = view(started={"VIP": ["server4"], "haproxy": ["server4"], "vmfence": ["server1"]})
+    assert cluster_differences(view(), moved) == []
+
+
+@pytest.mark.parametrize("now, expected", [
+    (view(online=["server1"]), "nodes not online: ['server4']"),
+    (view(standby=["server4"]), "nodes in standby: ['server4']"),
+    (view(started={"VIP": ["server1"], "haproxy": ["server1"]}), "resources not started: ['vmfence']"),
+    (view(started={"VIP": ["server1"], "haproxy": ["server4"], "vmfence": ["server4"]}), "group hagroup"),
+    (view(started={"VIP": ["server1", "server4"], "haproxy": ["server1", "server4"], "vmfence": ["server4"]}),
+     "group hagroup"),
+    (view(options={"stonith_enabled": False, "maintenance_mode": False}), "stonith-enabled is False, was True"),
+    (view(quorum=False, dc=None), "no quorum or no DC"),
+    (None, "no director answers crm_mon"),
+])
+def test_each_cluster_difference_is_named(now, expected):
+    problems = cluster_differences(view(), now)
+    assert any(expected in p for p in problems), problems
+
+
+def test_group_not_whole_before_is_not_demanded_after():
+    split = view(started={"VIP": ["server1"], "vmfence": ["server4"]})
+    assert cluster_differences(split, split) == []
+
+
+def test_restore_unstandbys_resets_properties_cleans_up_and_waits(views):
+    deployment = FakeDeployment()
+    before = take_snapshot(deployment)
+    first = deployment.directors[0].host
+    first.on(re.compile(r"^pcs "), stdout="")
+    broken = view(standby=["server1"], options={"stonith_enabled": False, "maintenance_mode": False},
+                  started={"VIP": ["server4"], "haproxy": ["server4"]})
+    views[:] = [broken, broken, broken, view(started={"VIP": ["server4"], "haproxy": ["server4"], "vmfence": ["server1"]})]
+    outcome = restore(deployment, before, settle_timeout=5)
+    assert outcome.problems == []
+    assert outcome.actions == ["pcs node unstandby server1", "pcs property set stonith-enabled=true",
+                               "pcs resource cleanup"]
+    assert first.commands[-3:] == outcome.actions
+
+
+def test_restore_powers_on_plugs_nics_and_starts_services(views):
+    target = FakeTarget(power={"server4": "crashed"}, nic={"server1": "up"})
+    deployment = FakeDeployment(target)
+    before = take_snapshot(deployment)
+    before.power["server4"] = "on"            # as it was before the test crashed it
+    before.services["server4"] = {"rsyslog": True}
+    target.nic["server1"] = "down"
+    deployment.machines["server2"].host.running["apache2"] = False
+    outcome = restore(deployment, before, settle_timeout=5)
+    assert target.actions == ["unblock server1", "power on server4"] or \
+        set(target.actions) == {"unblock server1", "power on server4"}
+    assert "started apache2 on server2" in outcome.actions and outcome.problems == []
+    assert deployment.machines["server2"].host.running["apache2"]
+
+
+def test_what_cannot_be_restored_is_reported(views):
+    target = FakeTarget(can_power_on=False)
+    deployment = FakeDeployment(target)
+    before = take_snapshot(deployment)
+    target.power["server4"] = "crashed"
+    deployment.directors[0].host.on(re.compile(r"^pcs "), stdout="")
+    views[:] = [view(online=["server1"])]
+    outcome = restore(deployment, before, settle_timeout=0.5)
+    assert any("server4 is off and cannot be powered on" in p for p in outcome.problems), outcome.problems
+    assert any("nodes not online: ['server4']" in p for p in outcome.problems), outcome.problems
+
+
+def test_fixture_stops_the_session_when_restore_fails(pytester):
+    pytester.makeconftest("""
+        import pytest
+        from haconform.restore import Restoration, Snapshot
+        import fixtures.restore as restore_fixture
+
+        pytest_plugins = ["fixtures.restore"]
+
+        @pytest.fixture
+        def deployment():
+            return object()
+
+        @pytest.fixture
+        def evidence():
+            class E:
+                def data(self, title, value): pass
+            return E()
+
+        def pytest_configure(config):
+            config.addinivalue_line("markers", "destructive: x")
+            restore_fixture.take_snapshot = lambda d: Snapshot()
+            restore_fixture.restore = lambda d, before: Restoration(actions=["pcs resource cleanup"],
+                                                                   problems=["nodes not online: ['server4']"])
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.destructive
+        def test_one():
+            pass
+
+        def test_two():
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:haconform")
+    assert result.ret == 3
+    result.stdout.fnmatch_lines(["*could not be restored*nodes not online*server4*"])
+    assert "test_two" not in result.stdout.str().split("could not be restored")[1]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import HaconformError, WaitTimeout
@@ -100,20 +101,31 @@ def _maybe(call, default):
         return default   # the target has no such control (e.g. no NIC control)
 
 
-def take_snapshot(deployment) -> Snapshot:
-    began = time.monotonic()
+def _host_state(deployment, machine, cluster_owned: tuple[str, ...]) -> tuple[str, str | None, dict[str, bool]]:
     target = deployment.target
+    power = _maybe(lambda: target.power_state(machine.name), "unknown")
+    if power != "on":
+        return power, None, {}
+    nic = _maybe(lambda: target.nic_state(machine.name), "unknown")
+    services = {service: bool(machine.host.service(service).is_running)
+                for service in deployment.topology.role_services.get(machine.role, []) if service not in cluster_owned}
+    return power, nic, services
+
+
+def take_snapshot(deployment) -> Snapshot:
+    """Hosts are asked in parallel: over ssh each question is a round trip."""
+    began = time.monotonic()
     snapshot = Snapshot()
     snapshot.cluster, _ = read_cluster_view(deployment)
-    for machine in _fault_hosts(deployment):
-        snapshot.power[machine.name] = _maybe(lambda: target.power_state(machine.name), "unknown")
-        if snapshot.power[machine.name] != "on":
-            continue
-        snapshot.nics[machine.name] = _maybe(lambda: target.nic_state(machine.name), "unknown")
-        owned = CLUSTER_OWNED_SERVICES if snapshot.cluster else ()
-        snapshot.services[machine.name] = {
-            service: bool(machine.host.service(service).is_running)
-            for service in deployment.topology.role_services.get(machine.role, []) if service not in owned}
+    owned = CLUSTER_OWNED_SERVICES if snapshot.cluster else ()
+    machines = _fault_hosts(deployment)
+    with ThreadPoolExecutor(max_workers=len(machines) or 1) as pool:
+        states = list(pool.map(lambda m: _host_state(deployment, m, owned), machines))
+    for machine, (power, nic, services) in zip(machines, states):
+        snapshot.power[machine.name] = power
+        if power == "on":
+            snapshot.nics[machine.name] = nic
+            snapshot.services[machine.name] = services
     snapshot.seconds = round(time.monotonic() - began, 2)
     return snapshot
 
@@ -158,28 +170,35 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
     outcome = Restoration()
     rebooted = False
 
-    for machine in _fault_hosts(deployment):
-        name = machine.name
+    def bring_back(machine) -> tuple[list[str], list[str], bool]:
+        name, actions, problems = machine.name, [], []
         if before.power.get(name) == "on" and _maybe(lambda: target.power_state(name), "unknown") not in ("on", "unknown"):
             try:
                 machine.power_on()
-                outcome.actions.append(f"powered {name} on")
-                rebooted = True
+                actions.append(f"powered {name} on")
             except HaconformError as exc:
-                outcome.problems.append(f"{name} is off and cannot be powered on: {exc}")
-                continue
+                return actions, [f"{name} is off and cannot be powered on: {exc}"], False
         if before.nics.get(name) == "up" and _maybe(lambda: target.nic_state(name), "unknown") == "down":
             try:
                 machine.unblock()
-                outcome.actions.append(f"plugged {name}'s cluster NIC back in")
+                actions.append(f"plugged {name}'s cluster NIC back in")
             except HaconformError as exc:
-                outcome.problems.append(f"{name}'s cluster NIC stays down: {exc}")
+                problems.append(f"{name}'s cluster NIC stays down: {exc}")
+        return actions, problems, bool(actions and actions[0].startswith("powered"))
+
+    machines = _fault_hosts(deployment)
+    with ThreadPoolExecutor(max_workers=len(machines) or 1) as pool:
+        for actions, problems, powered in pool.map(bring_back, machines):
+            outcome.actions += actions
+            outcome.problems += problems
+            rebooted = rebooted or powered
 
     if before.cluster is not None:
         _restore_cluster(deployment, before.cluster, outcome,
                          timeout=BOUNDS.node_rejoin if rebooted else settle_timeout)
 
-    for machine in _fault_hosts(deployment):
+    def start_services(machine) -> tuple[list[str], list[str]]:
+        actions, problems = [], []
         for service, was_running in before.services.get(machine.name, {}).items():
             if not was_running:
                 continue
@@ -187,9 +206,15 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
                 if machine.host.service(service).is_running:
                     continue
                 machine.succeed(f"service {service} start")
-                outcome.actions.append(f"started {service} on {machine.name}")
+                actions.append(f"started {service} on {machine.name}")
             except (HaconformError, AssertionError) as exc:
-                outcome.problems.append(f"{service} on {machine.name} not running and not startable: {exc}")
+                problems.append(f"{service} on {machine.name} not running and not startable: {exc}")
+        return actions, problems
+
+    with ThreadPoolExecutor(max_workers=len(machines) or 1) as pool:
+        for actions, problems in pool.map(start_services, machines):
+            outcome.actions += actions
+            outcome.problems += problems
     outcome.seconds = round(time.monotonic() - began, 2)
     return outcome
 

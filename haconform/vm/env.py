@@ -195,7 +195,7 @@ class VmEnvironment:
                 "HACONFORM_VM_CLUSTER_BRIDGE": self.cluster_bridge,
                 "HACONFORM_VM_MGMT_NETWORK": self.mgmt_network,
                 "HACONFORM_VM_MGMT_ADDRESS": str(mgmt_subnet()),
-                "HACONFORM_VM_POOL": self.pool}
+                "HACONFORM_VM_POOL": self.pool, "HACONFORM_VM_STATE_DIR": str(self.dir)}
 
     def vagrant(self, log_name: str):
         try:

@@ -185,3 +185,31 @@ def test_unknown_fault_and_powerless_crash_are_refused():
     with pytest.raises(HaconformError, match="power control"):
         make_fault("crash", Deployment())
     assert make_fault("standby", Deployment()).name == "standby"
+
+
+@pytest.fixture(scope="module")
+def crash():
+    return recorded("crash")
+
+
+def test_director_crash_shows_as_a_silent_window_around_the_injection(crash):
+    fault = json.loads(crash["summary.json"])["fault"]
+    summary = phase_summary("fault", crash)
+    assert summary["per_second_source"] == "fault_seconds.json"
+    longest = max(summary["silent_windows"], key=lambda w: w["seconds"])
+    # the users saw nothing succeed from just after the crash (in-flight requests still
+    # completed within its second) for several seconds
+    assert fault["injected_at"] - 1.0 <= longest["start"] <= fault["injected_at"] + 2.0
+    assert longest["seconds"] >= 5
+    assert summary["failures"] == sum(k["occurrences"] for k in summary["failure_kinds"])
+    # locust's own history averages over a window: the same outage is not a run of zero-rate seconds there
+    smoothed = history_series(crash["fault_stats_history.csv"])
+    assert max(s.requests_per_s for s in smoothed) > 0
+
+
+def test_fault_plot_marks_the_injection_and_shades_the_windows(crash):
+    summary = json.loads(crash["summary.json"])
+    plots = plots_for(summary, crash)
+    assert set(plots) == {"fault"}
+    svg = plots["fault"]
+    assert "crash injected" in svg and "no request succeeded" in svg and "prober outage" in svg

@@ -16,6 +16,9 @@ PHASE_TITLES = {
 }
 
 
+WINDOW_COLORS = ("tab:gray", "tab:red", "tab:orange", "tab:purple")
+
+
 def phase_plot_svg(series: list[Second], *, title: str, started: float,
                    windows: list[tuple[float, float, str]] = (), marks: list[tuple[float, str]] = ()) -> str:
     """requests/s, latency percentiles and failures/s over time; shaded windows, marked instants."""
@@ -31,16 +34,21 @@ def phase_plot_svg(series: list[Second], *, title: str, started: float,
                               ("p99", "p99_ms", "tab:red")):
         latency.plot(t, [getattr(s, attr) if getattr(s, attr) is not None else float("nan") for s in series],
                      label=name, color=color)
-    latency.set_ylabel("latency ms")
+    latency.set_ylabel("latency ms (log)")
+    latency.set_yscale("log")
     latency.legend(loc="upper left", fontsize="small")
     failures.bar(t, [s.failures_per_s for s in series], width=0.9, color="tab:red")
     failures.set_ylabel("failures/s")
     failures.set_xlabel("seconds since the phase started")
+    colors = {}
     for axis in (rate, latency, failures):
         axis.grid(alpha=0.3)
+        labelled = set()
         for start, end, label in windows:
-            axis.axvspan(start - started, end - started, color="tab:red", alpha=0.12,
-                         label=label if axis is rate else None)
+            color = colors.setdefault(label, WINDOW_COLORS[len(colors) % len(WINDOW_COLORS)])
+            axis.axvspan(start - started, end - started, color=color, alpha=0.15,
+                         label=label if axis is rate and label not in labelled else None)
+            labelled.add(label)
         for when, label in marks:
             axis.axvline(when - started, color="black", linestyle="--", linewidth=0.8)
     for when, label in marks:

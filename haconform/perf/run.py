@@ -29,6 +29,9 @@ from .summary import history_series, phase_summary, ratios, second_series, wrk_s
 
 log = logging.getLogger("haconform.perf")
 WORKDIR = "/tmp/haconform-perf"
+# Where upload_file.php stores files (stage 3); the run removes what it uploaded.
+UPLOAD_DIR = "/var/www/html/upload"
+UPLOADED = "perf-*.gif"
 
 
 @dataclass
@@ -94,15 +97,26 @@ def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
         fault_summary = fault_phase(deployment, options, urls["vip"], locust_phase, phases, timing,
                                     evidence=evidence, progress=progress)
 
+    removed = remove_uploads(deployment)
     summary = {"run": out_dir.name, "started": began, "seconds": round(time.time() - began, 1),
                "seed": shape.seed, "options": options.as_dict(), "target": deployment.target.describe(),
                "phases": phases, "ratios": ratios(phases), "fault": fault_summary,
+               "uploads_removed": removed,
                "timing": {k: {"started": a, "ended": b} for k, (a, b) in timing.items()}}
     for name, text in files.items():
         (out_dir / name).write_text(text)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out_dir / "report.html").write_text(render_html(summary, plots_for(summary, files)))
     return summary
+
+
+def remove_uploads(deployment) -> dict[str, int]:
+    """Delete the files the uploaders stored, on every real server (a perf run leaves no data)."""
+    removed = {}
+    for server in deployment.realservers:
+        result = server.execute(f"find {UPLOAD_DIR} -maxdepth 1 -name '{UPLOADED}' -print -delete | wc -l")
+        removed[server.name] = int(result.stdout.strip() or 0) if result.rc == 0 else -1
+    return removed
 
 
 def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evidence, progress) -> dict:

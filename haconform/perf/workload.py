@@ -140,8 +140,9 @@ class Uploader(HttpUser):
     @task
     def upload(self):
         self.client.get(DYNAMIC_PAGE, name="upload form")
-        name = f"perf-{uuid.UUID(int=random.getrandbits(128)).hex[:12]}-{next(uploads)}.gif"
+        # Unique across phases, workers and runs (the seed repeats; a stored name must not).
+        name = f"perf-{uuid.uuid4().hex[:16]}-{next(uploads)}.gif"
         with self.client.post(UPLOAD_PAGE, name="upload", catch_response=True,
                               files={"file": (name, PIXEL_GIF, "image/gif")}) as response:
             if response.status_code == 200 and STORED not in response.text:
-                response.failure(f"upload_file.php did not store the file: {response.text[:120]!r}")
+                response.failure(f"upload_file.php did not store the file: {response.text[-120:]!r}")

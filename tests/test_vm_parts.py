@@ -250,3 +250,13 @@ def test_vagrantfile_maps_the_topology(tmp_path):
     assert any("address 172.25.5.1/24" in s and "224.0.0.0/4 dev eth1" in s and "hostname server1" in s
                for s in shells)
     assert any("address 172.25.5.3/24" in s and "enable --now rsyslog apache2" in s for s in shells)
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (`haconform vm install`)")
+def test_vagrant_itself_accepts_the_vagrantfile(tmp_path):
+    result = subprocess.run(["vagrant", "validate", "--ignore-provider"], capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAGRANT_CWD": str(REPO),
+                                 "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot"), "VAGRANT_CHECKPOINT_DISABLE": "1",
+                                 "HACONFORM_VM_NAME": "hctest"})
+    assert result.returncode == 0, result.stderr or result.stdout
+    assert "validated successfully" in result.stdout

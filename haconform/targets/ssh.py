@@ -25,8 +25,10 @@ cluster node's fence name and says so, or raises naming what is missing.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,6 +102,7 @@ class AccessBackend(base.BaseBackend):
     def argv(self, command: str) -> list[str]:
         access = self.access
         if access.kind == "ssh":
+            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
             return ["ssh", *ssh_options(access, self.control_dir), remote_command(access, command)]
         if access.kind == "netns":
             return ["ip", "netns", "exec", access.netns, "/bin/sh", "-c", command]
@@ -135,11 +138,17 @@ class SshTarget(Target):
         super().__init__(topology)
         self.inventory = inventory
         self.destructive_allowed = allow_destructive
-        self._control_dir = tempfile.mkdtemp(prefix="haconform-ssh-")
+        self._control_path = tempfile.mkdtemp(prefix="haconform-ssh-")
         self._backends: dict[str, AccessBackend] = {}
         self._crashed: set[str] = set()
         self._fire_and_forget: list[subprocess.Popen] = []
         self._nics: dict[str, str] = {}
+
+    @property
+    def _control_dir(self) -> str:
+        """Where the multiplexed connections' sockets live (private to this target)."""
+        os.makedirs(self._control_path, mode=0o700, exist_ok=True)
+        return self._control_path
 
     # ----- transport -----------------------------------------------------------
     def backend(self, name: str) -> AccessBackend:
@@ -209,6 +218,7 @@ class SshTarget(Target):
                 proc.kill()
             proc.wait(timeout=BOUNDS.vm_ssh)
         self._fire_and_forget.clear()
+        shutil.rmtree(self._control_dir, ignore_errors=True)   # made again if the target is used after down()
         return {}
 
     # ----- power -----------------------------------------------------------------

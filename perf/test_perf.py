@@ -13,13 +13,14 @@ import sys
 
 import pytest
 
+from haconform.client import goes_through_shell
 from haconform.perf.load import LoadShape
 from haconform.perf.run import PerfOptions, run_perf
 from haconform.perf.summary import incomplete
 
 
 @pytest.fixture
-def perf_options(request, target) -> PerfOptions:
+def perf_options(request, deployment) -> PerfOptions:
     option = request.config.getoption
     smoke = option("--perf-smoke")
     shape = LoadShape(users=option("--perf-users") or (10 if smoke else 20),
@@ -30,7 +31,14 @@ def perf_options(request, target) -> PerfOptions:
     return PerfOptions(shape=shape, reference_duration_s=option("--perf-reference-duration") or (2 if smoke else 10),
                        fault=option("--perf-fault"), fault_at_s=option("--perf-fault-at"),
                        fault_duration_s=option("--perf-fault-duration"),
-                       python=option("--perf-python") or (sys.executable if target.kind == "lab" else "python3"))
+                       python=option("--perf-python") or client_python(deployment.client))
+
+
+def client_python(client) -> str:
+    """A client host on this machine (a namespace host, on the lab and the VM target) sees the
+    harness's own files, so the harness's python, which has locust, runs there; over ssh it is the
+    host's python3, which needs locust installed."""
+    return "python3" if goes_through_shell(client.argv()) else sys.executable
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ class Snapshot:
 
 @dataclass
 class Restoration:
+    found: list[str] = field(default_factory=list)      # cluster differences seen before acting
     actions: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -221,7 +222,8 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
 
 def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, timeout: float) -> None:
     now, director = read_cluster_view(deployment)
-    if not cluster_differences(before, now):
+    outcome.found = cluster_differences(before, now)
+    if not outcome.found:
         return
     if director is None:
         try:

@@ -49,6 +49,7 @@ def test_ssh_options_carry_user_key_port_and_end_with_the_destination(target):
     pairs = dict(zip(options, options[1:]))
     assert pairs["-i"] == "/k/id" and pairs["-p"] == "2222" and pairs["-l"] == "vagrant"
     assert "BatchMode=yes" in options and "ControlPath=/ctl/%C" in options
+    assert "ControlPath=none" in ssh_options(target.inventory.access("server1"))   # long-lived: own connection
 
 
 def test_ssh_config_host_leaves_user_and_port_to_the_config(target):
@@ -238,7 +239,7 @@ def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
         started.append(argv)
         backend.answers["boot_id"] = ssh_module.HostUnreachable("gone")
     monkeypatch.setattr(ssh_module.subprocess, "Popen", popen)
-    backend.argv = lambda command: ["ssh", "server4", command]
+    backend.argv = lambda command, multiplexed=True: ["ssh", "server4", command]
     target.power("server4", "crash")
     assert started == [["ssh", "server4", "echo c > /proc/sysrq-trigger"]]
     assert target.power_state("server4") == "crashed"

@@ -47,6 +47,7 @@ from ..timeouts import BOUNDS
 from ..topology import Topology
 from ..wait import wait_until
 from .base import Target
+from .remote_shell import ShellGone, ShellPool
 
 log = logging.getLogger("haconform.targets.ssh")
 
@@ -60,13 +61,22 @@ class HostUnreachable(HaconformError):
     """ssh itself failed (exit 255): the host is down, cut off or refuses the login."""
 
 
-def ssh_options(access: HostAccess, control_dir: str) -> list[str]:
-    """ssh's options for this host, ending with `-- DESTINATION`."""
+def ssh_options(access: HostAccess, control_dir: str | None = None) -> list[str]:
+    """ssh's options for this host, ending with `-- DESTINATION`.
+
+    control_dir: share one connection between short-lived calls (ControlMaster).
+    Long-lived processes (shells, agents, fire-and-forget) get their own
+    connection instead: killing one that happens to be the master would cut
+    every session multiplexed over it.
+    """
     options = ["-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                "-o", f"ConnectTimeout={int(BOUNDS.vm_ssh / 2)}",
                # A host that crashed is noticed in ~6 s instead of TCP's minutes.
-               "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3",
-               "-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
+               "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"]
+    if control_dir:
+        options += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
+    else:
+        options += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
     if access.ssh_config:
         options += ["-F", access.ssh_config]
     if access.key:
@@ -91,19 +101,28 @@ class AccessBackend(base.BaseBackend):
 
     NAME = "haconform-access"
 
-    def __init__(self, hostname: str, *args: Any, access: HostAccess, control_dir: str, **kwargs: Any):
+    def __init__(self, hostname: str, *args: Any, access: HostAccess, control_dir: str,
+                 persistent: bool = True, **kwargs: Any):
         self.access = access
         self.control_dir = control_dir
+        # ssh hosts: commands go to long-lived shells (remote_shell.py), not one session each.
+        self._shells = (ShellPool(["ssh", *ssh_options(access), remote_command(access, "exec /bin/sh")])
+                        if persistent and access.kind == "ssh" else None)
         super().__init__(hostname, *args, **kwargs)
+
+    def close(self) -> None:
+        if self._shells:
+            self._shells.close()
 
     def get_pytest_id(self) -> str:
         return f"{self.access.kind}:{self.hostname}"
 
-    def argv(self, command: str) -> list[str]:
+    def argv(self, command: str, *, multiplexed: bool = True) -> list[str]:
         access = self.access
         if access.kind == "ssh":
             os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
-            return ["ssh", *ssh_options(access, self.control_dir), remote_command(access, command)]
+            return ["ssh", *ssh_options(access, self.control_dir if multiplexed else None),
+                    remote_command(access, command)]
         if access.kind == "netns":
             return ["ip", "netns", "exec", access.netns, "/bin/sh", "-c", command]
         if access.kind == "local":
@@ -113,6 +132,17 @@ class AccessBackend(base.BaseBackend):
 
     def run(self, command: str, *args: str, timeout: float = BOUNDS.command, **kwargs: Any) -> base.CommandResult:
         cmd = self.get_command(command, *args)
+        if self._shells is not None:
+            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+            try:
+                rc, stdout, stderr = self._shells.run(cmd, timeout)
+            except ShellGone as gone:
+                raise HostUnreachable(
+                    f"ssh to {self.hostname} ({self.access.address}) failed (exit {gone.returncode}): "
+                    f"{redact(gone.stderr[-300:])}",
+                    where=f"hosts.{self.hostname}",
+                    fix="is the host up and the inventory's address/user/key/sudo right?") from None
+            return self.result(rc, self.encode(cmd), stdout, stderr)
         try:
             proc = subprocess.run(self.argv(cmd), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
@@ -168,7 +198,7 @@ class SshTarget(Target):
         access = self.inventory.access(name)
         if access.kind == "ssh":
             tail = ["sudo", "-n", "--"] if access.needs_sudo else []
-            return [sys.executable, SSH_EXEC, *ssh_options(access, self._control_dir), *tail]
+            return [sys.executable, SSH_EXEC, *ssh_options(access), *tail]
         if access.kind == "netns":
             return ["ip", "netns", "exec", access.netns]
         if access.kind == "local":
@@ -209,6 +239,9 @@ class SshTarget(Target):
 
     def down(self) -> dict:
         """Nothing to tear down: close the multiplexed ssh connections and reap fire-and-forget commands."""
+        for backend in self._backends.values():
+            if isinstance(backend, AccessBackend):
+                backend.close()
         for name, access in self.inventory.hosts.items():
             if access.kind == "ssh" and name in self._backends:
                 subprocess.run(["ssh", "-O", "exit", *ssh_options(access, self._control_dir)],
@@ -233,7 +266,7 @@ class SshTarget(Target):
                                  f"`echo {key} > /proc/sysrq-trigger` would take the harness machine down",
                                  where=f"{self.inventory.path}: hosts.{name}",
                                  fix="crash/reset only hosts with their own kernel (VMs, machines)")
-        argv = self.backend(name).argv(f"echo {key} > /proc/sysrq-trigger")
+        argv = self.backend(name).argv(f"echo {key} > /proc/sysrq-trigger", multiplexed=False)
         self._fire_and_forget.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                       stderr=subprocess.DEVNULL, start_new_session=True))
 
@@ -327,8 +360,8 @@ class SshTarget(Target):
         if access.kind != "ssh":
             return None
         # Asked without sudo: sudo drops SSH_CONNECTION from the environment.
-        plain = AccessBackend(name, access=replace(access, sudo=False),
-                              control_dir=self._control_dir)
+        plain = AccessBackend(name, access=replace(access, sudo=False), control_dir=self._control_dir,
+                              persistent=False)
         words = plain.run("echo $SSH_CONNECTION").stdout.split()
         if len(words) != 4:
             return None

@@ -66,3 +66,12 @@ def test_banner_before_the_reply_is_skipped():
         assert shell.run("echo hi", 10) == (0, b"hi\n", b"")
     finally:
         shell.close()
+
+
+def test_a_fresh_shell_gets_time_to_connect_beyond_the_command_bound():
+    slow_login = ShellPool(["/bin/sh", "-c", "sleep 1; exec /bin/sh"])
+    try:
+        assert slow_login.run("echo up", 0.5, connect_timeout=5) == (0, b"up\n", b"")
+        assert slow_login.run("sleep 2", 0.5, connect_timeout=5)[0] == 124   # a reused shell: the bound alone
+    finally:
+        slow_login.close()

@@ -162,12 +162,16 @@ class ShellPool:
             if shell in self._all:
                 self._all.remove(shell)
 
-    def run(self, command: str, timeout: float) -> tuple[int, bytes, bytes]:
-        """(exit code, stdout, stderr); 124 on timeout; ShellGone when a fresh shell cannot run it."""
+    def run(self, command: str, timeout: float, *, connect_timeout: float = 0.0) -> tuple[int, bytes, bytes]:
+        """(exit code, stdout, stderr); 124 on timeout; ShellGone when a fresh shell cannot run it.
+
+        timeout bounds the command; a shell started for it also gets connect_timeout
+        to connect (a short probe must not fail because the handshake is slow).
+        """
         for _ in range(2):
             shell, fresh = self._take()
             try:
-                result = shell.run(command, timeout)
+                result = shell.run(command, timeout + (connect_timeout if fresh else 0.0))
             except ShellTimeout:
                 self._discard(shell)
                 return 124, b"", f"(timed out after {timeout:g}s)".encode()

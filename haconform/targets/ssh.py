@@ -135,7 +135,7 @@ class AccessBackend(base.BaseBackend):
         if self._shells is not None:
             os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
             try:
-                rc, stdout, stderr = self._shells.run(cmd, timeout)
+                rc, stdout, stderr = self._shells.run(cmd, timeout, connect_timeout=BOUNDS.vm_ssh)
             except ShellGone as gone:
                 raise HostUnreachable(
                     f"ssh to {self.hostname} ({self.access.address}) failed (exit {gone.returncode}): "

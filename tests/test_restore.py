@@ -251,3 +251,54 @@ def test_fixture_stops_the_session_when_restore_fails(pytester):
     assert result.ret == 3
     result.stdout.fnmatch_lines(["*could not be restored*nodes not online*server4*"])
     assert "test_two" not in result.stdout.str().split("could not be restored")[1]
+
+
+def test_fixture_records_after_setup_and_skips_tests_that_never_ran(pytester):
+    pytester.makeconftest("""
+        import pytest
+        from haconform.restore import Restoration, Snapshot
+        import fixtures.restore as restore_fixture
+
+        pytest_plugins = ["fixtures.restore"]
+        calls = []
+
+        @pytest.fixture
+        def deployment():
+            return object()
+
+        @pytest.fixture
+        def evidence():
+            class E:
+                def data(self, title, value): pass
+            return E()
+
+        @pytest.fixture
+        def stage():
+            calls.append("stage applied")
+
+        def pytest_configure(config):
+            config.addinivalue_line("markers", "destructive: x")
+            restore_fixture.take_snapshot = lambda d: calls.append("snapshot") or Snapshot()
+            restore_fixture.restore = lambda d, before: calls.append("restore") or Restoration()
+
+        def pytest_unconfigure(config):
+            print("CALLS", calls)
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.destructive
+        def test_runs(stage):
+            pass
+
+        @pytest.fixture
+        def not_there():
+            pytest.skip("verify-only: not in this stage")
+
+        @pytest.mark.destructive
+        def test_skipped_in_setup(not_there):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:haconform", "-s")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["CALLS ['stage applied', 'snapshot', 'restore']"])

@@ -18,7 +18,9 @@ The inventory says how the harness reaches each of those hosts:
 
 Every topology host has an entry; each entry is exactly one of
   - an ssh host: address (what ssh connects to: IP, name or a Host alias of
-    ssh_config), user, key, port, sudo, ssh_config, cluster_nic, power;
+    ssh_config), user, key, port, sudo, ssh_config, cluster_nic, power
+    (on/off/reset/crash command lines run on `via`: an inventory host or `local`);
+    user/port left out are ssh_config's; sudo defaults to "unless root";
   - `local: true`: the harness machine itself (client and fence host only);
   - `netns: NAME`: a network namespace on the harness machine (client only);
   - `none`: not reachable (fence host only: fence device not inspected).

@@ -42,6 +42,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -216,6 +217,21 @@ def _in_lab_range(text: str | None) -> bool:
         return False
 
 
+def _resolves_into_lab_range(hostname: str | None) -> str | None:
+    """The lab-range address a host name stands for (/etc/hosts, DNS), else None."""
+    if not hostname:
+        return None
+    try:
+        return hostname if ipaddress.ip_address(hostname) in LAB_RANGE else None
+    except ValueError:
+        pass   # a name, not an address
+    try:
+        addresses = socket.getaddrinfo(hostname, None, socket.AF_INET)
+    except (socket.gaierror, UnicodeError):
+        return None   # ssh will say it cannot resolve it, naming the host
+    return next((a[4][0] for a in addresses if _in_lab_range(a[4][0])), None)
+
+
 def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: bool = True) -> Inventory:
     """Read and validate an inventory against the topology; raise one HaconformError on the first problem."""
     if not path:
@@ -320,9 +336,10 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
         if resolve_ssh:
             resolved = ssh_resolved(access)
             login = access.user or resolved.get("user", "root")
-            if _in_lab_range(resolved.get("hostname")) and not _goes_through_proxy(resolved):
+            lab_address = None if _goes_through_proxy(resolved) else _resolves_into_lab_range(resolved.get("hostname"))
+            if lab_address:
                 _fail(path, f"hosts.{name}.address",
-                      f"ssh would connect to {resolved['hostname']} (in {LAB_RANGE}) from the harness "
+                      f"ssh would connect to {lab_address} (in {LAB_RANGE}) from the harness "
                       "machine's root network namespace",
                       "reach it through a ProxyCommand (e.g. `ip netns exec NS nc %h %p`) or ProxyJump in "
                       "ssh_config, or use the host's management address")

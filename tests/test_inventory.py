@@ -194,3 +194,14 @@ def test_ssh_config_user_decides_sudo(tmp_path):
     data = base()
     data["defaults"] = {"ssh_config": "ssh-config"}
     assert load(tmp_path, data, resolve_ssh=True).access("server2").needs_sudo
+
+
+def test_name_resolving_to_lab_range_is_refused(tmp_path, monkeypatch):
+    import socket
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, family: (
+        [(family, 1, 6, "", ("172.25.5.3", 0))] if host == "server3.example" else real(host, port, family)))
+    data = base()
+    data["hosts"]["server3"] = {"address": "server3.example"}
+    error = refused(tmp_path, data, key="hosts.server3.address", resolve_ssh=True)
+    assert "172.25.5.3" in error.what

@@ -154,7 +154,7 @@ def test_inventory_loads_with_the_ssh_target_loader(topology, tmp_path):
     inventory = load_inventory(path, topology)
     server1 = inventory.access("server1")
     assert (server1.kind, server1.address, server1.cluster_nic, server1.ssh_config) == \
-        ("ssh", "server1", "eth1", str(ssh_config))
+        ("ssh", "server1", "eth0", str(ssh_config))
     assert server1.power.via == "local" and "destroy Node1" in server1.power.off
     assert inventory.access("client").netns == "hacvm-client"
     assert inventory.access("foundation5").kind == "none"
@@ -245,9 +245,10 @@ def test_vagrantfile_maps_the_topology(tmp_path):
     networks = [line for line in lines if line.startswith("CALL vm.define.vm.network")]
     assert len(networks) == 4
     assert all(':dev=>"hcbr-hctest"' in n and ":auto_config=>false" in n and ":type=>\"bridge\"" in n
-               for n in networks)
+               and ':slot=>"0x04"' in n for n in networks)
+    assert settings["vm.provider.management_network_pci_slot"] == "0x06"
     shells = [line for line in lines if line.startswith("SHELL")]
-    assert any("address 172.25.5.1/24" in s and "224.0.0.0/4 dev eth1" in s and "hostname server1" in s
+    assert any("address 172.25.5.1/24" in s and "224.0.0.0/4 dev eth0" in s and "hostname server1" in s
                for s in shells)
     assert any("address 172.25.5.3/24" in s and "enable --now rsyslog apache2" in s for s in shells)
 

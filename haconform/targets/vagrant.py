@@ -9,7 +9,7 @@ bridge, reached as the lab reaches them.
 Faults use what the runbook uses:
   crash  `echo c > /proc/sysrq-trigger` in the guest (fire and forget)
   power  virsh: on = start, off = destroy, reset = reset (hard)
-  NIC    `ip link set eth1 down|up` in the guest, over the management network
+  NIC    `ip link set eth0 down|up` in the guest, over the management network
 The fence device is the real fence_virtd (multicast listener, libvirt backend)
 reading the fence host's /etc/cluster/fence_xvm.key.
 """
@@ -30,7 +30,7 @@ from ..wait import wait_until
 from .lab_backend import LabBackend
 from .ssh import HostUnreachable, SshTarget
 
-CLUSTER_NIC = "eth1"   # net.ifnames=0: eth0 management, eth1 the cluster network
+CLUSTER_NIC = "eth0"   # as on the runbook's VMs; the management NIC is eth1 (see the Vagrantfile)
 
 
 def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
@@ -188,7 +188,9 @@ class VagrantTarget(SshTarget):
             lines = self.env.fence_virtd.log.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        pattern = re.compile(r"(Request|Domain|Rebooting|reboot|Destroying|Starting|fence)", re.I)
+        # Its debug output (-d 1): one "Request OP seqno N domain NAME" per request, then
+        # the backend's actions; the configuration lines it prints at start are left out.
+        pattern = re.compile(r"^(Request |Plain TCP request|.*(reboot|destroy|Domain|Sending))", re.I)
         return [{"fence_virtd": line} for line in lines if pattern.search(line)]
 
     def describe(self) -> dict:

@@ -47,6 +47,9 @@ BASE_PACKAGES = (
     "sudo", "python3", "procps", "less", "ca-certificates",
 )
 KERNEL_PACKAGES = ("linux-image-amd64", "initramfs-tools")
+# Tools the suites run inside hosts that the lab's hosts get from the machine
+# (they are not the runbook's, so haconform.packages does not list them).
+SUITE_TOOLS = ("tcpdump",)
 # Lab-only helpers a guest does not need (the guest has systemd and its own init scripts).
 NOT_IN_GUESTS = {"util-linux"}   # essential already; listed for the lab's nsenter
 # The runbook's services are off in the box: each guest enables its role's (topology roles:).
@@ -58,7 +61,7 @@ KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
 def guest_packages() -> list[str]:
     """Everything apt installs in the guest after debootstrap (the kernel and the runbook's packages)."""
     runbook = [p for p in DEBIAN_PACKAGES if p not in NOT_IN_GUESTS]
-    return sorted((set(KERNEL_PACKAGES) | set(runbook)) - set(BASE_PACKAGES))
+    return sorted((set(KERNEL_PACKAGES) | set(SUITE_TOOLS) | set(runbook)) - set(BASE_PACKAGES))
 
 
 def all_packages() -> list[str]:
@@ -180,13 +183,18 @@ Vagrant.configure("2") do |config|
 end
 """
 
-GUEST_NETWORK = """# haconform box: eth0 is Vagrant's management network (DHCP); the cluster NIC
-# (eth1) is configured by the guest's provisioning from the topology.
+# eth0 is the cluster NIC, as on the runbook's single-NIC VMs (suites name it:
+# `ip addr del VIP dev eth0`); the Vagrantfile puts it in a lower PCI slot than
+# the management NIC, which so becomes eth1.  Provisioning configures eth0.
+GUEST_NETWORK = """# haconform box: eth1 is Vagrant's management network (DHCP); the cluster NIC
+# eth0 is configured by the guest's provisioning from the topology.
 auto lo
 iface lo inet loopback
 
-auto eth0
-iface eth0 inet dhcp
+auto eth1
+iface eth1 inet dhcp
+
+source /etc/network/interfaces.d/*
 """
 
 HOSTKEYS_UNIT = """[Unit]
@@ -252,6 +260,10 @@ def configure_rootfs(rootfs: Path, public_key: str) -> None:
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     services_off = " ".join(SERVICES_OFF)
+    # javascript-common's Alias /javascript (enabled when it is installed after apache2)
+    # would answer the runbook's /javascript static prefix; the lab's hosts, like the
+    # machine, do not have it enabled.
+    (rootfs / "etc/apache2/conf-enabled/javascript-common.conf").unlink(missing_ok=True)
     _chroot(rootfs, "systemctl enable haconform-hostkeys.service ssh.service && "
                     f"for s in {services_off}; do systemctl disable $s 2>/dev/null || true; done && "
                     "passwd -l root >/dev/null && apt-get clean", "configuring the guest")

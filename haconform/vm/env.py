@@ -124,7 +124,7 @@ def inventory_text(topology: Topology, ssh_config: Path, netns_of: dict[str, str
                 virsh = "virsh -c qemu:///system"
                 power = (f", power: {{via: local, on: \"{virsh} start {spec.fence_name}\", "
                          f"off: \"{virsh} destroy {spec.fence_name}\", reset: \"{virsh} reset {spec.fence_name}\"}}")
-            lines.append(f"  {spec.name}: {{address: {spec.name}, cluster_nic: eth1{power}}}")
+            lines.append(f"  {spec.name}: {{address: {spec.name}, cluster_nic: eth0{power}}}")
         elif spec.role == "client" and spec.name in netns_of:
             lines.append(f"  {spec.name}: {{netns: {netns_of[spec.name]}}}")
         else:

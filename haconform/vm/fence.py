@@ -104,7 +104,8 @@ class FenceVirtd:
                                               multicast_address=multicast_address, port=port))
         log = open(self.log, "a")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "fence_virtd", "-F", "-f", str(self.conf),
+            # stdbuf: its request lines reach the log as they happen, not when a buffer fills.
+            ["ip", "netns", "exec", netns, "stdbuf", "-oL", "-eL", "fence_virtd", "-F", "-f", str(self.conf),
              "-p", str(self.dir / "fence_virtd.daemon.pid"), "-d", "1"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

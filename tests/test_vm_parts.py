@@ -261,3 +261,36 @@ def test_vagrant_itself_accepts_the_vagrantfile(tmp_path):
                                  "HACONFORM_VM_NAME": "hctest"})
     assert result.returncode == 0, result.stderr or result.stdout
     assert "validated successfully" in result.stdout
+
+
+# ----- VagrantTarget's view of power, from libvirt's (faked here) -----------------------------
+@pytest.fixture
+def fake_libvirt(monkeypatch, topology):
+    from haconform.targets import vagrant as vagrant_target
+    domains = {"Node1": {"state": "running", "id": "3"}}
+    monkeypatch.setattr(vagrant_target.libvirt, "domain_state", lambda d: domains.get(d, {}).get("state"))
+    monkeypatch.setattr(vagrant_target.libvirt, "domain_id", lambda d: domains.get(d, {}).get("id"))
+    target = vagrant_target.VagrantTarget(topology, "hctestvm")
+    answers = {"server1": "boot-1"}
+    monkeypatch.setattr(target, "answers", lambda name, timeout=0: answers.get(name))
+    return target, domains, answers
+
+
+def test_power_state_tells_a_crash_from_a_fenced_reboot(fake_libvirt):
+    target, domains, answers = fake_libvirt
+    assert target.power_state("server1") == "on"
+    target._crash_domain_ids["server1"] = "3"        # what power(crash) records
+    answers.pop("server1")
+    assert target.power_state("server1") == "crashed"  # libvirt still says running: a panicked guest
+    domains["Node1"]["id"] = "4"                       # fence_virtd's reboot: destroy + start
+    assert target.power_state("server1") == "on"
+    domains["Node1"]["state"] = "shut off"
+    assert target.power_state("server1") == "off"
+
+
+def test_guests_go_over_ssh_and_the_rest_through_the_lab(fake_libvirt):
+    target, _, _ = fake_libvirt
+    assert target.is_guest("server2") and not target.is_guest("client")
+    assert target.inventory.access("server1").cluster_nic == "eth0"
+    assert target.inventory.access("server1").ssh_config.endswith("/hctestvm/ssh_config")
+    assert target.fence_key_path().endswith("/labs/hctestvm/hosts/foundation5/upper/etc/cluster/fence_xvm.key")

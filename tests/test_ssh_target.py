@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def inventory(**overrides) -> Inventory:
 def target():
     t = SshTarget(TOPOLOGY, inventory())
     yield t
-    Path(t._control_dir).rmdir()
+    shutil.rmtree(t._control_path, ignore_errors=True)
 
 
 def test_ssh_options_carry_user_key_port_and_end_with_the_destination(target):
@@ -243,3 +244,8 @@ def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
     target.power("server4", "crash")
     assert started == [["ssh", "server4", "echo c > /proc/sysrq-trigger"]]
     assert target.power_state("server4") == "crashed"
+
+
+def test_a_target_that_never_connects_leaves_no_directory():
+    target = SshTarget(TOPOLOGY, inventory())
+    assert not Path(target._control_path).exists()

@@ -168,7 +168,8 @@ class SshTarget(Target):
         super().__init__(topology)
         self.inventory = inventory
         self.destructive_allowed = allow_destructive
-        self._control_path = tempfile.mkdtemp(prefix="haconform-ssh-")
+        # Made on first use (a target that never connects leaves nothing behind).
+        self._control_path = os.path.join(tempfile.gettempdir(), f"haconform-ssh-{os.getpid()}-{id(self):x}")
         self._backends: dict[str, AccessBackend] = {}
         self._crashed: set[str] = set()
         self._fire_and_forget: list[subprocess.Popen] = []

@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import HaconformError
@@ -45,7 +46,7 @@ ALWAYS_ALLOWED = (
 # Logged by pacemaker-fenced when a node rejoins and a CIB diff races its
 # status section; the cluster recovers by itself (a full CIB sync follows).
 REJOIN_NOISE = (
-    r"apply_v2_patchset\)\s+error: No create match for /cib/status/node_state",
+    r"apply_v2_patchset\)\s+error: No (create|modify) match for /cib/status/node_state",
     r"error: apply_v2_patchset: Triggered fatal assertion at patchset\.c:\d+ : position == 0",
 )
 
@@ -68,20 +69,25 @@ def crm_snapshot(deployment) -> dict:
     return {"from": None, "error": "no director answered crm_mon"}
 
 
+def interfaces_holding(machine, address: str) -> list[str] | None:
+    """Names of machine's links holding `address` (read with `ip -j`); None: it does not answer."""
+    try:
+        result = machine.execute("ip -j -4 addr show")
+    except HaconformError:
+        return None  # powered off
+    if result.rc != 0:
+        return None
+    return [link["ifname"] for link in json.loads(result.stdout or "[]")
+            if any(a.get("local") == address for a in link.get("addr_info", []))]
+
+
 def vip_holders(deployment) -> list[str]:
-    """Directors whose eth0 holds the VIP right now (read with `ip -j`)."""
-    holders = []
-    for director in deployment.directors:
-        try:
-            result = director.execute("ip -j -4 addr show")
-        except HaconformError:
-            continue  # powered off
-        if result.rc != 0:
-            continue
-        for link in json.loads(result.stdout or "[]"):
-            if any(a.get("local") == deployment.vip for a in link.get("addr_info", [])):
-                holders.append(director.name)
-    return holders
+    """Directors holding the VIP right now.  Asked all at once: read one after another over a
+    slow transport, a VIP that moved between two reads would show on both."""
+    directors = deployment.directors
+    with ThreadPoolExecutor(max_workers=len(directors)) as pool:
+        held = list(pool.map(lambda d: interfaces_holding(d, deployment.vip), directors))
+    return [d.name for d, links in zip(directors, held) if links]
 
 
 class VipWatch:

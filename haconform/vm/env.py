@@ -114,7 +114,7 @@ def guest_ssh_config(vagrant_text: str, domain_to_host: dict[str, str]) -> str:
 
 def inventory_text(topology: Topology, ssh_config: Path, netns_of: dict[str, str], stage: str = "stage5") -> str:
     """An inventory for --target ssh (haconform/inventory.py) reaching the running guests."""
-    lines = [f"# haconform vm inventory: the running guests of this VM environment",
+    lines = ["# haconform vm inventory: the running guests of this VM environment",
              f"vip: {topology.vip}", f"stage: {stage}",
              f"defaults: {{user: root, sudo: false, ssh_config: {ssh_config}}}", "hosts:"]
     for spec in topology.hosts.values():
@@ -285,8 +285,10 @@ class VmEnvironment:
                 removed["networks"] = [n for n in (self.cluster_network, self.mgmt_network)
                                        if libvirt.remove_network(n)]
                 removed["volumes"] = libvirt.remove_pool(self.pool)
-                if not libvirt.network_names():
+                if not libvirt.active_network_names():
                     removed["firewall"] = libvirt.remove_libvirt_chains()
+            elif not libvirt.daemon_pid("libvirtd"):
+                removed["firewall"] = libvirt.remove_libvirt_chains()
             removed["daemons"] = libvirt.stop_started_daemons(self.dir) if self.dir.exists() else []
             before = saved.get("ip_forward_before")
             if before is not None and libvirt.ip_forward() != before:

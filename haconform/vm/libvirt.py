@@ -18,7 +18,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -141,6 +140,11 @@ def check_network_has_no_host_address(xml_text: str) -> None:
 
 def network_names() -> list[str]:
     return [line.strip() for line in virsh("net-list", "--all", "--name").stdout.splitlines() if line.strip()]
+
+
+def active_network_names() -> list[str]:
+    """Networks libvirt runs now (a defined but inactive one, like the package's `default`, has no rules)."""
+    return [line.strip() for line in virsh("net-list", "--name").stdout.splitlines() if line.strip()]
 
 
 def ensure_isolated_network(name: str, bridge: str, state_dir: Path) -> None:
@@ -266,12 +270,3 @@ def ip_forward() -> str:
 
 def set_ip_forward(value: str) -> None:
     Path("/proc/sys/net/ipv4/ip_forward").write_text(value + "\n")
-
-
-def wait_for_no_domains(names: list[str]) -> None:
-    wait_until(f"domains {names} gone", lambda: all(domain_state(n) is None for n in names),
-               timeout=BOUNDS.host_halt, observe=lambda: {n: domain_state(n) for n in names})
-
-
-def now() -> float:
-    return time.monotonic()

@@ -36,6 +36,7 @@ DEBIAN_PACKAGES = {
     "socat": "HAProxy runtime API over its UNIX socket",
     "curl": "ad-hoc checks inside hosts",
     "wrk": "reference load generator for performance runs",
+    "tcpdump": "X-Forwarded-For read on the real server's NIC (HAC-LOG-004)",
 }
 
 # The VM target's packages (`haconform vm install`), kept apart: `haconform lab

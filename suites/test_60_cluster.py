@@ -94,8 +94,9 @@ def test_vip_deleted_by_hand_is_restored(deployment, clean_cluster, evidence):
         wait_until("the VIP is held by a director again", lambda: vip_holders(deployment),
                    timeout=documented(interval), observe=lambda: vip_holders(deployment))
         run.mark("VIP back")
+        # The group is ordered (VIP, then haproxy): restoring the VIP restarts haproxy too.
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+                            timeout=BOUNDS.service_start + BOUNDS.http_request + BOUNDS.probe_request * 3)
         seen = watch.wait_for({"monitor saw VIP gone": pattern(
             "pcmk.rsc_op_result", operation="monitor", resource=VIP_RESOURCE, node=active.name,
             result="not running")}, timeout=BOUNDS.log_line)

@@ -81,6 +81,9 @@ def build_root(cfg: dict) -> None:
     linux.mount("tmpfs", f"{merged}/run", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755")
     os.makedirs(f"{merged}/run/lock", mode=0o1777)
     linux.mount("tmpfs", f"{merged}/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
+    for path in cfg.get("harness_paths", []):   # still the machine's, until pivot_root
+        os.makedirs(f"{merged}{path}", exist_ok=True)
+        linux.mount(path, f"{merged}{path}", None, linux.MS_BIND | linux.MS_REC)
     # The machine's lab state (every host's disk) is not this host's business.
     if os.path.isdir(f"{merged}{cfg['state_root']}"):
         linux.mount("tmpfs", f"{merged}{cfg['state_root']}", "tmpfs", 0, "mode=700,size=64k")

@@ -83,6 +83,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def harness_paths_hidden_by_fresh_tmp() -> list[str]:
+    """The harness's python environment, when a host's fresh /tmp would hide it (a checkout
+    and its tox envs under /tmp): hosts get it at the same path, so a tool the harness
+    installed (locust in the client host) runs there wherever the checkout lies."""
+    prefix = os.path.realpath(sys.prefix)
+    return [prefix] if prefix == "/tmp" or prefix.startswith("/tmp/") else []
+
+
 class NamespaceLab:
     """One lab: create, power, inspect and destroy its hosts."""
 
@@ -430,6 +438,7 @@ class NamespaceLab:
             "machine_id": hashlib.md5(f"{self.name}/{host}".encode()).hexdigest(),
             "etc_hosts": self._etc_hosts(),
             "systemctl_shim": str(Path(__file__).with_name("systemctl.sh")),
+            "harness_paths": harness_paths_hidden_by_fresh_tmp(),
         }
         (hdir / "pid").unlink(missing_ok=True)
         (hdir / "init.json").write_text(json.dumps(config, indent=1))

@@ -9,6 +9,7 @@ and report.html.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import pytest
@@ -50,20 +51,12 @@ def progress(request):
     def show(line: str) -> None:
         if reporter is None:
             return
-        with capture.global_and_fixture_disabled() if capture else _nothing():
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             if reporter.isatty:
                 reporter.rewrite(line, erase=True)
             else:
                 reporter.write_line(line)
     return show
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_load_through_the_vip(deployment, stage5, perf_options, progress, evidence, request):

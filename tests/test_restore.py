@@ -9,7 +9,7 @@ import pytest
 
 from haconform import restore as restore_module
 from haconform.errors import HaconformError
-from haconform.restore import ClusterView, Snapshot, cluster_differences, restore, take_snapshot
+from haconform.restore import ClusterView, cluster_differences, restore, take_snapshot
 from haconform.topology import load_topology
 from tests.fakes import FakeHost, FakeResult
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..errors import HaconformError
 from ..timeouts import BOUNDS
-from ..topology import HostSpec, Topology, load_topology
+from ..topology import Topology, load_topology
 from ..wait import wait_until
 
 STATE_ROOT = Path("/var/lib/haconform/labs")

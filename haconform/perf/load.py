@@ -97,7 +97,7 @@ class ClientHost:
         """Start argv in the host; its PID inside the host goes to NAME.pid there."""
         script = f"echo $$ > {shlex.quote(self.path(name + '.pid'))}; exec {shlex.join(argv)}"
         return subprocess.Popen([*self.machine.argv(), "/bin/sh", "-c", script],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 
     def stop(self, name: str) -> None:

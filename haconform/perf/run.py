@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..faults import FaultRun, audit
-from ..timeouts import BOUNDS
 from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
                    run_wrk)
 from .nemesis import make_fault

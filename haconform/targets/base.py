@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-from functools import cached_property
 
 import testinfra
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .errors import HaconformError
 from .probe import Prober, longest_outage, outage_windows, summarize, timeline_svg
 from .readers.cluster import read_cluster_state
+from .readers.links import nic_holding
 from .readers.logs import LogWatch
 from .timeouts import BOUNDS, POLL_INTERVAL
 
@@ -69,16 +70,15 @@ def crm_snapshot(deployment) -> dict:
     return {"from": None, "error": "no director answered crm_mon"}
 
 
-def interfaces_holding(machine, address: str) -> list[str] | None:
-    """Names of machine's links holding `address` (read with `ip -j`); None: it does not answer."""
+def link_holding(machine, address: str) -> str | None:
+    """The machine's link holding `address` (read with `ip -j`); None: not held, or no answer."""
     try:
         result = machine.execute("ip -j -4 addr show")
     except HaconformError:
         return None  # powered off
     if result.rc != 0:
         return None
-    return [link["ifname"] for link in json.loads(result.stdout or "[]")
-            if any(a.get("local") == address for a in link.get("addr_info", []))]
+    return nic_holding(json.loads(result.stdout or "[]"), address)
 
 
 def vip_holders(deployment) -> list[str]:
@@ -86,8 +86,8 @@ def vip_holders(deployment) -> list[str]:
     slow transport, a VIP that moved between two reads would show on both."""
     directors = deployment.directors
     with ThreadPoolExecutor(max_workers=len(directors)) as pool:
-        held = list(pool.map(lambda d: interfaces_holding(d, deployment.vip), directors))
-    return [d.name for d, links in zip(directors, held) if links]
+        held = list(pool.map(lambda d: link_holding(d, deployment.vip), directors))
+    return [d.name for d, link in zip(directors, held) if link]
 
 
 class VipWatch:

@@ -3,7 +3,7 @@
 import pytest
 
 from haconform.conformance import conformance
-from haconform.faults import REJOIN_NOISE, FaultRun, audit, interfaces_holding, vip_holders
+from haconform.faults import REJOIN_NOISE, FaultRun, audit, link_holding, vip_holders
 from haconform.ha import GROUP, HAPROXY_RESOURCE, VIP_RESOURCE, resource_op_interval
 from haconform.patterns import ANY, pattern
 from haconform.readers.cluster import read_cluster_state
@@ -88,9 +88,9 @@ def test_vip_deleted_by_hand_is_restored(deployment, clean_cluster, evidence):
     with FaultRun(deployment, evidence, "VIP deleted by hand") as run:
         watch = run.watch(active)
         run.mark("fault injected")
-        links = interfaces_holding(active, deployment.vip)
-        assert links, f"{active.name} runs the group but holds no VIP: {links!r}"
-        active.succeed(f"ip addr del {deployment.vip}/{deployment.topology.prefixlen} dev {links[0]}")
+        link = link_holding(active, deployment.vip)
+        assert link, f"{active.name} runs the group but holds no VIP"
+        active.succeed(f"ip addr del {deployment.vip}/{deployment.topology.prefixlen} dev {link}")
         wait_until("the VIP is held by a director again", lambda: vip_holders(deployment),
                    timeout=documented(interval), observe=lambda: vip_holders(deployment))
         run.mark("VIP back")

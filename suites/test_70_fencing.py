@@ -5,7 +5,8 @@ import datetime as dt
 import pytest
 
 from haconform.conformance import conformance
-from haconform.faults import REJOIN_NOISE, FaultRun, audit, vip_holders
+from haconform.faults import (REJOIN_NOISE, FaultRun, audit, cluster_views, cluster_whole, group_location,
+                              vip_holders)
 from haconform.ha import GROUP, STONITH_RESOURCE, cluster_property
 from haconform.readers.cluster import read_cluster_state, read_crm_verify, read_fence_history
 from haconform.timeouts import BOUNDS
@@ -14,40 +15,9 @@ from haconform.wait import wait_until
 SECTION = "脑裂现象与Fence机制"
 
 
-def state_from(machine):
-    try:
-        return read_cluster_state(machine.host)
-    except Exception:
-        return None
-
-
 def group_node(machine):
     """Where `machine`'s own pacemaker says the whole group runs (None: nowhere/split)."""
-    state = state_from(machine)
-    if state is None:
-        return None
-    try:
-        places = [state.where_is(member) for member in state.group_members(GROUP)]
-    except KeyError:
-        return None
-    if all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
-        return places[0][0]
-    return None
-
-
-def whole(deployment):
-    """Every director's own pacemaker: quorum, a DC, all cluster nodes online."""
-    wanted = set(deployment.topology.cluster_nodes)
-    for director in deployment.directors:
-        state = state_from(director)
-        if state is None or not (state.quorum and state.dc and wanted <= set(state.online_nodes)):
-            return False
-    return True
-
-
-def views(deployment):
-    return {d.name: (lambda s: s and {"quorum": s.quorum, "dc": s.dc, "online": s.online_nodes})(state_from(d))
-            for d in deployment.directors}
+    return group_location(machine, GROUP)
 
 
 def settled_active(deployment):
@@ -131,8 +101,8 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
         run.mark("VIP served")
         wait_until(f"{victim.name} booted again", lambda: target.booted(victim.name),
                    timeout=BOUNDS.node_rejoin)
-        wait_until(f"{victim.name} rejoined: every director sees quorum, a DC and both nodes", lambda: whole(deployment),
-                   timeout=BOUNDS.node_rejoin, observe=lambda: views(deployment))
+        wait_until(f"{victim.name} rejoined: every director sees quorum, a DC and both nodes", lambda: cluster_whole(deployment),
+                   timeout=BOUNDS.node_rejoin, observe=lambda: cluster_views(deployment))
         run.mark("rejoined")
     event = events[0]
     figures = {"crash -> fence completed (s)": round(run.time_of("fence completed") - run.time_of("crash"), 2),
@@ -168,8 +138,8 @@ def test_split_brain_fences_exactly_one(deployment, fenced_cluster, evidence, ta
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
         run.mark("VIP served")
-        wait_until(f"{cut.name} rejoined: every director sees quorum, a DC and both nodes", lambda: whole(deployment),
-                   timeout=BOUNDS.node_rejoin, observe=lambda: views(deployment))
+        wait_until(f"{cut.name} rejoined: every director sees quorum, a DC and both nodes", lambda: cluster_whole(deployment),
+                   timeout=BOUNDS.node_rejoin, observe=lambda: cluster_views(deployment))
         run.mark("rejoined")
     fenced = {d.name for d in deployment.directors if successful_fences(survivor, d.name, cut_at)}
     evidence.data("directors fenced", sorted(fenced))

@@ -15,7 +15,8 @@ from haconform.client import agent_argv, agent_source
 from haconform.errors import HaconformError
 from haconform.inventory import HostAccess, Inventory, PowerCommands
 from haconform.targets import ssh as ssh_module
-from haconform.targets.ssh import SSH_EXEC, SshTarget, nic_holding, remote_command, ssh_options
+from haconform.readers.links import nic_holding
+from haconform.targets.ssh import SSH_EXEC, SshTarget, remote_command, ssh_options
 from haconform.topology import load_topology
 from tests.fakes import FakeResult
 

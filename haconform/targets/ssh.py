@@ -42,6 +42,7 @@ from testinfra.backend import base
 
 from ..errors import HaconformError
 from ..inventory import HostAccess, Inventory
+from ..readers.links import nic_holding
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from ..topology import Topology
@@ -443,9 +444,3 @@ def own_boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def nic_holding(links: list[dict], address: str) -> str | None:
-    """Name of the link whose IPv4 addresses include address (`ip -j addr` output)."""
-    for link in links:
-        if any(a.get("local") == address for a in link.get("addr_info", [])):
-            return link.get("ifname")
-    return None

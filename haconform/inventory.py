@@ -47,10 +47,9 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
 
 from .errors import HaconformError
-from .topology import Topology
+from .topology import Topology, read_yaml_mapping
 
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
 STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
@@ -238,18 +237,9 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
         raise HaconformError("--target ssh needs an inventory", where="--inventory",
                              fix="pass --inventory FILE (see fixtures/inventory.example.yaml)")
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise HaconformError("file not found", where=str(path),
-                             fix="pass --inventory with an existing file (see fixtures/inventory.example.yaml)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise HaconformError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=where,
-                             fix="correct the YAML syntax at that line") from None
-    if not isinstance(data, dict):
-        _fail(path, "(top level)", "must be a mapping", "see fixtures/inventory.example.yaml for the layout")
+    data = read_yaml_mapping(
+        path, missing_fix="pass --inventory with an existing file (see fixtures/inventory.example.yaml)",
+        layout="fixtures/inventory.example.yaml")
     unknown = set(data) - TOP_FIELDS
     if unknown:
         _fail(path, ", ".join(sorted(unknown)), "unknown top-level field(s)", f"allowed: {', '.join(sorted(TOP_FIELDS))}")

@@ -105,20 +105,26 @@ def _address(path, key, value, subnet=None):
     return str(addr)
 
 
-def load_topology(path: str | Path | None = None) -> Topology:
-    path = Path(path or DEFAULT_TOPOLOGY)
+def read_yaml_mapping(path: Path, *, missing_fix: str, layout: str) -> dict:
+    """A YAML file whose top level is a mapping; one HaconformError naming file (and line) otherwise."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise HaconformError("file not found", where=str(path),
-                             fix="pass --topology with an existing file") from None
+        raise HaconformError("file not found", where=str(path), fix=missing_fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise HaconformError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=where,
                              fix="correct the YAML syntax at that line") from None
     if not isinstance(data, dict):
-        _fail(path, "(top level)", "must be a mapping", "see fixtures/topology.yaml for the layout")
+        _fail(path, "(top level)", "must be a mapping", f"see {layout} for the layout")
+    return data
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    path = Path(path or DEFAULT_TOPOLOGY)
+    data = read_yaml_mapping(path, missing_fix="pass --topology with an existing file",
+                             layout="fixtures/topology.yaml")
 
     network = _require(path, data, "network", "a mapping with subnet and vip", "")
     try:

@@ -20,6 +20,9 @@ class Deployment:
         # cluster stage switches it to the VIP.
         self.frontend_address = self.directors[0].address
         self.frontend_label = self.directors[0].name
+        # The documented cluster (stages.model.ClusterSpec, the deployment's own names) once a
+        # cluster stage is applied or verified: faults, restore and perf ask it for the group.
+        self.cluster_spec = None
 
     def machine(self, name: str) -> Machine:
         try:

@@ -6,6 +6,7 @@ The inventory says how the harness reaches each of those hosts:
 
     vip: 172.25.5.100          # must equal the topology's VIP: guards against the wrong file
     stage: stage5              # the runbook stage the deployment is in (what verification expects)
+    names: {VIP: WebIP}        # optional: the deployment's own names for the runbook's resources, groups, backends
     defaults: {user: root, key: ~/.ssh/id_ed25519, port: 22, sudo: false, ssh_config: ~/.ssh/config}
     hosts:
       server1: {address: 10.0.0.11, cluster_nic: eth1,
@@ -58,7 +59,7 @@ NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$")
 SSH_FIELDS = {"address", "user", "key", "port", "sudo", "ssh_config", "cluster_nic", "power"}
 DEFAULT_FIELDS = {"user", "key", "port", "sudo", "ssh_config"}
 POWER_FIELDS = {"via", "on", "off", "reset", "crash"}
-TOP_FIELDS = {"vip", "stage", "defaults", "hosts"}
+TOP_FIELDS = {"vip", "stage", "defaults", "hosts", "names"}
 YAML_BOOLEAN_KEYS = {True: "on", False: "off"}
 
 
@@ -102,6 +103,7 @@ class Inventory:
     path: Path
     stage: str
     hosts: dict[str, HostAccess] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)   # the runbook's name -> the deployment's (VIP: WebIP)
 
     def access(self, name: str) -> HostAccess:
         try:
@@ -254,6 +256,11 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
     if stage not in STAGES:
         _fail(path, "stage", f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
 
+    names = data.get("names") or {}
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        _fail(path, "names", "must map the runbook's names to the deployment's",
+              "write e.g. `names: {VIP: WebIP, hagroup: web, app: dynamic}`")
+
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         _fail(path, "defaults", "must be a mapping", "write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")
@@ -338,4 +345,4 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
             _fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
                   "log in as root or set `sudo: true` (passwordless sudo: haconform runs `sudo -n`)")
         hosts[name] = replace(access, sudo=sudo)
-    return Inventory(path=path, stage=stage, hosts=hosts)
+    return Inventory(path=path, stage=stage, hosts=hosts, names={str(k): v for k, v in names.items()})

@@ -66,6 +66,7 @@ import threading  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from ipaddress import IPv4Address  # noqa: E402
 
+from .faults import link_holding  # noqa: E402
 from .readers.logs import LogWatch  # noqa: E402
 from .secrets import register  # noqa: E402
 from .timeouts import BOUNDS  # noqa: E402
@@ -99,12 +100,15 @@ def raw_response_header(data: bytes, name: str) -> str | None:
 
 
 def frontend_director(deployment):
-    """The director whose address the deployment's frontend uses (stages 1-3: no VIP yet)."""
+    """The director that serves the deployment's frontend: its own address (stages 1-3) or the VIP's holder."""
     for director in deployment.directors:
         if director.address == deployment.frontend_address:
             return director
-    raise LookupError(f"the frontend {deployment.frontend_label} ({deployment.frontend_address}) "
-                      f"is not one director's own address; ask the cluster which node holds it")
+    holders = [d for d in deployment.directors if link_holding(d, deployment.frontend_address)]
+    if len(holders) != 1:
+        raise LookupError(f"the frontend {deployment.frontend_label} ({deployment.frontend_address}) is held by "
+                          f"{[d.name for d in holders]}, not by exactly one director")
+    return holders[0]
 
 
 # --- haproxy.cfg -----------------------------------------------------------------

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from .conformance import requirement_of
+from .errors import HaconformError
 from .evidence import Evidence
 from .secrets import install_log_filter, redact
 
-REPO = Path(__file__).resolve().parent.parent
+# Where a checkout keeps the documented configuration, relative to pytest's rootdir.
+DOCUMENTED = Path("fixtures") / "documented"
+ALGORITHMS = Path("fixtures") / "beyond" / "algorithms"
 
 
 def pytest_addoption(parser):
@@ -24,8 +27,22 @@ def pytest_addoption(parser):
                     help="name of the namespace lab (default: haconform)")
     group.addoption("--topology", default=os.environ.get("HACONFORM_TOPOLOGY"),
                     help="topology file (default: fixtures/topology.yaml)")
-    group.addoption("--config", default=os.environ.get("HACONFORM_CONFIG", str(REPO / "fixtures" / "documented")),
-                    help="directory of stage configurations, laid out like fixtures/documented/")
+    group.addoption("--config", default=os.environ.get("HACONFORM_CONFIG"),
+                    help="directory of the five stages' configurations, laid out like fixtures/documented/ "
+                         "(default: fixtures/documented under pytest's rootdir)")
+    group.addoption("--algorithms", default=os.environ.get("HACONFORM_ALGORITHMS"),
+                    help="directory of the balance-algorithm stages (default: fixtures/beyond/algorithms "
+                         "under pytest's rootdir)")
+    group.addoption("--stages", choices=["apply", "verify"], default=None,
+                    help="apply: put the deployment in each stage a test needs (default on lab/vagrant); "
+                         "verify: write nothing, compare the deployment with its declared stage by meaning and "
+                         "test its behaviour (default on --target ssh; apply there needs --allow-destructive)")
+    group.addoption("--deployment-stage", default=os.environ.get("HACONFORM_DEPLOYMENT_STAGE", "stage5"),
+                    help="with --stages verify on the lab or VMs: the stage the deployment is in (default stage5; "
+                         "--target ssh takes the inventory's `stage:`)")
+    group.addoption("--names", default=os.environ.get("HACONFORM_NAMES"),
+                    help="YAML mapping of the runbook's names to the deployment's own (VIP: WebIP, app: dynamic); "
+                         "--target ssh also reads the inventory's `names:`")
     group.addoption("--inventory", default=os.environ.get("HACONFORM_INVENTORY"),
                     help="inventory file for --target ssh")
     group.addoption("--allow-destructive", action="store_true",
@@ -35,8 +52,8 @@ def pytest_addoption(parser):
                     help="leave the lab running after the session (default: lab down at the end)")
     group.addoption("--reuse-lab", action="store_true", default=os.environ.get("HACONFORM_REUSE_LAB") == "1",
                     help="use the lab as it is instead of starting from a fresh one (development)")
-    group.addoption("--history-dir", default=os.environ.get("HACONFORM_HISTORY", str(REPO / "results")),
-                    help="where each run keeps its history (evidence JSON per test)")
+    group.addoption("--history-dir", default=os.environ.get("HACONFORM_HISTORY"),
+                    help="where each run keeps its history (default: results/ under pytest's rootdir)")
 
 
     perf = parser.getgroup("haconform perf", "locust performance runs (pytest perf; tox -e perf)")
@@ -66,7 +83,40 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "destructive: injects faults or changes cluster state")
     install_log_filter()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    config._haconform_run_dir = Path(config.getoption("--history-dir")) / stamp
+    config._haconform_run_dir = Path(config.getoption("--history-dir") or config.rootpath / "results") / stamp
+    config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
+    config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
+    config._haconform_names = _names(config.getoption("--names"))
+
+
+def _directory(config, option: str, default: Path, *, required: bool = True) -> Path | None:
+    """An explicit directory, else the checkout's (pytest's rootdir); the package itself holds no data."""
+    given = config.getoption(option)
+    path = Path(given) if given else config.rootpath / default
+    if given and not path.is_dir():
+        raise pytest.UsageError(f"{option} {given}: not a directory (fix: pass a directory laid out like "
+                                f"{default} of a haconform checkout)")
+    if not path.is_dir():
+        if required:
+            raise pytest.UsageError(f"{option}: no {default} under {config.rootpath} (fix: run from a haconform "
+                                    f"checkout, or pass {option} DIR laid out like {default})")
+        return None
+    return path
+
+
+def _names(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    from .topology import read_yaml_mapping
+    try:
+        data = read_yaml_mapping(Path(path), missing_fix="pass --names with an existing file",
+                                 layout="README.md (Verify by meaning)")
+    except HaconformError as exc:
+        raise pytest.UsageError(f"haconform: {exc}") from None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise pytest.UsageError(f"haconform: {path}: names must map the runbook's names to the deployment's "
+                                "(fix: write e.g. `VIP: WebIP`)")
+    return data
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -37,9 +37,7 @@ class Topology:
     vip: str
     hosts: dict[str, HostSpec]
     role_services: dict[str, list[str]]
-    cluster_name: str
     cluster_nodes: list[str]
-    fence: dict = field(default_factory=dict)
 
     @property
     def prefixlen(self) -> int:
@@ -184,14 +182,20 @@ def load_topology(path: str | Path | None = None) -> Topology:
             _fail(path, f"roles.{role}", "unknown role", f"use one of {', '.join(ROLES)}")
 
     cluster = data.get("cluster") or {}
+    # What the runbook configures (cluster name, fence settings) is stage data, not topology.
+    if "name" in cluster:
+        _fail(path, "cluster.name", "the cluster's name is stage data now",
+              "move it to `cluster: {name: ...}` in stage4/stage.yaml of the --config directory")
+    if "fence" in data:
+        _fail(path, "fence", "fence settings are stage data now",
+              "move them to stage5/fence_virt.conf (address, port, key_file) of the --config directory")
+    unknown_cluster = set(cluster) - {"nodes"}
+    if unknown_cluster:
+        _fail(path, "cluster", f"unknown field(s) {', '.join(sorted(unknown_cluster))}", "allowed: nodes")
     cluster_nodes = cluster.get("nodes", [h.name for h in hosts.values() if h.role == "director"])
     for node in cluster_nodes:
         if node not in hosts or hosts[node].role != "director":
             _fail(path, "cluster.nodes", f"{node!r} is not a director host",
                   "list director host names only")
-    fence = dict(data.get("fence") or {})
-    if "multicast_address" in fence:
-        _address(path, "fence.multicast_address", fence["multicast_address"])
     return Topology(path=path, subnet=subnet, vip=vip, hosts=hosts, role_services=role_services,
-                    cluster_name=str(cluster.get("name", "TestCluster")),
-                    cluster_nodes=list(cluster_nodes), fence=fence)
+                    cluster_nodes=list(cluster_nodes))

@@ -74,14 +74,14 @@ def check_routed(deployment, http, evidence, method: str, expected_server: str) 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 @conformance("HAC-RW-001", stage="stage3", section=SECTION,
              must="GET and HEAD requests MUST be served by app1 (server2) and MUST NOT reach app2 (server3)")
-def test_reads_go_to_app1(method, deployment, http, stage3, client_evidence, evidence):
+def test_reads_go_to_app1(method, deployment, http, write_routing_settings, client_evidence, evidence):
     check_routed(deployment, http, evidence, method, "app1")
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @conformance("HAC-RW-002", stage="stage3", section=SECTION,
              must="POST and PUT requests MUST be served by app2 (server3) and MUST NOT reach app1 (server2)")
-def test_writes_go_to_app2(method, deployment, http, stage3, client_evidence, evidence):
+def test_writes_go_to_app2(method, deployment, http, write_routing_settings, client_evidence, evidence):
     check_routed(deployment, http, evidence, method, "app2")
 
 
@@ -110,7 +110,7 @@ def gif_of_size(size: int) -> bytes:
 @conformance("HAC-RW-003", stage="stage3", section=SECTION,
              must="A GIF under 20000 bytes posted to upload_file.php MUST be stored in upload/ on app2 "
                   "(server3) with the bytes sent, and MUST NOT appear on app1 (server2)")
-def test_upload_lands_on_app2_only(size, deployment, http, stage3, client_evidence, evidence, upload_name):
+def test_upload_lands_on_app2_only(size, deployment, http, write_routing_settings, client_evidence, evidence, upload_name):
     gif = gif_of_size(size)
     app1 = deployment.realserver_by_server_name("app1")
     app2 = deployment.realserver_by_server_name("app2")
@@ -159,7 +159,7 @@ def check_refused(deployment, http, evidence, name: str, data: bytes, content_ty
 @conformance("HAC-RW-004", stage="stage3", section=SECTION,
              must="An upload whose declared type is not image/gif, image/jpeg or image/pjpeg MUST be answered "
                   "'Invalid file' and MUST NOT be stored on any real server")
-def test_upload_of_wrong_type_refused(content_type, deployment, http, stage3, client_evidence, evidence,
+def test_upload_of_wrong_type_refused(content_type, deployment, http, write_routing_settings, client_evidence, evidence,
                                       upload_name):
     check_refused(deployment, http, evidence, upload_name, PIXEL_GIF, content_type)
 
@@ -168,5 +168,5 @@ def test_upload_of_wrong_type_refused(content_type, deployment, http, stage3, cl
 @conformance("HAC-RW-005", stage="stage3", section=SECTION,
              must="An upload of 20000 bytes or more MUST be answered 'Invalid file' and MUST NOT be stored "
                   "on any real server")
-def test_upload_too_large_refused(size, deployment, http, stage3, client_evidence, evidence, upload_name):
+def test_upload_too_large_refused(size, deployment, http, write_routing_settings, client_evidence, evidence, upload_name):
     check_refused(deployment, http, evidence, upload_name, gif_of_size(size), "image/gif")

@@ -6,9 +6,10 @@ The runbook's
         stats uri /status
         stats auth admin:password
 
-Port, URI and credentials are read from the haproxy.cfg applied on the
-director (the password is registered as a secret the moment it is read), not
-copied from the runbook into the suite.
+Port, URI and credentials are the documented ones, read from the stage's
+haproxy.cfg under --config (the password is registered as a secret the moment
+it is read), not copied from the runbook into the suite; the deployment's own
+`stats` lines are shown beside them.
 """
 
 import pytest
@@ -38,11 +39,16 @@ def applied_config(director) -> str:
 
 
 @pytest.fixture
-def stats(applied_config, evidence) -> dict:
-    found = stats_credentials(applied_config)
-    evidence.data("stats page as configured (password left out)",
-                  {key: value for key, value in found.items() if key != "password"})
-    return found
+def stats(stats_settings, applied_config, evidence) -> dict:
+    documented = stats_credentials(stats_settings.text("role-director", HAPROXY_CFG))
+    try:
+        found = stats_credentials(applied_config)
+    except LookupError as exc:
+        found = {"error": str(exc)}
+    evidence.data("stats page (password left out)", {
+        "documented": {key: value for key, value in documented.items() if key != "password"},
+        "the deployment's": {key: value for key, value in found.items() if key != "password"}})
+    return documented
 
 
 def stats_url(deployment, stats, suffix: str = "") -> str:
@@ -61,7 +67,7 @@ WRONG_CREDENTIALS = {
 @conformance("HAC-STATS-001", stage="stage2", section=SECTION,
              must="The stats URI MUST answer 401 with a Basic WWW-Authenticate challenge to a request "
                   "without credentials or with wrong ones")
-def test_stats_page_challenges_without_valid_credentials(case, deployment, http, stage2, stats,
+def test_stats_page_challenges_without_valid_credentials(case, deployment, http, stats,
                                                          client_evidence, evidence):
     headers = WRONG_CREDENTIALS[case](stats["user"], stats["password"])
     response = http.get(stats_url(deployment, stats), headers=headers)
@@ -77,7 +83,7 @@ def test_stats_page_challenges_without_valid_credentials(case, deployment, http,
 @conformance("HAC-STATS-002", stage="stage2", section=SECTION,
              must="The stats URI MUST serve HAProxy's statistics page to the credentials of the "
                   "configured `stats auth` line")
-def test_stats_page_with_configured_credentials(deployment, http, stage2, stats, client_evidence, evidence):
+def test_stats_page_with_configured_credentials(deployment, http, stats, client_evidence, evidence):
     response = http.get(stats_url(deployment, stats), auth=(stats["user"], stats["password"]))
     evidence.data("answer", {"status": response.status, "content-type": response.headers.get("content-type"),
                              "first_line": response.first_line})
@@ -88,7 +94,7 @@ def test_stats_page_with_configured_credentials(deployment, http, stage2, stats,
 @conformance("HAC-STATS-003", stage="stage2", section=SECTION,
              must="The stats page's CSV export MUST list every proxy and server of the applied config "
                   "with its state, and MUST agree with `show stat` on the runtime socket")
-def test_stats_csv_lists_everything_and_agrees_with_runtime(deployment, http, stage2, director, applied_config,
+def test_stats_csv_lists_everything_and_agrees_with_runtime(deployment, http, director, applied_config,
                                                             stats, client_evidence, evidence):
     sections = config_sections(applied_config)
     proxies = [s.name for s in sections if s.kind in ("frontend", "backend", "listen")]

@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 from haconform.conformance import conformance
-from haconform.observe import HAPROXY_LOG, capture_tcp, config_section, frontend_director, runtime
+from haconform.observe import backend_servers, capture_tcp, config_section, config_sections, frontend_director, runtime
+from haconform.stages.semantic import rsyslog_facts
 from haconform.readers.haproxy import httplog_entries, parse_httplog_line
 from haconform.readers.logs import LogWatch
 from haconform.timeouts import BOUNDS
@@ -31,7 +32,7 @@ GENERAL_LOGS = ["/var/log/messages", "/var/log/syslog"]
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 SYSLOG_PORT = 514   # syslog's port, HAProxy's default when `log` names none
 
-# (path, backend, server) per the stage 2 routing: static content -> static/app2.
+# A static and a dynamic path (which backend serves each depends on the stage: documented_route).
 REQUESTS = {
     "static": ("/probe.gif", "static", "app2"),
     "dynamic": ("/probe.txt", "app", "app1"),
@@ -42,13 +43,30 @@ def marker() -> str:
     return f"haconform-{uuid.uuid4().hex[:12]}"
 
 
-def haproxy_log_target(director) -> dict:
-    """Where HAProxy sends its log lines: the global `log ADDRESS[:PORT] FACILITY` of the applied config."""
-    config = director.read_file(HAPROXY_CFG)
+def global_log_line(config: str, where: str) -> dict:
+    """The global `log ADDRESS[:PORT] FACILITY` of a haproxy.cfg."""
     lines = config_section(config, "global").directives("log")
-    assert lines, f"no global `log` line in {HAPROXY_CFG} on {director.name}"
+    assert lines, f"no global `log` line in {where}"
     address, _, port = lines[0][0].partition(":")
     return {"address": address, "port": int(port or SYSLOG_PORT), "facility": lines[0][1]}
+
+
+@pytest.fixture
+def documented_log(logging_settings, deployment, evidence) -> dict:
+    """Where the runbook sends HAProxy's lines: the stage's `log` target, and the file rsyslog routes its facility to.
+
+    The expectation is the stage's (--config); the deployment's own `log` line is shown beside it."""
+    stage = logging_settings
+    target = global_log_line(stage.text("role-director", HAPROXY_CFG), f"{stage.name}: {HAPROXY_CFG}")
+    rsyslog = "\n".join(f.source.read_text() for f in stage.files
+                        if f.selector == "role-director" and f.dest.startswith("/etc/rsyslog"))
+    files = rsyslog_facts(rsyslog)["routes"].get(target["facility"], [])
+    assert len(files) == 1, f"{stage.name} routes {target['facility']} to {files}, not to one file"
+    director = frontend_director(deployment)
+    evidence.data("HAProxy's log target", {
+        "documented": {**target, "file": files[0]},
+        f"the deployment's ({director.name})": global_log_line(director.read_file(HAPROXY_CFG), director.name)})
+    return {**target, "file": files[0]}
 
 
 def send_sentinel(director, target: dict, facility: str, text: str) -> None:
@@ -57,18 +75,17 @@ def send_sentinel(director, target: dict, facility: str, text: str) -> None:
                      f"-p {facility}.info -t haconform-sentinel {shlex.quote(text)}")
 
 
-def arm(deployment) -> dict[tuple[str, str], LogWatch]:
+def arm(deployment, log) -> dict[tuple[str, str], LogWatch]:
     return {(d.name, path): LogWatch(d.host, path).arm()
-            for d in deployment.directors for path in [HAPROXY_LOG, *GENERAL_LOGS]}
+            for d in deployment.directors for path in [log["file"], *GENERAL_LOGS]}
 
 
-def settle(director, watches) -> None:
+def settle(director, watches, log) -> None:
     """Wait until sentinels sent now have reached haproxy.log, messages and syslog on the director."""
-    target = haproxy_log_target(director)
     tag = marker()
-    send_sentinel(director, target, target["facility"], f"{tag} haproxy facility")
-    send_sentinel(director, target, "user", f"{tag} user")
-    expected = [(HAPROXY_LOG, f"{tag} haproxy facility"), *[(p, f"{tag} user") for p in GENERAL_LOGS]]
+    send_sentinel(director, log, log["facility"], f"{tag} haproxy facility")
+    send_sentinel(director, log, "user", f"{tag} user")
+    expected = [(log["file"], f"{tag} haproxy facility"), *[(p, f"{tag} user") for p in GENERAL_LOGS]]
     for path, text in expected:
         watches[(director.name, path)].wait_for({"sentinel": re.escape(text)}, timeout=BOUNDS.log_line)
 
@@ -78,15 +95,28 @@ def lines_with(watches, text: str) -> dict[str, list[str]]:
             for (host, path), watch in watches.items()}
 
 
-def request_and_collect(deployment, http, kind: str):
+def documented_route(deployment, stage, response) -> tuple[str, str]:
+    """(backend, server) the log line must name: the real server that answered, in the documented backend
+    holding it (stage 2: /probe.gif -> static/app2; stage 3 keeps GETs on app/app1)."""
+    answered = response.headers.get("X-Real-Server")
+    server = deployment.topology.host(answered).server_name if answered else None
+    config = stage.text("role-director", HAPROXY_CFG)
+    backends = [s.name for s in config_sections(config) if s.kind == "backend"
+                and server in backend_servers(config, s.name)]
+    assert server and len(backends) == 1, \
+        f"{response} came from {answered!r} (server {server!r}), in documented backends {backends}"
+    return backends[0], server
+
+
+def request_and_collect(deployment, http, kind: str, log):
     """Send one marked request, let every log catch up; return (response, target, director, watches)."""
     path, _, _ = REQUESTS[kind]
     director = frontend_director(deployment)
     target = f"{path}?log={marker()}"
-    watches = arm(deployment)
+    watches = arm(deployment, log)
     response = http.get(deployment.url(target))
-    watches[(director.name, HAPROXY_LOG)].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
-    settle(director, watches)
+    watches[(director.name, log["file"])].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
+    settle(director, watches, log)
     return response, target, director, watches
 
 
@@ -94,14 +124,14 @@ def request_and_collect(deployment, http, kind: str):
 @conformance("HAC-LOG-001", stage="stage2", section=SECTION,
              must="Each proxied request MUST yield exactly one httplog line in /var/log/haproxy.log on the "
                   "director that served it, naming its frontend, backend, server, status and path")
-def test_one_httplog_line_per_request(kind, deployment, http, stage2, client_evidence, evidence):
-    _, backend, server = REQUESTS[kind]
-    response, target, director, watches = request_and_collect(deployment, http, kind)
+def test_one_httplog_line_per_request(kind, deployment, http, logging_settings, documented_log, client_evidence, evidence):
+    response, target, director, watches = request_and_collect(deployment, http, kind, documented_log)
+    backend, server = documented_route(deployment, logging_settings, response)
     found = lines_with(watches, target)
-    evidence.log(f"{director.name}:{HAPROXY_LOG} lines for {target}", found[f"{director.name}:{HAPROXY_LOG}"])
+    evidence.log(f"{director.name}:{documented_log['file']} lines for {target}", found[f"{director.name}:{documented_log['file']}"])
     evidence.data("lines for the request, per director and file", found)
-    mine = found[f"{director.name}:{HAPROXY_LOG}"]
-    assert len(mine) == 1, f"expected exactly one line for {target} in {HAPROXY_LOG}, got {mine}"
+    mine = found[f"{director.name}:{documented_log['file']}"]
+    assert len(mine) == 1, f"expected exactly one line for {target} in {documented_log['file']}, got {mine}"
     entry = parse_httplog_line(mine[0])
     seen = {"frontend": entry.frontend, "backend": entry.backend, "server": entry.server,
             "status": entry.status, "path": entry.path, "client_ip": entry.client_ip}
@@ -110,7 +140,7 @@ def test_one_httplog_line_per_request(kind, deployment, http, stage2, client_evi
                     "path": target, "client_ip": deployment.client.address}, \
         f"the line does not describe the request ({response.status} from {backend}/{server}): {seen}"
     elsewhere = {where: lines for where, lines in found.items()
-                 if lines and where != f"{director.name}:{HAPROXY_LOG}"}
+                 if lines and where != f"{director.name}:{documented_log['file']}"}
     assert not elsewhere, f"the request was also logged elsewhere: {elsewhere}"
 
 
@@ -118,14 +148,14 @@ def test_one_httplog_line_per_request(kind, deployment, http, stage2, client_evi
 @conformance("HAC-LOG-002", stage="stage2", section=SECTION,
              must="HAProxy's request lines MUST NOT appear in /var/log/messages (local2.none), nor in "
                   "Debian's /var/log/syslog, while both files keep receiving other messages")
-def test_request_lines_stay_out_of_general_logs(kind, deployment, http, stage2, client_evidence, evidence):
-    _, target, director, watches = request_and_collect(deployment, http, kind)
+def test_request_lines_stay_out_of_general_logs(kind, deployment, http, documented_log, client_evidence, evidence):
+    _, target, director, watches = request_and_collect(deployment, http, kind, documented_log)
     found = lines_with(watches, target)
     general = {path: found[f"{director.name}:{path}"] for path in GENERAL_LOGS}
     evidence.data(f"lines for {target} in the general logs of {director.name}", general)
     evidence.data("new lines in the general logs (sentinels only, if all is well)",
                   {path: watches[(director.name, path)].new_lines() for path in GENERAL_LOGS})
-    assert found[f"{director.name}:{HAPROXY_LOG}"], f"the request never reached {HAPROXY_LOG}"
+    assert found[f"{director.name}:{documented_log['file']}"], f"the request never reached {documented_log['file']}"
     leaked = {path: lines for path, lines in general.items() if lines}
     assert not leaked, f"HAProxy's request line leaked into the general logs: {leaked}"
 
@@ -133,10 +163,10 @@ def test_request_lines_stay_out_of_general_logs(kind, deployment, http, stage2, 
 @conformance("HAC-LOG-003", stage="stage2", section=SECTION,
              must="A connection that sends nothing MUST NOT be logged (option dontlognull), while the "
                   "next request on the same frontend is")
-def test_empty_connection_not_logged(deployment, http, stage2, client_evidence, evidence):
+def test_empty_connection_not_logged(deployment, http, documented_log, client_evidence, evidence):
     director = frontend_director(deployment)
     frontend = lambda: runtime(director).stat().frontend("main")  # noqa: E731
-    watches = arm(deployment)
+    watches = arm(deployment, documented_log)
     accepted_before = frontend().number("conn_tot")
 
     empty = http.open_connection(deployment.frontend_address, 80)
@@ -150,12 +180,12 @@ def test_empty_connection_not_logged(deployment, http, stage2, client_evidence, 
 
     target = f"/probe.txt?log={marker()}"
     response = http.get(deployment.url(target))
-    watches[(director.name, HAPROXY_LOG)].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
-    settle(director, watches)
+    watches[(director.name, documented_log["file"])].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
+    settle(director, watches, documented_log)
 
-    lines = watches[(director.name, HAPROXY_LOG)].new_lines()
+    lines = watches[(director.name, documented_log["file"])].new_lines()
     evidence.data("the empty connection", {"client side": empty.local_addr, "peer": empty.remote_addr})
-    evidence.log(f"{director.name}:{HAPROXY_LOG} since the empty connection opened", lines)
+    evidence.log(f"{director.name}:{documented_log['file']} since the empty connection opened", lines)
     requests = httplog_entries(lines)
     assert response.status == 200 and any(e.path == target for e in requests), \
         f"the marker request {target} was not logged: {lines}"
@@ -169,7 +199,7 @@ def test_empty_connection_not_logged(deployment, http, stage2, client_evidence, 
 @conformance("HAC-LOG-004", stage="stage2", section="配置文件实例",
              must="A request MUST reach the real server with one X-Forwarded-For header carrying the client "
                   "host's address (option forwardfor)")
-def test_real_server_sees_client_address(deployment, http, stage2, client_evidence, evidence):
+def test_real_server_sees_client_address(deployment, http, logging_settings, client_evidence, evidence):
     # Nothing documented records the header on the real server (Apache's
     # `combined` LogFormat has no %{X-Forwarded-For}i, index.html is static),
     # so the request is read where it arrives: the real server's NIC.

@@ -6,44 +6,60 @@ The runbook raises limits "kernel -> system -> application": defaults
 which is the process's ceiling; and pam_limits applies limits.conf to login
 sessions, never to a daemon started by an init script
 (fixtures/documented/README.md, "Changes" 3 and 4).  So the suite asserts
-the figures the applied configuration truly yields and reports the others.
+the figures the documented configuration truly yields and reports the others.
+
+The expected figures are the stage's documented ones (its haproxy.cfg and
+limits.conf under --config); the deployment's own files are evidence.
 """
 
 from haconform.conformance import conformance
 from haconform.observe import config_maxconn, limits_entries, process_limits, runtime
+from haconform.stages.semantic import compare_limits
 
 SECTION = "最大句柄修改逻辑"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 LIMITS_CONF = "/etc/security/limits.conf"
-# The runbook's line (seed line 442): haproxy  -  nofile  65535
-RUNBOOK_LIMIT = {"domain": "haproxy", "type": "-", "item": "nofile", "value": "65535"}
+DIRECTORS = "role-director"
+
+
+def documented_maxconn(stage, kind: str) -> int:
+    value = config_maxconn(stage.text(DIRECTORS, HAPROXY_CFG), kind)
+    assert value is not None, f"stage {stage.name} documents no {kind} maxconn ({stage.directory})"
+    return value
 
 
 @conformance("HAC-LIM-001", stage="stage2", section=SECTION,
              must="/etc/security/limits.conf on each director MUST hold the entry `haproxy - nofile 65535`")
-def test_nofile_entry_in_limits_conf(deployment, stage2, evidence):
+def test_nofile_entry_in_limits_conf(deployment, limits_settings, evidence):
+    documented = limits_settings.text(DIRECTORS, LIMITS_CONF)
+    evidence.table("documented entries", [e.__dict__ for e in limits_entries(documented)])
     problems = {}
     for director in deployment.directors:
-        entries = limits_entries(director.read_file(LIMITS_CONF))
-        evidence.table(f"{LIMITS_CONF} entries on {director.name}", [e.__dict__ for e in entries])
-        for_haproxy = [(e.domain, e.type, e.item, e.value) for e in entries
-                       if e.domain == "haproxy" and e.item == "nofile"]
-        # A later line for the same domain and item overrides an earlier one: exactly one, as documented.
-        if for_haproxy != [tuple(RUNBOOK_LIMIT.values())]:
-            problems[director.name] = for_haproxy
-    assert not problems, f"expected exactly the entry {tuple(RUNBOOK_LIMIT.values())}; haproxy nofile " \
-                         f"entries found: {problems}"
+        found = director.read_file(LIMITS_CONF)
+        evidence.table(f"{LIMITS_CONF} entries on {director.name}", [e.__dict__ for e in limits_entries(found)])
+        differences = compare_limits(documented, found, expected_source=f"{limits_settings.name}:{LIMITS_CONF}",
+                                     found_source=f"{director.name}:{LIMITS_CONF}")
+        if differences:
+            problems[director.name] = [d.row() for d in differences]
+    assert not problems, f"effective limits differ from the documented {LIMITS_CONF}: {problems}"
 
 
 @conformance("HAC-LIM-002", stage="stage2", section=SECTION,
-             must="HAProxy's process-wide Maxconn (show info) MUST equal the global maxconn of the applied "
-                  "config (4000), whatever the defaults section says (65535)")
-def test_global_maxconn_caps_the_process(deployment, stage2, evidence):
-    for director in deployment.directors:
-        check_process_maxconn(director, evidence)
+             must="HAProxy's process-wide Maxconn (show info) MUST equal the documented global maxconn "
+                  "(4000), whatever the defaults section says (65535)")
+def test_global_maxconn_caps_the_process(deployment, limits_settings, evidence):
+    for director in haproxy_directors(deployment):
+        check_process_maxconn(director, documented_maxconn(limits_settings, "global"), evidence)
 
 
-def check_process_maxconn(director, evidence):
+def haproxy_directors(deployment):
+    """Directors running HAProxy: both before the cluster, the group's node once the cluster owns it."""
+    running = [d for d in deployment.directors if d.host.process.filter(comm="haproxy")]
+    assert running, "HAProxy runs on no director"
+    return running
+
+
+def check_process_maxconn(director, documented: int, evidence):
     config = director.read_file(HAPROXY_CFG)
     global_maxconn = config_maxconn(config, "global")
     defaults_maxconn = config_maxconn(config, "defaults")
@@ -61,28 +77,29 @@ def check_process_maxconn(director, evidence):
         f"{LIMITS_CONF}: haproxy nofile": [e.value for e in limits_entries(director.read_file(LIMITS_CONF))
                                            if e.domain == "haproxy" and e.item == "nofile"],
     }
+    figures["documented: global maxconn"] = documented
     evidence.data(f"effective limits on {director.name}", figures)
-    assert global_maxconn is not None, "the applied config has no global maxconn (the runbook sets 4000)"
-    assert info["Maxconn"] == global_maxconn and info["Hard_maxconn"] == global_maxconn, \
-        f"process maxconn is {info['Maxconn']} (hard {info['Hard_maxconn']}), the global section says " \
-        f"{global_maxconn}: {figures}"
+    assert info["Maxconn"] == documented and info["Hard_maxconn"] == documented, \
+        f"process maxconn is {info['Maxconn']} (hard {info['Hard_maxconn']}), documented {documented} " \
+        f"(the deployment's global section says {global_maxconn}): {figures}"
 
 
 @conformance("HAC-LIM-003", stage="stage2", section=SECTION,
-             must="The frontend's own session limit (show stat slim) MUST equal the defaults maxconn of the "
-                  "applied config (65535): the defaults value limits each proxy, not the process")
-def test_defaults_maxconn_limits_each_frontend(deployment, stage2, evidence):
-    for director in deployment.directors:
-        check_frontend_limit(director, evidence)
+             must="The frontend's own session limit (show stat slim) MUST equal the documented defaults "
+                  "maxconn (65535): the defaults value limits each proxy, not the process")
+def test_defaults_maxconn_limits_each_frontend(deployment, limits_settings, evidence):
+    for director in haproxy_directors(deployment):
+        check_frontend_limit(director, documented_maxconn(limits_settings, "defaults"), evidence)
 
 
-def check_frontend_limit(director, evidence):
+def check_frontend_limit(director, documented: int, evidence):
     config = director.read_file(HAPROXY_CFG)
     defaults_maxconn = config_maxconn(config, "defaults")
     table = runtime(director).stat()
     limits = {row.proxy: row.number("slim") for row in table.rows if row.kind == "frontend"}
-    evidence.data(f"frontend session limits on {director.name}", {"defaults maxconn": defaults_maxconn,
-                                                                  "slim per frontend": limits})
-    assert defaults_maxconn is not None, "the applied config has no defaults maxconn (the runbook sets 65535)"
-    assert limits.get("main") == defaults_maxconn, \
-        f"frontend main's slim is {limits.get('main')}, defaults maxconn is {defaults_maxconn}"
+    evidence.data(f"frontend session limits on {director.name}", {
+        "documented defaults maxconn": documented, "the deployment's defaults maxconn": defaults_maxconn,
+        "slim per frontend": limits})
+    assert limits.get("main") == documented, \
+        f"frontend main's slim is {limits.get('main')}, documented defaults maxconn {documented} " \
+        f"(the deployment's defaults section says {defaults_maxconn})"

@@ -67,7 +67,7 @@ def director(deployment):
 
 @pytest.fixture
 def config_dir(request) -> Path:
-    return Path(request.config.getoption("--config"))
+    return Path(request.config._haconform_config_dir)
 
 
 @pytest.mark.parametrize("stage", sorted(CONFIGS))

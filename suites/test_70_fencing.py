@@ -7,22 +7,22 @@ import pytest
 from haconform.conformance import conformance
 from haconform.faults import (REJOIN_NOISE, FaultRun, audit, cluster_views, cluster_whole, group_location,
                               vip_holders)
-from haconform.ha import GROUP, STONITH_RESOURCE, cluster_property
-from haconform.readers.cluster import read_cluster_state, read_crm_verify, read_fence_history
+from haconform.readers.cluster import read_cib_configuration, read_cluster_state, read_crm_verify, read_fence_history
+from haconform.stages.cluster import ClusterStage, fence_list
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
 SECTION = "脑裂现象与Fence机制"
 
 
-def group_node(machine):
+def group_node(machine, deployment):
     """Where `machine`'s own pacemaker says the whole group runs (None: nowhere/split)."""
-    return group_location(machine, GROUP)
+    return group_location(machine, deployment.cluster_spec.group_id)
 
 
 def settled_active(deployment):
     for director in deployment.directors:
-        node = group_node(director)
+        node = group_node(director, deployment)
         if node:
             return deployment.machine(node)
     return None
@@ -38,7 +38,7 @@ def successful_fences(survivor, target_name, after: dt.datetime):
 
 
 @pytest.fixture
-def fenced_cluster(deployment, stage5, request, target):
+def fenced_cluster(deployment, fencing_settings, request, target):
     if not target.can_power:
         pytest.skip(f"target {target.kind} cannot crash or cut a host")
 
@@ -52,7 +52,7 @@ def fenced_cluster(deployment, stage5, request, target):
         first.execute("pcs property set stonith-enabled=true")
         first.execute("pcs resource cleanup")
     request.addfinalizer(restore)
-    return wait_until(f"{GROUP} settled on one director", lambda: settled_active(deployment),
+    return wait_until(f"{deployment.cluster_spec.group_id} settled on one director", lambda: settled_active(deployment),
                       timeout=BOUNDS.cluster_settle)
 
 
@@ -63,20 +63,40 @@ def now_utc_naive():
 @conformance("HAC-FENCE-001", stage="stage5", section=SECTION,
              must="From each director `fence_xvm -o list` MUST show both directors' domains, the stonith "
                   "resource MUST be started and `crm_verify -LV` MUST be clean")
-def test_fence_device_is_usable(deployment, stage5, evidence):
-    wanted = {d.fence_name for d in deployment.directors}
+def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, evidence):
+    device = cluster_spec.resource("fence")
+    wanted = set(cluster_spec.host_map("fence").values())
     for director in deployment.directors:
-        out = director.succeed("fence_xvm -o list -t 5")
-        listed = {line.split()[0]: line.split()[-1] for line in out.splitlines() if len(line.split()) >= 3}
+        listed = fence_list(director)
         evidence.data(f"fence_xvm -o list on {director.name}", listed)
         assert wanted <= set(listed), f"{director.name} sees {listed}, wanted {wanted}"
         assert all(listed[name] == "on" for name in wanted), listed
     state = read_cluster_state(deployment.directors[0].host)
-    assert state.where_is(STONITH_RESOURCE), f"{STONITH_RESOURCE} not started: {state.resources}"
-    assert cluster_property(deployment.directors[0], "stonith-enabled") == "true"
+    assert state.where_is(device.id), f"{device.id} not started: {state.resources}"
     verify = read_crm_verify(deployment.directors[0].host)
     evidence.data("crm_verify -LV", {"valid": verify.valid, "errors": list(verify.errors)})
     assert verify.valid and not verify.errors, verify
+
+
+@conformance("HAC-FENCE-005", stage="stage5", section=SECTION,
+             must="The stonith device MUST be configured as documented (fence_xvm, "
+                  "pcmk_host_map=\"server1:Node1;server4:Node4\", monitor 30s) and stonith-enabled MUST be true")
+def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_spec, evidence):
+    cib = read_cib_configuration(deployment.directors[0].host)
+    documented = {role: {"id": d.id, "agent": d.agent, "params": dict(d.params),
+                         "operations": {op.name: op.interval for op in d.operations}}
+                  for role, d in cluster_spec.stonith.items()}
+    evidence.data("documented stonith devices", documented)
+    evidence.data("the deployment's (CIB)", {
+        "stonith-enabled": cib.properties.get("stonith-enabled"),
+        "devices": {p.id: {"agent": p.agent, "params": p.params,
+                           "operations": {op.name: op.interval for op in p.operations}}
+                    for p in cib.primitives.values() if p.agent.startswith("stonith:")}})
+    differences = [d for d in ClusterStage(deployment, cluster_spec).differences()
+                   if d.what.startswith(("stonith device", "property stonith-enabled"))]
+    evidence.table("differences (documented vs the deployment's)", [d.row() for d in differences])
+    assert not differences, "fencing differs from the documented configuration:\n  " + "\n  ".join(
+        f"{d.what}: documented {d.expected}, found {d.found} ({d.where})" for d in differences)
 
 
 @conformance("HAC-FENCE-002", stage="stage5", section=SECTION, destructive=True,
@@ -94,8 +114,8 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
                             lambda: successful_fences(survivor, victim.name, crashed_at),
                             timeout=BOUNDS.fence_complete, observe=lambda: read_fence_history(survivor.host))
         run.mark("fence completed")
-        wait_until(f"{GROUP} runs on {survivor.name}", lambda: group_node(survivor) == survivor.name,
-                   timeout=BOUNDS.resource_move, observe=lambda: group_node(survivor))
+        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: group_node(survivor, deployment) == survivor.name,
+                   timeout=BOUNDS.resource_move, observe=lambda: group_node(survivor, deployment))
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
         run.mark("VIP served")
@@ -133,7 +153,7 @@ def test_split_brain_fences_exactly_one(deployment, fenced_cluster, evidence, ta
         wait_until(f"{survivor.name} fenced {cut.name}", lambda: successful_fences(survivor, cut.name, cut_at),
                    timeout=BOUNDS.fence_complete, observe=lambda: read_fence_history(survivor.host))
         run.mark("fence completed")
-        wait_until(f"{GROUP} runs on {survivor.name}", lambda: group_node(survivor) == survivor.name,
+        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: group_node(survivor, deployment) == survivor.name,
                    timeout=BOUNDS.resource_move)
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
@@ -162,16 +182,16 @@ def test_without_fencing_split_brain_runs_the_group_twice(deployment, fenced_clu
         run.mark("NIC down")
         cut.block()
         both = wait_until("each director's own pacemaker runs the group locally",
-                          lambda: all(group_node(d) == d.name for d in deployment.directors),
+                          lambda: all(group_node(d, deployment) == d.name for d in deployment.directors),
                           timeout=BOUNDS.resource_move,
-                          observe=lambda: {d.name: group_node(d) for d in deployment.directors})
+                          observe=lambda: {d.name: group_node(d, deployment) for d in deployment.directors})
         run.mark("group running twice")
         holders = vip_holders(deployment)
         cut.unblock()
         run.mark("NIC up")
-        wait_until(f"{GROUP} on exactly one director again (seen by both)",
-                   lambda: len({group_node(d) for d in deployment.directors} - {None}) == 1
-                   and all(group_node(d) for d in deployment.directors), timeout=BOUNDS.cluster_settle)
+        wait_until(f"{deployment.cluster_spec.group_id} on exactly one director again (seen by both)",
+                   lambda: len({group_node(d, deployment) for d in deployment.directors} - {None}) == 1
+                   and all(group_node(d, deployment) for d in deployment.directors), timeout=BOUNDS.cluster_settle)
         first.succeed("pcs property set stonith-enabled=true")
         first.succeed("pcs resource cleanup")
         wait_until("no failed actions after cleanup",
@@ -179,7 +199,7 @@ def test_without_fencing_split_brain_runs_the_group_twice(deployment, fenced_clu
         run.mark("whole again")
     evidence.data("VIP holders during the split", holders)
     evidence.text("why the runbook fences", "With stonith-enabled=false both halves of the split believed they "
-                  f"owned {GROUP}: both held the VIP ({holders}).")
+                  f"owned {deployment.cluster_spec.group_id}: both held the VIP ({holders}).")
     assert both
     assert sorted(holders) == sorted(d.name for d in deployment.directors), holders
     assert run.vip_watch.max_holders() == 2

@@ -184,13 +184,13 @@ def test_nic_holding_finds_the_link_by_address():
 def test_existing_fence_device_is_checked_not_started(target):
     scripted(target, "server1", {"fence_xvm": FakeResult(stdout="Node1  uuid-1 on\nNode4  uuid-4 on\n")})
     assert target.fence_device_running()
-    info = target.start_fence_device(b"k" * 128, multicast_address="225.0.0.12", port=1229)
+    info = target.start_fence_device(b"k" * 128, key_file="/etc/cluster/fence_xvm.key", multicast_address="225.0.0.12", port=1229)
     assert "started nothing" in info["fence device"]
     scripted(target, "server1", {"fence_xvm": FakeResult(stdout="Node1  uuid-1 on\n")})
     scripted(target, "server4", {"fence_xvm": FakeResult(rc=1, stderr="Timed out")})
     assert not target.fence_device_running()
     with pytest.raises(HaconformError, match="fence_virtd"):
-        target.start_fence_device(b"k" * 128, multicast_address="225.0.0.12", port=1229)
+        target.start_fence_device(b"k" * 128, key_file="/etc/cluster/fence_xvm.key", multicast_address="225.0.0.12", port=1229)
 
 
 # ----- left-out bookkeeping ---------------------------------------------------------

@@ -293,4 +293,4 @@ def test_guests_go_over_ssh_and_the_rest_through_the_lab(fake_libvirt):
     assert target.is_guest("server2") and not target.is_guest("client")
     assert target.inventory.access("server1").cluster_nic == "eth0"
     assert target.inventory.access("server1").ssh_config.endswith("/hctestvm/ssh_config")
-    assert target.fence_key_path().endswith("/labs/hctestvm/hosts/foundation5/upper/etc/cluster/fence_xvm.key")
+    assert target.fence_key_path("/etc/cluster/fence_xvm.key").endswith("/labs/hctestvm/hosts/foundation5/upper/etc/cluster/fence_xvm.key")

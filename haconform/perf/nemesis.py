@@ -12,7 +12,6 @@ import logging
 
 from ..errors import HaconformError
 from ..faults import REJOIN_NOISE, cluster_views, cluster_whole, group_location
-from ..ha import GROUP
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 
@@ -20,13 +19,15 @@ log = logging.getLogger("haconform.perf")
 
 
 def active_director(deployment):
+    group = deployment.cluster_spec.group_id
+
     def seen():
         for director in deployment.directors:
-            node = group_location(director, GROUP)
+            node = group_location(director, group)
             if node:
                 return deployment.machine(node)
         return None
-    return wait_until(f"{GROUP} runs on exactly one director", seen, timeout=BOUNDS.cluster_settle,
+    return wait_until(f"{group} runs on exactly one director", seen, timeout=BOUNDS.cluster_settle,
                       observe=lambda: cluster_views(deployment))
 
 

@@ -630,6 +630,102 @@ def read_pcs_dialect(host: Any) -> PcsDialect:
     return pcs_dialect(read_pcs_version(host))
 
 
+# --- the CIB's configuration section -------------------------------------------
+
+CIB_CONFIGURATION_COMMAND = "cibadmin --query --scope configuration"
+
+
+@dataclass(frozen=True)
+class CibOperation:
+    name: str
+    interval: str          # as written in the CIB ("30s")
+    interval_ms: int
+
+
+@dataclass(frozen=True)
+class CibPrimitive:
+    id: str
+    agent: str             # class[:provider]:type, e.g. ocf:heartbeat:IPaddr2, stonith:fence_xvm
+    params: dict[str, str]
+    operations: tuple[CibOperation, ...]
+    path: str              # where it is in the CIB, for a person: /cib/configuration/resources/group[@id=..]/...
+
+    def interval_ms(self, operation: str = "monitor") -> int | None:
+        return next((op.interval_ms for op in self.operations if op.name == operation), None)
+
+
+@dataclass(frozen=True)
+class CibConfiguration:
+    properties: dict[str, str]                 # cluster options (crm_config)
+    primitives: dict[str, CibPrimitive]        # every primitive, grouped or not, stonith included
+    groups: dict[str, list[str]]               # group id -> member ids, in order
+
+
+def read_cib_configuration(host: Any, *, timeout: float = BOUNDS.cli_query) -> CibConfiguration:
+    """The live CIB's configuration section (cibadmin's XML)."""
+    command = f"timeout {timeout:g} {CIB_CONFIGURATION_COMMAND}"
+    result = host.run(command)
+    source = f"{host_label(host)}: {command}"
+    if result.rc != 0:
+        raise CommandFailed(f"exit {result.rc}: {excerpt(result.stderr)}", where=source,
+                            fix="are corosync and pacemaker running on that host?")
+    return parse_cib_configuration(result.stdout, source=source)
+
+
+def parse_cib_configuration(text: str, *, source: str = "cibadmin") -> CibConfiguration:
+    root = _parse_xml(text, source=source, rc=0, stderr="")
+    if root.tag != "configuration":
+        root = root.find(".//configuration") or root
+    properties = {nv.get("name"): nv.get("value", "") for block in root.iter("cluster_property_set")
+                  for nv in block.iter("nvpair")}
+    primitives: dict[str, CibPrimitive] = {}
+    groups: dict[str, list[str]] = {}
+    resources = root.find("resources")
+    for element, path in _resource_elements(resources, "/cib/configuration/resources"):
+        if element.tag == "group":
+            groups[element.get("id")] = [p.get("id") for p in element.findall("primitive")]
+            continue
+        agent = ":".join(x for x in (element.get("class"), element.get("provider"), element.get("type")) if x)
+        params = {nv.get("name"): nv.get("value", "") for block in element.findall("instance_attributes")
+                  for nv in block.findall("nvpair")}
+        ops = tuple(CibOperation(op.get("name"), op.get("interval", "0"),
+                                 round(_interval_seconds(op.get("interval", "0"), source) * 1000))
+                    for op in element.iter("op"))
+        primitives[element.get("id")] = CibPrimitive(element.get("id"), agent, params, ops, path)
+    return CibConfiguration(properties=properties, primitives=primitives, groups=groups)
+
+
+_PCMK_UNITS = {"ms": 0.001, "msec": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+
+
+def pcmk_seconds(text: str) -> float:
+    """A pacemaker interval ("30s", "1min", "60", "500ms") in seconds; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(text))
+    if not match or match.group(2) not in ("", *_PCMK_UNITS):
+        raise ValueError(f"not a pacemaker interval: {text!r}")
+    return float(match.group(1)) * _PCMK_UNITS.get(match.group(2), 1)
+
+
+def _interval_seconds(text: str, source: str) -> float:
+    try:
+        return pcmk_seconds(text)
+    except ValueError as exc:
+        raise ParseError(str(exc), where=source) from None
+
+
+def _resource_elements(parent: ET.Element | None, path: str):
+    if parent is None:
+        return
+    for element in parent:
+        if element.tag in ("primitive", "group"):
+            here = f"{path}/{element.tag}[@id='{element.get('id')}']"
+            yield element, here
+            if element.tag == "group":
+                yield from ((p, f"{here}/primitive[@id='{p.get('id')}']") for p in element.findall("primitive"))
+        elif element.tag in ("clone", "master", "bundle"):
+            yield from _resource_elements(element, f"{path}/{element.tag}[@id='{element.get('id')}']")
+
+
 # --- XML helpers ----------------------------------------------------------------
 
 def _parse_xml(text: str, *, source: str, rc: int, stderr: str) -> ET.Element:

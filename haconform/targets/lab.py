@@ -49,7 +49,7 @@ class LabTarget(Target):
     def booted(self, name: str) -> bool:
         return self.lab.booted(name)
 
-    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+    def start_fence_device(self, key: bytes, *, key_file: str, multicast_address: str, port: int) -> dict:
         pid = self.lab.start_fence_daemon(key, multicast_address=multicast_address, port=port)
         return {"fence device": "haconform fence daemon (fence_xvm protocol)", "pid": pid,
                 "listens in": self.lab.netns(self.topology.fence_host.name)}

@@ -419,7 +419,7 @@ class SshTarget(Target):
         wanted = {self.topology.host(n).fence_name for n in self.topology.cluster_nodes}
         return wanted <= set(self.fence_listing())
 
-    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+    def start_fence_device(self, key: bytes, *, key_file: str, multicast_address: str, port: int) -> dict:
         listed = self.fence_listing()
         wanted = sorted(self.topology.host(n).fence_name for n in self.topology.cluster_nodes)
         if not set(wanted) <= set(listed):

@@ -163,18 +163,17 @@ class VagrantTarget(SshTarget):
             return "absent"
 
     # ----- the fence device: fence_virtd ------------------------------------------------
-    def fence_key_path(self) -> str:
+    def fence_key_path(self, key_file: str) -> str:
         """The fence host's key file as the machine sees it (the upper directory of its overlay)."""
         fence = self.topology.fence_host
-        key = self.topology.fence.get("key_file", "/etc/cluster/fence_xvm.key")
-        return str(self.lab.host_dir(fence.name) / "upper" / key.lstrip("/"))
+        return str(self.lab.host_dir(fence.name) / "upper" / key_file.lstrip("/"))
 
-    def start_fence_device(self, key: bytes, *, multicast_address: str, port: int) -> dict:
+    def start_fence_device(self, key: bytes, *, key_file: str, multicast_address: str, port: int) -> dict:
         fence = self.topology.fence_host
         if fence is None:
             raise HaconformError("the topology has no host with role fence", where=str(self.topology.path),
                                  fix="add a host with `role: fence`")
-        pid = self.env.fence_virtd.start(netns=self.lab.netns(fence.name), key_file=self.fence_key_path(),
+        pid = self.env.fence_virtd.start(netns=self.lab.netns(fence.name), key_file=self.fence_key_path(key_file),
                                          interface="eth0", multicast_address=multicast_address, port=port)
         return {"fence device": "fence_virtd (multicast listener, libvirt backend qemu:///system)",
                 "pid": pid, "listens in": self.lab.netns(fence.name), "config": str(self.env.fence_virtd.conf)}

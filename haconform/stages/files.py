@@ -1,10 +1,4 @@
-"""Apply a stage of configuration files to a target's hosts.
-
-A stage directory holds plain files laid out by selector and target path:
-
-    stage2/role-director/etc/haproxy/haproxy.cfg
-    stage2/host-server2/var/www/html/index.html
-    stage2/stage.yaml          (validators, modes, services; see fixtures/documented/README.md)
+"""Apply a stage's configuration files to a target's hosts (the stage: model.Stage).
 
 Applying writes only files whose content differs, checks a file with its
 validator (e.g. `haproxy -c`) *before* it replaces the live one, makes sure the
@@ -16,59 +10,13 @@ result says what changed so callers can prove that.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from .errors import HaconformError
-from .topology import Topology
-
-SELECTOR = re.compile(r"^(role|host)-([a-z][a-z0-9]*)$")
-ON_CHANGE = ("none", "reload", "restart")
-
-
-@dataclass(frozen=True)
-class StageFile:
-    selector: str
-    dest: str
-    source: Path
-
-
-@dataclass
-class ServiceRule:
-    name: str
-    on_change: str
-    watches: list[str]
-
-
-@dataclass
-class Stage:
-    name: str
-    directory: Path
-    title: str
-    sections: list[str]
-    files: list[StageFile]
-    validate: dict[str, str]
-    modes: dict[str, dict]
-    services: dict[str, list[ServiceRule]]
-
-    def hosts_for(self, selector: str, topology: Topology) -> list[str]:
-        kind, value = SELECTOR.match(selector).groups()
-        if kind == "host":
-            topology.host(value)
-            return [value]
-        return [h.name for h in topology.by_role(value)]
-
-    def plan(self, topology: Topology) -> dict[str, list[StageFile]]:
-        """host -> files it receives (a host-specific file wins over a role's)."""
-        per_host: dict[str, dict[str, StageFile]] = {}
-        for f in sorted(self.files, key=lambda f: f.selector.startswith("host-")):
-            for host in self.hosts_for(f.selector, topology):
-                per_host.setdefault(host, {})[f.dest] = f
-        return {h: list(files.values()) for h, files in per_host.items()}
+from ..errors import HaconformError
+from ..topology import Topology
+from .model import Stage, StageFile
 
 
 @dataclass
@@ -87,44 +35,6 @@ class ApplyResult:
         parts = [f"{h}: {', '.join(c + self.actions.get(h, []))}"
                  for h, c in sorted(self.changed.items()) if c or self.actions.get(h)]
         return f"{self.stage}: " + "; ".join(parts)
-
-
-def load_stage(directory: str | Path) -> Stage:
-    directory = Path(directory)
-    manifest_path = directory / "stage.yaml"
-    if not manifest_path.is_file():
-        raise HaconformError("no stage.yaml", where=str(directory),
-                             fix="point --config at a directory laid out like fixtures/documented/")
-    try:
-        manifest = yaml.safe_load(manifest_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise HaconformError(f"not valid YAML ({exc})", where=str(manifest_path),
-                             fix="correct the YAML syntax") from None
-    files = []
-    for selector_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
-        if not SELECTOR.match(selector_dir.name):
-            raise HaconformError(f"unknown selector directory {selector_dir.name!r}", where=str(selector_dir),
-                                 fix="name it role-<role> or host-<hostname>")
-        for path in sorted(selector_dir.rglob("*")):
-            if path.is_file():
-                files.append(StageFile(selector_dir.name, "/" + str(path.relative_to(selector_dir)), path))
-    services = {}
-    for selector, rules in (manifest.get("services") or {}).items():
-        if not SELECTOR.match(selector):
-            raise HaconformError(f"services.{selector}: unknown selector", where=str(manifest_path),
-                                 fix="use role-<role> or host-<hostname>")
-        parsed = []
-        for rule in rules or []:
-            on_change = rule.get("on_change", "none")
-            if on_change not in ON_CHANGE or "name" not in rule:
-                raise HaconformError(f"services.{selector}: {rule!r} needs a name and on_change in {ON_CHANGE}",
-                                     where=str(manifest_path), fix="see fixtures/documented/README.md")
-            parsed.append(ServiceRule(rule["name"], on_change, list(rule.get("watches") or [])))
-        services[selector] = parsed
-    return Stage(name=str(manifest.get("stage", directory.name)), directory=directory,
-                 title=str(manifest.get("title", "")), sections=list(manifest.get("runbook_sections") or []),
-                 files=files, validate=dict(manifest.get("validate") or {}),
-                 modes=dict(manifest.get("modes") or {}), services=services)
 
 
 def _sha256_on(machine, path: str) -> str | None:

@@ -1,0 +1,13 @@
+"""Runbook stages as data, and what puts a deployment in one or compares it with one.
+
+    model     Stage / ClusterSpec: stage.yaml and the stage's files, validated on load
+    files     apply a files stage (stages 1-3, the balance algorithms)
+    cluster   apply a cluster stage (stages 4-5) from its `cluster:` block, converging
+    verify    compare a deployment with a stage by meaning, writing nothing
+    semantic  haproxy.cfg, rsyslog and limits.conf compared by meaning
+    manager   StageManager: the stage each test needs, applied or verified
+"""
+
+from .model import ClusterSpec, ResourceSpec, Stage, load_stage
+
+__all__ = ["ClusterSpec", "ResourceSpec", "Stage", "load_stage"]

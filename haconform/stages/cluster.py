@@ -1,0 +1,360 @@
+"""Stages 4 (实现高可用) and 5 (Fence机制): the `cluster:` block of stage.yaml, applied with pcs.
+
+The runbook gives these stages as pcs commands, not files; their data is the
+stage's ClusterSpec (cluster name, properties, resources with parameters and
+operation intervals, the group, the stonith device and its host map, the
+fence key and fence_virtd's settings).  Applying converges: every step first
+reads what is there (pcsd's known hosts, corosync.conf, the CIB's
+configuration section, crm_mon XML) and acts only where it differs from the
+spec, so a changed interval or host map is put back and a second application
+changes nothing.  `cluster_differences` is the same comparison, used by the
+verifier and the suites without acting.  pcs's dialect (0.9 as in the
+runbook, or 0.10+) is detected.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+
+from .. import secrets
+from ..errors import HaconformError
+from ..readers.cluster import (CibConfiguration, read_cib_configuration, read_cluster_state, read_crm_verify,
+                               read_pcs_dialect)
+from ..timeouts import BOUNDS
+from ..wait import wait_until
+from .model import ClusterSpec, ResourceSpec
+
+# Debian's corosync package ships a sample corosync.conf for a node called
+# "node1"; pcs then believes the host is in that cluster and refuses to set up
+# another.  A file with this marker is the sample, not a deployment's.
+DEBIAN_SAMPLE_MARK = "cluster_name: debian"
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    steps: list[str] = field(default_factory=list)
+    observations: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.steps)
+
+
+@dataclass(frozen=True)
+class ClusterDifference:
+    """One way the live cluster differs from the stage's spec; `repair` is the pcs argv that converges it."""
+    what: str
+    expected: str
+    found: str
+    where: str
+    repair: tuple[tuple[str, ...], ...] = ()
+
+    def row(self) -> dict:
+        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where}
+
+
+def _pairs(values) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def _ops_argv(resource: ResourceSpec) -> list[str]:
+    argv = []
+    for op in resource.operations:
+        argv += ["op", op.name, f"interval={op.interval}"]
+    return argv
+
+
+def _create_argv(resource: ResourceSpec, agent: str, *, stonith: bool) -> tuple[str, ...]:
+    kind = ["stonith", "create", resource.id, agent.removeprefix("stonith:")] if stonith \
+        else ["resource", "create", resource.id, agent]
+    return ("pcs", *kind, *_pairs(resource.params), *_ops_argv(resource))
+
+
+def resource_differences(resource: ResourceSpec, cib: CibConfiguration, *, agent: str,
+                         stonith: bool) -> list[ClusterDifference]:
+    """A resource (or stonith device) against the CIB: presence, agent, parameters, operation intervals."""
+    wanted_agent = f"stonith:{agent}" if stonith and not agent.startswith("stonith:") else agent
+    accepted = {f"stonith:{a}" if stonith and not a.startswith("stonith:") else a for a in resource.agents()}
+    found = cib.primitives.get(resource.id)
+    label = f"{'stonith device' if stonith else 'resource'} {resource.id} ({resource.role})"
+    if found is None:
+        return [ClusterDifference(label, wanted_agent, "missing", "/cib/configuration/resources",
+                                  (_create_argv(resource, agent, stonith=stonith),))]
+    if found.agent not in accepted:
+        kind = "stonith" if stonith else "resource"
+        return [ClusterDifference(f"{label}: agent", wanted_agent, found.agent, found.path,
+                                  (("pcs", kind, "delete", resource.id),
+                                   _create_argv(resource, agent, stonith=stonith)))]
+    update = ("pcs", "stonith" if stonith else "resource", "update", resource.id)
+    differences = []
+    for name, value in resource.params.items():
+        have = found.params.get(name)
+        if have != value:
+            differences.append(ClusterDifference(f"{label}: {name}", value, "unset" if have is None else have,
+                                                 found.path, ((*update, f"{name}={value}"),)))
+    for op in resource.operations:
+        have = next((o for o in found.operations if o.name == op.name), None)
+        if have is None or have.interval_ms != round(op.seconds * 1000):
+            differences.append(ClusterDifference(
+                f"{label}: {op.name} interval", op.interval, "no such operation" if have is None else have.interval,
+                found.path, ((*update, "op", op.name, f"interval={op.interval}"),)))
+    return differences
+
+
+def cluster_differences(spec: ClusterSpec, cib: CibConfiguration, *, haproxy_agent_for) -> list[ClusterDifference]:
+    """Properties, resources, group and stonith devices of the spec against the CIB; [] when it conforms.
+
+    haproxy_agent_for(resource) picks the agent to create (systemd: or the init script)."""
+    differences = []
+    for resource in spec.resources.values():
+        differences += resource_differences(resource, cib, agent=haproxy_agent_for(resource), stonith=False)
+    if spec.group_id:
+        wanted = spec.group_ids()
+        have = cib.groups.get(spec.group_id)
+        if have != wanted:
+            repair = (("pcs", "resource", "ungroup", spec.group_id),) if have is not None else ()
+            differences.append(ClusterDifference(
+                f"group {spec.group_id}", " ".join(wanted), "missing" if have is None else " ".join(have) or "empty",
+                f"/cib/configuration/resources/group[@id='{spec.group_id}']",
+                repair + (("pcs", "resource", "group", "add", spec.group_id, *wanted),)))
+    for device in spec.stonith.values():
+        differences += resource_differences(device, cib, agent=device.agent, stonith=True)
+    # Properties last: stonith-enabled=true must not come before the device exists
+    # (pacemaker would then refuse to run anything); =false lets the new resources start.
+    for name, value in spec.properties.items():
+        have = cib.properties.get(name)
+        if have != value:
+            differences.append(ClusterDifference(f"property {name}", value, "unset" if have is None else have,
+                                                 "/cib/configuration/crm_config",
+                                                 (("pcs", "property", "set", f"{name}={value}"),)))
+    return differences
+
+
+def runs_systemd(machine) -> bool:
+    return machine.execute("test -d /run/systemd/system").rc == 0
+
+
+class ClusterStage:
+    """A cluster stage's spec applied to the directors: corosync + pacemaker via pcs, then the CIB converged."""
+
+    def __init__(self, deployment, spec: ClusterSpec, password: str | None = None, *, name: str = "stage4"):
+        """password: hacluster's, needed to apply (not to compare)."""
+        self.deployment = deployment
+        self.spec = spec
+        self.name = name
+        self.nodes = [deployment.machine(n) for n in spec.nodes]
+        self.password = password
+        secrets.register(password)
+        self._systemd: bool | None = None
+
+    @property
+    def first(self):
+        return self.nodes[0]
+
+    def state(self):
+        return read_cluster_state(self.first.host)
+
+    def agent_for(self, resource: ResourceSpec) -> str:
+        """The agent to create: the documented one, or its no-systemd form where systemd does not run."""
+        if resource.agent_without_systemd is None:
+            return resource.agent
+        if self._systemd is None:
+            self._systemd = runs_systemd(self.first)
+        return resource.agent if self._systemd else resource.agent_without_systemd
+
+    def differences(self) -> list[ClusterDifference]:
+        return cluster_differences(self.spec, read_cib_configuration(self.first.host), haproxy_agent_for=self.agent_for)
+
+    def formed(self):
+        try:
+            state = self.state()
+        except HaconformError:
+            return None
+        names = {n.name for n in self.nodes}
+        return state if (state.quorum and state.dc and names <= set(state.online_nodes)) else None
+
+    def apply(self) -> StageRecord:
+        record = StageRecord(self.name)
+        began = time.monotonic()
+        self._form(record)
+        self._converge(record, stonith=False)
+        if self.spec.group_id:
+            wait_until(f"{self.spec.group_id} started on one director", self.group_node,
+                       timeout=BOUNDS.cluster_settle, observe=self.describe)
+        verify = read_crm_verify(self.first.host)
+        record.observations["crm_verify after"] = {"valid": verify.valid, "errors": list(verify.errors)}
+        record.seconds = round(time.monotonic() - began, 2)
+        return record
+
+    def _form(self, record: StageRecord) -> None:
+        dialect = read_pcs_dialect(self.first.host)
+        record.observations["pcs"] = {"version": ".".join(map(str, dialect.version)), "dialect": dialect.name}
+        node_names = [n.name for n in self.nodes]
+        for node in self.nodes:
+            conf = node.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout
+            if DEBIAN_SAMPLE_MARK in conf:
+                node.succeed("rm -f /etc/corosync/corosync.conf")
+                record.steps.append(f"{node.name}: removed Debian's sample corosync.conf")
+            if not self._password_works(node):
+                node.succeed(f"echo {shlex.quote('hacluster:' + self.password)} | chpasswd")
+                record.steps.append(f"{node.name}: hacluster password set")
+            for service in ("pcsd-ruby", "pcsd"):
+                svc = node.host.service(service)
+                if not svc.is_enabled:
+                    node.succeed(f"systemctl enable {service}")
+                    record.steps.append(f"{node.name}: enabled {service}")
+                if not svc.is_running:
+                    node.succeed(f"systemctl start {service}")
+                    record.steps.append(f"{node.name}: started {service}")
+            # HAProxy becomes the cluster's to start: the init system must not start it too.
+            if node.host.service("haproxy").is_enabled:
+                node.succeed("systemctl disable haproxy")
+                record.steps.append(f"{node.name}: haproxy no longer started at boot (the cluster starts it)")
+        for node in self.nodes:
+            wait_until(f"pcsd answers on {node.name}",
+                       lambda n=node: n.execute("ss -Htln sport = :2224").stdout.strip(),
+                       timeout=BOUNDS.pcsd_ready)
+        if not self._known_hosts(self.first) >= set(node_names):
+            self.first.succeed(shlex.join(dialect.auth_argv(node_names)) + " -p " + shlex.quote(self.password))
+            record.steps.append(f"pcs {'cluster' if dialect.name == '0.9' else 'host'} auth {' '.join(node_names)}")
+        name = self.spec.name
+        if f"cluster_name: {name}" not in self.first.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout:
+            self.first.succeed(shlex.join(dialect.setup_argv(name, node_names)))
+            record.steps.append(f"pcs cluster setup {name} {' '.join(node_names)}")
+        if not all(n.host.service("corosync").is_running and n.host.service("pacemaker").is_running
+                   for n in self.nodes):
+            self.first.succeed("pcs cluster start --all")
+            record.steps.append("pcs cluster start --all")
+        if not all(n.host.service("corosync").is_enabled and n.host.service("pacemaker").is_enabled
+                   for n in self.nodes):
+            self.first.succeed("pcs cluster enable --all")
+            record.steps.append("pcs cluster enable --all")
+        wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
+                   timeout=BOUNDS.cluster_form, observe=self.describe)
+
+    def _converge(self, record: StageRecord, *, stonith: bool) -> None:
+        """Run the repair of every difference, properties first (stonith-enabled=false lets resources start)."""
+        differences = self.differences()
+        for difference in differences:
+            if difference.what == "property stonith-enabled" and "crm_verify before" not in record.observations:
+                verify = read_crm_verify(self.first.host)
+                record.observations["crm_verify before"] = {"valid": verify.valid, "errors": list(verify.errors)}
+            for argv in difference.repair:
+                self.first.succeed(shlex.join(argv))
+            record.steps.append(f"{difference.what}: {difference.found} -> {difference.expected} "
+                                f"({'; '.join(shlex.join(a) for a in difference.repair)})")
+        if differences:
+            record.observations["converged"] = [d.row() for d in differences]
+
+    def group_node(self) -> str | None:
+        """The one node running every member of the group, else None."""
+        try:
+            state = self.state()
+            nodes = [state.where_is(member) for member in self.spec.group_ids()]
+        except (HaconformError, KeyError):
+            return None
+        if all(len(n) == 1 for n in nodes) and len({n[0] for n in nodes}) == 1:
+            return nodes[0][0]
+        return None
+
+    def describe(self) -> str:
+        try:
+            state = self.state()
+        except HaconformError as exc:
+            return str(exc)
+        return (f"quorum={state.quorum} dc={state.dc} online={state.online_nodes} "
+                f"resources={[(r.id, r.role, r.nodes) for r in state.resources]} "
+                f"failures={[(f.resource, f.node, f.status) for f in state.failures]}")
+
+    def _password_works(self, node) -> bool:
+        # pcsd checks the password through PAM; so does this, without printing it.
+        code = ("import crypt,spwd,sys;e=spwd.getspnam('hacluster').sp_pwdp;"
+                "sys.exit(0 if crypt.crypt(sys.stdin.read(),e)==e else 1)")
+        result = node.execute(f"printf %s {shlex.quote(self.password)} | python3 -W ignore -c {shlex.quote(code)}")
+        return result.rc == 0
+
+    @staticmethod
+    def _known_hosts(node) -> set[str]:
+        result = node.execute("cat /var/lib/pcsd/known-hosts 2>/dev/null")
+        try:
+            return set(json.loads(result.stdout).get("known_hosts", {}))
+        except ValueError:
+            return set()
+
+
+def fence_list(director) -> dict[str, str]:
+    """`fence_xvm -o list` on a director: domain -> state."""
+    result = director.execute("fence_xvm -o list -t 5")
+    if result.rc != 0:
+        return {}
+    return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if len(line.split()) >= 3}
+
+
+class FencingStage:
+    """Stage 5: the fence key on the fence host and the directors, the fence device, then the CIB converged."""
+
+    def __init__(self, deployment, target, cluster: ClusterStage, *, name: str = "stage5"):
+        self.deployment = deployment
+        self.target = target
+        self.cluster = cluster
+        self.name = name
+        self.fencing = cluster.spec.fencing
+        if self.fencing is None:
+            raise HaconformError(f"{name} declares no stonith device and fencing settings",
+                                 where=f"{name}/stage.yaml", fix="add cluster.stonith and fencing (see stage5)")
+
+    @property
+    def key_path(self) -> str:
+        return self.fencing.key_file
+
+    def wanted_domains(self) -> set[str]:
+        return {domain for role in self.cluster.spec.stonith for domain in self.cluster.spec.host_map(role).values()}
+
+    def apply(self) -> StageRecord:
+        record = StageRecord(self.name)
+        began = time.monotonic()
+        fence, key_path, fencing = self.deployment.fence_host, self.key_path, self.fencing
+        if fence is None:
+            raise HaconformError("no fence host in the topology", where=str(self.deployment.topology.path),
+                                 fix="add a host with `role: fence`")
+        if not fence.host.file(key_path).exists:
+            # The runbook's own command on the physical host.
+            fence.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')} && "
+                          f"dd if=/dev/urandom of={shlex.quote(key_path)} bs={fencing.key_bytes} count=1 2>/dev/null"
+                          f" && chmod 600 {shlex.quote(key_path)}")
+            record.steps.append(f"{fence.name}: made a {fencing.key_bytes}-byte key with dd")
+        key = fence.host.file(key_path).content
+        secrets.register(key)
+        secrets.register(base64.b64encode(key).decode())
+        digest = fence.succeed(f"sha256sum {shlex.quote(key_path)}").split()[0]
+        for director in self.cluster.nodes:
+            have = director.execute(f"sha256sum {shlex.quote(key_path)} 2>/dev/null").stdout.split()
+            if not have or have[0] != digest:
+                director.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')}")
+                director.write_file(key_path, key, mode="0600")
+                record.steps.append(f"{director.name}: key copied to {key_path}")
+        if not self.target.fence_device_running() or record.steps:
+            info = self.target.start_fence_device(key, key_file=key_path,
+                                                  multicast_address=fencing.multicast_address, port=fencing.port)
+            record.steps.append(f"fence device started on {fence.name}")
+            record.observations["fence device"] = info
+        wanted = self.wanted_domains()
+        for director in self.cluster.nodes:
+            listed = wait_until(f"`fence_xvm -o list` on {director.name} shows {sorted(wanted)}",
+                                lambda d=director: (lambda got: got if wanted <= set(got) else None)(fence_list(d)),
+                                timeout=BOUNDS.fence_request * 2)
+            record.observations[f"fence_xvm -o list on {director.name}"] = listed
+        self.cluster._converge(record, stonith=True)
+        for device in self.cluster.spec.stonith.values():
+            wait_until(f"{device.id} started", lambda d=device: self.cluster.state().where_is(d.id),
+                       timeout=BOUNDS.cluster_settle, observe=self.cluster.describe)
+        verify = read_crm_verify(self.cluster.first.host)
+        record.observations["crm_verify"] = {"valid": verify.valid, "errors": list(verify.errors)}
+        record.seconds = round(time.monotonic() - began, 2)
+        return record

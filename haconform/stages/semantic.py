@@ -1,0 +1,431 @@
+"""Configuration files compared by meaning, not bytes.
+
+A deployment built by hand from the runbook has its own comments, spacing
+and ordering; a sha256 comparison would fail it for nothing.  These pure
+functions parse haproxy.cfg, rsyslog and limits.conf text into what the
+daemon would act on and report what differs as rows a person can read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import zip_longest
+
+
+@dataclass(frozen=True)
+class Difference:
+    what: str
+    expected: str  # "" when nothing is expected (an extra directive)
+    found: str     # "missing" when absent
+    where: str     # path:line, found side when it exists
+
+    def row(self) -> dict:
+        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where}
+
+
+# ---------------------------------------------------------------- haproxy.cfg
+
+@dataclass(frozen=True)
+class Directive:
+    words: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
+class Section:
+    kind: str
+    name: str | None
+    line: int
+    directives: tuple[Directive, ...]
+
+
+SECTION_KEYWORDS = frozenset({
+    "global", "defaults", "frontend", "backend", "listen", "userlist", "peers", "resolvers",
+    "mailers", "program", "http-errors", "ring", "cache", "fcgi-app"})
+# First match wins for these, so their order is meaning.  tcp-check/http-check
+# rules run in sequence too, which the 2.6 manual makes explicit.
+ORDERED_KEYWORDS = frozenset({
+    "use_backend", "http-request", "http-response", "http-after-response", "tcp-request",
+    "tcp-response", "redirect", "block", "use-server", "tcp-check", "http-check"})
+# Keywords whose key is their first two words: "option httplog" and
+# "option dontlognull" are different settings, not two values of one.
+_TWO_WORD_KEYS = frozenset({"option", "timeout", "stats", "tcp-request", "tcp-response"})
+SERVER_VALUE_KEYWORDS = frozenset({
+    "weight", "inter", "fastinter", "downinter", "rise", "fall", "port", "addr", "maxconn",
+    "minconn", "maxqueue", "slowstart", "cookie", "id", "observe", "on-error", "error-limit",
+    "agent-port", "agent-inter", "agent-addr", "resolvers", "resolve-prefer", "init-addr",
+    "source", "track", "verify", "sni", "ca-file", "crt", "proto", "alpn", "check-sni"})
+_SERVER_TIME_KEYWORDS = frozenset({"inter", "fastinter", "downinter", "slowstart", "agent-inter"})
+_TIME_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)?$")
+
+
+def parse_haproxy_cfg(text: str) -> list[Section]:
+    sections: list[Section] = []
+    head: tuple[str, str | None, int] | None = None
+    body: list[Directive] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = tuple(raw.split("#", 1)[0].split())
+        if not words:
+            continue
+        if words[0] in SECTION_KEYWORDS:
+            if head:
+                sections.append(Section(*head, tuple(body)))
+            head, body = (words[0], words[1] if len(words) > 1 else None, number), []
+            if extra := words[2:]:
+                # 1.x "listen stats *:8080": the address is what a bind line says now.
+                address = words[0] in ("frontend", "listen") and extra[0] != "from"
+                body.append(Directive(("bind",) * address + extra, number))
+        elif head:
+            # HAProxy refuses directives before any section, so they carry no meaning.
+            body.append(Directive(words, number))
+    if head:
+        sections.append(Section(*head, tuple(body)))
+    return sections
+
+
+def haproxy_value(text: str, kind: str, keyword: tuple[str, ...] | str,
+                  name: str | None = None) -> tuple[str, ...] | None:
+    key = tuple(keyword.split()) if isinstance(keyword, str) else tuple(keyword)
+    for section in parse_haproxy_cfg(text):
+        if section.kind == kind and (name is None or section.name == name):
+            found = [d.words[len(key):] for d in section.directives if d.words[:len(key)] == key]
+            return found[-1] if found else None
+    return None
+
+
+def _ms(value: str) -> str:
+    if not (match := _TIME.match(value)):
+        return value
+    ms = float(match[1]) * _TIME_UNITS_MS[match[2] or "ms"]
+    return str(int(ms)) if ms.is_integer() else str(ms)
+
+
+def _rename(words: tuple[str, ...], names: Mapping[str, str]) -> tuple[str, ...]:
+    if names and len(words) > 1 and words[0] in ("use_backend", "default_backend", "server", "use-server"):
+        return (words[0], names.get(words[1], words[1])) + words[2:]
+    return words
+
+
+def _key(words: tuple[str, ...]) -> tuple[str, ...]:
+    core = words[1:] if words[0] in ("no", "default") and len(words) > 1 else words
+    return core[:2] if core[0] in _TWO_WORD_KEYS or core[0] in ("server", "use-server") else core[:1]
+
+
+def _server_options(opts: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    groups, rest = [], list(opts)
+    while rest:
+        word = rest.pop(0)
+        if word in SERVER_VALUE_KEYWORDS and rest:
+            groups.append((word, _ms(rest.pop(0)) if word in _SERVER_TIME_KEYWORDS else rest.pop(0)))
+        else:
+            groups.append((word,))
+    return tuple(sorted(groups))
+
+
+def _normal(words: tuple[str, ...]) -> tuple:
+    if words[0] == "timeout" and len(words) == 3:
+        return ("timeout", words[1], _ms(words[2]))
+    if words[0] == "server" and len(words) > 2:
+        return ("server", words[1], words[2], _server_options(words[3:]))
+    if words[0] == "default-server":
+        return ("default-server", _server_options(words[1:]))
+    return words
+
+
+_ACL_FLAGS_WITH_VALUE = frozenset({"-m", "-f", "-M"})
+
+
+def _acl_entries(words: tuple[str, ...]) -> set[tuple]:
+    # One line with several patterns is the same OR-set as one line per pattern.
+    if len(words) < 3:
+        return {words}
+    rest, flags = list(words[3:]), []
+    while rest and rest[0].startswith("-"):
+        flag = rest.pop(0)
+        if flag == "--":
+            break
+        flags.append((flag, rest.pop(0)) if flag in _ACL_FLAGS_WITH_VALUE and rest else (flag,))
+    head = (words[1], words[2], tuple(sorted(flags)))
+    return {head + (p,) for p in rest} or {head + ("",)}
+
+
+def _split(section: Section, names: Mapping[str, str]):
+    acls: dict[str, list[Directive]] = {}
+    ordered: dict[tuple[str, ...], list[Directive]] = {}
+    plain: list[Directive] = []
+    for d in section.directives:
+        d = Directive(_rename(d.words, names), d.line)
+        if d.words[0] == "acl" and len(d.words) > 1:
+            acls.setdefault(d.words[1], []).append(d)
+        elif d.words[0] in ORDERED_KEYWORDS:
+            ordered.setdefault(_key(d.words), []).append(d)
+        else:
+            plain.append(d)
+    return acls, ordered, plain
+
+
+def _unmatched(ours: list[Directive], theirs: list[Directive]) -> list[Directive]:
+    left = Counter(_normal(d.words) for d in theirs)
+    out = []
+    for d in ours:
+        if left[_normal(d.words)] > 0:
+            left[_normal(d.words)] -= 1
+        else:
+            out.append(d)
+    return out
+
+
+def _compare_section(label: str, exp: Section, got: Section, names: Mapping[str, str],
+                     at_e, at_f) -> list[Difference]:
+    diffs: list[Difference] = []
+    e_acls, e_ord, e_plain = _split(exp, {})
+    f_acls, f_ord, f_plain = _split(got, names)
+
+    missing, extra = _unmatched(e_plain, f_plain), _unmatched(f_plain, e_plain)
+    paired: set[Directive] = set()
+    for d in missing:
+        same_e = [m for m in missing if _key(m.words) == _key(d.words)]
+        same_f = [x for x in extra if _key(x.words) == _key(d.words)]
+        what = f"{label}: {' '.join(_key(d.words))}"
+        if len(same_e) == 1 and len(same_f) == 1:
+            f = same_f[0]
+            paired.add(f)
+            n = len(_key(d.words))
+            e_val, f_val = " ".join(d.words[n:]), " ".join(f.words[n:])
+            if not e_val or not f_val or d.words[:n] != _key(d.words) or f.words[:n] != _key(f.words):
+                e_val, f_val = " ".join(d.words), " ".join(f.words)  # a bare flag or "no option"
+            diffs.append(Difference(what, e_val, f_val, at_f(f.line)))
+        else:
+            diffs.append(Difference(what, " ".join(d.words), "missing", at_e(d.line)))
+    diffs += [Difference(f"{label}: extra directive", "", " ".join(x.words), at_f(x.line))
+              for x in extra if x not in paired]
+
+    for acl in sorted(set(e_acls) | set(f_acls)):
+        e_lines, f_lines = e_acls.get(acl, []), f_acls.get(acl, [])
+        e_set = set().union(*(_acl_entries(d.words) for d in e_lines))
+        f_set = set().union(*(_acl_entries(d.words) for d in f_lines))
+        if e_set != f_set:
+            show = lambda lines: " | ".join(" ".join(d.words[2:]) for d in lines)
+            diffs.append(Difference(f"{label}: acl {acl}", show(e_lines), show(f_lines) or "missing",
+                                    at_f(f_lines[0].line) if f_lines else at_e(e_lines[0].line)))
+
+    for key in sorted(set(e_ord) | set(f_ord)):
+        e_seq, f_seq = e_ord.get(key, []), f_ord.get(key, [])
+        for i, (e_d, f_d) in enumerate(zip_longest(e_seq, f_seq)):
+            if e_d and f_d and e_d.words == f_d.words:
+                continue
+            diffs.append(Difference(
+                f"{label}: {' '.join(key)} rule {i + 1}",
+                " ".join(e_d.words) if e_d else "",
+                " ".join(f_d.words) if f_d else "missing",
+                at_f(f_d.line) if f_d else at_e(e_d.line)))
+            break  # after the first difference every later position shifts too
+    return diffs
+
+
+def compare_haproxy(expected: str, found: str, *, expected_source: str, found_source: str,
+                    names: Mapping[str, str] | None = None) -> list[Difference]:
+    names = names or {}
+    at_e = lambda line: f"{expected_source}:{line}"
+    at_f = lambda line: f"{found_source}:{line}"
+
+    def keyed(sections: list[Section], mapping: Mapping[str, str]) -> dict:
+        # Several unnamed "defaults" are legal; the n-th meets the n-th.
+        out, seen = {}, Counter()
+        for s in sections:
+            name = mapping.get(s.name, s.name) if s.name else None
+            seen[(s.kind, name)] += 1
+            out[(s.kind, name, seen[(s.kind, name)])] = s
+        return out
+
+    exp, got = keyed(parse_haproxy_cfg(expected), {}), keyed(parse_haproxy_cfg(found), names)
+    diffs: list[Difference] = []
+    for key, e_sec in exp.items():
+        label = f"{key[0]} {key[1]}" if key[1] else key[0]
+        if key in got:
+            diffs += _compare_section(label, e_sec, got[key], names, at_e, at_f)
+        else:
+            diffs.append(Difference(label, label, "missing", at_e(e_sec.line)))
+    for key, f_sec in got.items():
+        if key not in exp:
+            head = f"{f_sec.kind} {f_sec.name}" if f_sec.name else f_sec.kind
+            diffs.append(Difference(f"{head}: extra section", "", head, at_f(f_sec.line)))
+    return diffs
+
+
+# -------------------------------------------------------------------- rsyslog
+
+_SELECTOR = re.compile(r"^([\w*]+(?:,[\w*]+)*)\.([!=]*)([\w*]+)$")
+_NOT_SELECTOR = ("$", "module(", "input(", "global(", "template(", "include(", "ruleset(", "if ", ":")
+
+
+_QUOTED_OR_COMMENT = re.compile(r'("[^"]*")|#.*')
+
+
+def _statements(text: str):
+    # Joins RainerScript objects that span lines: module(...), input(...), action(...).
+    buf, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _QUOTED_OR_COMMENT.sub(lambda m: m[1] or "", raw).strip()
+        if not line:
+            continue
+        start, buf = (start, f"{buf} {line}") if buf else (number, line)
+        bare = re.sub(r'"[^"]*"', "", buf)  # a ")" inside a template string closes nothing
+        if bare.count("(") <= bare.count(")"):
+            yield start, buf
+            buf = ""
+    if buf:
+        yield start, buf
+
+
+def _param(stmt: str, name: str) -> str | None:
+    match = re.search(rf'\b{name}\s*=\s*("[^"]*"|\[[^\]]*\]|[^\s)]+)', stmt, re.I)
+    return match[1].strip('"') if match else None
+
+
+def _action(action: str) -> str:
+    action = action.strip()
+    if action.startswith("action("):
+        if (_param(action, "type") or "").lower() == "omfile" and _param(action, "file"):
+            return _param(action, "file")
+        return action
+    if action == "~":
+        return "stop"
+    if action.startswith(("/", "-/")):
+        return action.lstrip("-").split(";", 1)[0]  # "-" only skips sync; ";x" is a template
+    return action
+
+
+def _rsyslog(text: str) -> tuple[dict, dict]:
+    modules: set[str] = set()
+    ports: list[tuple[str, int, int]] = []
+    routes: dict[str, list[str]] = {}
+    excluded: dict[str, set[str]] = {}
+    lines: dict[tuple, int] = {}
+    selectors: list[str] = []
+    for number, stmt in _statements(text):
+        low = stmt.lower()
+        if stmt.startswith("&"):  # same filter as the statement before, if that was a selector
+            if selectors:
+                _route(selectors, _action(stmt[1:]), number, routes, excluded, lines)
+            continue
+        selectors = []
+        if low.startswith("$modload"):
+            modules.update(m.removesuffix(".so") for m in low.split()[1:2])
+        elif low.startswith(("$udpserverrun", "$inputudpserverrun", "$inputtcpserverrun")):
+            proto = "tcp" if "tcp" in low.split()[0] else "udp"
+            ports += [(proto, int(p), number) for p in low.split()[1:2] if p.isdigit()]
+        elif low.startswith("module("):
+            modules.add((_param(stmt, "load") or "").lower())
+        elif low.startswith("input("):
+            kind = (_param(stmt, "type") or "").lower()
+            if kind in ("imudp", "imtcp"):
+                given = _param(stmt, "port") or ("514" if kind == "imudp" else "")
+                ports += [(kind[2:], int(p), number) for p in re.findall(r"\d+", given)]
+        elif not stmt.startswith(_NOT_SELECTOR):
+            parts = stmt.split(None, 1)
+            sels = parts[0].split(";") if len(parts) == 2 else []
+            if sels and all(_SELECTOR.match(s) for s in sels):
+                selectors = sels
+                _route(sels, _action(parts[1]), number, routes, excluded, lines)
+    facts = {"udp_ports": set(), "tcp_ports": set(), "routes": routes, "excluded": excluded}
+    for proto, port, number in ports:
+        if f"im{proto}" in modules:  # a port directive without its module opens nothing
+            facts[f"{proto}_ports"].add(port)
+            lines.setdefault((proto, port), number)
+    for action, facs in excluded.items():
+        # A .none undone by an explicit rule elsewhere does not keep that facility out.
+        facs.difference_update({f for f in facs if action in routes.get(f, [])})
+    return facts, lines
+
+
+def _route(selectors, action, number, routes, excluded, lines) -> None:
+    lines.setdefault(("action", action), number)
+    for sel in selectors:
+        facs, _, prio = _SELECTOR.match(sel).groups()
+        for fac in facs.lower().split(","):
+            if prio.lower() == "none":
+                excluded.setdefault(action, set()).add(fac)
+                lines.setdefault(("excl", action, fac), number)
+            else:
+                if action not in routes.setdefault(fac, []):
+                    routes[fac].append(action)
+                lines.setdefault(("route", fac, action), number)
+                lines.setdefault(("fac", fac), number)
+
+
+def rsyslog_facts(text: str) -> dict:
+    return _rsyslog(text)[0]
+
+
+def _reaches(facts: dict, fac: str, action: str) -> bool:
+    if action in facts["routes"].get(fac, []):
+        return True
+    return fac != "*" and action in facts["routes"].get("*", []) \
+        and fac not in facts["excluded"].get(action, set())
+
+
+def compare_rsyslog(expected: str, found: str, *, expected_source: str,
+                    found_source: str) -> list[Difference]:
+    (exp, e_lines), (got, f_lines) = _rsyslog(expected), _rsyslog(found)
+    where = lambda fkey, ekey: (f"{found_source}:{f_lines[fkey]}" if fkey in f_lines
+                                else f"{expected_source}:{e_lines.get(ekey, 0)}")
+    diffs: list[Difference] = []
+    for proto in ("udp", "tcp"):
+        lost = sorted(exp[f"{proto}_ports"] - got[f"{proto}_ports"])
+        new = sorted(got[f"{proto}_ports"] - exp[f"{proto}_ports"])
+        if len(lost) == len(new) == 1:  # a moved port reads better as one row
+            diffs.append(Difference(f"rsyslog: im{proto} port", str(lost[0]), str(new[0]),
+                                    where((proto, new[0]), ())))
+            continue
+        diffs += [Difference(f"rsyslog: im{proto} port {p}", str(p), "missing", where((), (proto, p)))
+                  for p in lost]
+        diffs += [Difference(f"rsyslog: im{proto} port {p}", "", str(p), where((proto, p), ()))
+                  for p in new]
+    for fac, actions in exp["routes"].items():
+        for action in actions:
+            if not _reaches(got, fac, action):
+                diffs.append(Difference(f"rsyslog: {fac} → {action}", action,
+                                        ", ".join(got["routes"].get(fac, [])) or "missing",
+                                        where(("fac", fac), ("route", fac, action))))
+    for action, facs in exp["excluded"].items():
+        for fac in sorted(facs):
+            if _reaches(got, fac, action):
+                diffs.append(Difference(f"rsyslog: {fac}.none on {action}", "excluded",
+                                        "reaches it", where(("action", action), ("excl", action, fac))))
+    return diffs
+
+
+# ---------------------------------------------------------------- limits.conf
+
+_UNLIMITED = {"unlimited", "infinity", "-1"}
+
+
+def _limits(text: str) -> dict[tuple[str, str, str], tuple[str, int]]:
+    effective: dict[tuple[str, str, str], tuple[str, int]] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split("#", 1)[0].split()
+        if len(words) < 4:
+            continue
+        domain, kind, item, value = words[:4]
+        value = "unlimited" if value.lower() in _UNLIMITED else value
+        for k in ("soft", "hard") if kind == "-" else (kind,):
+            effective[(domain, k, item)] = (value, number)  # pam_limits: the later line wins
+    return effective
+
+
+def compare_limits(expected: str, found: str, *, expected_source: str,
+                   found_source: str) -> list[Difference]:
+    exp, got = _limits(expected), _limits(found)
+    diffs: list[Difference] = []
+    for key, (value, line) in exp.items():
+        what = f"limits: {' '.join(key)}"
+        if key not in got:
+            diffs.append(Difference(what, value, "missing", f"{expected_source}:{line}"))
+        elif got[key][0] != value:
+            diffs.append(Difference(what, value, got[key][0], f"{found_source}:{got[key][1]}"))
+    return diffs

@@ -124,9 +124,11 @@ def request_and_collect(deployment, http, kind: str, log):
 @conformance("HAC-LOG-001", stage="stage2", section=SECTION,
              must="Each proxied request MUST yield exactly one httplog line in /var/log/haproxy.log on the "
                   "director that served it, naming its frontend, backend, server, status and path")
-def test_one_httplog_line_per_request(kind, deployment, http, logging_settings, documented_log, client_evidence, evidence):
+def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_settings, documented_log, client_evidence,
+                                     evidence):
     response, target, director, watches = request_and_collect(deployment, http, kind, documented_log)
     backend, server = documented_route(deployment, logging_settings, response)
+    backend = stages.names.get(backend, backend)   # the deployment's own name for the documented backend
     found = lines_with(watches, target)
     evidence.log(f"{director.name}:{documented_log['file']} lines for {target}", found[f"{director.name}:{documented_log['file']}"])
     evidence.data("lines for the request, per director and file", found)

@@ -50,11 +50,23 @@ def run_suites(tmp_path: Path, name: str, *args: str) -> dict[str, set[str]]:
     return outcomes
 
 
+def handmade_config(tmp: Path) -> Path:
+    """The operator's own director and cluster configuration, plus the real servers' files, which are the
+    harness's instrumentation (X-Real-Server, probes) and the runbook's PHP: taken from fixtures/documented."""
+    config = tmp / "handmade"
+    shutil.copytree(HANDMADE, config)
+    for stage in sorted(config.glob("stage[1-3]")):
+        documented = REPO / "fixtures" / "documented" / stage.name
+        for selector in [*documented.glob("host-*"), *documented.glob("role-realserver")]:
+            shutil.copytree(selector, stage / selector.name)
+    return config
+
+
 @pytest.fixture(scope="module")
 def handmade_lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("handmade")
     # Built as its operator would have it: their own files, their own names (HAC-CFG-001 against itself).
-    built = run_suites(tmp, "build", "--config", str(HANDMADE), "--keep-lab", "-k", "test_80_configuration")
+    built = run_suites(tmp, "build", "--config", str(handmade_config(tmp)), "--keep-lab", "-k", "test_80_configuration")
     assert built.get("HAC-CFG-001") == {"passed"}, (tmp / "build.log").read_text()[-3000:]
     yield tmp
     subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", LAB], cwd=REPO,

@@ -108,7 +108,11 @@ def cmd_conformance_list(args) -> int:
     from pathlib import Path
 
     from .conformance import declared, golden_text
-    suites = Path(__file__).resolve().parent.parent / "suites"
+    suites = Path("suites")   # the checkout's, from its top directory
+    if not suites.is_dir():
+        print("haconform: no suites/ here (fix: run `haconform conformance list` from a haconform checkout)",
+              file=sys.stderr)
+        return 2
     text = golden_text(declared(suites))
     if args.write:
         (suites / "conformance.yaml").write_text(text)

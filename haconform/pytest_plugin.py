@@ -13,6 +13,7 @@ from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
 from .secrets import install_log_filter, redact
+from .topology import read_yaml_mapping
 
 # Where a checkout keeps the documented configuration, relative to pytest's rootdir.
 DOCUMENTED = Path("fixtures") / "documented"
@@ -26,7 +27,7 @@ def pytest_addoption(parser):
     group.addoption("--lab-name", default=os.environ.get("HACONFORM_LAB", "haconform"),
                     help="name of the namespace lab (default: haconform)")
     group.addoption("--topology", default=os.environ.get("HACONFORM_TOPOLOGY"),
-                    help="topology file (default: fixtures/topology.yaml)")
+                    help="topology file (default: fixtures/topology.yaml under pytest's rootdir)")
     group.addoption("--config", default=os.environ.get("HACONFORM_CONFIG"),
                     help="directory of the five stages' configurations, laid out like fixtures/documented/ "
                          "(default: fixtures/documented under pytest's rootdir)")
@@ -107,7 +108,6 @@ def _directory(config, option: str, default: Path, *, required: bool = True) -> 
 def _names(path: str | None) -> dict[str, str]:
     if not path:
         return {}
-    from .topology import read_yaml_mapping
     try:
         data = read_yaml_mapping(Path(path), missing_fix="pass --names with an existing file",
                                  layout="README.md (Verify by meaning)")

@@ -17,7 +17,8 @@ from .errors import HaconformError
 
 ROLES = ("director", "realserver", "fence", "client")
 HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "fixtures" / "topology.yaml"
+# Relative to the working directory (a checkout); the package itself holds no data.
+DEFAULT_TOPOLOGY = Path("fixtures") / "topology.yaml"
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,8 @@ def read_yaml_mapping(path: Path, *, missing_fix: str, layout: str) -> dict:
 
 
 def load_topology(path: str | Path | None = None) -> Topology:
-    path = Path(path or DEFAULT_TOPOLOGY)
-    data = read_yaml_mapping(path, missing_fix="pass --topology with an existing file",
+    path = Path(path or DEFAULT_TOPOLOGY).resolve()
+    data = read_yaml_mapping(path, missing_fix="run from a haconform checkout or pass --topology with an existing file",
                              layout="fixtures/topology.yaml")
 
     network = _require(path, data, "network", "a mapping with subnet and vip", "")

@@ -38,11 +38,16 @@ def active_director(deployment):
     return deployment.machine(node)
 
 
-def configured_interval(machine, resource) -> float | None:
-    """The deployment's own monitor interval (CIB), in seconds: evidence beside the documented one."""
-    found = read_cib_configuration(machine.host).primitives.get(resource.id)
+def documented_monitor(active, resource, evidence) -> float:
+    """The documented monitor interval (the bound), shown beside the deployment's own (CIB)."""
+    found = read_cib_configuration(active.host).primitives.get(resource.id)
     interval_ms = found.interval_ms("monitor") if found else None
-    return None if interval_ms is None else interval_ms / 1000
+    interval = resource.interval("monitor")
+    evidence.data(f"{resource.role} monitor interval (s)", {
+        "documented (the bound)": interval,
+        "the deployment's (CIB)": None if interval_ms is None else interval_ms / 1000})
+    assert interval, f"the stage documents no monitor operation for {resource.role}"
+    return interval
 
 
 @pytest.fixture
@@ -93,10 +98,7 @@ def test_data_plane_through_the_vip(deployment, http, cluster_settings, client_e
 def test_vip_deleted_by_hand_is_restored(deployment, clean_cluster, cluster_spec, evidence):
     active = clean_cluster
     vip = cluster_spec.resource("vip")
-    interval = vip.interval("monitor")
-    evidence.data("VIP monitor interval (s)", {"documented (the bound)": interval,
-                                               "the deployment's (CIB)": configured_interval(active, vip)})
-    assert interval, "the stage documents no monitor operation for the VIP"
+    interval = documented_monitor(active, vip, evidence)
     vip_id = vip.id
     before = cluster_state(deployment).failcount(vip_id, active.name)
     with FaultRun(deployment, evidence, "VIP deleted by hand") as run:
@@ -130,10 +132,7 @@ def test_vip_deleted_by_hand_is_restored(deployment, clean_cluster, cluster_spec
 def test_haproxy_stopped_is_restarted(deployment, clean_cluster, cluster_spec, evidence):
     active = clean_cluster
     haproxy = cluster_spec.resource("haproxy")
-    interval = haproxy.interval("monitor")
-    evidence.data("haproxy monitor interval (s)", {"documented (the bound)": interval,
-                                                   "the deployment's (CIB)": configured_interval(active, haproxy)})
-    assert interval, "the stage documents no monitor operation for haproxy"
+    interval = documented_monitor(active, haproxy, evidence)
     haproxy_id = haproxy.id
     before = cluster_state(deployment).failcount(haproxy_id, active.name)
     with FaultRun(deployment, evidence, "haproxy stopped") as run:

@@ -126,42 +126,34 @@ def assert_names(message: str, path: Path, key: str):
     assert "fix" in message, message
 
 
-def test_unknown_top_level_key(config):
-    path = edit(config, "stage3", "title:", "colour: blue\ntitle:")
-    message = refused(config / "stage3")
-    assert_names(message, path, "(top level)")
-    assert "colour" in message
+# (edited stage, old text, new text, stage loaded, key named, words the message must hold)
+MALFORMED = {
+    "unknown top-level key": ("stage3", "title:", "colour: blue\ntitle:", "stage3", "(top level)", ["colour"]),
+    "bad interval": ("stage4", "interval: 30s", "interval: 30 parsecs", "stage4",
+                     "cluster.resources.vip.operations[0].interval", []),
+    "bad interval in a base stage names the base file": (
+        "stage4", "interval: 60s", "interval: 60 parsecs", "stage5",
+        "cluster.resources.haproxy.operations[0].interval", []),
+    "group member that is not a resource role": (
+        "stage4", "members: [vip, haproxy]", "members: [vip, VIP]", "stage4", "cluster.group.members", ["'VIP'"]),
+    "host map naming a node outside the cluster": (
+        "stage5", f'pcmk_host_map: "{HOST_MAP}"', 'pcmk_host_map: "server1:Node1;server2:Node2"', "stage5",
+        "cluster.stonith.fence.params.pcmk_host_map", ["'server2'"]),
+    "host map domain disagreeing with the topology": (
+        "stage5", f'pcmk_host_map: "{HOST_MAP}"', 'pcmk_host_map: "server1:Node1;server4:Node9"', "stage5",
+        "cluster.stonith.fence.params.pcmk_host_map", ["Node9", "'Node4'", "fence_name"]),
+    "unknown base": ("stage4", "base: stage3", "base: stage9", "stage4", "base", ["'stage9'"]),
+}
 
 
-def test_bad_interval(config):
-    path = edit(config, "stage4", "interval: 30s", "interval: 30 parsecs")
-    assert_names(refused(config / "stage4"), path, "cluster.resources.vip.operations[0].interval")
-
-
-def test_bad_interval_in_a_base_stage_names_the_base_file(config):
-    path = edit(config, "stage4", "interval: 60s", "interval: 60 parsecs")
-    assert_names(refused(config / "stage5"), path, "cluster.resources.haproxy.operations[0].interval")
-
-
-def test_group_member_that_is_not_a_resource_role(config):
-    path = edit(config, "stage4", "members: [vip, haproxy]", "members: [vip, VIP]")
-    message = refused(config / "stage4")
-    assert_names(message, path, "cluster.group.members")
-    assert "'VIP'" in message
-
-
-def test_host_map_naming_a_node_outside_the_cluster(config):
-    path = edit(config, "stage5", f'pcmk_host_map: "{HOST_MAP}"', 'pcmk_host_map: "server1:Node1;server2:Node2"')
-    message = refused(config / "stage5")
-    assert_names(message, path, "cluster.stonith.fence.params.pcmk_host_map")
-    assert "'server2'" in message
-
-
-def test_host_map_domain_disagreeing_with_the_topology(config):
-    path = edit(config, "stage5", f'pcmk_host_map: "{HOST_MAP}"', 'pcmk_host_map: "server1:Node1;server4:Node9"')
-    message = refused(config / "stage5")
-    assert_names(message, path, "cluster.stonith.fence.params.pcmk_host_map")
-    assert "Node9" in message and "'Node4'" in message and "fence_name" in message
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_stage_yaml_is_refused_naming_file_and_key(config, case):
+    edited, old, new, loaded, key, words = MALFORMED[case]
+    path = edit(config, edited, old, new)
+    message = refused(config / loaded)
+    assert_names(message, path, key)
+    for word in words:
+        assert word in message, message
 
 
 def test_host_map_pairs_without_a_colon_are_read_or_refused_clearly(config):
@@ -180,13 +172,6 @@ def test_missing_fence_virt_conf(config):
     message = refused(config / "stage5")
     assert_names(message, path, "fencing.fence_virtd_conf")
     assert "fence_virt.conf" in message
-
-
-def test_unknown_base(config):
-    path = edit(config, "stage4", "base: stage3", "base: stage9")
-    message = refused(config / "stage4")
-    assert_names(message, path, "base")
-    assert "'stage9'" in message
 
 
 def test_base_cycle(config):

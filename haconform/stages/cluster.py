@@ -183,7 +183,7 @@ class ClusterStage:
         record = StageRecord(self.name)
         began = time.monotonic()
         self._form(record)
-        self._converge(record, stonith=False)
+        self._converge(record)
         if self.spec.group_id:
             wait_until(f"{self.spec.group_id} started on one director", self.group_node,
                        timeout=BOUNDS.cluster_settle, observe=self.describe)
@@ -238,7 +238,7 @@ class ClusterStage:
         wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
                    timeout=BOUNDS.cluster_form, observe=self.describe)
 
-    def _converge(self, record: StageRecord, *, stonith: bool) -> None:
+    def _converge(self, record: StageRecord) -> None:
         """Run the repair of every difference, properties first (stonith-enabled=false lets resources start)."""
         differences = self.differences()
         for difference in differences:
@@ -350,7 +350,7 @@ class FencingStage:
                                 lambda d=director: (lambda got: got if wanted <= set(got) else None)(fence_list(d)),
                                 timeout=BOUNDS.fence_request * 2)
             record.observations[f"fence_xvm -o list on {director.name}"] = listed
-        self.cluster._converge(record, stonith=True)
+        self.cluster._converge(record)
         for device in self.cluster.spec.stonith.values():
             wait_until(f"{device.id} started", lambda d=device: self.cluster.state().where_is(d.id),
                        timeout=BOUNDS.cluster_settle, observe=self.cluster.describe)

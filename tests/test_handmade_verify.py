@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from haconform.stages.model import load_stage
+from haconform.topology import load_topology
+
 REPO = Path(__file__).resolve().parent.parent
 HANDMADE = REPO / "tests" / "data" / "handmade"
 LAB = f"hm{os.getpid() % 10000}"
@@ -55,10 +58,13 @@ def handmade_config(tmp: Path) -> Path:
     harness's instrumentation (X-Real-Server, probes) and the runbook's PHP: taken from fixtures/documented."""
     config = tmp / "handmade"
     shutil.copytree(HANDMADE, config)
+    topology = load_topology(REPO / "fixtures" / "topology.yaml")
     for stage in sorted(config.glob("stage[1-3]")):
-        documented = REPO / "fixtures" / "documented" / stage.name
-        for selector in [*documented.glob("host-*"), *documented.glob("role-realserver")]:
-            shutil.copytree(selector, stage / selector.name)
+        for f in load_stage(REPO / "fixtures" / "documented" / stage.name, topology).files:
+            if f.selector.startswith("host-") or f.selector == "role-realserver":
+                dest = stage / f.selector / f.dest.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f.source, dest)
     return config
 
 

@@ -27,7 +27,7 @@ def read(stage: str, rel: str) -> str:
 STAGE3 = read("stage3", "haproxy/haproxy.cfg")
 STAGE2 = read("stage2", "haproxy/haproxy.cfg")
 STAGE1 = read("stage1", "haproxy/haproxy.cfg")
-RSYSLOG = read("stage2", "rsyslog.conf") + read("stage2", "rsyslog.d/49-haproxy.conf")
+RSYSLOG = read("stage1", "rsyslog.conf") + read("stage1", "rsyslog.d/49-haproxy.conf")   # stage2 inherits them
 LIMITS = read("stage2", "security/limits.conf")
 
 

@@ -175,7 +175,7 @@ def test_missing_fence_virt_conf(config):
 
 
 def test_base_cycle(config):
-    edit(config, "stage3", "title:", "base: stage4\ntitle:")
+    edit(config, "stage3", "base: stage2", "base: stage4")
     message = refused(config / "stage4")
     assert "cycle" in message and "stage3" in message and "stage4" in message, message
     assert "base" in message and "fix" in message, message

@@ -12,20 +12,18 @@ Nothing here asserts.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .cluster import Cluster, link_holding
 from .errors import HaconformError
 from .probe import Prober, longest_outage, outage_windows, summarize, timeline_svg
-from .readers.cluster import read_cluster_state
-from .readers.links import nic_holding
 from .readers.logs import LogWatch
 from .timeouts import BOUNDS, POLL_INTERVAL
+from .wait import wait_until
 
 log = logging.getLogger("haconform.faults")
 
@@ -52,56 +50,18 @@ REJOIN_NOISE = (
 )
 
 
-def crm_snapshot(deployment) -> dict:
-    """crm_mon state from the first director that answers, as data for the report."""
-    for director in deployment.directors:
-        try:
-            state = read_cluster_state(director.host)
-        except Exception as exc:  # a crashed or cut-off node does not answer
-            log.debug("no crm_mon from %s: %s", director.name, exc)
-            continue
-        return {"from": director.name, "dc": state.dc, "quorum": state.quorum,
-                "online": state.online_nodes,
-                "nodes": {n.name: {"online": n.online, "standby": n.standby, "unclean": n.unclean}
-                          for n in state.nodes},
-                "resources": {r.id: {"role": r.role, "nodes": list(r.nodes), "failed": r.failed}
-                              for r in state.resources},
-                "failures": [{"resource": f.resource, "node": f.node, "status": f.status} for f in state.failures]}
-    return {"from": None, "error": "no director answered crm_mon"}
-
-
-def link_holding(machine, address: str) -> str | None:
-    """The machine's link holding `address` (read with `ip -j`); None: not held, or no answer."""
-    try:
-        result = machine.execute("ip -j -4 addr show")
-    except HaconformError:
-        return None  # powered off
-    if result.rc != 0:
-        return None
-    return nic_holding(json.loads(result.stdout or "[]"), address)
-
-
-def vip_holders(deployment) -> list[str]:
-    """Directors holding the VIP right now.  Asked all at once: read one after another over a
-    slow transport, a VIP that moved between two reads would show on both."""
-    directors = deployment.directors
-    with ThreadPoolExecutor(max_workers=len(directors)) as pool:
-        held = list(pool.map(lambda d: link_holding(d, deployment.vip), directors))
-    return [d.name for d, link in zip(directors, held) if link]
-
-
 class VipWatch:
     """Samples, from the hosts' own address tables, which directors hold the VIP."""
 
     def __init__(self, deployment):
-        self.deployment = deployment
+        self.cluster = Cluster(deployment)
         self.samples: list[tuple[float, list[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vip-watch", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), vip_holders(self.deployment)))
+            self.samples.append((time.time(), self.cluster.vip_holders()))
             self._stop.wait(POLL_INTERVAL * 3)
 
     def start(self) -> "VipWatch":
@@ -140,7 +100,7 @@ class FaultRun:
         for director in self.deployment.directors:
             for path in (PACEMAKER_LOG, COROSYNC_LOG):
                 self.watches[(director.name, path)] = LogWatch(director.host, path).arm()
-        self.before = crm_snapshot(self.deployment)
+        self.before = Cluster(self.deployment).snapshot()
         self.evidence.data(f"{self.title}: cluster before", self.before)
         client = self.deployment.client
         self.prober = Prober(client.argv(), self.deployment.url(self.probe_path), interval_s=0.1,
@@ -171,7 +131,7 @@ class FaultRun:
         except HaconformError as error:
             log.warning("prober: %s", error)
             self.samples = self.prober.samples if self.prober else []
-        self.after = crm_snapshot(self.deployment)
+        self.after = Cluster(self.deployment).snapshot()
         self.evidence.data(f"{self.title}: cluster after", self.after)
         if self.samples:
             self.evidence.svg(f"{self.title}: requests through {self.deployment.frontend_label} "
@@ -213,7 +173,7 @@ def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: FaultRun |
           allowed_log: tuple[str, ...] = ()) -> list[str]:
     """What is wrong with the cluster now, as CTS's audits would say it (empty: healthy)."""
     problems = []
-    snapshot = crm_snapshot(deployment)
+    snapshot = Cluster(deployment).snapshot()
     if snapshot.get("from") is None:
         return ["no director answers crm_mon"]
     if not snapshot["quorum"]:
@@ -230,34 +190,135 @@ def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: FaultRun |
     return problems
 
 
-def group_location(machine, group: str) -> str | None:
-    """Where `machine`'s own pacemaker says every member of `group` runs (None: nowhere, split,
-    or the machine does not answer)."""
+# ----- the faults (Jepsen's nemesis): each injected with the runbook's own means -----------------
+
+class Fault:
+    """One fault: inject(victim) acts on a director (default: the one running the group), heal() undoes
+    what the fault itself did (unstandby, NIC back in), recover() also waits for the cluster to be whole.
+    Suites and perf inject the same objects; after a destructive test, restore() audits and heals the rest."""
+
+    name = "abstract"
+    describes = ""
+    allowed_log: tuple[str, ...] = ()
+    needs_power = False
+
+    def __init__(self, deployment):
+        self.deployment = deployment
+        self.cluster = Cluster(deployment)
+        self.victim = None
+
+    def inject(self, victim=None) -> str:
+        """Act on victim (default: the active director); returns what was done, for the report."""
+        self.victim = victim or self.cluster.active_director()
+        return self._inject()
+
+    def _inject(self) -> str:
+        raise NotImplementedError
+
+    def heal(self) -> None:
+        """Undo what the fault did itself; what the cluster must do on its own is left to it."""
+
+    def recover(self) -> None:
+        """heal(), then every director sees the whole cluster, failed actions cleaned, the group placed."""
+        self.heal()
+        wait_until("every director sees quorum, a DC and both nodes", self.cluster.whole,
+                   timeout=BOUNDS.node_rejoin, observe=self.cluster.views)
+        self.cluster.cleanup()
+        self.cluster.active_director()
+
+
+class Standby(Fault):
+    name = "standby"
+    describes = "pcs node standby on the active director (a planned move)"
+
+    def _inject(self) -> str:
+        self.cluster.standby(self.victim.name)
+        return f"pcs node standby {self.victim.name}"
+
+    def heal(self) -> None:
+        if self.victim is not None:
+            self.cluster.unstandby(self.victim.name, via=self.victim)
+
+
+class ServiceStop(Fault):
+    name = "haproxy-stop"
+    describes = "systemctl stop haproxy on the active director (pacemaker's monitor must notice)"
+    service = "haproxy"
+
+    def _inject(self) -> str:
+        self.victim.succeed(f"systemctl stop {self.service}")   # the runbook's own command
+        return f"systemctl stop {self.service} on {self.victim.name}"
+
+
+class VipDeleted(Fault):
+    name = "vip-delete"
+    describes = "the VIP deleted by hand on the active director (the VIP's monitor must notice)"
+
+    def _inject(self) -> str:
+        address, prefix = self.deployment.vip, self.deployment.topology.prefixlen
+        link = link_holding(self.victim, address)
+        if link is None:
+            raise HaconformError(f"{self.victim.name} holds no VIP {address}", where="haconform.faults",
+                                 fix="inject it on the director running the group")
+        self.victim.succeed(f"ip addr del {address}/{prefix} dev {link}")
+        return f"ip addr del {address}/{prefix} dev {link} on {self.victim.name}"
+
+
+class NicDown(Fault):
+    name = "nic-down"
+    describes = "the active director's cluster NIC taken down (split brain)"
+    allowed_log = REJOIN_NOISE   # the cut node comes back (fenced and rebooted, or plugged in)
+
+    def _inject(self) -> str:
+        self.victim.block()
+        return f"cluster NIC of {self.victim.name} down"
+
+    def heal(self) -> None:
+        if self.victim is not None:
+            self.victim.unblock()
+
+
+class Reset(Fault):
+    name = "reset"
+    describes = "a director power-cycled (it must rejoin by itself)"
+    allowed_log = REJOIN_NOISE
+    needs_power = True
+
+    def _inject(self) -> str:
+        self.victim.reset()
+        return f"power reset of {self.victim.name}"
+
+
+class Crash(Fault):
+    name = "crash"
+    describes = "the active director crashes; the survivor must fence it (stage 5)"
+    allowed_log = REJOIN_NOISE
+    needs_power = True
+
+    def _inject(self) -> str:
+        self.victim.crash()                     # on a VM: echo c > /proc/sysrq-trigger
+        return f"crash of {self.victim.name}"
+
+    def heal(self) -> None:
+        if self.victim is None:
+            return
+        target = self.deployment.target
+        wait_until(f"{self.victim.name} fenced and booted again", lambda: target.booted(self.victim.name),
+                   timeout=BOUNDS.fence_complete + BOUNDS.node_rejoin,
+                   observe=lambda: target.power_state(self.victim.name))
+
+
+# What a perf run may schedule mid-load (--perf-fault).
+PERF_FAULTS = {cls.name: cls for cls in (Standby, ServiceStop, Crash)}
+
+
+def make_fault(name: str, deployment) -> Fault:
     try:
-        state = read_cluster_state(machine.host)
-        places = [state.where_is(member) for member in state.group_members(group)]
-    except Exception:
-        return None
-    if places and all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
-        return places[0][0]
-    return None
-
-
-def cluster_views(deployment) -> dict:
-    """Each director's own view: quorum, DC, online nodes (None: it does not answer)."""
-    views = {}
-    for director in deployment.directors:
-        try:
-            state = read_cluster_state(director.host)
-        except Exception:
-            views[director.name] = None
-            continue
-        views[director.name] = {"quorum": state.quorum, "dc": state.dc, "online": state.online_nodes}
-    return views
-
-
-def cluster_whole(deployment) -> bool:
-    """Every director sees quorum, a DC and all cluster nodes online."""
-    wanted = set(deployment.topology.cluster_nodes)
-    return all(view and view["quorum"] and view["dc"] and wanted <= set(view["online"])
-               for view in cluster_views(deployment).values())
+        fault = PERF_FAULTS[name](deployment)
+    except KeyError:
+        raise HaconformError(f"no fault called {name!r}", where="--perf-fault",
+                             fix=f"choose one of: {', '.join(PERF_FAULTS)}") from None
+    if fault.needs_power and not deployment.target.can_power:
+        raise HaconformError(f"fault {name} needs power control, which target {deployment.target.kind} lacks",
+                             where="--perf-fault", fix="choose standby or haproxy-stop")
+    return fault

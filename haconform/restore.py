@@ -8,11 +8,12 @@
 What is recorded: each director's and real server's power and cluster-NIC
 state (where the target can tell), whether each role service of the topology
 runs on its hosts, and from crm_mon XML: nodes online / in standby, which
-resources are started and where, stonith-enabled and maintenance-mode.
+resources are started and where, failed actions, stonith-enabled and maintenance-mode.
 
 The restore policy: hosts powered and NICs plugged as before; services that
 ran run again; nodes that were not in standby leave standby; the cluster
-properties get their values back; failed actions are cleaned up; then, within
+properties get their values back; failed actions the test left are cleaned
+up; then, within
 a bound, every node online before is online again, the cluster has quorum
 and a DC, and every resource started before is started again.  WHERE the
 group runs may differ (a failover test legitimately moves it, and moving it
@@ -27,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import HaconformError, WaitTimeout
-from .readers.cluster import read_cluster_state
+from .cluster import Cluster, NoClusterAnswer
 from .timeouts import BOUNDS
 from .wait import wait_until
 
@@ -46,6 +47,7 @@ class ClusterView:
     options: dict[str, object]         # TOUCHED_PROPERTIES -> value
     quorum: bool
     dc: str | None
+    failures: list[str] = field(default_factory=list)   # "resource on node: status"
 
 
 @dataclass
@@ -75,24 +77,23 @@ def _fault_hosts(deployment) -> list:
 
 def read_cluster_view(deployment) -> tuple[ClusterView | None, object]:
     """crm_mon from the first director that answers, and that director (None, None: no cluster)."""
-    for director in deployment.directors:
-        try:
-            state = read_cluster_state(director.host)
-        except Exception as exc:   # powered off, cut off, or no cluster (yet): ask the next one
-            log.debug("no crm_mon from %s: %s", director.name, exc)
-            continue
-        started = {}
-        for resource in state.resources:
-            if resource.active and resource.nodes:
-                started.setdefault(resource.id, [])
-                started[resource.id] += [n for n in resource.nodes if n not in started[resource.id]]
-        view = ClusterView(online=state.online_nodes,
-                           standby=[n.name for n in state.nodes if n.standby],
-                           started=started, groups={g.id: list(g.members) for g in state.groups},
-                           options={p: getattr(state.options, p) for p in TOUCHED_PROPERTIES},
-                           quorum=state.quorum, dc=state.dc)
-        return view, director
-    return None, None
+    try:
+        state, director = Cluster(deployment).state_and_source()
+    except NoClusterAnswer as exc:   # powered off, cut off, or no cluster (yet)
+        log.debug("%s", exc)
+        return None, None
+    started = {}
+    for resource in state.resources:
+        if resource.active and resource.nodes:
+            started.setdefault(resource.id, [])
+            started[resource.id] += [n for n in resource.nodes if n not in started[resource.id]]
+    view = ClusterView(online=state.online_nodes,
+                       standby=[n.name for n in state.nodes if n.standby],
+                       started=started, groups={g.id: list(g.members) for g in state.groups},
+                       options={p: getattr(state.options, p) for p in TOUCHED_PROPERTIES},
+                       quorum=state.quorum, dc=state.dc,
+                       failures=[f"{f.resource} on {f.node}: {f.status}" for f in state.failures])
+    return view, director
 
 
 def _maybe(call, default):
@@ -156,6 +157,9 @@ def cluster_differences(before: ClusterView, now: ClusterView | None) -> list[st
     for prop, value in before.options.items():
         if now.options.get(prop) != value:
             problems.append(f"{prop.replace('_', '-')} is {now.options.get(prop)}, was {value}")
+    new_failures = sorted(set(now.failures) - set(before.failures))
+    if new_failures:
+        problems.append(f"failed actions: {new_failures}")
     return problems
 
 
@@ -208,7 +212,7 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
                     continue
                 machine.succeed(f"service {service} start")
                 actions.append(f"started {service} on {machine.name}")
-            except (HaconformError, AssertionError) as exc:
+            except HaconformError as exc:
                 problems.append(f"{service} on {machine.name} not running and not startable: {exc}")
         return actions, problems
 
@@ -232,16 +236,23 @@ def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, t
         except WaitTimeout:
             outcome.problems.append("no director answers crm_mon")
             return
+    cluster = Cluster(deployment)
+    acts = []
     for node in sorted(set(now.standby) - set(before.standby)):
-        director.execute(f"pcs node unstandby {node}")
-        outcome.actions.append(f"pcs node unstandby {node}")
+        acts.append((f"pcs node unstandby {node}", lambda node=node: cluster.unstandby(node, via=director)))
     for prop, value in before.options.items():
         if value is not None and now.options.get(prop) != value:
-            name = prop.replace("_", "-")
-            director.execute(f"pcs property set {name}={'true' if value else 'false'}")
-            outcome.actions.append(f"pcs property set {name}={'true' if value else 'false'}")
-    director.execute("pcs resource cleanup")
-    outcome.actions.append("pcs resource cleanup")
+            name, text = prop.replace("_", "-"), "true" if value else "false"
+            acts.append((f"pcs property set {name}={text}",
+                         lambda name=name, text=text: cluster.set_property(name, text, via=director)))
+    acts.append(("pcs resource cleanup", lambda: cluster.cleanup(via=director)))
+    for label, act in acts:
+        try:
+            act()
+        except HaconformError as exc:   # a pcs command refused
+            outcome.problems.append(f"{label} failed: {exc}")
+            continue
+        outcome.actions.append(label)
     last: dict[str, list[str]] = {}
 
     def restored() -> bool:

@@ -5,32 +5,17 @@ import datetime as dt
 import pytest
 
 from haconform.conformance import conformance
-from haconform.faults import (REJOIN_NOISE, FaultRun, audit, cluster_views, cluster_whole, group_location,
-                              vip_holders)
-from haconform.readers.cluster import read_cib_configuration, read_cluster_state, read_crm_verify, read_fence_history
-from haconform.stages.cluster import ClusterStage, fence_list
+from haconform.faults import Crash, FaultRun, NicDown, audit
+from haconform.stages.cluster import ClusterStage
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
 SECTION = "脑裂现象与Fence机制"
 
 
-def group_node(machine, deployment):
-    """Where `machine`'s own pacemaker says the whole group runs (None: nowhere/split)."""
-    return group_location(machine, deployment.cluster_spec.group_id)
-
-
-def settled_active(deployment):
-    for director in deployment.directors:
-        node = group_node(director, deployment)
-        if node:
-            return deployment.machine(node)
-    return None
-
-
-def successful_fences(survivor, target_name, after: dt.datetime):
+def successful_fences(cluster, survivor, target_name, after: dt.datetime):
     try:
-        events = read_fence_history(survivor.host)
+        events = cluster.fence_history(survivor)
     except Exception:
         return []
     return [e for e in events if e.target == target_name and e.status == "success"
@@ -38,22 +23,12 @@ def successful_fences(survivor, target_name, after: dt.datetime):
 
 
 @pytest.fixture
-def fenced_cluster(deployment, fencing_settings, request, target):
+def victim(fencing_settings, cluster, target):
+    """The director running the group, the one each experiment hits.  After the test the deployment is
+    restored (fixtures/restore.py: power, NICs, stonith-enabled, failed actions)."""
     if not target.can_power:
         pytest.skip(f"target {target.kind} cannot crash or cut a host")
-
-    def restore():
-        for director in deployment.directors:
-            if target.power_state(director.name) != "on":
-                director.power_on()
-            elif target.nic_state(director.name) == "down":
-                director.unblock()
-        first = deployment.directors[0]
-        first.execute("pcs property set stonith-enabled=true")
-        first.execute("pcs resource cleanup")
-    request.addfinalizer(restore)
-    return wait_until(f"{deployment.cluster_spec.group_id} settled on one director", lambda: settled_active(deployment),
-                      timeout=BOUNDS.cluster_settle)
+    return cluster.active_director()
 
 
 def now_utc_naive():
@@ -63,17 +38,17 @@ def now_utc_naive():
 @conformance("HAC-FENCE-001", stage="stage5", section=SECTION,
              must="From each director `fence_xvm -o list` MUST show both directors' domains, the stonith "
                   "resource MUST be started and `crm_verify -LV` MUST be clean")
-def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, evidence):
+def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, cluster, evidence):
     device = cluster_spec.resource("fence")
     wanted = set(cluster_spec.host_map("fence").values())
     for director in deployment.directors:
-        listed = fence_list(director)
+        listed = cluster.fence_list(director)
         evidence.data(f"fence_xvm -o list on {director.name}", listed)
         assert wanted <= set(listed), f"{director.name} sees {listed}, wanted {wanted}"
         assert all(listed[name] == "on" for name in wanted), listed
-    state = read_cluster_state(deployment.directors[0].host)
+    state = cluster.state()
     assert state.where_is(device.id), f"{device.id} not started: {state.resources}"
-    verify = read_crm_verify(deployment.directors[0].host)
+    verify = cluster.verify()
     evidence.data("crm_verify -LV", {"valid": verify.valid, "errors": list(verify.errors)})
     assert verify.valid and not verify.errors, verify
 
@@ -81,8 +56,8 @@ def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, evid
 @conformance("HAC-FENCE-005", stage="stage5", section=SECTION,
              must="The stonith device MUST be configured as documented (fence_xvm, "
                   "pcmk_host_map=\"server1:Node1;server4:Node4\", monitor 30s) and stonith-enabled MUST be true")
-def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_spec, evidence):
-    cib = read_cib_configuration(deployment.directors[0].host)
+def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_spec, cluster, evidence):
+    cib = cluster.configuration()
     documented = {role: {"id": d.id, "agent": d.agent, "params": dict(d.params),
                          "operations": {op.name: op.interval for op in d.operations}}
                   for role, d in cluster_spec.stonith.items()}
@@ -102,27 +77,27 @@ def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_
 @conformance("HAC-FENCE-002", stage="stage5", section=SECTION, destructive=True,
              must="When the active director crashes the survivor MUST fence it, run the group and serve the VIP; "
                   "the fenced director MUST boot again and rejoin")
-def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target):
-    victim = fenced_cluster
+def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, target):
     survivor = next(d for d in deployment.directors if d.name != victim.name)
     boot_before = victim.boot_id
     with FaultRun(deployment, evidence, f"crash of {victim.name}") as run:
         crashed_at = now_utc_naive()
         run.mark("crash")
-        victim.crash()                     # on a VM: echo c > /proc/sysrq-trigger
+        crash = Crash(deployment)
+        crash.inject(victim)               # on a VM: echo c > /proc/sysrq-trigger
         events = wait_until(f"{survivor.name} fenced {victim.name} (fence history: success)",
-                            lambda: successful_fences(survivor, victim.name, crashed_at),
-                            timeout=BOUNDS.fence_complete, observe=lambda: read_fence_history(survivor.host))
+                            lambda: successful_fences(cluster, survivor, victim.name, crashed_at),
+                            timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
-        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: group_node(survivor, deployment) == survivor.name,
-                   timeout=BOUNDS.resource_move, observe=lambda: group_node(survivor, deployment))
+        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
+                   timeout=BOUNDS.resource_move, observe=lambda: cluster.group_node(survivor))
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
         run.mark("VIP served")
         wait_until(f"{victim.name} booted again", lambda: target.booted(victim.name),
                    timeout=BOUNDS.node_rejoin)
-        wait_until(f"{victim.name} rejoined: every director sees quorum, a DC and both nodes", lambda: cluster_whole(deployment),
-                   timeout=BOUNDS.node_rejoin, observe=lambda: cluster_views(deployment))
+        wait_until(f"{victim.name} rejoined: every director sees quorum, a DC and both nodes", cluster.whole,
+                   timeout=BOUNDS.node_rejoin, observe=cluster.views)
         run.mark("rejoined")
     event = events[0]
     figures = {"crash -> fence completed (s)": round(run.time_of("fence completed") - run.time_of("crash"), 2),
@@ -136,64 +111,65 @@ def test_crashed_director_is_fenced(deployment, fenced_cluster, evidence, target
     assert survivor.name in (event.origin, event.delegate), event
     assert victim.boot_id != boot_before
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run, allowed_log=REJOIN_NOISE)
+    problems = audit(deployment, run=run, allowed_log=crash.allowed_log)
     assert not problems, problems
 
 
 @conformance("HAC-FENCE-003", stage="stage5", section=SECTION, destructive=True,
              must="When the active director's NIC goes down exactly one director MUST be fenced, the other MUST "
                   "run the group, and two directors MUST never hold the VIP at once")
-def test_split_brain_fences_exactly_one(deployment, fenced_cluster, evidence, target):
-    cut = fenced_cluster
+def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
+    cut = victim
     survivor = next(d for d in deployment.directors if d.name != cut.name)
     with FaultRun(deployment, evidence, f"NIC of {cut.name} down") as run:
         cut_at = now_utc_naive()
         run.mark("NIC down")
-        cut.block()
-        wait_until(f"{survivor.name} fenced {cut.name}", lambda: successful_fences(survivor, cut.name, cut_at),
-                   timeout=BOUNDS.fence_complete, observe=lambda: read_fence_history(survivor.host))
+        nic = NicDown(deployment)
+        nic.inject(cut)
+        wait_until(f"{survivor.name} fenced {cut.name}", lambda: successful_fences(cluster, survivor, cut.name, cut_at),
+                   timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
-        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: group_node(survivor, deployment) == survivor.name,
+        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
                    timeout=BOUNDS.resource_move)
         run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
                             timeout=BOUNDS.resource_move)
         run.mark("VIP served")
-        wait_until(f"{cut.name} rejoined: every director sees quorum, a DC and both nodes", lambda: cluster_whole(deployment),
-                   timeout=BOUNDS.node_rejoin, observe=lambda: cluster_views(deployment))
+        wait_until(f"{cut.name} rejoined: every director sees quorum, a DC and both nodes", cluster.whole,
+                   timeout=BOUNDS.node_rejoin, observe=cluster.views)
         run.mark("rejoined")
-    fenced = {d.name for d in deployment.directors if successful_fences(survivor, d.name, cut_at)}
+    fenced = {d.name for d in deployment.directors if successful_fences(cluster, survivor, d.name, cut_at)}
     evidence.data("directors fenced", sorted(fenced))
     evidence.data("NIC down -> VIP served (s)", round(run.time_of("VIP served") - run.time_of("NIC down"), 2))
     evidence.data("outage (s)", run.outage_s)
     assert fenced == {cut.name}, f"fenced: {fenced}"
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run, allowed_log=REJOIN_NOISE)
+    problems = audit(deployment, run=run, allowed_log=nic.allowed_log)
     assert not problems, problems
 
 
 @conformance("HAC-FENCE-004", stage="stage5", section=SECTION, destructive=True,
              must="Without fencing the same NIC cut MUST leave both directors running the group (the runbook's "
                   "reason for fencing), and the cluster MUST be whole again once the NIC returns")
-def test_without_fencing_split_brain_runs_the_group_twice(deployment, fenced_cluster, evidence):
-    cut = fenced_cluster
-    first = deployment.directors[0]
-    first.succeed("pcs property set stonith-enabled=false")
+def test_without_fencing_split_brain_runs_the_group_twice(deployment, victim, cluster, evidence):
+    cut = victim
+    cluster.set_property("stonith-enabled", "false")
     with FaultRun(deployment, evidence, f"NIC of {cut.name} down, stonith disabled") as run:
         run.mark("NIC down")
-        cut.block()
+        nic = NicDown(deployment)
+        nic.inject(cut)
         both = wait_until("each director's own pacemaker runs the group locally",
-                          lambda: all(group_node(d, deployment) == d.name for d in deployment.directors),
+                          lambda: all(cluster.group_node(d) == d.name for d in deployment.directors),
                           timeout=BOUNDS.resource_move,
-                          observe=lambda: {d.name: group_node(d, deployment) for d in deployment.directors})
+                          observe=lambda: {d.name: cluster.group_node(d) for d in deployment.directors})
         run.mark("group running twice")
-        holders = vip_holders(deployment)
-        cut.unblock()
+        holders = cluster.vip_holders()
+        nic.heal()
         run.mark("NIC up")
         wait_until(f"{deployment.cluster_spec.group_id} on exactly one director again (seen by both)",
-                   lambda: len({group_node(d, deployment) for d in deployment.directors} - {None}) == 1
-                   and all(group_node(d, deployment) for d in deployment.directors), timeout=BOUNDS.cluster_settle)
-        first.succeed("pcs property set stonith-enabled=true")
-        first.succeed("pcs resource cleanup")
+                   lambda: len({cluster.group_node(d) for d in deployment.directors} - {None}) == 1
+                   and all(cluster.group_node(d) for d in deployment.directors), timeout=BOUNDS.cluster_settle)
+        cluster.set_property("stonith-enabled", "true")
+        cluster.cleanup()
         wait_until("no failed actions after cleanup",
                    lambda: not audit(deployment), timeout=BOUNDS.cluster_settle, observe=lambda: audit(deployment))
         run.mark("whole again")

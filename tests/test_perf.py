@@ -172,7 +172,7 @@ def test_progress_line_reads_the_newest_aggregated_row(smoke):
 
 
 def test_unknown_fault_and_powerless_crash_are_refused():
-    from haconform.perf.nemesis import make_fault
+    from haconform.faults import make_fault
 
     class Target:
         kind, can_power = "ssh", False

@@ -19,10 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..faults import FaultRun, audit
+from ..faults import FaultRun, audit, make_fault
 from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
                    run_wrk)
-from .nemesis import make_fault
 from .report import PHASE_TITLES, phase_plot_svg, render_html
 from .summary import history_series, phase_summary, ratios, second_series, wrk_summary
 
@@ -128,7 +127,7 @@ def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evide
         if schedule.injected_at is not None:
             run.marks.append((schedule.injected_at, f"injected: {schedule.action}"))
         progress(f"{'fault':<12} healing: {fault.describes}")
-        fault.heal()
+        fault.recover()
         run.mark("healed")
     problems = audit(deployment, run=run, allowed_log=fault.allowed_log)
     injected = schedule.injected_at

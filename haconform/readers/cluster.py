@@ -630,6 +630,16 @@ def read_pcs_dialect(host: Any) -> PcsDialect:
     return pcs_dialect(read_pcs_version(host))
 
 
+# --- fence_xvm -o list -------------------------------------------------------------
+
+FENCE_LIST_COMMAND = "fence_xvm -o list -t 5"
+
+
+def parse_fence_list(text: str) -> dict[str, str]:
+    """`fence_xvm -o list`: one `DOMAIN UUID STATE` line per domain -> {domain: state}."""
+    return {line.split()[0]: line.split()[-1] for line in text.splitlines() if len(line.split()) >= 3}
+
+
 # --- the CIB's configuration section -------------------------------------------
 
 CIB_CONFIGURATION_COMMAND = "cibadmin --query --scope configuration"

@@ -20,10 +20,10 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from .. import secrets
+from ..secrets import register as register_secret
 from ..errors import HaconformError
-from ..readers.cluster import (CibConfiguration, read_cib_configuration, read_cluster_state, read_crm_verify,
-                               read_pcs_dialect)
+from ..cluster import Cluster
+from ..readers.cluster import CibConfiguration, read_pcs_dialect
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 from .model import ClusterSpec, ResourceSpec
@@ -150,7 +150,8 @@ class ClusterStage:
         self.name = name
         self.nodes = [deployment.machine(n) for n in spec.nodes]
         self.password = password
-        secrets.register(password)
+        register_secret(password)
+        self.cluster = Cluster(deployment, spec)
         self._systemd: bool | None = None
 
     @property
@@ -158,7 +159,7 @@ class ClusterStage:
         return self.nodes[0]
 
     def state(self):
-        return read_cluster_state(self.first.host)
+        return self.cluster.state(self.first)
 
     def agent_for(self, resource: ResourceSpec) -> str:
         """The agent to create: the documented one, or its no-systemd form where systemd does not run."""
@@ -169,7 +170,7 @@ class ClusterStage:
         return resource.agent if self._systemd else resource.agent_without_systemd
 
     def differences(self) -> list[ClusterDifference]:
-        return cluster_differences(self.spec, read_cib_configuration(self.first.host), haproxy_agent_for=self.agent_for)
+        return cluster_differences(self.spec, self.cluster.configuration(self.first), haproxy_agent_for=self.agent_for)
 
     def formed(self):
         try:
@@ -187,7 +188,7 @@ class ClusterStage:
         if self.spec.group_id:
             wait_until(f"{self.spec.group_id} started on one director", self.group_node,
                        timeout=BOUNDS.cluster_settle, observe=self.describe)
-        verify = read_crm_verify(self.first.host)
+        verify = self.cluster.verify(self.first)
         record.observations["crm_verify after"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record
@@ -243,7 +244,7 @@ class ClusterStage:
         differences = self.differences()
         for difference in differences:
             if difference.what == "property stonith-enabled" and "crm_verify before" not in record.observations:
-                verify = read_crm_verify(self.first.host)
+                verify = self.cluster.verify(self.first)
                 record.observations["crm_verify before"] = {"valid": verify.valid, "errors": list(verify.errors)}
             for argv in difference.repair:
                 self.first.succeed(shlex.join(argv))
@@ -253,24 +254,11 @@ class ClusterStage:
             record.observations["converged"] = [d.row() for d in differences]
 
     def group_node(self) -> str | None:
-        """The one node running every member of the group, else None."""
-        try:
-            state = self.state()
-            nodes = [state.where_is(member) for member in self.spec.group_ids()]
-        except (HaconformError, KeyError):
-            return None
-        if all(len(n) == 1 for n in nodes) and len({n[0] for n in nodes}) == 1:
-            return nodes[0][0]
-        return None
+        """The one node running every member of the group (as the first node sees it), else None."""
+        return self.cluster.group_node(self.first)
 
     def describe(self) -> str:
-        try:
-            state = self.state()
-        except HaconformError as exc:
-            return str(exc)
-        return (f"quorum={state.quorum} dc={state.dc} online={state.online_nodes} "
-                f"resources={[(r.id, r.role, r.nodes) for r in state.resources]} "
-                f"failures={[(f.resource, f.node, f.status) for f in state.failures]}")
+        return self.cluster.describe()
 
     def _password_works(self, node) -> bool:
         # pcsd checks the password through PAM; so does this, without printing it.
@@ -288,23 +276,15 @@ class ClusterStage:
             return set()
 
 
-def fence_list(director) -> dict[str, str]:
-    """`fence_xvm -o list` on a director: domain -> state."""
-    result = director.execute("fence_xvm -o list -t 5")
-    if result.rc != 0:
-        return {}
-    return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if len(line.split()) >= 3}
-
-
 class FencingStage:
     """Stage 5: the fence key on the fence host and the directors, the fence device, then the CIB converged."""
 
-    def __init__(self, deployment, target, cluster: ClusterStage, *, name: str = "stage5"):
+    def __init__(self, deployment, target, cluster_stage: ClusterStage, *, name: str = "stage5"):
         self.deployment = deployment
         self.target = target
-        self.cluster = cluster
+        self.cluster_stage = cluster_stage
         self.name = name
-        self.fencing = cluster.spec.fencing
+        self.fencing = cluster_stage.spec.fencing
         if self.fencing is None:
             raise HaconformError(f"{name} declares no stonith device and fencing settings",
                                  where=f"{name}/stage.yaml", fix="add cluster.stonith and fencing (see stage5)")
@@ -314,7 +294,7 @@ class FencingStage:
         return self.fencing.key_file
 
     def wanted_domains(self) -> set[str]:
-        return {domain for role in self.cluster.spec.stonith for domain in self.cluster.spec.host_map(role).values()}
+        return {domain for role in self.cluster_stage.spec.stonith for domain in self.cluster_stage.spec.host_map(role).values()}
 
     def apply(self) -> StageRecord:
         record = StageRecord(self.name)
@@ -330,10 +310,10 @@ class FencingStage:
                           f" && chmod 600 {shlex.quote(key_path)}")
             record.steps.append(f"{fence.name}: made a {fencing.key_bytes}-byte key with dd")
         key = fence.host.file(key_path).content
-        secrets.register(key)
-        secrets.register(base64.b64encode(key).decode())
+        register_secret(key)
+        register_secret(base64.b64encode(key).decode())
         digest = fence.succeed(f"sha256sum {shlex.quote(key_path)}").split()[0]
-        for director in self.cluster.nodes:
+        for director in self.cluster_stage.nodes:
             have = director.execute(f"sha256sum {shlex.quote(key_path)} 2>/dev/null").stdout.split()
             if not have or have[0] != digest:
                 director.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')}")
@@ -345,16 +325,16 @@ class FencingStage:
             record.steps.append(f"fence device started on {fence.name}")
             record.observations["fence device"] = info
         wanted = self.wanted_domains()
-        for director in self.cluster.nodes:
+        for director in self.cluster_stage.nodes:
             listed = wait_until(f"`fence_xvm -o list` on {director.name} shows {sorted(wanted)}",
-                                lambda d=director: (lambda got: got if wanted <= set(got) else None)(fence_list(d)),
+                                lambda d=director: (lambda got: got if wanted <= set(got) else None)(self.cluster_stage.cluster.fence_list(d)),
                                 timeout=BOUNDS.fence_request * 2)
             record.observations[f"fence_xvm -o list on {director.name}"] = listed
-        self.cluster._converge(record)
-        for device in self.cluster.spec.stonith.values():
-            wait_until(f"{device.id} started", lambda d=device: self.cluster.state().where_is(d.id),
-                       timeout=BOUNDS.cluster_settle, observe=self.cluster.describe)
-        verify = read_crm_verify(self.cluster.first.host)
+        self.cluster_stage._converge(record)
+        for device in self.cluster_stage.spec.stonith.values():
+            wait_until(f"{device.id} started", lambda d=device: self.cluster_stage.state().where_is(d.id),
+                       timeout=BOUNDS.cluster_settle, observe=self.cluster_stage.describe)
+        verify = self.cluster_stage.cluster.verify(self.cluster_stage.first)
         record.observations["crm_verify"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record

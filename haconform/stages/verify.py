@@ -143,7 +143,7 @@ def fencing_drift(fencing) -> list[dict]:
     rows = []
     key_path = fencing.key_path
     digests = {}
-    for director in fencing.cluster.nodes:
+    for director in fencing.cluster_stage.nodes:
         have = director.execute(f"sha256sum {shlex.quote(key_path)} 2>/dev/null").stdout.split()
         digests[director.name] = have[0] if have else None
         if not have:

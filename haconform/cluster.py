@@ -1,0 +1,207 @@
+"""The deployment's cluster, as the harness asks it (after Pacemaker CTS's ClusterManager).
+
+    cluster = Cluster(deployment)              # the documented cluster: deployment.cluster_spec
+    cluster.state()                            # crm_mon XML from the first director that answers
+    cluster.group_node()                       # the node running the whole group, else None
+    cluster.active_director()                  # waits until the group runs on exactly one director
+    cluster.vip_holders()                      # directors holding the VIP (their own address tables)
+    cluster.configuration() / verify()         # the CIB's configuration section / crm_verify -LV
+    cluster.fence_list(director)               # `fence_xvm -o list` on a director
+    cluster.standby(node) / unstandby(node) / cleanup() / set_property(name, value)
+
+Every crm_mon, cibadmin and fence_xvm answer is read here, through the
+readers; suites, stages, faults, restore and perf ask this object.  It reads
+and acts; it never asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import HaconformError
+from .readers.cluster import (CibConfiguration, ClusterState, VerifyResult, read_cib_configuration,
+                              read_cluster_state, read_crm_verify, read_fence_history, FENCE_LIST_COMMAND,
+                              parse_fence_list)
+from .readers.links import nic_holding
+from .timeouts import BOUNDS
+from .wait import wait_until
+
+log = logging.getLogger("haconform.cluster")
+
+
+class NoClusterAnswer(HaconformError):
+    """No director answered crm_mon (all off, cut off, or no cluster yet)."""
+
+
+def link_holding(machine, address: str) -> str | None:
+    """The machine's link holding `address` (read with `ip -j`); None: not held, or no answer."""
+    try:
+        result = machine.execute("ip -j -4 addr show")
+    except HaconformError:
+        return None  # powered off
+    if result.rc != 0:
+        return None
+    return nic_holding(json.loads(result.stdout or "[]"), address)
+
+
+class Cluster:
+    def __init__(self, deployment, spec=None):
+        """spec: the documented cluster (default: the one the deployment's current stage has)."""
+        self.deployment = deployment
+        self._spec = spec
+
+    @property
+    def spec(self):
+        spec = self._spec or self.deployment.cluster_spec
+        if spec is None:
+            raise HaconformError("no cluster stage applied or verified yet", where="haconform.cluster",
+                                 fix="ask for the cluster after a cluster stage fixture (stage4, cluster_settings…)")
+        return spec
+
+    @property
+    def directors(self):
+        return [self.deployment.machine(name) for name in self.deployment.topology.cluster_nodes]
+
+    # ----- reading -----------------------------------------------------------------------
+    def state(self, director=None) -> ClusterState:
+        """crm_mon from `director`, or from the first director that answers."""
+        if director is not None:
+            return read_cluster_state(director.host)
+        state, _ = self.state_and_source()
+        return state
+
+    def state_and_source(self):
+        """(crm_mon state, the director that answered); NoClusterAnswer when none does."""
+        errors = {}
+        for director in self.directors:
+            try:
+                return read_cluster_state(director.host), director
+            except Exception as exc:   # a crashed or cut-off node does not answer
+                log.debug("no crm_mon from %s: %s", director.name, exc)
+                errors[director.name] = str(exc)
+        raise NoClusterAnswer(f"no director answered crm_mon: {errors}")
+
+    def answers(self) -> ClusterState | None:
+        try:
+            return self.state()
+        except NoClusterAnswer:
+            return None
+
+    def group_node(self, director=None) -> str | None:
+        """The node running every member of the group, as `director` (or the first that answers)
+        sees it; None: nowhere, split, or no answer."""
+        try:
+            state = self.state(director)
+            places = [state.where_is(member) for member in self.spec.group_ids()]
+        except (HaconformError, KeyError):
+            return None
+        if places and all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
+            return places[0][0]
+        return None
+
+    def active_director(self, *, timeout: float = BOUNDS.cluster_settle):
+        """The director running the group, once exactly one does (asked of each director in turn)."""
+        def seen():
+            for director in self.directors:
+                node = self.group_node(director)
+                if node:
+                    return self.deployment.machine(node)
+            return None
+        return wait_until(f"{self.spec.group_id} runs on exactly one director", seen, timeout=timeout,
+                          observe=self.views)
+
+    def views(self) -> dict:
+        """Each director's own view: quorum, DC, online nodes (None: it does not answer)."""
+        views = {}
+        for director in self.directors:
+            try:
+                state = read_cluster_state(director.host)
+            except Exception:
+                views[director.name] = None
+                continue
+            views[director.name] = {"quorum": state.quorum, "dc": state.dc, "online": state.online_nodes}
+        return views
+
+    def whole(self) -> bool:
+        """Every director sees quorum, a DC and all cluster nodes online."""
+        wanted = set(self.deployment.topology.cluster_nodes)
+        return all(view and view["quorum"] and view["dc"] and wanted <= set(view["online"])
+                   for view in self.views().values())
+
+    def snapshot(self) -> dict:
+        """crm_mon state from the first director that answers, as data for the report."""
+        try:
+            state, director = self.state_and_source()
+        except NoClusterAnswer as exc:
+            return {"from": None, "error": str(exc)}
+        return {"from": director.name, "dc": state.dc, "quorum": state.quorum,
+                "online": state.online_nodes,
+                "nodes": {n.name: {"online": n.online, "standby": n.standby, "unclean": n.unclean}
+                          for n in state.nodes},
+                "resources": {r.id: {"role": r.role, "nodes": list(r.nodes), "failed": r.failed}
+                              for r in state.resources},
+                "failures": [{"resource": f.resource, "node": f.node, "status": f.status} for f in state.failures]}
+
+    def describe(self) -> str:
+        """One line for a wait's failure message."""
+        try:
+            state = self.state()
+        except HaconformError as exc:
+            return str(exc)
+        return (f"quorum={state.quorum} dc={state.dc} online={state.online_nodes} "
+                f"resources={[(r.id, r.role, r.nodes) for r in state.resources]} "
+                f"failures={[(f.resource, f.node, f.status) for f in state.failures]}")
+
+    def configuration(self, director=None) -> CibConfiguration:
+        """The CIB's configuration section, from `director` or the first director that answers."""
+        if director is not None:
+            return read_cib_configuration(director.host)
+        _, source = self.state_and_source()
+        return read_cib_configuration(source.host)
+
+    def verify(self, director=None) -> VerifyResult:
+        """`crm_verify -LV` on the live CIB, from `director` or the first director that answers."""
+        return read_crm_verify((director or self.state_and_source()[1]).host)
+
+    def monitor_interval_s(self, resource_id: str, director=None) -> float | None:
+        """The deployment's own monitor interval of a resource (CIB), in seconds."""
+        primitive = self.configuration(director).primitives.get(resource_id)
+        interval_ms = primitive.interval_ms("monitor") if primitive else None
+        return None if interval_ms is None else interval_ms / 1000
+
+    def vip_holders(self) -> list[str]:
+        """Directors holding the VIP right now.  Asked all at once: read one after another over a
+        slow transport, a VIP that moved between two reads would show on both."""
+        directors = self.deployment.directors
+        with ThreadPoolExecutor(max_workers=len(directors)) as pool:
+            held = list(pool.map(lambda d: link_holding(d, self.deployment.vip), directors))
+        return [d.name for d, link in zip(directors, held) if link]
+
+    def fence_list(self, director) -> dict[str, str]:
+        """`fence_xvm -o list` on a director: domain -> state ({} when it gets no answer)."""
+        result = director.execute(FENCE_LIST_COMMAND)
+        return parse_fence_list(result.stdout) if result.rc == 0 else {}
+
+    def fence_history(self, director) -> list:
+        return read_fence_history(director.host)
+
+    # ----- acting (the runbook's own commands) --------------------------------------------
+    def _first_answering(self):
+        try:
+            return self.state_and_source()[1]
+        except NoClusterAnswer:
+            return self.directors[0]
+
+    def standby(self, node: str) -> None:
+        self.deployment.machine(node).succeed(f"pcs node standby {node}")
+
+    def unstandby(self, node: str, *, via=None) -> None:
+        (via or self._first_answering()).succeed(f"pcs node unstandby {node}")
+
+    def set_property(self, name: str, value: str, *, via=None) -> None:
+        (via or self._first_answering()).succeed(f"pcs property set {name}={value}")
+
+    def cleanup(self, *, via=None) -> None:
+        (via or self._first_answering()).succeed("pcs resource cleanup")

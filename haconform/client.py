@@ -13,8 +13,8 @@ with it over its stdin/stdout.  This module never opens a socket itself.
         with http.open_connection(vip, 80) as idle:   # a connection that sends nothing
             ...
 
-Every exchange is appended to HttpAgent.evidence (credentials redacted) so the
-report can show what was sent and what came back.
+Every exchange is appended to HttpAgent.evidence as an Exchange (credentials
+redacted) so the report can show what was sent and what came back.
 """
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ def _header_pairs(headers: HeadersArg) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """One exchange as the report shows it: what was asked, what came back."""
+class Exchange:
+    """One exchange with a server as the report shows it: what was asked, what came back.
+
+    (Not haconform.evidence.Evidence, a test's evidence: HttpAgent.evidence is a list of these.)"""
 
     at: float                     # time.time() when the reply arrived
     method: str                   # GET, POST, ..., or OPEN/SEND/RECV/CLOSE for raw TCP
@@ -374,7 +376,7 @@ class HttpAgent:
         self.label = label or (shlex.join(argv_prefix) if argv_prefix else "local client agent")
         self._process = AgentProcess(argv_prefix, ["serve"], python=python,
                                      through_shell=through_shell, label=self.label)
-        self.evidence: list[Evidence] = []
+        self.evidence: list[Exchange] = []
         self.host_info: dict[str, Any] = {}   # hostname, pid, python of the agent (from ping)
         self._pending: dict[int, concurrent.futures.Future] = {}
         self._pending_lock = threading.Lock()
@@ -466,8 +468,8 @@ class HttpAgent:
                 f"to answer {op}; last observed: {self._process.stderr_tail()!r}") from None
 
     def _note(self, method: str, url: str, first_line: str, reply: dict,
-              request_headers: Iterable[tuple[str, str]] = ()) -> Evidence:
-        entry = Evidence(at=time.time(), method=method, url=url, status=reply.get("status"),
+              request_headers: Iterable[tuple[str, str]] = ()) -> Exchange:
+        entry = Exchange(at=time.time(), method=method, url=url, status=reply.get("status"),
                          first_line=first_line, elapsed=float(reply.get("elapsed_s") or 0.0),
                          error=reply.get("error"),
                          request_headers=redact_headers(request_headers))

@@ -17,5 +17,15 @@ class HaconformError(Exception):
         return text
 
 
+class CommandFailed(HaconformError):
+    """A command on a host did not do what it was run for.
+
+    Raised by Machine.succeed/fail (haconform/targets/base.py) and by the readers'
+    commands (haconform/readers/).  Deliberately not an AssertionError: a command
+    that could not run is the harness failing to act or observe, not a finding
+    about the deployment, so an xfail(raises=AssertionError) never swallows it.
+    """
+
+
 class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message names the condition and the last observation."""

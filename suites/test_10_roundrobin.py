@@ -1,7 +1,9 @@
 """Stage 1 — round robin (配置文件实例)."""
 
 from haconform.conformance import conformance
-from haconform.observe import answers, check_timing, runtime
+from haconform.readers.haproxy import runtime
+from haconform.readers.haproxy_config import check_timing
+from haconform.readers.responses import answers
 from haconform.timeouts import documented
 from haconform.wait import wait_until
 
@@ -13,6 +15,11 @@ def names_of(deployment, backend_servers):
     return [deployment.realserver_by_server_name(s).name for s in backend_servers]
 
 
+def alternates(seen: list) -> bool:
+    """No two consecutive answers from the same server."""
+    return all(a != b for a, b in zip(seen, seen[1:]))
+
+
 @conformance("HAC-RR-001", stage="stage1", section=SECTION,
              must="Consecutive requests through the frontend MUST alternate app1, app2, app1, ...")
 def test_requests_alternate_between_real_servers(deployment, http, stage1, client_evidence, evidence):
@@ -20,7 +27,7 @@ def test_requests_alternate_between_real_servers(deployment, http, stage1, clien
     evidence.data("who answered, in order", seen)
     expected = names_of(deployment, ["app1", "app2"])
     assert set(seen) == set(expected), f"expected only {expected} to answer, saw {seen}"
-    assert all(a != b for a, b in zip(seen, seen[1:])), f"not alternating: {seen}"
+    assert alternates(seen), f"not alternating: {seen}"
 
 
 @conformance("HAC-RR-002", stage="stage1", section=SECTION, destructive=True,
@@ -48,5 +55,5 @@ def test_failed_health_check_takes_server_out(deployment, http, stage1, client_e
                timeout=documented(timing["up_after_s"]), observe=states)
     seen = answers(http, deployment.url("/"), 6)
     evidence.data("answers after app2 returned", seen)
-    assert set(seen) == {survivor.name, app2.name} and all(a != b for a, b in zip(seen, seen[1:])), \
+    assert set(seen) == {survivor.name, app2.name} and alternates(seen), \
         f"alternation did not resume: {seen}"

@@ -16,7 +16,7 @@ by the X-Real-Server header the stage puts on every response, 404 included.
 import pytest
 
 from haconform.conformance import conformance
-from haconform.observe import served_by
+from haconform.readers.responses import served_by
 
 SECTION = "简单的访问控制"
 
@@ -50,18 +50,38 @@ def answered(response) -> dict:
             "X-Real-Server": served_by(response), "error": response.error}
 
 
+def fetch(deployment, http, evidence, path: str):
+    """GET path through the frontend; the response, and what it says about who answered (as evidence)."""
+    response = http.get(deployment.url(path))
+    seen = answered(response)
+    evidence.data(f"GET {path}", seen)
+    return response, seen
+
+
+def check_probe_from(server_name: str, path: str, deployment, http, evidence) -> None:
+    """path is a probe file: it MUST be served (200), by the real server behind server_name."""
+    host = deployment.realserver_by_server_name(server_name).name
+    response, seen = fetch(deployment, http, evidence, path)
+    assert response.status == 200, f"the probe file must be served: {seen}"
+    assert response.first_line == host and served_by(response) == host, \
+        f"{path} must come from {host}: {seen}"
+
+
+def check_routed_to(server_name: str, path: str, deployment, http, evidence) -> None:
+    """path MUST reach the real server behind server_name, file or not (its header says so)."""
+    host = deployment.realserver_by_server_name(server_name).name
+    response, seen = fetch(deployment, http, evidence, path)
+    assert served_by(response) == host, f"{path} must be routed to {host}: {seen}"
+    if response.status == 200:
+        assert response.first_line == host, f"{path}: page and header disagree: {seen}"
+
+
 @pytest.mark.parametrize("prefix", PREFIXES)
 @conformance("HAC-ACL-001", stage="stage2", section=SECTION,
              must="A request whose path begins with a url_static prefix (/static /images /javascript "
                   "/stylesheets) MUST be served by app2 (server3), backend static")
 def test_static_prefix_goes_to_app2(prefix, deployment, http, stage2, client_evidence, evidence):
-    app2 = deployment.realserver_by_server_name("app2")
-    response = http.get(deployment.url(f"{prefix}/probe.txt"))
-    seen = answered(response)
-    evidence.data(f"GET {prefix}/probe.txt", seen)
-    assert response.status == 200, f"the probe file must be served: {seen}"
-    assert response.first_line == app2.name and served_by(response) == app2.name, \
-        f"{prefix}/probe.txt must come from {app2.name}: {seen}"
+    check_probe_from("app2", f"{prefix}/probe.txt", deployment, http, evidence)
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -69,13 +89,7 @@ def test_static_prefix_goes_to_app2(prefix, deployment, http, stage2, client_evi
              must="A request whose path ends with a url_static suffix (.jpg .gif .png .css .js) MUST be "
                   "served by app2 (server3), backend static")
 def test_static_suffix_goes_to_app2(suffix, deployment, http, stage2, client_evidence, evidence):
-    app2 = deployment.realserver_by_server_name("app2")
-    response = http.get(deployment.url(f"/probe{suffix}"))
-    seen = answered(response)
-    evidence.data(f"GET /probe{suffix}", seen)
-    assert response.status == 200, f"the probe file must be served: {seen}"
-    assert response.first_line == app2.name and served_by(response) == app2.name, \
-        f"/probe{suffix} must come from {app2.name}: {seen}"
+    check_probe_from("app2", f"/probe{suffix}", deployment, http, evidence)
 
 
 @pytest.mark.parametrize("path", CASED_PATHS)
@@ -83,15 +97,9 @@ def test_static_suffix_goes_to_app2(suffix, deployment, http, stage2, client_evi
              must="The url_static prefixes and suffixes MUST match in any letter case (-i), sending "
                   "/IMAGES/..., /iMaGeS/..., /x.JPG, /x.JpG ... to app2 (server3)")
 def test_static_match_ignores_case(path, deployment, http, stage2, client_evidence, evidence):
-    app2 = deployment.realserver_by_server_name("app2")
-    response = http.get(deployment.url(path))
-    seen = answered(response)
-    evidence.data(f"GET {path}", seen)
     # Only /IMAGES/probe.txt and /probe.JPG exist as files; elsewhere server3's
     # 404 still names it in its header, which is what routing is about.
-    assert served_by(response) == app2.name, f"{path} must be routed to {app2.name}: {seen}"
-    if response.status == 200:
-        assert response.first_line == app2.name, f"{path}: page and header disagree: {seen}"
+    check_routed_to("app2", path, deployment, http, evidence)
 
 
 @pytest.mark.parametrize("path", OTHER_PATHS)
@@ -99,10 +107,4 @@ def test_static_match_ignores_case(path, deployment, http, stage2, client_eviden
              must="A request whose path matches no url_static prefix or suffix MUST be served by app1 "
                   "(server2), the default backend app")
 def test_other_paths_go_to_app1(path, deployment, http, stage2, client_evidence, evidence):
-    app1 = deployment.realserver_by_server_name("app1")
-    response = http.get(deployment.url(path))
-    seen = answered(response)
-    evidence.data(f"GET {path}", seen)
-    assert served_by(response) == app1.name, f"{path} must be routed to {app1.name}: {seen}"
-    if response.status == 200:
-        assert response.first_line == app1.name, f"{path}: page and header disagree: {seen}"
+    check_routed_to("app1", path, deployment, http, evidence)

@@ -22,7 +22,8 @@ import uuid
 import pytest
 
 from haconform.conformance import conformance
-from haconform.observe import access_log_requests, access_log_watches, served_by
+from haconform.readers.access_log import access_log_requests, access_log_watches
+from haconform.readers.responses import served_by
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 

@@ -16,9 +16,9 @@ import pytest
 
 from haconform.client import basic_auth
 from haconform.conformance import conformance
-from haconform.observe import (backend_servers, check_timing, config_sections, frontend_director,
-                               runtime, stats_credentials)
-from haconform.readers.haproxy import parse_stat_csv
+from haconform.frontend import frontend_director
+from haconform.readers.haproxy import parse_stat_csv, runtime
+from haconform.readers.haproxy_config import backend_servers, check_timing, config_sections, stats_credentials
 from haconform.timeouts import documented
 from haconform.wait import wait_until
 

@@ -20,10 +20,12 @@ import uuid
 import pytest
 
 from haconform.conformance import conformance
-from haconform.observe import backend_servers, capture_tcp, config_section, config_sections, frontend_director, runtime
-from haconform.stages.semantic import rsyslog_facts
-from haconform.readers.haproxy import httplog_entries, parse_httplog_line
+from haconform.frontend import frontend_director
+from haconform.readers.haproxy import httplog_entries, parse_httplog_line, runtime
+from haconform.readers.haproxy_config import backend_servers, config_section, config_sections
 from haconform.readers.logs import LogWatch
+from haconform.readers.wire import capture_tcp
+from haconform.stages.semantic import rsyslog_facts
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 

@@ -13,7 +13,9 @@ limits.conf under --config); the deployment's own files are evidence.
 """
 
 from haconform.conformance import conformance
-from haconform.observe import config_maxconn, limits_entries, process_limits, runtime
+from haconform.readers.haproxy import runtime
+from haconform.readers.haproxy_config import config_maxconn
+from haconform.readers.limits import limits_entries, process_limits
 from haconform.stages.semantic import compare_limits
 
 SECTION = "最大句柄修改逻辑"

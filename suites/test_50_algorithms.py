@@ -17,8 +17,10 @@ import shlex
 import struct
 
 from haconform.conformance import conformance
-from haconform.observe import (backend_servers, config_section, frontend_director, raw_response_header,
-                               runtime, served_by)
+from haconform.frontend import frontend_director
+from haconform.readers.haproxy import runtime
+from haconform.readers.haproxy_config import backend_servers, config_section
+from haconform.readers.responses import raw_response_header, served_by
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
@@ -47,10 +49,27 @@ def balance_of(deployment) -> tuple[str, ...]:
     return lines[-1] if lines else ()
 
 
-def pinned(deployment, http, evidence, what: str, request_for) -> dict[str, list[str]]:
-    """key -> who answered each of REPEATS requests made by request_for(key)."""
-    seen = {key: [served_by(request_for(key)) for _ in range(REPEATS)] for key in KEYS}
-    evidence.data(f"who answered, per {what}", seen)
+def applied(algorithm, deployment, name: str) -> tuple[str, ...]:
+    """Apply fixtures/beyond/algorithms/<name>; the `balance` line now in place."""
+    algorithm(name)
+    return balance_of(deployment)
+
+
+def check_balance(algorithm, deployment, name: str, expected: tuple[str, ...] | None = None) -> None:
+    """Apply algorithm <name>; the applied `balance` line MUST be `expected` (default: `balance <name>`)."""
+    balance = applied(algorithm, deployment, name)
+    assert balance == (expected or (name,)), f"balance is {balance}"
+
+
+def who_answered(http, deployment, count: int, path: str = "/", **kwargs) -> list[str | None]:
+    """The X-Real-Server of each of `count` consecutive requests for path."""
+    return [served_by(http.get(deployment.url(path), **kwargs)) for _ in range(count)]
+
+
+def pinned(evidence, what: str, answer_for, label: str | None = None) -> dict[str, list[str]]:
+    """key -> who answered each of REPEATS requests, answer_for(key) naming who answered one."""
+    seen = {key: [answer_for(key) for _ in range(REPEATS)] for key in KEYS}
+    evidence.data(label or f"who answered, per {what}", seen)
     return seen
 
 
@@ -66,10 +85,8 @@ def check_pinned_and_spread(deployment, seen: dict[str, list[str]], what: str) -
              must="With `balance roundrobin`, consecutive requests MUST alternate between app1 (server2) and "
                   "app2 (server3)")
 def test_roundrobin_alternates(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("roundrobin")
-    balance = balance_of(deployment)
-    assert balance == ("roundrobin",), f"balance is {balance}"
-    seen = [served_by(http.get(deployment.url("/"))) for _ in range(8)]
+    check_balance(algorithm, deployment, "roundrobin")
+    seen = who_answered(http, deployment, 8)
     evidence.data("who answered, in order", seen)
     assert set(seen) == both_real_servers(deployment) and alternates(seen), f"not alternating: {seen}"
 
@@ -78,13 +95,11 @@ def test_roundrobin_alternates(deployment, http, algorithm, client_evidence, evi
              must="With `balance static-rr`, every run of consecutive requests as long as the weights' sum MUST "
                   "reach each server as often as its weight (3:1 for app1:app2)")
 def test_static_rr_follows_weights(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("static-rr")
-    balance = balance_of(deployment)
-    assert balance == ("static-rr",), f"balance is {balance}"
+    check_balance(algorithm, deployment, "static-rr")
     servers = backend_servers(frontend_director(deployment).read_file(HAPROXY_CFG), "app")
     weights = {host_of(deployment, name): spec["weight"] for name, spec in servers.items()}
     cycle = sum(weights.values())
-    seen = [served_by(http.get(deployment.url("/"))) for _ in range(2 * cycle)]
+    seen = who_answered(http, deployment, 2 * cycle)
     evidence.data("weights from the applied config (by host)", weights)
     evidence.data("who answered, in order", seen)
     assert len(set(weights.values())) > 1, f"the weights are all equal, nothing to show: {weights}"
@@ -106,9 +121,7 @@ def held_post(http, deployment):
                   "connections, whichever server that is")
 def test_leastconn_prefers_the_less_busy_server(deployment, http, algorithm, client_evidence, evidence,
                                                 request):
-    algorithm("leastconn")
-    balance = balance_of(deployment)
-    assert balance == ("leastconn",), f"balance is {balance}"
+    check_balance(algorithm, deployment, "leastconn")
     socket = runtime(frontend_director(deployment))
     open_per_host = lambda: {host_of(deployment, r.name): r.scur  # noqa: E731
                              for r in socket.stat().servers("app")}
@@ -131,7 +144,7 @@ def test_leastconn_prefers_the_less_busy_server(deployment, http, algorithm, cli
                                 timeout=BOUNDS.http_request, observe=open_per_host)
 
     def four_requests(label: str, open_now: dict) -> list[str]:
-        seen = [served_by(http.get(deployment.url("/"))) for _ in range(4)]
+        seen = who_answered(http, deployment, 4)
         evidence.data(label, {"open connections per server": open_now, "answers": seen})
         return seen
 
@@ -165,10 +178,8 @@ def spare_addresses(topology, count: int) -> list[str]:
              must="With `balance source`, all requests from one client address MUST reach the same server, "
                   "and different client addresses MUST spread over both servers")
 def test_source_pins_client_address(deployment, http, algorithm, client_evidence, evidence, request):
-    algorithm("source")
-    balance = balance_of(deployment)
-    assert balance == ("source",), f"balance is {balance}"
-    own = [served_by(http.get(deployment.url("/"))) for _ in range(8)]
+    check_balance(algorithm, deployment, "source")
+    own = who_answered(http, deployment, 8)
     evidence.data(f"answers to the client host's own address {deployment.client.address}", own)
     assert len(set(own)) == 1 and own[0] in both_real_servers(deployment), \
         f"requests from one address reached {own}"
@@ -199,48 +210,47 @@ def test_source_pins_client_address(deployment, http, algorithm, client_evidence
              must="With `balance uri`, every request for one URI MUST reach the same server, and different "
                   "URIs MUST spread over both servers")
 def test_uri_pins_uri(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("uri")
-    balance = balance_of(deployment)
-    assert balance == ("uri",), f"balance is {balance}"
+    check_balance(algorithm, deployment, "uri")
     # 404s are fine: the answer still names its server, and the hash only sees the URI.
-    seen = pinned(deployment, http, evidence, "URI", lambda key: http.get(deployment.url(f"/{key}")))
+    seen = pinned(evidence, "URI", lambda key: served_by(http.get(deployment.url(f"/{key}"))))
     check_pinned_and_spread(deployment, seen, "URI")
 
 
 def fallback_alternates(deployment, http, evidence, **kwargs) -> None:
-    seen = [served_by(http.get(deployment.url("/"), **kwargs)) for _ in range(6)]
+    seen = who_answered(http, deployment, 6, **kwargs)
     evidence.data("who answered requests without the hashed key, in order", seen)
     assert set(seen) == both_real_servers(deployment) and alternates(seen), \
         f"without the key, requests must fall back to round robin: {seen}"
+
+
+def check_hashed_key(deployment, http, evidence, what: str, request_for) -> None:
+    """The same key MUST reach the same server, keys MUST spread over both, no key MUST mean round robin."""
+    seen = pinned(evidence, what, lambda key: served_by(request_for(key)))
+    check_pinned_and_spread(deployment, seen, what)
+    fallback_alternates(deployment, http, evidence)
 
 
 @conformance("HAC-ALG-006", stage="algorithms", section=SECTION,
              must="With `balance url_param userid`, requests with the same userid MUST reach the same server, "
                   "different values MUST spread over both, and requests without it MUST fall back to round robin")
 def test_url_param_pins_parameter(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("url_param")
-    balance = balance_of(deployment)
+    balance = applied(algorithm, deployment, "url_param")
     assert balance[:1] == ("url_param",) and len(balance) > 1, f"balance is {balance}"
     param = balance[1]
-    seen = pinned(deployment, http, evidence, f"{param} value",
-                  lambda key: http.get(deployment.url(f"/?{param}={key}")))
-    check_pinned_and_spread(deployment, seen, f"{param} value")
-    fallback_alternates(deployment, http, evidence)
+    check_hashed_key(deployment, http, evidence, f"{param} value",
+                     lambda key: http.get(deployment.url(f"/?{param}={key}")))
 
 
 @conformance("HAC-ALG-007", stage="algorithms", section=SECTION,
              must="With `balance hdr(X-Tenant)`, requests with the same header value MUST reach the same server, "
                   "different values MUST spread over both, and requests without it MUST fall back to round robin")
 def test_hdr_pins_header_value(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("hdr")
-    balance = balance_of(deployment)
+    balance = applied(algorithm, deployment, "hdr")
     match = re.fullmatch(r"hdr\(([^)]+)\)", balance[0] if balance else "")
     assert match, f"balance is {balance}"
     header = match.group(1)
-    seen = pinned(deployment, http, evidence, f"{header} value",
-                  lambda key: http.get(deployment.url("/"), headers={header: key}))
-    check_pinned_and_spread(deployment, seen, f"{header} value")
-    fallback_alternates(deployment, http, evidence)
+    check_hashed_key(deployment, http, evidence, f"{header} value",
+                     lambda key: http.get(deployment.url("/"), headers={header: key}))
 
 
 def rdp_connection_request(name: str, *, with_header: bool = True) -> bytes:
@@ -262,11 +272,9 @@ def rdp_answered_by(http, deployment, name: str, **kwargs) -> str | None:
              must="With `balance rdp-cookie(mstshash)` in TCP mode, streams carrying the same RDP cookie MUST "
                   "reach the same server, and different cookies MUST spread over both servers")
 def test_rdp_cookie_pins_cookie(deployment, http, algorithm, client_evidence, evidence):
-    algorithm("rdp-cookie")
-    balance = balance_of(deployment)
-    assert balance == ("rdp-cookie(mstshash)",), f"balance is {balance}"
-    seen = {key: [rdp_answered_by(http, deployment, key) for _ in range(REPEATS)] for key in KEYS}
-    evidence.data("who answered, per mstshash cookie (stream: TPKT + X.224 header + cookie line)", seen)
+    check_balance(algorithm, deployment, "rdp-cookie", ("rdp-cookie(mstshash)",))
+    seen = pinned(evidence, "mstshash cookie", lambda key: rdp_answered_by(http, deployment, key),
+                  label="who answered, per mstshash cookie (stream: TPKT + X.224 header + cookie line)")
     # fixtures/beyond/algorithms/README.md: without the 11-byte RDP header HAProxy does
     # not find the cookie and balances round robin; shown, not required.
     evidence.data("cookie line alone, no RDP header (same name each time)",

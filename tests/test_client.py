@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from haconform.client import (AgentOpError, HttpAgent, agent_argv, agent_source, basic_auth,
+from haconform.client import (AgentOpError, Exchange, HttpAgent, agent_argv, agent_source, basic_auth,
                               redact_url)
 from haconform.errors import HaconformError
 from haconform.timeouts import BOUNDS
@@ -144,6 +144,7 @@ def test_get_names_the_server_and_is_recorded_as_evidence(agent, server):
     assert response.local_addr.startswith("127.0.0.1:")
     assert response.remote_addr == f"127.0.0.1:{server.server_address[1]}"
     last = agent.evidence[-1]
+    assert isinstance(last, Exchange)
     assert (last.method, last.url, last.status, last.first_line) == \
         ("GET", server.url + "/", 200, "alpha")
     assert "alpha" in str(last)

@@ -272,14 +272,15 @@ def fake_libvirt(monkeypatch, topology):
     monkeypatch.setattr(vagrant_target.libvirt, "domain_id", lambda d: domains.get(d, {}).get("id"))
     target = vagrant_target.VagrantTarget(topology, "hctestvm")
     answers = {"server1": "boot-1"}
-    monkeypatch.setattr(target, "answers", lambda name, timeout=0: answers.get(name))
-    return target, domains, answers
+    monkeypatch.setattr(target.guests, "answers", lambda name, timeout=0: answers.get(name))
+    yield target, domains, answers
+    shutil.rmtree(target.guests._control_path, ignore_errors=True)
 
 
 def test_power_state_tells_a_crash_from_a_fenced_reboot(fake_libvirt):
     target, domains, answers = fake_libvirt
     assert target.power_state("server1") == "on"
-    target._crash_domain_ids["server1"] = "3"        # what power(crash) records
+    target.guests._crash_domain_ids["server1"] = "3"  # what power(crash) records
     answers.pop("server1")
     assert target.power_state("server1") == "crashed"  # libvirt still says running: a panicked guest
     domains["Node1"]["id"] = "4"                       # fence_virtd's reboot: destroy + start
@@ -294,3 +295,41 @@ def test_guests_go_over_ssh_and_the_rest_through_the_lab(fake_libvirt):
     assert target.inventory.access("server1").cluster_nic == "eth0"
     assert target.inventory.access("server1").ssh_config.endswith("/hctestvm/ssh_config")
     assert target.fence_key_path("/etc/cluster/fence_xvm.key").endswith("/labs/hctestvm/hosts/foundation5/upper/etc/cluster/fence_xvm.key")
+
+
+def test_each_host_call_goes_to_the_target_owning_the_host(fake_libvirt, monkeypatch):
+    from haconform.targets.lab import LabTarget
+    from haconform.targets.vagrant import LibvirtGuests
+    target, _, _ = fake_libvirt
+    assert isinstance(target._for("server1"), LibvirtGuests) and isinstance(target._for("foundation5"), LabTarget)
+    assert target.lab_target.lab is target.lab and sorted(target.lab.only_hosts) == ["client", "foundation5"]
+    calls = []
+    for owner in (target.guests, target.lab_target):
+        for method in ("testinfra_host", "exec_argv", "power_state", "nic_state", "booted"):
+            monkeypatch.setattr(owner, method, lambda name, m=method, o=owner: calls.append((o.kind, m, name)))
+        for method in ("power", "set_nic"):
+            monkeypatch.setattr(owner, method, lambda name, arg, m=method, o=owner: calls.append((o.kind, m, name, arg)))
+    for name in ("server4", "client"):
+        target.testinfra_host(name), target.exec_argv(name), target.power_state(name)
+        target.nic_state(name), target.booted(name), target.power(name, "crash"), target.set_nic(name, "down")
+    kinds = {name: {c[0] for c in calls if c[2] == name} for name in ("server4", "client")}
+    assert kinds == {"server4": {"vagrant-guests"}, "client": {"lab"}}
+    assert len(calls) == 14
+
+
+def test_guests_are_reached_over_ssh_and_lab_hosts_through_nsenter(fake_libvirt):
+    target, _, _ = fake_libvirt
+    assert "ssh_exec.py" in " ".join(target.exec_argv("server2"))
+    assert target.testinfra_host("server2").backend.NAME == "haconform-access"
+    assert target.testinfra_host("client").backend.NAME == "haconform-lab"
+    assert target.inventory is target.guests.inventory and target.inventory.access("client").kind == "none"
+
+
+def test_a_guest_cut_off_has_an_absent_nic(fake_libvirt, monkeypatch):
+    from haconform.targets.ssh import HostUnreachable, SshTarget
+    target, _, _ = fake_libvirt
+
+    def unreachable(self, name):
+        raise HostUnreachable(f"ssh to {name} failed")
+    monkeypatch.setattr(SshTarget, "nic_state", unreachable)
+    assert target.nic_state("server1") == "absent"

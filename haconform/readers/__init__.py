@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ..errors import HaconformError
+from ..errors import CommandFailed, HaconformError
 
 # How much of an offending input an error message quotes.
 EXCERPT_CHARS = 300
@@ -24,10 +24,6 @@ EXCERPT_CHARS = 300
 
 class ParseError(HaconformError):
     """Output of a tool did not have the documented format."""
-
-
-class CommandFailed(HaconformError):
-    """A read-only command could not be run or reported failure."""
 
 
 def excerpt(text: str | bytes | None, limit: int = EXCERPT_CHARS) -> str:

@@ -20,6 +20,8 @@ from . import CommandFailed, ParseError, excerpt, host_label, run_command
 
 # The runbook's `stats socket /var/lib/haproxy/stats`.
 DEFAULT_STATS_SOCKET = "/var/lib/haproxy/stats"
+# Where the runbook's rsyslog rule (`local2.*`) writes HAProxy's log.
+HAPROXY_LOG = "/var/log/haproxy.log"
 
 # Sends one line to a UNIX socket and prints the reply; used where socat is
 # not installed.  HAProxy's CLI closes the connection after answering a
@@ -101,6 +103,11 @@ class HaproxyRuntime:
 
     def _source(self, command: str) -> str:
         return f"{host_label(self.host)}:{self.socket_path} `{command}`"
+
+
+def runtime(machine) -> HaproxyRuntime:
+    """The runtime API of the HAProxy on a deployment machine (one with a `.host`)."""
+    return HaproxyRuntime(machine.host)
 
 
 # --- show info --------------------------------------------------------------

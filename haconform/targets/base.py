@@ -7,69 +7,114 @@ target, so a suite runs unchanged on the namespace lab, VMs or SSH hosts.
 
 from __future__ import annotations
 
+import abc
 import base64
 import shlex
 
 import testinfra
 
-from ..errors import HaconformError
+from ..errors import CommandFailed, HaconformError
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from ..topology import HostSpec, Topology
 from ..wait import wait_until
 
 
-class CommandFailed(AssertionError):
-    pass
+class Target(abc.ABC):
+    """Where the topology runs: a transport into each host, power and NIC control, the fence device.
 
+    Three targets implement it: LabTarget (the embedded namespace lab, lab.py),
+    SshTarget (an existing deployment, ssh.py) and VagrantTarget (libvirt guests
+    plus lab hosts, vagrant.py).  Every abstract method below is part of the
+    contract that Machine, haconform/stages, faults, restore and the suites
+    rely on, and so are these attributes:
 
-class Target:
-    """Where the topology runs.  Subclasses provide transport and power."""
+    kind                 "lab", "ssh" or "vagrant": names the target in messages, reports and the
+                         choices fixtures make (e.g. verify-only stages on "ssh").
+    can_power            power on/off/reset/crash and NIC control work on the target's hosts;
+                         fault tests are skipped where it is False.
+    destructive_allowed  fault tests and applying stages may change the hosts (an SSH target
+                         needs --allow-destructive; targets haconform builds itself allow it).
+    topology             the Topology the target runs.
 
-    kind = "abstract"
-    can_power = False          # power on/off/crash and NIC control available
-    destructive_allowed = True  # SSH targets need an explicit opt-in
+    (SshTarget and VagrantTarget also carry `inventory`, which fixtures read where present.)
+
+    A target without power or NIC control keeps can_power False and may answer
+    power/set_nic/power_state/nic_state/booted with the base implementation
+    (``return super().power(name, action)``), which refuses with one clear error.
+    """
+
+    kind: str = "abstract"
+    can_power: bool = False
+    destructive_allowed: bool = True
 
     def __init__(self, topology: Topology):
         self.topology = topology
         self._hosts: dict[str, testinfra.host.Host] = {}
 
+    # ----- lifecycle -----------------------------------------------------------
+    @abc.abstractmethod
     def up(self) -> dict:
-        return {}
+        """Bring every host up (or check that it answers); returns figures for the report."""
 
+    @abc.abstractmethod
     def down(self) -> dict:
-        return {}
+        """Tear down what up() made (or close connections); returns what was removed."""
 
+    # ----- transport -----------------------------------------------------------
+    @abc.abstractmethod
     def testinfra_host(self, name: str) -> testinfra.host.Host:
-        raise NotImplementedError
+        """testinfra Host running commands as root inside host `name`."""
 
+    @abc.abstractmethod
     def exec_argv(self, name: str) -> list[str]:
-        raise NotImplementedError
+        """argv prefix with nsenter's meaning: what follows is one argv, run as root in host `name`."""
 
+    # ----- power and NIC ---------------------------------------------------------
+    @abc.abstractmethod
     def power(self, name: str, action: str) -> None:
+        """action: on, off, reset (hard, waits for the boot) or crash (kernel panic, stays down)."""
         raise HaconformError(f"target {self.kind} has no power control", where="--target")
 
+    @abc.abstractmethod
     def set_nic(self, name: str, state: str) -> None:
+        """state: up or down, the host's cluster-network link (processes keep running)."""
         raise HaconformError(f"target {self.kind} has no NIC control", where="--target")
 
+    @abc.abstractmethod
     def power_state(self, name: str) -> str:
         """'on', 'off' or 'crashed', as the target's power control sees the host."""
         raise HaconformError(f"target {self.kind} has no power control", where="--target")
 
+    @abc.abstractmethod
     def nic_state(self, name: str) -> str:
         """'up', 'down' or 'absent': the host's cluster-network link."""
         raise HaconformError(f"target {self.kind} has no NIC control", where="--target")
 
+    @abc.abstractmethod
     def booted(self, name: str) -> bool:
         """The host is on and has finished starting its services."""
         raise HaconformError(f"target {self.kind} has no power control", where="--target")
 
+    # ----- the fence device --------------------------------------------------------
+    @abc.abstractmethod
+    def start_fence_device(self, key: bytes, *, key_file: str, multicast_address: str, port: int) -> dict:
+        """Make the fence_xvm device answer with this key (key_file: where the fence host keeps it)
+        on multicast_address:port; returns what answers, for the report.  A target that cannot
+        start one checks the existing one and raises naming what is missing."""
+
+    @abc.abstractmethod
+    def fence_device_running(self) -> bool:
+        """The fence device answers (for every cluster node, where the target can only ask)."""
+
+    @abc.abstractmethod
     def fence_requests(self) -> list[dict]:
         """What the fence device logged, newest last (empty where the device keeps no log)."""
-        return []
 
+    # ----- the report ----------------------------------------------------------------
+    @abc.abstractmethod
     def describe(self) -> dict:
-        return {"target": self.kind}
+        """What the target is, for the report and logs: at least {"target": kind}."""
 
 
 class Machine:

@@ -14,9 +14,11 @@ class LabTarget(Target):
     kind = "lab"
     can_power = True
 
-    def __init__(self, topology: Topology, name: str = "haconform"):
+    def __init__(self, topology: Topology, name: str = "haconform", *, lab: NamespaceLab | None = None):
+        """lab: a NamespaceLab made elsewhere (VagrantTarget's fence and client hosts, on the
+        guests' bridge); by default the lab NAME running the whole topology."""
         super().__init__(topology)
-        self.lab = NamespaceLab(name, topology)
+        self.lab = lab if lab is not None else NamespaceLab(name, topology)
 
     def up(self) -> dict:
         return self.lab.up()

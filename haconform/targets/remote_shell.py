@@ -16,7 +16,7 @@ deadline: a command that outlives it gets its shell killed (exit 124, like
 from __future__ import annotations
 
 import os
-import secrets
+import secrets as tokens
 import select
 import shlex
 import signal
@@ -97,7 +97,7 @@ class RemoteShell:
         return data
 
     def run(self, command: str, timeout: float) -> tuple[int, bytes, bytes]:
-        token = "haconform-" + secrets.token_hex(8)
+        token = "haconform-" + tokens.token_hex(8)
         script = (f'__o=$(mktemp) && __e=$(mktemp) && {{ /bin/sh -c {shlex.quote(command)} </dev/null '
                   f'>"$__o" 2>"$__e"; __r=$?; printf "{token} %s %s %s\\n" "$__r" "$(wc -c <"$__o")" '
                   f'"$(wc -c <"$__e")"; cat "$__o" "$__e"; rm -f "$__o" "$__e"; }}\n')

@@ -42,6 +42,7 @@ from testinfra.backend import base
 
 from ..errors import HaconformError
 from ..inventory import HostAccess, Inventory
+from ..readers.cluster import FENCE_LIST_COMMAND, parse_fence_list
 from ..readers.links import nic_holding
 from ..secrets import redact
 from ..timeouts import BOUNDS
@@ -55,7 +56,6 @@ log = logging.getLogger("haconform.targets.ssh")
 SSH_EXEC = str(Path(__file__).with_name("ssh_exec.py"))
 # Long enough for the longest NIC-down test (fence, move, rejoin); see the module docstring.
 NIC_DEAD_MAN_S = int(BOUNDS.fence_complete + BOUNDS.resource_move + BOUNDS.node_rejoin)
-FENCE_LIST = "fence_xvm -o list -t 5"
 
 
 class HostUnreachable(HaconformError):
@@ -163,7 +163,6 @@ testinfra.backend.BACKENDS.setdefault(AccessBackend.NAME, f"{__name__}.AccessBac
 class SshTarget(Target):
     kind = "ssh"
     can_power = True
-    manages_fence_device = False     # the deployment's own fence device: checked, never started
 
     def __init__(self, topology: Topology, inventory: Inventory, *, allow_destructive: bool = False):
         super().__init__(topology)
@@ -407,12 +406,11 @@ class SshTarget(Target):
         """`fence_xvm -o list` from the first cluster node that answers: domain -> state."""
         for node in self.topology.cluster_nodes:
             try:
-                result = self._run(node, FENCE_LIST, timeout=BOUNDS.fence_request)
+                result = self._run(node, FENCE_LIST_COMMAND, timeout=BOUNDS.fence_request)
             except HostUnreachable:
                 continue
             if result.rc == 0:
-                return {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()
-                        if len(line.split()) >= 3}
+                return parse_fence_list(result.stdout)
         return {}
 
     def fence_device_running(self) -> bool:
@@ -425,7 +423,7 @@ class SshTarget(Target):
         if not set(wanted) <= set(listed):
             fence = self.topology.fence_host
             raise HaconformError(
-                f"the deployment's fence device does not answer for {wanted}: `{FENCE_LIST}` on a director "
+                f"the deployment's fence device does not answer for {wanted}: `{FENCE_LIST_COMMAND}` on a director "
                 f"lists {listed or 'nothing'}",
                 where=str(self.inventory.path),
                 fix=f"start fence_virtd on {fence.name if fence else 'the physical host'} "
@@ -433,6 +431,10 @@ class SshTarget(Target):
                     "daemon on an existing deployment")
         return {"fence device": "the deployment's own (already running; haconform started nothing)",
                 "fence_xvm -o list": listed}
+
+    def fence_requests(self) -> list[dict]:
+        """The deployment's own fence device keeps no log haconform can read: nothing."""
+        return []
 
     def describe(self) -> dict:
         return {"target": "ssh", "inventory": str(self.inventory.path), "stage": self.inventory.stage,

@@ -2,9 +2,11 @@
 
 Guests (directors, real servers) are Vagrant/libvirt VMs reached over their
 management network with SshTarget's transport (ssh with the environment's
-ssh_config, testinfra over it); the physical host foundation5 and the client
-are namespace-lab hosts on the machine, plugged into the guests' cluster
-bridge, reached as the lab reaches them.
+ssh_config, testinfra over it): LibvirtGuests.  The physical host foundation5
+and the client are namespace-lab hosts on the machine, plugged into the
+guests' cluster bridge, reached as the lab reaches them: a LabTarget.
+VagrantTarget holds both and hands each per-host call to the one owning the
+host (VagrantTarget._for).
 
 Faults use what the runbook uses:
   crash  `echo c > /proc/sysrq-trigger` in the guest (fire and forget)
@@ -27,7 +29,8 @@ from ..topology import Topology
 from ..vm import libvirt
 from ..vm.env import DEFAULT_ENV, VmEnvironment
 from ..wait import wait_until
-from .lab_backend import LabBackend
+from .base import Target
+from .lab import LabTarget
 from .ssh import HostUnreachable, SshTarget
 
 CLUSTER_NIC = "eth0"   # as on the runbook's VMs; the management NIC is eth1 (see the Vagrantfile)
@@ -46,61 +49,25 @@ def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
     return Inventory(path=env.dir / "ssh_config", stage="stage5", hosts=hosts)
 
 
-class VagrantTarget(SshTarget):
-    kind = "vagrant"
-    can_power = True
-    manages_fence_device = True
+class LibvirtGuests(SshTarget):
+    """The guests alone: SshTarget's transport (ssh through the environment's ssh_config,
+    testinfra over it, NIC control with the dead-man switch) with power from libvirt.
 
-    def __init__(self, topology: Topology, name: str = DEFAULT_ENV):
-        self.env = VmEnvironment(name, topology)
-        super().__init__(topology, vm_inventory(topology, self.env), allow_destructive=True)
+    Its inventory lists only the guests as reachable; VagrantTarget hands it guests only.
+    """
+
+    kind = "vagrant-guests"
+
+    def __init__(self, topology: Topology, env: VmEnvironment):
+        self.env = env
+        super().__init__(topology, vm_inventory(topology, env), allow_destructive=True)
         self._crash_domain_ids: dict[str, str | None] = {}
-        self._lab = None
-
-    # ----- lifecycle ---------------------------------------------------------------
-    def up(self) -> dict:
-        figures = self.env.up()
-        guests = list(self.env.guests())
-        wait_until(f"guests {guests} booted (ssh answers, systemd finished)",
-                   lambda: all(self.booted(h) for h in guests), timeout=BOUNDS.vm_boot,
-                   observe=lambda: {h: self.power_state(h) for h in guests})
-        return figures
-
-    def down(self) -> dict:
-        super().down()
-        return self.env.down()
-
-    @property
-    def lab(self):
-        if self._lab is None:
-            self._lab = self.env.lab()
-        return self._lab
-
-    def is_guest(self, name: str) -> bool:
-        return name in self.env.guests()
 
     def domain(self, name: str) -> str:
         return self.env.guests()[name]
 
-    # ----- transport: guests over ssh, fence and client hosts as the lab's -----------
-    def testinfra_host(self, name: str) -> testinfra.host.Host:
-        if self.is_guest(name):
-            return super().testinfra_host(name)
-        if name not in self._hosts:
-            self.topology.host(name)
-            self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab))
-        return self._hosts[name]
-
-    def exec_argv(self, name: str) -> list[str]:
-        if self.is_guest(name):
-            return super().exec_argv(name)
-        return self.lab.exec_argv(name)
-
     # ----- power (virsh) and crash (sysrq) --------------------------------------------
     def power(self, name: str, action: str) -> None:
-        if not self.is_guest(name):
-            self.lab.power(name, action, wait=action in ("on", "reset"))
-            return
         domain = self.domain(name)
         if action == "crash":
             self._crash_domain_ids[name] = libvirt.domain_id(domain)
@@ -128,8 +95,6 @@ class VagrantTarget(SshTarget):
                    timeout=BOUNDS.vm_boot, observe=lambda: libvirt.domain_state(domain))
 
     def power_state(self, name: str) -> str:
-        if not self.is_guest(name):
-            return self.lab.power_state(name)
         domain = self.domain(name)
         state = libvirt.domain_state(domain)
         if state != "running":
@@ -141,26 +106,90 @@ class VagrantTarget(SshTarget):
         return "on"
 
     def booted(self, name: str) -> bool:
-        if not self.is_guest(name):
-            return self.lab.booted(name)
         if libvirt.domain_state(self.domain(name)) != "running":
             return False
         return super().booted(name)
 
-    # ----- NIC -------------------------------------------------------------------------
-    def set_nic(self, name: str, state: str) -> None:
-        if not self.is_guest(name):
-            self.lab.set_nic(name, state)
-            return
-        super().set_nic(name, state)
-
+    # ----- NIC (set_nic is SshTarget's) ------------------------------------------------------
     def nic_state(self, name: str) -> str:
-        if not self.is_guest(name):
-            return self.lab.nic_state(name)
         try:
             return super().nic_state(name)
         except HostUnreachable:
             return "absent"
+
+
+class VagrantTarget(Target):
+    """The guests (LibvirtGuests) and the lab hosts (a LabTarget on the guests' cluster bridge)
+    behind one target: each per-host call goes to the one that owns the host (_for)."""
+
+    kind = "vagrant"
+    can_power = True
+    destructive_allowed = True
+
+    def __init__(self, topology: Topology, name: str = DEFAULT_ENV):
+        super().__init__(topology)
+        self.env = VmEnvironment(name, topology)
+        self.guests = LibvirtGuests(topology, self.env)
+        self._lab_target: LabTarget | None = None
+
+    # ----- who owns a host ---------------------------------------------------------------
+    @property
+    def lab_target(self) -> LabTarget:
+        """The fence host and the client, as the lab reaches them (made on first use)."""
+        if self._lab_target is None:
+            self._lab_target = LabTarget(self.topology, self.env.name, lab=self.env.lab())
+        return self._lab_target
+
+    @property
+    def lab(self):
+        return self.lab_target.lab
+
+    @property
+    def inventory(self) -> Inventory:
+        """The guests' ssh inventory (the lab hosts are `none` in it)."""
+        return self.guests.inventory
+
+    def is_guest(self, name: str) -> bool:
+        return name in self.env.guests()
+
+    def _for(self, name: str) -> Target:
+        """The target that owns host `name`: the guests over ssh, the rest in the namespace lab."""
+        return self.guests if self.is_guest(name) else self.lab_target
+
+    # ----- lifecycle ---------------------------------------------------------------
+    def up(self) -> dict:
+        figures = self.env.up()
+        guests = list(self.env.guests())
+        wait_until(f"guests {guests} booted (ssh answers, systemd finished)",
+                   lambda: all(self.booted(h) for h in guests), timeout=BOUNDS.vm_boot,
+                   observe=lambda: {h: self.power_state(h) for h in guests})
+        return figures
+
+    def down(self) -> dict:
+        self.guests.down()
+        return self.env.down()
+
+    # ----- per host: transport, power, NIC ---------------------------------------------
+    def testinfra_host(self, name: str) -> testinfra.host.Host:
+        return self._for(name).testinfra_host(name)
+
+    def exec_argv(self, name: str) -> list[str]:
+        return self._for(name).exec_argv(name)
+
+    def power(self, name: str, action: str) -> None:
+        self._for(name).power(name, action)
+
+    def power_state(self, name: str) -> str:
+        return self._for(name).power_state(name)
+
+    def booted(self, name: str) -> bool:
+        return self._for(name).booted(name)
+
+    def set_nic(self, name: str, state: str) -> None:
+        self._for(name).set_nic(name, state)
+
+    def nic_state(self, name: str) -> str:
+        return self._for(name).nic_state(name)
 
     # ----- the fence device: fence_virtd ------------------------------------------------
     def fence_key_path(self, key_file: str) -> str:

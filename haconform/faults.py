@@ -117,6 +117,18 @@ class FaultRun:
         self.marks.append((now, label))
         return now
 
+    def inject(self, fault: "Fault", victim=None, *, mark: str) -> str:
+        """Mark the instant, inject the fault, keep what was done in the evidence."""
+        self.mark(mark)
+        action = fault.inject(victim)
+        self.evidence.text(f"{self.title}: fault", action)
+        return action
+
+    def wait_served(self, *, timeout: float) -> None:
+        """Requests through the frontend succeed again (the prober's latest answer is a success)."""
+        self.prober.wait_for(f"requests through the {self.deployment.frontend_label} succeed again",
+                             lambda samples: bool(samples) and samples[-1].ok, timeout=timeout)
+
     def time_of(self, label: str) -> float:
         return next(t for t, name in self.marks if name == label)
 

@@ -69,14 +69,12 @@ def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, clust
     before = cluster.state().failcount(vip_id, active.name)
     with FaultRun(deployment, evidence, "VIP deleted by hand") as run:
         watch = run.watch(active)
-        run.mark("fault injected")
-        evidence.text("fault", VipDeleted(deployment).inject(active))
+        run.inject(VipDeleted(deployment), active, mark="fault injected")
         wait_until("the VIP is held by a director again", cluster.vip_holders,
                    timeout=documented(interval), observe=cluster.vip_holders)
         run.mark("VIP back")
         # The group is ordered (VIP, then haproxy): restoring the VIP restarts haproxy too.
-        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.service_start + BOUNDS.http_request + BOUNDS.probe_request * 3)
+        run.wait_served(timeout=BOUNDS.service_start + BOUNDS.http_request + BOUNDS.probe_request * 3)
         seen = watch.wait_for({"monitor saw VIP gone": pattern(
             "pcmk.rsc_op_result", operation="monitor", resource=vip_id, node=active.name,
             result="not running")}, timeout=BOUNDS.log_line)
@@ -100,8 +98,7 @@ def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster,
     before = cluster.state().failcount(haproxy_id, active.name)
     with FaultRun(deployment, evidence, "haproxy stopped") as run:
         watch = run.watch(active)
-        run.mark("fault injected")
-        evidence.text("fault", ServiceStop(deployment).inject(active))   # the runbook's own command
+        run.inject(ServiceStop(deployment), active, mark="fault injected")   # the runbook's own command
         seen = watch.wait_for({"monitor saw haproxy stopped": pattern(
             "pcmk.rsc_op_result", operation="monitor", resource=haproxy_id, node=ANY,
             result="not running")}, timeout=documented(interval))
@@ -109,8 +106,7 @@ def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster,
                    lambda: any(d.host.process.filter(comm="haproxy") for d in deployment.directors)
                    and cluster.group_node(), timeout=BOUNDS.cluster_settle)
         run.mark("haproxy back")
-        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+        run.wait_served(timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
     evidence.log("pacemaker's evidence", [m.string for m in seen.values()])
     evidence.data("outage (s)", run.outage_s)
     after = cluster.state().failcount(haproxy_id, active.name)
@@ -126,14 +122,12 @@ def test_standby_moves_the_group(deployment, active, cluster_spec, cluster, evid
     group = cluster_spec.group_id
     other = next(d for d in deployment.directors if d.name != active.name)
     with FaultRun(deployment, evidence, "standby of the active director") as run:
-        run.mark("fault injected")
         standby = Standby(deployment)
-        standby.inject(active)
+        run.inject(standby, active, mark="fault injected")
         wait_until(f"{group} started on {other.name}", lambda: cluster.group_node() == other.name,
                    timeout=BOUNDS.resource_move, observe=cluster.group_node)
         run.mark("group moved")
-        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
+        run.wait_served(timeout=BOUNDS.http_request + BOUNDS.probe_request * 3)
         assert cluster.state().node(active.name).standby
         standby.heal()
         wait_until(f"{active.name} online and not in standby",
@@ -158,9 +152,8 @@ def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, ev
     passive = next(d for d in cluster.directors if d.name != active.name)
     boot_before = passive.boot_id
     with FaultRun(deployment, evidence, f"reboot of {passive.name}") as run:
-        run.mark("power reset")
         reset = Reset(deployment)
-        reset.inject(passive)
+        run.inject(reset, passive, mark="power reset")
         assert passive.boot_id != boot_before
         # Asked of the rebooted node itself: only its freshly started pacemaker,
         # once joined, can say so (the survivor may not have noticed it left).

@@ -82,17 +82,15 @@ def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, targe
     boot_before = victim.boot_id
     with FaultRun(deployment, evidence, f"crash of {victim.name}") as run:
         crashed_at = now_utc_naive()
-        run.mark("crash")
         crash = Crash(deployment)
-        crash.inject(victim)               # on a VM: echo c > /proc/sysrq-trigger
+        run.inject(crash, victim, mark="crash")               # on a VM: echo c > /proc/sysrq-trigger
         events = wait_until(f"{survivor.name} fenced {victim.name} (fence history: success)",
                             lambda: successful_fences(cluster, survivor, victim.name, crashed_at),
                             timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
         wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
                    timeout=BOUNDS.resource_move, observe=lambda: cluster.group_node(survivor))
-        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.resource_move)
+        run.wait_served(timeout=BOUNDS.resource_move)
         run.mark("VIP served")
         wait_until(f"{victim.name} booted again", lambda: target.booted(victim.name),
                    timeout=BOUNDS.node_rejoin)
@@ -123,16 +121,14 @@ def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
     survivor = next(d for d in deployment.directors if d.name != cut.name)
     with FaultRun(deployment, evidence, f"NIC of {cut.name} down") as run:
         cut_at = now_utc_naive()
-        run.mark("NIC down")
         nic = NicDown(deployment)
-        nic.inject(cut)
+        run.inject(nic, cut, mark="NIC down")
         wait_until(f"{survivor.name} fenced {cut.name}", lambda: successful_fences(cluster, survivor, cut.name, cut_at),
                    timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
         wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
                    timeout=BOUNDS.resource_move)
-        run.prober.wait_for("requests through the VIP succeed again", lambda s: s and s[-1].ok,
-                            timeout=BOUNDS.resource_move)
+        run.wait_served(timeout=BOUNDS.resource_move)
         run.mark("VIP served")
         wait_until(f"{cut.name} rejoined: every director sees quorum, a DC and both nodes", cluster.whole,
                    timeout=BOUNDS.node_rejoin, observe=cluster.views)
@@ -154,9 +150,8 @@ def test_without_fencing_split_brain_runs_the_group_twice(deployment, victim, cl
     cut = victim
     cluster.set_property("stonith-enabled", "false")
     with FaultRun(deployment, evidence, f"NIC of {cut.name} down, stonith disabled") as run:
-        run.mark("NIC down")
         nic = NicDown(deployment)
-        nic.inject(cut)
+        run.inject(nic, cut, mark="NIC down")
         both = wait_until("each director's own pacemaker runs the group locally",
                           lambda: all(cluster.group_node(d) == d.name for d in deployment.directors),
                           timeout=BOUNDS.resource_move,

@@ -47,20 +47,22 @@ import socket
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
+from pydantic import PlainValidator, model_validator
 
+from .datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
-from .topology import Topology, read_yaml_mapping
+from .topology import IPv4, Topology
 
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
-STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
+StageName = Literal["stage1", "stage2", "stage3", "stage4", "stage5"]
+STAGES = get_args(StageName)
 NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$")
-SSH_FIELDS = {"address", "user", "key", "port", "sudo", "ssh_config", "cluster_nic", "power"}
-DEFAULT_FIELDS = {"user", "key", "port", "sudo", "ssh_config"}
-POWER_FIELDS = {"via", "on", "off", "reset", "crash"}
-TOP_FIELDS = {"vip", "stage", "defaults", "hosts", "names"}
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*$")
 YAML_BOOLEAN_KEYS = {True: "on", False: "off"}
+LAYOUT = "fixtures/inventory.example.yaml"
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,96 @@ class Inventory:
                                  fix=f"add `{name}:` under hosts") from None
 
 
-def _fail(path: Path, key: str, what: str, fix: str):
-    raise HaconformError(f"{key}: {what}", where=str(path), fix=fix)
+# ----- the file's layout (pydantic models: datafile.load_model words their errors) ----------
 
+def _is(kind: type, pattern: re.Pattern | None = None):
+    return lambda value: isinstance(value, kind) and (pattern is None or pattern.match(value))
+
+
+def _host_address(value) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and not value.startswith("-") and " " not in value
+
+
+User = Annotated[str | None, checked(_is(str, USER_NAME), "{!r} is not a user name",
+                                     "write the ssh login, e.g. `user: root`", optional=True)]
+Port = Annotated[int | None, checked(lambda v: type(v) is int and 1 <= v <= 65535, "{!r} is not a TCP port",
+                                     "write a number from 1 to 65535", optional=True)]
+Sudo = Annotated[bool | None, checked(_is(bool), "{!r} is not yes/no", "write `sudo: true` or `sudo: false`",
+                                      optional=True)]
+Command = Annotated[str | None, checked(lambda v: isinstance(v, str) and v.strip(), "must be a command line",
+                                        "write the command as a string", optional=True)]
+Text = Annotated[str, PlainValidator(str)]
+
+
+def _file(name: str, what: str):
+    return checked(_is(str), f"must be a path to {what}", f"write `{name}: /path/to/file`", optional=True)
+
+
+class SshSettings(DataModel):
+    """What `defaults:` may set for every ssh host."""
+    user: User = None
+    key: Annotated[str | None, _file("key", "private key file")] = None
+    port: Port = None
+    sudo: Sudo = None
+    ssh_config: Annotated[str | None, _file("ssh_config", "ssh_config file")] = None
+
+
+class PowerModel(DataModel):
+    via: Annotated[str, checked(lambda v: isinstance(v, str) and v, "{!r} names no host")] = key_field(
+        kind="the inventory host that runs the commands, or `local`")
+    on: Command = None
+    off: Command = None
+    reset: Command = None
+    crash: Command = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, data):
+        # YAML 1.1 reads a bare `on:`/`off:` key as true/false.
+        if isinstance(data, dict):
+            return {YAML_BOOLEAN_KEYS.get(k, k) if isinstance(k, bool) else k: v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _some_command(self):
+        if not any((self.on, self.off, self.reset, self.crash)):
+            raise invalid("names no command", "give at least one of on, off, reset, crash")
+        return self
+
+
+class SshHost(SshSettings):
+    unknown_fix: ClassVar[str] = "allowed for an ssh host: {allowed}; or `local: true`, `netns: NAME`"
+    address: Annotated[str, checked(_host_address, "missing or not a host name/address")] = key_field(
+        kind="what ssh connects to: an IP, a DNS name or a Host alias of ssh_config",
+        fix="write what ssh connects to: an IP, a DNS name or a Host alias of ssh_config")
+    cluster_nic: Annotated[str | None, checked(_is(str, NIC_NAME), "{!r} is not an interface name",
+                                               "write e.g. `cluster_nic: eth1`", optional=True)] = None
+    power: PowerModel | None = key_field(None, fix="write e.g. `power: {via: local, on: \"virsh start Node1\", "
+                                                   "off: \"virsh destroy Node1\"}`")
+
+
+class LocalHost(DataModel):
+    unknown_fix: ClassVar[str] = "write `{local: true}`: `local` stands alone"
+    local: Annotated[bool, checked(lambda v: v is True, "`local` stands alone and is `true`", "write `{local: true}`")]
+
+
+class NetnsHost(DataModel):
+    unknown_fix: ClassVar[str] = "write `{netns: NAME}`: `netns` stands alone"
+    netns: Annotated[str, checked(_is(str, NETNS_NAME), "{!r} is not a namespace name",
+                                  "write the name `ip netns list` shows")]
+
+
+class InventoryModel(DataModel):
+    vip: IPv4 | None = None            # checked against the topology's
+    stage: StageName = "stage5"
+    names: dict[Text, str] | None = key_field(None, fix="write e.g. `names: {VIP: WebIP, hagroup: web, app: dynamic}` "
+                                                        "(the runbook's names to the deployment's)")
+    defaults: SshSettings | None = key_field(None, fix="write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")
+    hosts: dict[Text, Any] = key_field(kind="every topology host name mapped to how it is reached", min_length=1,
+                                       fix="map every topology host name to how it is reached")
+
+
+# ----- what needs the topology, the disk or ssh ----------------------------------------------
 
 def _expand(path: Path, value: str) -> str:
     """~ and relative paths: relative to the inventory file's directory."""
@@ -123,63 +212,22 @@ def _expand(path: Path, value: str) -> str:
     return str(expanded if expanded.is_absolute() else (path.parent / expanded))
 
 
-def _check_file(path: Path, key: str, value, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        _fail(path, key, f"must be a path to {what}", f"write `{key.rsplit('.', 1)[-1]}: /path/to/file`")
+def _check_file(path: Path, key: str, value: str, what: str) -> str:
     resolved = _expand(path, value)
     if not Path(resolved).is_file():
-        _fail(path, key, f"{resolved} does not exist", f"point it at an existing {what}")
+        fail(path, key, f"{resolved} does not exist", f"point it at an existing {what}")
     return resolved
 
 
 def _ssh_host(path: Path, key: str, name: str, entry: dict, defaults: dict) -> HostAccess:
-    unknown = set(entry) - SSH_FIELDS
-    if unknown:
-        _fail(path, key, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}",
-              f"allowed for an ssh host: {', '.join(sorted(SSH_FIELDS))}; or `local: true`, `netns: NAME`")
-    merged = {**defaults, **entry}
-    address = merged.get("address")
-    if not isinstance(address, str) or not address.strip() or address.startswith("-") or " " in address:
-        _fail(path, f"{key}.address", "missing or not a host name/address",
-              "write what ssh connects to: an IP, a DNS name or a Host alias of ssh_config")
-    user = merged.get("user")
-    if user is not None and (not isinstance(user, str) or not re.match(r"^[a-z_][a-z0-9_.-]*$", user)):
-        _fail(path, f"{key}.user", f"{user!r} is not a user name", "write the ssh login, e.g. `user: root`")
-    port = merged.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-        _fail(path, f"{key}.port", f"{port!r} is not a TCP port", "write a number from 1 to 65535")
-    sudo = merged.get("sudo")
-    if sudo is not None and not isinstance(sudo, bool):
-        _fail(path, f"{key}.sudo", f"{sudo!r} is not yes/no", "write `sudo: true` or `sudo: false`")
-    ssh_key = _check_file(path, f"{key}.key", merged["key"], "private key file") if merged.get("key") else None
-    ssh_config = (_check_file(path, f"{key}.ssh_config", merged["ssh_config"], "ssh_config file")
-                  if merged.get("ssh_config") else None)
-    nic = entry.get("cluster_nic")
-    if nic is not None and (not isinstance(nic, str) or not NIC_NAME.match(nic)):
-        _fail(path, f"{key}.cluster_nic", f"{nic!r} is not an interface name", "write e.g. `cluster_nic: eth1`")
-    power = None
-    if entry.get("power") is not None:
-        raw = entry["power"]
-        if isinstance(raw, dict):
-            # YAML 1.1 reads a bare `on:`/`off:` key as true/false.
-            raw = {YAML_BOOLEAN_KEYS.get(k, k) if isinstance(k, bool) else k: v for k, v in raw.items()}
-        if not isinstance(raw, dict) or not raw.get("via"):
-            _fail(path, f"{key}.power", "must be a mapping with `via` and commands",
-                  "write e.g. `power: {via: local, on: \"virsh start Node1\", off: \"virsh destroy Node1\"}`")
-        unknown = set(raw) - POWER_FIELDS
-        if unknown:
-            _fail(path, f"{key}.power", f"unknown field(s) {', '.join(sorted(map(str, unknown)))}",
-                  f"allowed: {', '.join(sorted(POWER_FIELDS))}")
-        commands = {a: raw.get(a) for a in ("on", "off", "reset", "crash")}
-        for action, command in commands.items():
-            if command is not None and (not isinstance(command, str) or not command.strip()):
-                _fail(path, f"{key}.power.{action}", "must be a command line", "write the command as a string")
-        if not any(commands.values()):
-            _fail(path, f"{key}.power", "names no command", "give at least one of on, off, reset, crash")
-        power = PowerCommands(via=str(raw["via"]), **commands)
-    return HostAccess(name=name, kind="ssh", address=address, user=user, key=ssh_key, port=port,
-                      sudo=bool(sudo) if sudo is not None else None, ssh_config=ssh_config,
-                      cluster_nic=nic, power=power)
+    ssh = load_model(SshHost, {**defaults, **entry}, path=path, layout=LAYOUT, at=("hosts", name))
+    power = PowerCommands(**ssh.power.model_dump()) if ssh.power else None
+    return HostAccess(name=name, kind="ssh", address=ssh.address, user=ssh.user,
+                      key=_check_file(path, f"{key}.key", ssh.key, "private key file") if ssh.key else None,
+                      port=ssh.port, sudo=ssh.sudo,
+                      ssh_config=(_check_file(path, f"{key}.ssh_config", ssh.ssh_config, "ssh_config file")
+                                  if ssh.ssh_config else None),
+                      cluster_nic=ssh.cluster_nic, power=power)
 
 
 def ssh_resolved(access: HostAccess) -> dict[str, str]:
@@ -241,77 +289,49 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
     path = Path(path)
     data = read_yaml_mapping(
         path, missing_fix="pass --inventory with an existing file (see fixtures/inventory.example.yaml)",
-        layout="fixtures/inventory.example.yaml")
-    unknown = set(data) - TOP_FIELDS
-    if unknown:
-        _fail(path, ", ".join(sorted(unknown)), "unknown top-level field(s)", f"allowed: {', '.join(sorted(TOP_FIELDS))}")
-
-    vip = data.get("vip")
-    if vip is None:
-        _fail(path, "vip", "missing field", f"add `vip: {topology.vip}` (the topology's VIP)")
-    if str(vip) != topology.vip:
-        _fail(path, "vip", f"{vip} is not the topology's VIP {topology.vip} ({topology.path})",
-              "use the inventory written for this deployment, or pass the matching --topology")
-    stage = data.get("stage", "stage5")
-    if stage not in STAGES:
-        _fail(path, "stage", f"unknown stage {stage!r}", f"use one of {', '.join(STAGES)}")
-
-    names = data.get("names") or {}
-    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-        _fail(path, "names", "must map the runbook's names to the deployment's",
-              "write e.g. `names: {VIP: WebIP, hagroup: web, app: dynamic}`")
-
+        layout=LAYOUT)
+    model = load_model(InventoryModel, data, path=path, layout=LAYOUT)
+    if model.vip is None:
+        fail(path, "vip", "missing field", f"add `vip: {topology.vip}` (the topology's VIP)")
+    if model.vip != topology.vip:
+        fail(path, "vip", f"{model.vip} is not the topology's VIP {topology.vip} ({topology.path})",
+             "use the inventory written for this deployment, or pass the matching --topology")
     defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        _fail(path, "defaults", "must be a mapping", "write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")
-    unknown = set(defaults) - DEFAULT_FIELDS
-    if unknown:
-        _fail(path, "defaults", f"unknown field(s) {', '.join(sorted(map(str, unknown)))}",
-              f"allowed: {', '.join(sorted(DEFAULT_FIELDS))}")
-
-    raw_hosts = data.get("hosts")
-    if not isinstance(raw_hosts, dict) or not raw_hosts:
-        _fail(path, "hosts", "missing or empty", "map every topology host name to how it is reached")
-    for name in raw_hosts:
+    for name in model.hosts:
         if name not in topology.hosts:
-            _fail(path, f"hosts.{name}", f"not a host of the topology {topology.path}",
-                  f"use the topology's names: {', '.join(topology.hosts)}")
+            fail(path, f"hosts.{name}", f"not a host of the topology {topology.path}",
+                 f"use the topology's names: {', '.join(topology.hosts)}")
     hosts: dict[str, HostAccess] = {}
     for name, spec in topology.hosts.items():
         key = f"hosts.{name}"
-        if name not in raw_hosts:
-            _fail(path, key, f"missing ({spec.role} in the topology)",
-                  f"add `{name}:` with how to reach it" + (" (or `none`)" if spec.role == "fence" else ""))
-        entry = raw_hosts[name]
+        if name not in model.hosts:
+            fail(path, key, f"missing ({spec.role} in the topology)",
+                 f"add `{name}:` with how to reach it" + (" (or `none`)" if spec.role == "fence" else ""))
+        entry = model.hosts[name]
         if entry in (None, "none"):
             if spec.role != "fence":
-                _fail(path, key, f"a {spec.role} cannot be `none`", "give its ssh address")
+                fail(path, key, f"a {spec.role} cannot be `none`", "give its ssh address")
             hosts[name] = HostAccess(name=name, kind="none")
             continue
         if not isinstance(entry, dict):
-            _fail(path, key, "must be a mapping (or `none` for the fence host)", "write e.g. `{address: 10.0.0.11}`")
+            fail(path, key, "must be a mapping (or `none` for the fence host)", "write e.g. `{address: 10.0.0.11}`")
         if "local" in entry:
-            if entry["local"] is not True or set(entry) != {"local"}:
-                _fail(path, key, "`local` stands alone and is `true`", "write `{local: true}`")
+            load_model(LocalHost, entry, path=path, layout=LAYOUT, at=("hosts", name))
             if spec.role not in ("client", "fence"):
-                _fail(path, key, f"a {spec.role} cannot be the harness machine", "give its ssh address")
+                fail(path, key, f"a {spec.role} cannot be the harness machine", "give its ssh address")
             if spec.role == "client":
                 lab_addresses = [a for a in [topology.vip, *(h.address for h in topology.hosts.values())]
                                  if _in_lab_range(a)]
                 if lab_addresses:
-                    _fail(path, key, f"HTTP from the harness machine would go to {lab_addresses[0]}, in "
-                          f"{LAB_RANGE}, from its root network namespace",
-                          "use `netns: NAME` (a namespace on the deployment's network) or an ssh client host")
+                    fail(path, key, f"HTTP from the harness machine would go to {lab_addresses[0]}, in "
+                         f"{LAB_RANGE}, from its root network namespace",
+                         "use `netns: NAME` (a namespace on the deployment's network) or an ssh client host")
             hosts[name] = HostAccess(name=name, kind="local")
             continue
         if "netns" in entry:
-            netns = entry["netns"]
-            if set(entry) != {"netns"}:
-                _fail(path, key, "`netns` stands alone", "write `{netns: NAME}`")
+            netns = load_model(NetnsHost, entry, path=path, layout=LAYOUT, at=("hosts", name)).netns
             if spec.role != "client":
-                _fail(path, key, f"a {spec.role} cannot be a network namespace", "only the client host can")
-            if not isinstance(netns, str) or not NETNS_NAME.match(netns):
-                _fail(path, f"{key}.netns", f"{netns!r} is not a namespace name", "write the name `ip netns list` shows")
+                fail(path, key, f"a {spec.role} cannot be a network namespace", "only the client host can")
             hosts[name] = HostAccess(name=name, kind="netns", netns=netns)
             continue
         hosts[name] = _ssh_host(path, key, name, entry, defaults)
@@ -320,10 +340,10 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
         if access.power and access.power.via != "local":
             via = hosts.get(access.power.via)
             if via is None or via.kind not in ("ssh", "local"):
-                _fail(path, f"hosts.{name}.power.via", f"{access.power.via!r} is not an ssh host or `local`",
+                fail(path, f"hosts.{name}.power.via", f"{access.power.via!r} is not an ssh host or `local`",
                       "name the inventory host that runs the power command (e.g. the fence host), or `local`")
             if access.power.via == name:
-                _fail(path, f"hosts.{name}.power.via", "a host cannot switch its own power on",
+                fail(path, f"hosts.{name}.power.via", "a host cannot switch its own power on",
                       "name the physical host (the fence host) or `local`")
 
     for name, access in list(hosts.items()):
@@ -335,14 +355,14 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
             login = access.user or resolved.get("user", "root")
             lab_address = None if _goes_through_proxy(resolved) else _resolves_into_lab_range(resolved.get("hostname"))
             if lab_address:
-                _fail(path, f"hosts.{name}.address",
+                fail(path, f"hosts.{name}.address",
                       f"ssh would connect to {lab_address} (in {LAB_RANGE}) from the harness "
                       "machine's root network namespace",
                       "reach it through a ProxyCommand (e.g. `ip netns exec NS nc %h %p`) or ProxyJump in "
                       "ssh_config, or use the host's management address")
         sudo = access.sudo if access.sudo is not None else login != "root"
         if login != "root" and not sudo:
-            _fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
+            fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
                   "log in as root or set `sudo: true` (passwordless sudo: haconform runs `sudo -n`)")
         hosts[name] = replace(access, sudo=sudo)
-    return Inventory(path=path, stage=stage, hosts=hosts, names={str(k): v for k, v in names.items()})
+    return Inventory(path=path, stage=model.stage, hosts=hosts, names=dict(model.names or {}))

@@ -13,7 +13,7 @@ from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
 from .secrets import install_log_filter, redact
-from .topology import read_yaml_mapping
+from .datafile import read_yaml_mapping
 
 # Where a checkout keeps the documented configuration, relative to pytest's rootdir.
 DOCUMENTED = Path("fixtures") / "documented"

@@ -10,12 +10,16 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal, get_args
 
-import yaml
+from pydantic import PlainValidator, model_validator
 
+from .datafile import DataModel, checked, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
 
-ROLES = ("director", "realserver", "fence", "client")
+Role = Literal["director", "realserver", "fence", "client"]
+ROLES = get_args(Role)
+LAYOUT = "fixtures/topology.yaml"
 HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 # Relative to the working directory (a checkout); the package itself holds no data.
 DEFAULT_TOPOLOGY = Path("fixtures") / "topology.yaml"
@@ -82,121 +86,134 @@ class Topology:
         return next((h for h in self.hosts.values() if h.server_name == server_name), None)
 
 
-def _fail(path, key, what, fix):
-    raise HaconformError(f"{key}: {what}", where=str(path), fix=fix)
-
-
-def _require(path, mapping, key, kind, where_key):
-    if not isinstance(mapping, dict) or key not in mapping:
-        _fail(path, f"{where_key}.{key}" if where_key else key, "missing field",
-              f"add `{key}:` ({kind})")
-    return mapping[key]
-
-
-def _address(path, key, value, subnet=None):
+def _ipv4(value) -> str:
     try:
-        addr = ipaddress.IPv4Address(str(value))
+        return str(ipaddress.IPv4Address(str(value)))
     except ValueError:
-        _fail(path, key, f"{value!r} is not an IPv4 address", "write a dotted IPv4 address")
-    if subnet is not None and addr not in subnet:
-        _fail(path, key, f"{addr} is outside the lab subnet {subnet}",
-              f"pick an address in {subnet}")
-    return str(addr)
+        raise invalid(f"{value!r} is not an IPv4 address", "write a dotted IPv4 address") from None
 
 
-def read_yaml_mapping(path: Path, *, missing_fix: str, layout: str) -> dict:
-    """A YAML file whose top level is a mapping; one HaconformError naming file (and line) otherwise."""
+def _subnet(value) -> ipaddress.IPv4Network:
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise HaconformError("file not found", where=str(path), fix=missing_fix) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise HaconformError(f"not valid YAML ({getattr(exc, 'problem', exc)})", where=where,
-                             fix="correct the YAML syntax at that line") from None
-    if not isinstance(data, dict):
-        _fail(path, "(top level)", "must be a mapping", f"see {layout} for the layout")
-    return data
+        return ipaddress.IPv4Network(str(value))
+    except ValueError as exc:
+        raise invalid(str(exc), "write a network like 172.25.5.0/24") from None
+
+
+IPv4 = Annotated[str, PlainValidator(_ipv4)]
+HostName = Annotated[str, checked(lambda v: isinstance(v, str) and HOST_NAME.match(v), "bad host name",
+                                  "use 1-16 lower-case letters/digits starting with a letter")]
+
+
+class NetworkModel(DataModel):
+    subnet: Annotated[ipaddress.IPv4Network, PlainValidator(_subnet)] = key_field(kind="CIDR")
+    vip: IPv4 = key_field(kind="IPv4")
+
+    @model_validator(mode="after")
+    def _vip_in_subnet(self):
+        _in_subnet(self.vip, self.subnet, at=("vip",))
+        return self
+
+
+class HostModel(DataModel):
+    role: Role = key_field(kind=f"one of {', '.join(ROLES)}")
+    address: IPv4 = key_field(kind="IPv4 in the subnet")
+    fence_name: str | None = None
+    server_name: str | None = None
+
+
+class RoleModel(DataModel):
+    services: list[str] = key_field([], fix="write e.g. `services: [rsyslog, haproxy]` (init script names)")
+
+
+class RolesModel(DataModel):
+    unknown_fix: ClassVar[str] = f"use one of {', '.join(ROLES)}"
+    director: RoleModel | None = None
+    realserver: RoleModel | None = None
+    fence: RoleModel | None = None
+    client: RoleModel | None = None
+
+
+class ClusterModel(DataModel):
+    nodes: list[str] | None = key_field(None, fix="list director host names only")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_stage_data(cls, data):
+        # What the runbook configures (cluster name, fence settings) is stage data, not topology.
+        if isinstance(data, dict) and "name" in data:
+            raise invalid("the cluster's name is stage data now",
+                          "move it to `cluster: {name: ...}` in stage4/stage.yaml of the --config directory",
+                          at=("name",))
+        return data
+
+
+class TopologyModel(DataModel):
+    network: NetworkModel = key_field(kind="a mapping with subnet and vip")
+    hosts: dict[HostName, HostModel] = key_field(
+        kind="a mapping of host name to its fields", min_length=1,
+        fix="list the hosts by name, each as `NAME: {role: ROLE, address: IPV4}`")
+    roles: RolesModel | None = None
+    cluster: ClusterModel | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_fence(cls, data):
+        if isinstance(data, dict) and "fence" in data:
+            raise invalid("fence settings are stage data now",
+                          "move them to stage5/fence_virt.conf (address, port, key_file) of the --config directory",
+                          at=("fence",))
+        return data
+
+    @property
+    def cluster_nodes(self) -> list[str]:
+        if self.cluster is not None and self.cluster.nodes is not None:
+            return self.cluster.nodes
+        return [name for name, host in self.hosts.items() if host.role == "director"]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        seen_addresses = {self.network.vip: "network.vip"}
+        seen_fence_names: dict[str, str] = {}
+        for name, host in self.hosts.items():
+            key = f"hosts.{name}"
+            _in_subnet(host.address, self.network.subnet, at=("hosts", name, "address"))
+            if host.address in seen_addresses:
+                raise invalid(f"{host.address} is already used by {seen_addresses[host.address]}",
+                              "give every host (and the VIP) its own address", at=("hosts", name, "address"))
+            seen_addresses[host.address] = key
+            if host.fence_name is not None:
+                if host.fence_name in seen_fence_names:
+                    raise invalid(f"{host.fence_name!r} is already used by {seen_fence_names[host.fence_name]}",
+                                  "give every host its own fence name", at=("hosts", name, "fence_name"))
+                seen_fence_names[host.fence_name] = key
+        roles = [host.role for host in self.hosts.values()]
+        for role in ("director", "realserver", "client"):
+            if role not in roles:
+                raise invalid(f"no host with role {role}", f"add a host with `role: {role}`", at=("hosts",))
+        if roles.count("client") > 1:
+            raise invalid("more than one client host", "keep exactly one host with role client", at=("hosts",))
+        for node in self.cluster_nodes:
+            if node not in self.hosts or self.hosts[node].role != "director":
+                raise invalid(f"{node!r} is not a director host", "list director host names only",
+                              at=("cluster", "nodes"))
+        return self
+
+
+def _in_subnet(address: str, subnet: ipaddress.IPv4Network, *, at: tuple):
+    if ipaddress.IPv4Address(address) not in subnet:
+        raise invalid(f"{address} is outside the lab subnet {subnet}", f"pick an address in {subnet}", at=at)
 
 
 def load_topology(path: str | Path | None = None) -> Topology:
     path = Path(path or DEFAULT_TOPOLOGY).resolve()
     data = read_yaml_mapping(path, missing_fix="run from a haconform checkout or pass --topology with an existing file",
-                             layout="fixtures/topology.yaml")
-
-    network = _require(path, data, "network", "a mapping with subnet and vip", "")
-    try:
-        subnet = ipaddress.IPv4Network(str(_require(path, network, "subnet", "CIDR", "network")))
-    except ValueError as exc:
-        _fail(path, "network.subnet", str(exc), "write a network like 172.25.5.0/24")
-    vip = _address(path, "network.vip", _require(path, network, "vip", "IPv4", "network"), subnet)
-
-    raw_hosts = _require(path, data, "hosts", "a mapping of host name to its fields", "")
-    if not isinstance(raw_hosts, dict) or not raw_hosts:
-        _fail(path, "hosts", "must be a non-empty mapping", "list the hosts by name")
-    hosts: dict[str, HostSpec] = {}
-    seen_addresses = {vip: "network.vip"}
-    seen_fence_names: dict[str, str] = {}
-    for index, (name, spec) in enumerate(raw_hosts.items()):
-        key = f"hosts.{name}"
-        if not HOST_NAME.match(str(name)):
-            _fail(path, key, "bad host name", "use 1-16 lower-case letters/digits starting with a letter")
-        role = _require(path, spec, "role", f"one of {', '.join(ROLES)}", key)
-        if role not in ROLES:
-            _fail(path, f"{key}.role", f"unknown role {role!r}", f"use one of {', '.join(ROLES)}")
-        address = _address(path, f"{key}.address",
-                           _require(path, spec, "address", "IPv4 in the subnet", key), subnet)
-        if address in seen_addresses:
-            _fail(path, f"{key}.address", f"{address} is already used by {seen_addresses[address]}",
-                  "give every host (and the VIP) its own address")
-        seen_addresses[address] = key
-        fence_name = spec.get("fence_name")
-        if fence_name is not None:
-            if fence_name in seen_fence_names:
-                _fail(path, f"{key}.fence_name", f"{fence_name!r} is already used by {seen_fence_names[fence_name]}",
-                      "give every host its own fence name")
-            seen_fence_names[fence_name] = key
-        unknown = set(spec) - {"role", "address", "fence_name", "server_name"}
-        if unknown:
-            _fail(path, key, f"unknown field(s) {', '.join(sorted(unknown))}",
-                  "allowed: role, address, fence_name, server_name")
-        hosts[name] = HostSpec(name=name, role=role, address=address, index=index,
-                               fence_name=fence_name, server_name=spec.get("server_name"))
-
-    for role, minimum in (("director", 1), ("realserver", 1), ("client", 1)):
-        if sum(h.role == role for h in hosts.values()) < minimum:
-            _fail(path, "hosts", f"no host with role {role}", f"add a host with `role: {role}`")
-    if sum(h.role == "client" for h in hosts.values()) > 1:
-        _fail(path, "hosts", "more than one client host", "keep exactly one host with role client")
-
-    raw_roles = data.get("roles", {}) or {}
-    role_services = {}
-    for role in ROLES:
-        services = (raw_roles.get(role) or {}).get("services", [])
-        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-            _fail(path, f"roles.{role}.services", "must be a list of init script names",
-                  "write e.g. `services: [rsyslog, haproxy]`")
-        role_services[role] = services
-    for role in raw_roles:
-        if role not in ROLES:
-            _fail(path, f"roles.{role}", "unknown role", f"use one of {', '.join(ROLES)}")
-
-    cluster = data.get("cluster") or {}
-    # What the runbook configures (cluster name, fence settings) is stage data, not topology.
-    if "name" in cluster:
-        _fail(path, "cluster.name", "the cluster's name is stage data now",
-              "move it to `cluster: {name: ...}` in stage4/stage.yaml of the --config directory")
-    if "fence" in data:
-        _fail(path, "fence", "fence settings are stage data now",
-              "move them to stage5/fence_virt.conf (address, port, key_file) of the --config directory")
-    unknown_cluster = set(cluster) - {"nodes"}
-    if unknown_cluster:
-        _fail(path, "cluster", f"unknown field(s) {', '.join(sorted(unknown_cluster))}", "allowed: nodes")
-    cluster_nodes = cluster.get("nodes", [h.name for h in hosts.values() if h.role == "director"])
-    for node in cluster_nodes:
-        if node not in hosts or hosts[node].role != "director":
-            _fail(path, "cluster.nodes", f"{node!r} is not a director host",
-                  "list director host names only")
-    return Topology(path=path, subnet=subnet, vip=vip, hosts=hosts, role_services=role_services,
-                    cluster_nodes=list(cluster_nodes))
+                             layout=LAYOUT)
+    model = load_model(TopologyModel, data, path=path, layout=LAYOUT)
+    hosts = {name: HostSpec(name=name, role=host.role, address=host.address, index=index,
+                            fence_name=host.fence_name, server_name=host.server_name)
+             for index, (name, host) in enumerate(model.hosts.items())}
+    roles = model.roles or RolesModel()
+    role_services = {role: list((getattr(roles, role) or RoleModel()).services) for role in ROLES}
+    return Topology(path=path, subnet=model.network.subnet, vip=model.network.vip, hosts=hosts,
+                    role_services=role_services, cluster_nodes=list(model.cluster_nodes))

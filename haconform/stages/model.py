@@ -19,19 +19,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any, Literal, Mapping, get_args
 
+from pydantic import Field, PlainValidator, field_validator, model_validator
+
+from ..datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from ..errors import HaconformError
 from ..readers.cluster import pcmk_seconds
-from ..topology import Topology, read_yaml_mapping
+from ..topology import Topology
 
 SELECTOR = re.compile(r"^(role|host)-([a-z][a-z0-9]*)$")
-ON_CHANGE = ("none", "reload", "restart")
-STAGE_KEYS = {"stage", "title", "runbook_sections", "base", "validate", "modes", "services", "notes",
-              "provides", "cluster", "fencing", "expectation"}
-CLUSTER_KEYS = {"name", "properties", "resources", "group", "stonith"}
-RESOURCE_KEYS = {"id", "agent", "agent_without_systemd", "params", "operations"}
-FENCING_KEYS = {"key_file", "key_bytes", "fence_virtd_conf"}
+OnChange = Literal["none", "reload", "restart"]
+ON_CHANGE = get_args(OnChange)
 LAYOUT = "fixtures/documented/README.md"
 
 
@@ -179,60 +178,141 @@ class Stage:
         return self.cluster is not None
 
 
-def _fail(path: Path, key: str, what: str, fix: str):
-    raise HaconformError(f"{key}: {what}", where=str(path), fix=fix)
+# ----- stage.yaml's layout (pydantic models: datafile.load_model words their errors) --------
+
+def _scalar(value) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        raise invalid("must be a single value", "quote it, e.g. \"30s\"")
+    return "true" if value is True else "false" if value is False else str(value)
 
 
-def _mapping(path, key, value, fix) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        _fail(path, key, f"must be a mapping, is {type(value).__name__}", fix)
-    return value
+def _name(value) -> str:
+    if not _scalar(value).strip():
+        raise invalid("must not be empty")
+    return _scalar(value)
 
 
-def _strings(path, key, value) -> dict[str, str]:
-    out = {}
-    for name, item in _mapping(path, key, value, f"write `{key}: {{name: value}}`").items():
-        if isinstance(item, (dict, list)) or item is None:
-            _fail(path, f"{key}.{name}", "must be a single value", "quote it, e.g. \"30s\"")
-        out[str(name)] = "true" if item is True else "false" if item is False else str(item)
-    return out
+def _interval(value) -> str:
+    try:
+        pcmk_seconds(value)
+    except ValueError:
+        raise invalid(f"{value!r} is not an interval", "write e.g. 30s, 1min, 60") from None
+    return str(value)
 
 
-def _resource(path: Path, key: str, role: str, raw, topology: Topology | None) -> ResourceSpec:
-    raw = _mapping(path, key, raw, "give id, agent, params and operations")
-    unknown = set(raw) - RESOURCE_KEYS
-    if unknown:
-        _fail(path, key, f"unknown field(s) {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(RESOURCE_KEYS))}")
-    for needed in ("id", "agent"):
-        if not raw.get(needed):
-            _fail(path, f"{key}.{needed}", "missing field", f"add `{needed}:` (see {LAYOUT})")
-    params = _strings(path, f"{key}.params", raw.get("params"))
+Text = Annotated[str, PlainValidator(str)]               # a mapping's key
+Scalar = Annotated[str, PlainValidator(_scalar)]         # a single value, as text (true/false for booleans)
+Name = Annotated[str, PlainValidator(_name)]             # a single value, not empty
+Selector = Annotated[str, checked(lambda v: isinstance(v, str) and SELECTOR.match(v), "unknown selector",
+                                  "use role-<role> or host-<hostname>")]
+
+
+class OperationModel(DataModel):
+    name: Name = key_field(kind="the operation, e.g. monitor")
+    interval: Annotated[str, PlainValidator(_interval)] = key_field(kind="e.g. 30s, 1min, 60")
+
+
+class ResourceModel(DataModel):
+    id: Name
+    agent: Name
+    agent_without_systemd: Scalar | None = None
+    params: dict[Text, Scalar] | None = key_field(None, fix="write `params: {name: value}`")
+    operations: list[OperationModel] | None = key_field(
+        None, fix="write e.g. `operations: [{name: monitor, interval: 30s}]`")
+
+
+class GroupModel(DataModel):
+    id: Name = key_field(kind="the group's id, as in pcs resource group add ID ...")
+    members: list[Text] | None = key_field(
+        None, fix="write e.g. `members: [vip, haproxy]` (roles of cluster.resources)")
+
+
+class ClusterModel(DataModel):
+    name: Name = key_field(kind="the cluster's name, as in pcs cluster setup NAME")
+    properties: dict[Text, Scalar] | None = key_field(None, fix="write `properties: {name: value}`")
+    resources: dict[Text, ResourceModel] | None = key_field(None, fix="write `ROLE: {id, agent, ...}` per resource")
+    group: GroupModel | None = key_field(None, fix="write `group: {id: hagroup, members: [vip, haproxy]}`")
+    stonith: dict[Text, ResourceModel] | None = key_field(None, fix="write `ROLE: {id, agent, ...}` per device")
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _empty_group(cls, value):
+        return None if value == {} else value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        resources, stonith = self.resources or {}, self.stonith or {}
+        for role in (self.group.members or []) if self.group else []:
+            if role not in resources:
+                raise invalid(f"{role!r} is not a resource role of cluster.resources",
+                              f"name roles from {sorted(resources)}", at=("group", "members"))
+        ids = [r.id for r in [*resources.values(), *stonith.values()]] + ([self.group.id] if self.group else [])
+        if len(set(ids)) != len(ids):
+            raise invalid(f"ids {ids} are not unique", "give each resource, device and group its own id")
+        for role, device in stonith.items():
+            text = (device.params or {}).get("pcmk_host_map", "")
+            if any(":" not in pair for pair in re.split(r"[;\s,]+", text.strip()) if pair):
+                raise invalid(f"{text!r} is not NODE:DOMAIN;…",
+                              "write it as pcs takes it, e.g. \"server1:Node1;server4:Node4\"",
+                              at=("stonith", role, "params", "pcmk_host_map"))
+        return self
+
+
+class FencingModel(DataModel):
+    key_file: Scalar | None = None
+    key_bytes: int = key_field(128, fix="write the key's size in bytes, e.g. `key_bytes: 128`")
+    fence_virtd_conf: Scalar = "fence_virt.conf"
+
+
+class ServiceRuleModel(DataModel):
+    name: Name = key_field(kind="the init script's name")
+    on_change: OnChange = "none"
+    watches: list[Text] | None = key_field(None, fix="write e.g. `watches: [/etc/haproxy/haproxy.cfg]`")
+
+
+class ModeModel(DataModel):
+    selector: Selector | None = None
+    owner: Scalar | None = None
+    group: Scalar | None = None
+    mode: Scalar | None = None
+    directory: bool = False
+
+
+class StageModel(DataModel):
+    stage: Scalar | None = None
+    title: Scalar = ""
+    runbook_sections: list[Scalar] | None = None
+    base: Scalar | None = None
+    validate_: dict[Text, Scalar] | None = Field(None, alias="validate")
+    modes: dict[Text, ModeModel] | None = key_field(
+        None, fix=f"write `PATH: {{selector, owner, group, mode}}` (see {LAYOUT})")
+    services: dict[Selector, list[ServiceRuleModel] | None] | None = key_field(
+        None, fix="write `services: {role-director: [{name: haproxy, on_change: reload, watches: [...]}]}`")
+    notes: list[Scalar] | None = None
+    provides: list[Scalar] = key_field([], fix="write e.g. `provides: [stats, logging, limits]` (setting names)")
+    cluster: dict[Text, Any] | None = key_field(None, fix=f"see {LAYOUT}")    # validated once merged with the base's
+    fencing: FencingModel | None = None
+    expectation: Any = None
+
+
+# ----- what needs the topology, the base stage or the disk -----------------------------------
+
+def _resource(path: Path, key: str, role: str, model: ResourceModel, topology: Topology | None) -> ResourceSpec:
+    params = dict(model.params or {})
     if topology is not None:
         values = {"vip": topology.vip, "prefixlen": str(topology.prefixlen)}
         try:
             params = {name: value.format(**values) for name, value in params.items()}
         except (KeyError, ValueError, IndexError) as exc:
-            _fail(path, f"{key}.params", f"unknown placeholder {exc}", "use {vip} or {prefixlen} (from the topology)")
-    operations = []
-    for index, op in enumerate(raw.get("operations") or []):
-        op_key = f"{key}.operations[{index}]"
-        if not isinstance(op, dict) or set(op) != {"name", "interval"}:
-            _fail(path, op_key, f"{op!r} is not {{name, interval}}", "write e.g. `{name: monitor, interval: 30s}`")
-        try:
-            pcmk_seconds(op["interval"])
-        except ValueError:
-            _fail(path, f"{op_key}.interval", f"{op['interval']!r} is not an interval", "write e.g. 30s, 1min, 60")
-        operations.append(Operation(str(op["name"]), str(op["interval"])))
-    return ResourceSpec(role=role, id=str(raw["id"]), agent=str(raw["agent"]),
-                        agent_without_systemd=raw.get("agent_without_systemd"),
-                        params=params, operations=tuple(operations))
+            fail(path, f"{key}.params", f"unknown placeholder {exc}",
+                 "use {vip} or {prefixlen} (from the topology)")
+    return ResourceSpec(role=role, id=model.id, agent=model.agent, agent_without_systemd=model.agent_without_systemd,
+                        params=params,
+                        operations=tuple(Operation(op.name, op.interval) for op in model.operations or ()))
 
 
-def _resources(path, key, raw, topology) -> dict[str, ResourceSpec]:
-    return {str(role): _resource(path, f"{key}.{role}", str(role), spec, topology)
-            for role, spec in _mapping(path, key, raw, "write `ROLE: {id, agent, ...}` per resource").items()}
+def _resources(path, key, models, topology) -> dict[str, ResourceSpec]:
+    return {role: _resource(path, f"{key}.{role}", role, model, topology) for role, model in (models or {}).items()}
 
 
 def _merged(base: dict, own: dict) -> dict:
@@ -262,90 +342,64 @@ def parse_fence_virt_conf(text: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def _fencing(path: Path, directory: Path, raw) -> FencingSpec:
-    raw = _mapping(path, "fencing", raw, "give key_file, key_bytes and fence_virtd_conf")
-    unknown = set(raw) - FENCING_KEYS
-    if unknown:
-        _fail(path, "fencing", f"unknown field(s) {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(FENCING_KEYS))}")
-    conf_path = directory / str(raw.get("fence_virtd_conf", "fence_virt.conf"))
+def _fencing(path: Path, directory: Path, model: FencingModel | None) -> FencingSpec:
+    model = model or FencingModel()
+    conf_path = directory / model.fence_virtd_conf
     if not conf_path.is_file():
-        _fail(path, "fencing.fence_virtd_conf", f"{conf_path} not found",
-              "put the fence host's fence_virt.conf (as `fence_virtd -c` writes it) next to stage.yaml")
+        fail(path, "fencing.fence_virtd_conf", f"{conf_path} not found",
+             "put the fence host's fence_virt.conf (as `fence_virtd -c` writes it) next to stage.yaml")
     conf = parse_fence_virt_conf(conf_path.read_text())
     listener = conf.get("fence_virtd", {}).get("listener", "multicast")
     settings = conf.get(f"listeners.{listener}", {})
     if not settings.get("address") or not settings.get("port"):
-        _fail(conf_path, f"listeners.{listener}", "no address or port", "write the multicast listener's address and port")
-    key_file = str(raw.get("key_file") or settings.get("key_file") or "/etc/cluster/fence_xvm.key")
+        fail(conf_path, f"listeners.{listener}", "no address or port",
+             "write the multicast listener's address and port")
+    key_file = model.key_file or settings.get("key_file") or "/etc/cluster/fence_xvm.key"
     if settings.get("key_file") and settings["key_file"] != key_file:
-        _fail(path, "fencing.key_file", f"{key_file} but {conf_path.name} says {settings['key_file']}",
-              "make the directors' key path and fence_virtd's key_file the same file")
+        fail(path, "fencing.key_file", f"{key_file} but {conf_path.name} says {settings['key_file']}",
+             "make the directors' key path and fence_virtd's key_file the same file")
     try:
-        key_bytes, port = int(raw.get("key_bytes", 128)), int(settings["port"])
+        port = int(settings["port"])
     except ValueError as exc:
-        _fail(path, "fencing", str(exc), "key_bytes and the listener's port are numbers")
-    return FencingSpec(key_file=key_file, key_bytes=key_bytes, multicast_address=settings["address"],
+        fail(conf_path, f"listeners.{listener}.port", str(exc), "write the listener's port as a number")
+    return FencingSpec(key_file=key_file, key_bytes=model.key_bytes, multicast_address=settings["address"],
                        port=port, interface=settings.get("interface", ""), fence_virtd_conf=conf_path)
 
 
-def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, fencing_raw,
+def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, fencing: FencingModel | None,
              inherited: FencingSpec | None) -> ClusterSpec:
-    unknown = set(raw) - CLUSTER_KEYS
-    if unknown:
-        _fail(path, "cluster", f"unknown field(s) {', '.join(sorted(unknown))}", f"allowed: {', '.join(sorted(CLUSTER_KEYS))}")
-    if not raw.get("name"):
-        _fail(path, "cluster.name", "missing field", "add the cluster's name (pcs cluster setup NAME)")
-    resources = _resources(path, "cluster.resources", raw.get("resources"), topology)
-    stonith = _resources(path, "cluster.stonith", raw.get("stonith"), topology)
-    group = _mapping(path, "cluster.group", raw.get("group"), "write `group: {id: hagroup, members: [vip, haproxy]}`")
-    members = tuple(str(m) for m in group.get("members") or ())
-    for role in members:
-        if role not in resources:
-            _fail(path, "cluster.group.members", f"{role!r} is not a resource role of cluster.resources",
-                  f"name roles from {sorted(resources)}")
-    if group and not group.get("id"):
-        _fail(path, "cluster.group.id", "missing field", "add the group's id (pcs resource group add ID ...)")
-    nodes = tuple(topology.cluster_nodes) if topology is not None else ()
-    spec = ClusterSpec(name=str(raw["name"]), nodes=nodes, properties=_strings(path, "cluster.properties",
-                       raw.get("properties")), resources=resources, group_id=group.get("id"),
-                       group_members=members, stonith=stonith,
+    model = load_model(ClusterModel, raw, path=path, layout=LAYOUT, at=("cluster",))
+    stonith = _resources(path, "cluster.stonith", model.stonith, topology)
+    spec = ClusterSpec(name=model.name, nodes=tuple(topology.cluster_nodes) if topology is not None else (),
+                       properties=dict(model.properties or {}),
+                       resources=_resources(path, "cluster.resources", model.resources, topology),
+                       group_id=model.group.id if model.group else None,
+                       group_members=tuple(model.group.members or ()) if model.group else (), stonith=stonith,
                        fencing=None)
     if stonith:
-        fencing = _fencing(path, directory, fencing_raw) if fencing_raw is not None or inherited is None else inherited
-        spec = replace(spec, fencing=fencing)
-    ids = [r.id for r in [*resources.values(), *stonith.values()]] + ([spec.group_id] if spec.group_id else [])
-    if len(set(ids)) != len(ids):
-        _fail(path, "cluster", f"ids {ids} are not unique", "give each resource, device and group its own id")
+        spec = replace(spec, fencing=_fencing(path, directory, fencing)
+                       if fencing is not None or inherited is None else inherited)
     for role in spec.stonith:
-        text = spec.stonith[role].params.get("pcmk_host_map", "")
-        if any(":" not in pair for pair in re.split(r"[;\s,]+", text.strip()) if pair):
-            _fail(path, f"cluster.stonith.{role}.params.pcmk_host_map", f"{text!r} is not NODE:DOMAIN;…",
-                  "write it as pcs takes it, e.g. \"server1:Node1;server4:Node4\"")
-        host_map = spec.host_map(role)
         if topology is None:
             continue
-        for node, domain in host_map.items():
+        for node, domain in spec.host_map(role).items():
             if node not in topology.cluster_nodes:
-                _fail(path, f"cluster.stonith.{role}.params.pcmk_host_map", f"{node!r} is not a cluster node",
-                      f"map the nodes {topology.cluster_nodes} of {topology.path}")
+                fail(path, f"cluster.stonith.{role}.params.pcmk_host_map", f"{node!r} is not a cluster node",
+                     f"map the nodes {topology.cluster_nodes} of {topology.path}")
             if topology.host(node).fence_name not in (None, domain):
-                _fail(path, f"cluster.stonith.{role}.params.pcmk_host_map",
-                      f"{node}:{domain}, but the topology names {node}'s fence domain "
-                      f"{topology.host(node).fence_name!r}", f"make them agree (fence_name in {topology.path})")
+                fail(path, f"cluster.stonith.{role}.params.pcmk_host_map",
+                     f"{node}:{domain}, but the topology names {node}'s fence domain "
+                     f"{topology.host(node).fence_name!r}", f"make them agree (fence_name in {topology.path})")
     return spec
 
 
-def _raw_manifest(directory: Path) -> dict:
+def _manifest(directory: Path) -> tuple[Path, StageModel]:
     path = directory / "stage.yaml"
     if not path.is_file():
         raise HaconformError("no stage.yaml", where=str(directory),
                              fix="point --config at a directory laid out like fixtures/documented/")
-    manifest = read_yaml_mapping(path, missing_fix="add stage.yaml", layout=LAYOUT)
-    unknown = set(manifest) - STAGE_KEYS
-    if unknown:
-        _fail(path, "(top level)", f"unknown field(s) {', '.join(sorted(unknown))}",
-              f"allowed: {', '.join(sorted(STAGE_KEYS))}")
-    return manifest
+    return path, load_model(StageModel, read_yaml_mapping(path, missing_fix="add stage.yaml", layout=LAYOUT),
+                            path=path, layout=LAYOUT)
 
 
 def _own_files(directory: Path) -> list[StageFile]:
@@ -360,22 +414,6 @@ def _own_files(directory: Path) -> list[StageFile]:
     return files
 
 
-def _services(path: Path, raw) -> dict[str, list[ServiceRule]]:
-    services = {}
-    for selector, rules in _mapping(path, "services", raw, "write `services: {role-director: [...]}`").items():
-        if not SELECTOR.match(selector):
-            _fail(path, f"services.{selector}", "unknown selector", "use role-<role> or host-<hostname>")
-        parsed = []
-        for rule in rules or []:
-            on_change = rule.get("on_change", "none") if isinstance(rule, dict) else None
-            if on_change not in ON_CHANGE or "name" not in rule:
-                _fail(path, f"services.{selector}", f"{rule!r} needs a name and on_change in {ON_CHANGE}",
-                      f"see {LAYOUT}")
-            parsed.append(ServiceRule(rule["name"], on_change, list(rule.get("watches") or [])))
-        services[selector] = parsed
-    return services
-
-
 def load_stage(directory: str | Path, topology: Topology | None = None, *,
                search: tuple[Path, ...] = ()) -> Stage:
     """The stage in `directory`, its `base:` chain resolved in the same parent directory (then `search`)."""
@@ -386,38 +424,36 @@ def _find_base(name: str, directory: Path, search: tuple[Path, ...], path: Path)
     for root in (directory.parent, *search):
         if (root / name / "stage.yaml").is_file():
             return root / name
-    _fail(path, "base", f"no stage {name!r} next to {directory}", f"add {directory.parent / name}/stage.yaml")
+    fail(path, "base", f"no stage {name!r} next to {directory}", f"add {directory.parent / name}/stage.yaml")
 
 
 def _load(directory: Path, topology, search, *, seen: tuple[str, ...]) -> Stage:
-    manifest = _raw_manifest(directory)
-    path = directory / "stage.yaml"
-    name = str(manifest.get("stage", directory.name))
+    path, manifest = _manifest(directory)
+    name = manifest.stage if manifest.stage is not None else directory.name
     if name in seen:
-        _fail(path, "base", f"cycle through {' -> '.join([*seen, name])}", "a stage's base must be an earlier stage")
+        fail(path, "base", f"cycle through {' -> '.join([*seen, name])}", "a stage's base must be an earlier stage")
     base = None
-    base_name = manifest.get("base")
-    if base_name:
-        base = _load(_find_base(str(base_name), directory, search, path), topology, search, seen=(*seen, name))
+    if manifest.base:
+        base = _load(_find_base(manifest.base, directory, search, path), topology, search, seen=(*seen, name))
     own = _own_files(directory)
     overridden = {(f.selector, f.dest) for f in own}
     files = [f for f in (base.files if base else []) if (f.selector, f.dest) not in overridden] + own
-    cluster_raw = manifest.get("cluster")
+    cluster_raw = manifest.cluster
     if base is not None and base.cluster_raw is not None:
-        cluster_raw = _merged(base.cluster_raw, _mapping(path, "cluster", cluster_raw, f"see {LAYOUT}"))
+        cluster_raw = _merged(base.cluster_raw, cluster_raw or {})
     cluster = None
     if cluster_raw is not None:
-        cluster = _cluster(path, _mapping(path, "cluster", cluster_raw, f"see {LAYOUT}"), topology, directory,
-                           manifest.get("fencing"), base.cluster.fencing if base and base.cluster else None)
-    provides = manifest.get("provides", [])
-    if not isinstance(provides, list):
-        _fail(path, "provides", "must be a list of setting names", "write e.g. `provides: [stats, logging, limits]`")
-    stage = Stage(
-        name=name, directory=directory, title=str(manifest.get("title", "")),
-        sections=list(manifest.get("runbook_sections") or []), files=files,
-        validate={**(base.validate if base else {}), **_strings(path, "validate", manifest.get("validate"))},
-        modes={**(base.modes if base else {}), **_mapping(path, "modes", manifest.get("modes"), f"see {LAYOUT}")},
-        services=_services(path, manifest["services"]) if "services" in manifest else (base.services if base else {}),
-        base=str(base_name) if base_name else None, provides=tuple(str(p) for p in provides),
-        notes=list(manifest.get("notes") or []), cluster=cluster, cluster_raw=cluster_raw)
-    return stage
+        cluster = _cluster(path, cluster_raw, topology, directory, manifest.fencing,
+                           base.cluster.fencing if base and base.cluster else None)
+    if "services" in manifest.model_fields_set:
+        services = {selector: [ServiceRule(rule.name, rule.on_change, list(rule.watches or [])) for rule in rules or []]
+                    for selector, rules in (manifest.services or {}).items()}
+    else:
+        services = base.services if base else {}
+    return Stage(
+        name=name, directory=directory, title=manifest.title, sections=list(manifest.runbook_sections or []),
+        files=files, validate={**(base.validate if base else {}), **(manifest.validate_ or {})},
+        modes={**(base.modes if base else {}),
+               **{p: mode.model_dump(exclude_unset=True) for p, mode in (manifest.modes or {}).items()}},
+        services=services, base=manifest.base or None, provides=tuple(manifest.provides),
+        notes=list(manifest.notes or []), cluster=cluster, cluster_raw=cluster_raw)

@@ -189,6 +189,15 @@ def cmd_vm_inventory(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report.trends import report
+    try:
+        return report(args.results, compare_dirs=args.compare, out=args.out)
+    except FileNotFoundError as exc:
+        print(f"haconform report: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="area", required=True)
@@ -250,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = conf_sub.add_parser("list", help="print (or --write) suites/conformance.yaml")
     listing.add_argument("--write", action="store_true")
     listing.set_defaults(func=cmd_conformance_list)
+
+    rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed")
+    rep.add_argument("results", nargs="?", default="results",
+                     help="the kept runs, one results/<timestamp>/ each (default: results)")
+    rep.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                     help="two run directories (or names under RESULTS): print what changed from A to B; "
+                          "exit 1 when a verdict flipped from held to broken")
+    rep.add_argument("--out", default="reports/trends.html", help="the trends page (default: reports/trends.html)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -64,7 +64,8 @@ def pytest_addoption(parser):
                    help="seconds of load in each of the direct and VIP phases (default 15; smoke 3)")
     perf.addoption("--perf-reference-duration", type=int, default=None,
                    help="seconds of the one-URL locust phase and of wrk (default 10; smoke 2)")
-    perf.addoption("--perf-workers", type=int, default=2, help="locust worker processes (default 2)")
+    perf.addoption("--perf-workers", type=int, default=None,
+                   help="locust worker processes in the client host (default: one per CPU the generator may use)")
     perf.addoption("--perf-seed", type=int, default=int(time.time()) % 100000,
                    help="seed of the users' random choices (default: a new one, recorded)")
     perf.addoption("--perf-think", type=float, default=0.0,
@@ -76,6 +77,20 @@ def pytest_addoption(parser):
                    help="length of the fault phase, seconds (default 60; haproxy-stop needs ~90)")
     perf.addoption("--perf-python", default=None,
                    help="python with locust in the client host (default: the harness's own on the lab)")
+    perf.addoption("--perf-rate", type=float, default=0.0,
+                   help="open loop: requests/s due at fixed intervals in the direct, VIP and fault phases, each "
+                        "timed from when it was due (default 0: closed loop)")
+    perf.addoption("--perf-timeout", type=float, default=30.0,
+                   help="seconds before a request's connect or read fails (default 30)")
+    perf.addoption("--perf-placement", default="auto",
+                   help="CPUs of the generator and of the directors and real servers: auto (on the lab: the first "
+                        "half of the CPUs for locust/wrk, the rest for the SUT), none, or GEN:SUT taskset lists "
+                        "such as 0:1")
+    perf.addoption("--perf-worker-host", action="append", default=[], metavar="HOST",
+                   help="a topology host that runs locust workers too, joining the master on the client host's "
+                        "address (repeatable)")
+    perf.addoption("--perf-remote-workers", type=int, default=1,
+                   help="locust workers in each --perf-worker-host (default 1)")
     perf.addoption("--perf-smoke", action="store_true", help="a ~10 s run that checks the pipeline (CI)")
 
 
@@ -88,6 +103,7 @@ def pytest_configure(config):
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
     config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
     config._haconform_names = _names(config.getoption("--names"))
+    config.pluginmanager.import_plugin("haconform.report.plugin")   # verdict.json/html at session end
 
 
 def _directory(config, option: str, default: Path, *, required: bool = True) -> Path | None:

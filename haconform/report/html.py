@@ -1,0 +1,462 @@
+"""reports/verdict.html: the verdict a person reads in ten seconds, its evidence below.
+
+Self-contained (inline CSS, inline SVG, no script, no external asset).  The
+page: a banner (how many MUSTs held), the run (target, software, time), one
+section per stage with a row per MUST (ID, runbook section, verdict and why,
+its figures, a link to its evidence), the findings, and the evidence: one
+block per MUST, one collapsible block per test case, each evidence item as a
+table, a sequence, a timeline or a log where one fits, JSON only as a last
+resort.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from .verdict import BROKEN, HELD, NOT_TESTED, case_label, format_value, stage_key
+
+CSS = """
+:root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;
+--soft:#f6f8fa}
+*{box-sizing:border-box}
+body{margin:0;background:#eef1f4;color:var(--fg);
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","Noto Sans CJK SC","WenQuanYi Micro Hei",
+sans-serif}
+main{max-width:1320px;margin:0 auto;padding:18px 28px 80px;background:#fff;min-height:100vh}
+h1{font-size:22px;margin:4px 0 12px}
+h2{font-size:18px;margin:28px 0 8px;padding-bottom:4px;border-bottom:2px solid var(--line)}
+h3{font-size:15px;margin:18px 0 6px}h4{font-size:13px;margin:10px 0 4px;color:var(--muted)}
+a{color:#0969da;text-decoration:none}a:hover{text-decoration:underline}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+.banner{display:flex;gap:18px;align-items:center;padding:14px 18px;border-radius:8px;color:#fff;margin:0 0 14px}
+.banner .big{font-size:26px;font-weight:700;white-space:nowrap}.banner .detail{font-size:14px}
+.banner a{color:#fff;text-decoration:underline}
+.banner.ok{background:var(--held)}.banner.bad{background:var(--broken)}.banner.warn{background:var(--known)}
+.banner.none{background:var(--nt)}
+dl.run{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0 0 10px}
+dl.run dt{color:var(--muted)}dl.run dd{margin:0}
+.stages{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}
+.stages a{display:block;border:1px solid var(--line);border-radius:6px;padding:4px 10px;color:var(--fg)}
+.stages a b{margin-right:6px}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-weight:600;font-size:12px;color:#fff;
+white-space:nowrap;line-height:18px}
+.badge.held,.dot.held{background:var(--held)}.badge.broken,.dot.broken{background:var(--broken)}
+.badge.known,.dot.known{background:var(--known)}.badge.nt,.dot.nt{background:var(--nt)}
+.badge.passed,.badge.xpassed{background:var(--held)}.badge.failed,.badge.error{background:var(--broken)}
+.badge.xfailed{background:var(--known)}.badge.skipped{background:var(--nt)}
+.dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:3px;vertical-align:middle}
+table{border-collapse:collapse}
+th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600}
+table.verdicts{width:100%;table-layout:fixed}
+table.verdicts col.c-id{width:118px}table.verdicts col.c-sec{width:150px}table.verdicts col.c-ver{width:290px}
+table.verdicts col.c-fig{width:250px}table.verdicts col.c-ev{width:78px}
+tr.must.broken td.id{border-left:4px solid var(--broken)}tr.must.known td.id{border-left:4px solid var(--known)}
+tr.must.held td.id{border-left:4px solid var(--held)}tr.must.nt td.id{border-left:4px solid var(--nt)}
+td.id{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;white-space:nowrap}
+.reason{color:var(--muted);font-size:12px;margin-top:2px;word-break:break-word}
+tr.must.broken .reason{color:var(--broken)}
+.fig{font-size:12.5px;display:inline-block}.fig b{font-variant-numeric:tabular-nums}
+.muted{color:var(--muted)}
+.keyfigs{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin:0 0 12px}
+.keyfigs .kf{border:1px solid var(--line);border-radius:14px;padding:1px 10px;color:var(--fg);font-size:12.5px}
+.keyfigs .kf.bad{border-color:var(--broken);color:var(--broken)}
+ul.findings li{margin:4px 0}
+section.ev{border-top:1px solid var(--line);margin-top:16px;padding-top:4px}
+section.ev:target{background:#fff8c5}
+details{margin:6px 0}details>summary{cursor:pointer}
+details.case{border:1px solid var(--line);border-radius:6px;padding:4px 10px}
+details.context{margin-left:4px}details.context>summary{color:var(--muted);font-size:12px}
+pre{background:var(--soft);padding:6px 8px;overflow:auto;max-height:340px;font-size:12px;white-space:pre-wrap;
+word-break:break-word;margin:4px 0}
+pre.failure{border-left:3px solid var(--broken)}
+.chips span{display:inline-block;padding:0 6px;margin:1px;border-radius:4px;background:#eef1f4;
+font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+table.kv th{font-weight:normal;color:var(--muted);background:none;white-space:nowrap}
+table.data{font-size:12.5px;max-width:100%}table.data td,table.data th{padding:2px 6px}
+.value{font-size:15px;font-weight:600}
+svg{max-width:100%;height:auto}
+.note{font-size:12px;color:var(--muted)}
+"""
+
+STAGE_NAMES = {"stage1-3": "stages 1-3 (lint of the runbook's configs)", "algorithms": "balance algorithms"}
+CONTEXT_TITLES = ("configuration:", "deployment state recorded")
+MAX_ROWS = 300
+MAX_TEXT = 20000
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def anchor(kind: str, ident: str) -> str:
+    return f"{kind}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", ident)
+
+
+def verdict_class(must: dict) -> str:
+    if must["verdict"] == BROKEN:
+        return "known" if must.get("known_finding") else "broken"
+    return "held" if must["verdict"] == HELD else "nt"
+
+
+def verdict_badge(must: dict) -> str:
+    label = "broken · known finding" if must.get("known_finding") else must["verdict"]
+    return f"<span class='badge {verdict_class(must)}'>{esc(label)}</span>"
+
+
+def figures_html(figures: list[dict]) -> str:
+    return "<br>".join(f"<span class='fig'>{esc(f['name'])}: <b>{esc(format_value(f['value'], f['unit']))}</b></span>"
+                       for f in figures)
+
+
+def page(title: str, body: str, *, extra_css: str = "") -> str:
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{esc(title)}</title><style>{CSS}{extra_css}</style></head>\n"
+            f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def target_text(target: Any) -> str:
+    if not isinstance(target, dict):
+        return str(target or "—")
+    kind = target.get("target", "?")
+    rest = ", ".join(f"{k} {v}" for k, v in target.items()
+                     if k != "target" and isinstance(v, (str, int, float, bool)) and v not in ("", None))
+    return f"{kind} ({rest})" if rest else str(kind)
+
+
+VERSION_LABELS = {"haproxy": "HAProxy", "pacemaker": "Pacemaker", "corosync": "Corosync", "pcs": "pcs"}
+
+
+def versions_text(versions: dict) -> str:
+    if not versions:
+        return "not recorded"
+    return " · ".join(f"{VERSION_LABELS.get(k, k)} {v}" for k, v in versions.items())
+
+
+# ----- the banner and the run ---------------------------------------------------------------------
+
+def banner(verdict: dict) -> str:
+    musts = verdict["musts"]
+    total = len(musts)
+    held = [m for m in musts if m["verdict"] == HELD]
+    broken = [m for m in musts if m["verdict"] == BROKEN and not m.get("known_finding")]
+    known = [m for m in musts if m["verdict"] == BROKEN and m.get("known_finding")]
+    untested = [m for m in musts if m["verdict"] == NOT_TESTED]
+    if broken:
+        cls, big = "bad", f"{len(broken)} MUST{'s' if len(broken) != 1 else ''} broken"
+    elif not held:
+        cls, big = "none", "nothing tested"
+    elif known or untested:
+        cls, big = "warn", f"{len(held)} of {total} MUSTs held"
+    else:
+        cls, big = "ok", f"all {total} MUSTs held"
+
+    def links(items: list[dict]) -> str:
+        shown = ", ".join(f"<a href='#{anchor('must', m['id'])}'>{esc(m['id'])}</a>" for m in items[:8])
+        return shown + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+
+    parts = [f"{len(held)} held"]
+    if broken:
+        parts.append(f"{len(broken)} broken: {links(broken)}")
+    if known:
+        parts.append(f"{len(known)} broken as known finding{'s' if len(known) != 1 else ''}: {links(known)}")
+    if untested:
+        parts.append(f"{len(untested)} not tested" + (f": {links(untested)}" if len(untested) <= 8 else ""))
+    return (f"<div class='banner {cls}' id='banner'><div class='big'>{esc(big)}</div>"
+            f"<div class='detail'>{' · '.join(parts)} (of {total} MUSTs)</div></div>")
+
+
+def key_figures(verdict: dict) -> str:
+    """The figures an operator looks for first: times per MUST, and the requests that reached the wrong server."""
+    times, wrong, wrong_musts = [], 0, 0
+    for must in verdict["musts"]:
+        for figure in must["figures"]:
+            if figure["unit"] == "s" and figure["name"] != "restore":
+                times.append((must, figure))
+            elif figure["unit"] == "requests":
+                wrong += figure["value"]
+                wrong_musts += 1
+    if not times and not wrong_musts:
+        return ""
+    cells = [f"<a href='#{anchor('must', m['id'])}' class='kf' title='{esc(m['must'])}'>"
+             f"<span class='muted'>{esc(m['id'])}</span> "
+             f"{esc(f['name'])} <b>{esc(format_value(f['value'], f['unit']))}</b></a>" for m, f in times]
+    if wrong_musts:
+        cells.append(f"<span class='kf{' bad' if wrong else ''}'>requests to the wrong server <b>{wrong:g}</b> "
+                     f"<span class='muted'>(over {wrong_musts} routing MUSTs)</span></span>")
+    return "<div class='keyfigs'><b>Key figures</b> " + "".join(cells) + "</div>"
+
+
+def run_header(verdict: dict) -> str:
+    run = verdict.get("run", {})
+    tests = run.get("tests") or {}
+    duration = duration_text(run.get("duration_s")) + (" (estimated from the evidence)"
+                                                        if run.get("duration_estimated") else "")
+    rows = [("target", esc(target_text(run.get("target")))),
+            ("software", esc(versions_text(run.get("versions") or {}))),
+            ("started", esc(run.get("started") or "—")),
+            ("run time", esc(duration)),
+            ("test cases", esc(", ".join(f"{n} {o}" for o, n in sorted(tests.items())) or "none")),
+            ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
+    return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def stage_title(verdict: dict, stage: str) -> str:
+    title = (verdict.get("stages") or {}).get(stage) or STAGE_NAMES.get(stage, "")
+    return f"{stage} — {title}" if title else stage
+
+
+def stages_of(verdict: dict) -> list[tuple[str, list[dict]]]:
+    groups: dict[str, list[dict]] = {}
+    for must in verdict["musts"]:
+        groups.setdefault(must["stage"], []).append(must)
+    return sorted(groups.items(), key=lambda kv: stage_key(kv[0]))
+
+
+def stage_counts(musts: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for must in musts:
+        counts[verdict_class(must)] = counts.get(verdict_class(must), 0) + 1
+    names = {"held": "held", "broken": "broken", "known": "known finding", "nt": "not tested"}
+    return " ".join(f"<span class='dot {c}'></span>{counts[c]} {names[c]}" for c in ("broken", "known", "nt", "held")
+                    if counts.get(c))
+
+
+# ----- the verdict table -------------------------------------------------------------------------
+
+def verdict_tables(verdict: dict) -> str:
+    out = ["<section id='verdicts'><h2>MUSTs by stage</h2>"]
+    for stage, musts in stages_of(verdict):
+        out.append(f"<h3 id='{anchor('stage', stage)}'>{esc(stage_title(verdict, stage))} "
+                   f"<span class='muted' style='font-weight:normal'>· {stage_counts(musts)}</span></h3>")
+        out.append("<table class='verdicts'><colgroup><col class='c-id'><col class='c-sec'><col>"
+                   "<col class='c-ver'><col class='c-fig'><col class='c-ev'></colgroup>"
+                   "<thead><tr><th>ID</th><th>runbook section</th><th>MUST</th><th>verdict</th>"
+                   "<th>figures</th><th>evidence</th></tr></thead><tbody>")
+        for must in musts:
+            out.append(
+                f"<tr class='must {verdict_class(must)}' id='{anchor('must', must['id'])}'>"
+                f"<td class='id'>{esc(must['id'])}</td><td>{esc(must['section'])}</td><td>{esc(must['must'])}</td>"
+                f"<td class='verdict'>{verdict_badge(must)}<div class='reason'>{esc(must['reason'])}</div></td>"
+                f"<td class='figures'>{figures_html(must['figures']) or '<span class=muted>—</span>'}</td>"
+                f"<td><a class='ev' href='#{anchor('ev', must['id'])}'>evidence</a></td></tr>")
+        out.append("</tbody></table>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def findings_list(verdict: dict) -> str:
+    findings = verdict.get("findings") or []
+    out = ["<section id='findings'><h2>Findings</h2>"]
+    if not findings:
+        out.append("<p class='muted'>none</p>")
+    xfails = [f for f in findings if f["kind"] == "xfail"]
+    notes = [f for f in findings if f["kind"] == "note"]
+    if xfails:
+        out.append("<h3>What the runbook says that today's software refuses (expected failures)</h3>"
+                   "<ul class='findings'>")
+        for f in xfails:
+            out.append(f"<li><a href='#{anchor('ev', f['id'])}'><b>{esc(f['id'])}</b></a> "
+                       f"<span class='muted'>({esc(f['stage'])}, {esc(f['section'])})</span>: {esc(f['text'])}</li>")
+        out.append("</ul>")
+    if notes:
+        out.append("<h3>Notes of the documented configuration (stage.yaml <code>notes:</code>)</h3>"
+                   "<ul class='findings'>")
+        for f in notes:
+            section = f" <span class='muted'>({esc(f['section'])})</span>" if f.get("section") else ""
+            out.append(f"<li><b>{esc(f['stage'])}</b>{section}: {esc(f['text'])}</li>")
+        out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+# ----- evidence ----------------------------------------------------------------------------------
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+TIME_KEYS = {"t", "at", "start", "end", "first_t", "last_t", "injected_at", "started", "ended"}
+
+
+def _scalar_text(value: Any, key: str | None = None) -> str:
+    if value is None:
+        return "<span class='muted'>—</span>"
+    if isinstance(value, float):
+        if key in TIME_KEYS and 1e9 < value < 1e10:   # a unix time: the clock time, to the millisecond
+            return esc(datetime.fromtimestamp(value).strftime("%H:%M:%S.%f")[:-3])
+        if not value.is_integer():
+            return esc(f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) >= 0.01 else f"{value:.3g}")
+    if isinstance(value, str) and ("\n" in value or len(value) > 240):
+        return f"<pre>{esc(value[:MAX_TEXT])}</pre>"
+    return esc(value)
+
+
+def _is_timeline(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) >= 2 and all(isinstance(v, dict) and set(v) == {"t", "mark"}
+                                                                and isinstance(v["t"], (int, float)) for v in value))
+
+
+def timeline_html(marks: list[dict]) -> str:
+    t0 = marks[0]["t"]
+    span = max((m["t"] - t0 for m in marks), default=0.0) or 1.0
+    width, left, right = 900, 20, 20
+    usable = width - left - right
+    dots, labels = [], []
+    for i, mark in enumerate(marks):
+        x = left + usable * (mark["t"] - t0) / span
+        y = 18 + (i % 3) * 14
+        dots.append(f"<circle cx='{x:.1f}' cy='58' r='4' fill='#0969da'><title>{esc(mark['mark'])}: "
+                    f"+{mark['t'] - t0:.2f} s</title></circle>"
+                    f"<line x1='{x:.1f}' y1='{y + 3}' x2='{x:.1f}' y2='54' stroke='#afb8c1' stroke-dasharray='2,2'/>")
+        anchor_ = "start" if x < width / 2 else "end"
+        labels.append(f"<text x='{x:.1f}' y='{y}' text-anchor='{anchor_}'>{esc(mark['mark'])} "
+                      f"+{mark['t'] - t0:.2f} s</text>")
+    svg = (f"<svg class='timeline' xmlns='http://www.w3.org/2000/svg' width='{width}' height='70' "
+           f"viewBox='0 0 {width} 70' font-family='sans-serif' font-size='11'>"
+           f"<line x1='{left}' y1='58' x2='{width - right}' y2='58' stroke='#57606a'/>"
+           + "".join(dots) + "".join(labels) + "</svg>")
+    rows = "".join(f"<tr><td class='mono'>+{m['t'] - t0:.2f} s</td><td>{esc(m['mark'])}</td></tr>" for m in marks)
+    return svg + f"<table class='data'><tr><th>time</th><th>event</th></tr>{rows}</table>"
+
+
+def rows_table(rows: list[dict], depth: int) -> str:
+    columns: list[str] = []
+    for row in rows[:MAX_ROWS]:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{render_json(row.get(c), depth + 1, c)}</td>" for c in columns) + "</tr>"
+                   for row in rows[:MAX_ROWS])
+    more = f"<p class='note'>({len(rows) - MAX_ROWS} more rows)</p>" if len(rows) > MAX_ROWS else ""
+    return f"<table class='data'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def render_json(value: Any, depth: int = 0, key: str | None = None) -> str:
+    """Data as a person reads it: a value, a sequence, a table, a timeline; JSON only when nothing fits."""
+    if _scalar(value):
+        return _scalar_text(value, key)
+    if depth >= 3:
+        return f"<code>{esc(json.dumps(value, ensure_ascii=False)[:600])}</code>"
+    if isinstance(value, list):
+        if not value:
+            return "<span class='muted'>(none)</span>"
+        if _is_timeline(value):
+            return timeline_html(value)
+        if all(_scalar(v) for v in value):
+            shown = "".join(f"<span>{esc(v)}</span>" for v in value[:MAX_ROWS])
+            more = f" … ({len(value) - MAX_ROWS} more)" if len(value) > MAX_ROWS else ""
+            return f"<div class='chips'>{shown}{more}</div>"
+        if all(isinstance(v, dict) for v in value):
+            return rows_table(value, depth)
+        return f"<pre>{esc(json.dumps(value, indent=1, ensure_ascii=False)[:MAX_TEXT])}</pre>"
+    if isinstance(value, dict):
+        if not value:
+            return "<span class='muted'>(empty)</span>"
+        inner = list(value.values())
+        if (len(value) > 1 and all(isinstance(v, dict) and v and all(_scalar(x) for x in v.values()) for v in inner)
+                and len({k for v in inner for k in v}) <= 12):
+            return rows_table([{"": k, **v} for k, v in value.items()], depth)
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{render_json(v, depth + 1, k)}</td></tr>"
+                       for k, v in list(value.items())[:MAX_ROWS])
+        return f"<table class='kv data'>{rows}</table>"
+    return _scalar_text(str(value))
+
+
+SAFE_SVG = re.compile(r"^\s*<svg[\s>]", re.I)
+UNSAFE_SVG = re.compile(r"<script|javascript:|\son\w+\s*=|<foreignObject|href\s*=\s*['\"]?(?!#)", re.I)
+
+
+def render_item(item: dict) -> str:
+    kind, title, content = item.get("kind"), item.get("title", ""), item.get("content")
+    head = f"<h4>{esc(title)}</h4>"
+    if kind == "svg" and isinstance(content, str) and SAFE_SVG.match(content) and not UNSAFE_SVG.search(content):
+        return head + f"<div class='svg'>{content}</div>"
+    if kind == "table" and isinstance(content, list):
+        return head + (rows_table(content, 0) if content else "<span class='muted'>(no rows)</span>")
+    if kind == "log" and isinstance(content, list):
+        shown = content[-300:]
+        cut = f"<p class='note'>(last 300 of {len(content)} lines)</p>" if len(content) > 300 else ""
+        return head + cut + f"<pre>{esc(chr(10).join(map(str, shown)))}</pre>"
+    if kind == "json":
+        if _number_like(content):
+            return f"<h4>{esc(title)}: <span class='value'>{esc(content)}</span></h4>"
+        return head + render_json(content)
+    return head + f"<pre>{esc(str(content)[:MAX_TEXT])}</pre>"
+
+
+def _number_like(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def case_html(case: dict, record: dict | None, open_: bool) -> str:
+    outcome = case["outcome"]
+    summary = (f"<span class='badge {esc(outcome)}'>{esc(outcome)}</span> <code>{esc(case['nodeid'])}</code> "
+               f"<span class='muted'>· {duration_text(case.get('duration_s'))}</span>")
+    parts = []
+    if case.get("reason"):
+        cls = "failure" if outcome in ("failed", "error") else ""
+        parts.append(f"<pre class='{cls}'>{esc(case['reason'])}</pre>")
+    evidence = (record or {}).get("evidence") or []
+    context = [i for i in evidence if str(i.get("title", "")).startswith(CONTEXT_TITLES)]
+    main = [i for i in evidence if i not in context]
+    parts.extend(render_item(i) for i in main)
+    if context:
+        parts.append("<details class='context'><summary>context: "
+                     + esc(", ".join(str(i.get("title")) for i in context))
+                     + "</summary>" + "".join(render_item(i) for i in context) + "</details>")
+    if not evidence:
+        parts.append("<p class='muted'>no evidence recorded for this case</p>")
+    return f"<details class='case'{' open' if open_ else ''}><summary>{summary}</summary>{''.join(parts)}</details>"
+
+
+def evidence_sections(verdict: dict, records: dict[str, dict]) -> str:
+    out = ["<section id='evidence'><h2>Evidence</h2>"
+           "<p class='note'>One block per MUST, one per test case; set-up context is folded.</p>"]
+    for must in verdict["musts"]:
+        cases = must.get("cases") or [{"nodeid": n, "outcome": "?", "reason": None} for n in must.get("nodeids", [])]
+        figures = figures_html(must["figures"])
+        out.append(f"<section class='ev' id='{anchor('ev', must['id'])}'>"
+                   f"<h3><a href='#{anchor('must', must['id'])}'>{esc(must['id'])}</a> {verdict_badge(must)} "
+                   f"<span class='muted' style='font-weight:normal'>{esc(must['stage'])} · "
+                   f"{esc(must['section'])}</span></h3>"
+                   f"<p>{esc(must['must'])}</p><p class='reason'>{esc(must['reason'])}</p>"
+                   + (f"<p>{figures}</p>" if figures else ""))
+        few = len(cases) <= 2
+        for case in cases:
+            open_ = few or case.get("outcome") in ("failed", "error", "xfailed")
+            out.append(case_html(case, records.get(case["nodeid"]), open_))
+        if not cases:
+            out.append("<p class='muted'>no test case of this MUST ran</p>")
+        out.append("</section>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def render_verdict_html(verdict: dict, records: list[dict] | None = None) -> str:
+    by_nodeid = {r["nodeid"]: r for r in records or []}
+    stages = "".join(f"<a href='#{anchor('stage', stage)}'><b>{esc(stage)}</b>{stage_counts(musts)}</a>"
+                     for stage, musts in stages_of(verdict))
+    body = ("<header><h1>Runbook conformance verdict</h1>" + banner(verdict) + key_figures(verdict)
+            + run_header(verdict)
+            + f"<nav class='stages'>{stages}<a href='#findings'><b>findings</b>{len(verdict.get('findings') or [])}</a>"
+            + "</nav></header>"
+            + verdict_tables(verdict) + findings_list(verdict) + evidence_sections(verdict, by_nodeid))
+    run = verdict.get("run", {})
+    return page(f"verdict — {run.get('run_dir') or run.get('started') or 'haconform'}", body)

@@ -1,0 +1,198 @@
+"""verdict.json and verdict.html at the end of every session that ran conformance tests.
+
+Registered by the haconform pytest plugin.  It follows each conformance test's
+reports (setup, call, teardown: failure messages, skip and xfail reasons, the
+user properties such as restore_seconds), takes the evidence from the run's
+history.jsonl (the same, redacted, that trends read later), and at session end
+writes verdict.json and verdict.html beside --junitxml's report (else into
+reports/ under the rootdir), and a copy of verdict.json into results/<ts>/.
+
+Software versions: one command on a director, once, while the first test that
+uses the deployment is set up (haproxy -v, pacemakerd --version, corosync -v,
+pcs --version); what the evidence itself records fills the gaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from ..conformance import requirement_of
+from ..secrets import redact
+from .html import render_verdict_html
+from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_version_probe, read_golden,
+                      read_history, stage_notes, version_probe_command, versions_from_evidence, write_json)
+
+log = logging.getLogger("haconform.report")
+VERSION_ATTEMPTS = 3
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(VerdictReport(config), "haconform-verdict-report")
+
+
+def failure_message(report) -> str:
+    """The assertion's or exception's own lines ("E   ..."), else the last line of the report."""
+    text = redact(str(report.longrepr or ""))
+    lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    message = " ".join(lines) if lines else next((l.strip() for l in reversed(text.splitlines()) if l.strip()), "")
+    return message[:600]
+
+
+def skip_message(report) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return redact(reason.removeprefix("Skipped: "))
+
+
+class VerdictReport:
+    def __init__(self, config):
+        self.config = config
+        self.started = time.time()
+        self.requirements: dict[str, object] = {}     # nodeid -> Requirement, in collection order
+        self.cases: dict[str, dict] = {}
+        self.versions: dict[str, str] = {}
+        self.target: dict | None = None
+        self._attempts = 0
+        self.written: dict[str, Path] = {}
+        self.summary: dict | None = None
+
+    # ----- what ran -----
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            requirement = requirement_of(item)
+            if requirement is not None:
+                self.requirements[item.nodeid] = requirement
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_setup(self, item):
+        """After the test's fixtures are set up: the target is up and in the test's stage."""
+        if self._attempts >= VERSION_ATTEMPTS or (self.versions and self.target):
+            return
+        funcargs = getattr(item, "funcargs", {})
+        if self.target is None and "target" in funcargs:
+            try:
+                self.target = funcargs["target"].describe()
+            except Exception as exc:   # a report must never fail a test
+                log.debug("target.describe(): %s", exc)
+        deployment = funcargs.get("deployment")
+        if deployment is None or self.versions:
+            return
+        self._attempts += 1
+        for director in deployment.directors:
+            try:
+                versions = parse_version_probe(director.execute(version_probe_command()).stdout)
+            except Exception as exc:
+                log.debug("versions on %s: %s", director.name, exc)
+                continue
+            if versions:
+                self.versions = versions
+                return
+
+    def pytest_runtest_logreport(self, report):
+        requirement = self.requirements.get(report.nodeid)
+        if requirement is None:
+            return
+        case = self.cases.setdefault(report.nodeid, {
+            "nodeid": report.nodeid, "outcome": None, "reason": None, "left_out": False, "duration": 0.0,
+            "requirement": requirement.__dict__, "evidence": [], "properties": {}})
+        case["duration"] += report.duration or 0.0
+        for name, value in report.user_properties:
+            if name not in ("conformance_id", "must", "runbook_section", "stage"):
+                case["properties"][name] = value
+        xfail = getattr(report, "wasxfail", None)
+        if report.when == "setup":
+            if report.failed:
+                case.update(outcome="error", reason="setup: " + failure_message(report))
+            elif report.skipped:
+                if xfail is not None:
+                    case.update(outcome="xfailed", reason=redact(xfail) or None)
+                else:
+                    reason = skip_message(report)
+                    case.update(outcome="skipped", reason=reason,
+                                left_out=reason.startswith(("destructive:", "verify-only")))
+        elif report.when == "call":
+            if report.passed:
+                case.update(outcome="xpassed" if xfail is not None else "passed",
+                            reason=redact(xfail) if xfail else None)
+            elif report.failed:
+                case.update(outcome="failed", reason=failure_message(report))
+            elif report.skipped:
+                if xfail is not None:
+                    case.update(outcome="xfailed", reason=redact(xfail) or None)
+                else:
+                    reason = skip_message(report)
+                    case.update(outcome="skipped", reason=reason,
+                                left_out=reason.startswith(("destructive:", "verify-only")))
+        elif report.when == "teardown" and report.failed:
+            if case["outcome"] in (None, "passed", "xpassed"):
+                case.update(outcome="error", reason="teardown: " + failure_message(report))
+
+    # ----- the verdict -----
+    def output_dir(self) -> Path:
+        xmlpath = getattr(self.config.option, "xmlpath", None)
+        return Path(xmlpath).resolve().parent if xmlpath else self.config.rootpath / "reports"
+
+    def records(self) -> list[dict]:
+        run_dir: Path = self.config._haconform_run_dir
+        history = run_dir / "history.jsonl"
+        evidence = {r["nodeid"]: r.get("evidence") or [] for r in read_history(history)} if history.is_file() else {}
+        records = []
+        for nodeid in self.requirements:
+            case = self.cases.get(nodeid)
+            if case is None or case["outcome"] is None:
+                continue   # never ran (deselected later, or the session stopped): the MUST shows not tested
+            records.append({**case, "evidence": evidence.get(nodeid, [])})
+        return records
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        if not self.requirements or self.config.option.collectonly:
+            return   # no conformance test in this session (unit tests, perf), or nothing ran
+        try:
+            self.write(exitstatus)
+        except Exception as exc:   # the verdict is a report: it never changes the session's outcome
+            log.warning("haconform: verdict not written: %s", exc)
+            self.summary = {"error": str(exc)}
+
+    def write(self, exitstatus) -> None:
+        config = self.config
+        records = self.records()
+        finished = time.time()
+        versions = {**versions_from_evidence(records), **self.versions}
+        run_dir: Path = config._haconform_run_dir
+        run = {"target": self.target or {"target": config.getoption("--target")},
+               "run_dir": run_dir.name, "run_path": str(run_dir), "started": iso(self.started), "started_unix": round(self.started, 3),
+               "finished": iso(finished), "duration_s": round(finished - self.started, 1),
+               "versions": versions, "exit_status": int(exitstatus), "source": "session",
+               "config": str(config._haconform_config_dir)}
+        notes, titles = stage_notes(config._haconform_config_dir)
+        golden = read_golden(config.rootpath / "suites" / "conformance.yaml")
+        selected = {r.id for r in self.requirements.values()}
+        verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles)
+        for must in verdict["musts"]:
+            if must["verdict"] == NOT_TESTED and not must["cases"]:
+                must["reason"] = ("not selected in this run" if must["id"] not in selected
+                                  else "did not run (the session stopped before it)")
+        out = self.output_dir()
+        write_json(verdict, out / "verdict.json")
+        (out / "verdict.html").write_text(render_verdict_html(verdict, records), encoding="utf-8")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(verdict, run_dir / "verdict.json")
+        self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}
+        self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"]}
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.summary:
+            return
+        if "error" in self.summary:
+            terminalreporter.write_line(f"haconform verdict: not written ({self.summary['error']})")
+            return
+        s = self.summary
+        known = f" ({s['known']} known finding{'s' if s['known'] != 1 else ''})" if s["known"] else ""
+        terminalreporter.write_line(
+            f"haconform verdict: {s[HELD]} held, {s[BROKEN]} broken{known}, {s[NOT_TESTED]} not tested -> "
+            f"{self.written['html']} ({self.written['json'].name}; copy in {self.written['run'].parent})")

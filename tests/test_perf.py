@@ -1,21 +1,32 @@
-"""Summary, plotting and command lines of perf runs, on CSVs recorded from real runs
-(tests/data/perf/smoke: a --perf-smoke run on the lab; .../crash: a director crash under load)."""
+"""Summary, plotting, placement and command lines of perf runs, on files recorded from real runs
+(tests/data/perf/smoke: a --perf-smoke run on the lab; .../crash: a director crash under load,
+closed loop; .../crash_open: the same in open loop), and the workload's open-loop schedule run
+by locust itself against a stub server on this machine's loopback."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from haconform.errors import HaconformError
-from haconform.perf.load import (ClientHost, LoadShape, last_aggregated_row, master_argv, parse_wrk_report,
-                                 progress_line, worker_argv, wrk_argv)
+from haconform.perf.load import (WORKLOAD, ClientHost, LoadShape, last_aggregated_row, load_running, master_argv,
+                                 parse_wrk_report, progress_line, worker_argv, wrk_argv)
+from haconform.perf.placement import (cpu_count, generator_cpu, locust_generator_cpu, parse_host_sample,
+                                      parse_process_sample, plan_placement, process_usage, stat_ticks)
 from haconform.perf.report import phase_plot_svg, render_html
 from haconform.perf.run import plots_for
-from haconform.perf.summary import (Second, entries_summary, failure_windows, history_series, incomplete,
-                                    percentile, phase_summary, ratios, wrk_summary)
+from haconform.perf.summary import (Second, completed_series, entries_summary, failure_windows, generator_verdict,
+                                    history_series, incomplete, per_second_table, percentile, phase_summary, ratios,
+                                    wrk_summary)
 
 DATA = Path(__file__).parent / "data" / "perf"
 
@@ -34,13 +45,21 @@ def smoke():
     return recorded("smoke")
 
 
+LOCUST_PHASES = ("direct", "vip", "reference", "reference_direct")
+
+
 def summary_of(files: dict[str, str]) -> dict:
-    phases = {name: phase_summary(name, files) for name in ("direct", "vip", "reference")}
+    phases = {name: phase_summary(name, files) for name in LOCUST_PHASES}
     phases["wrk"] = wrk_summary(json.loads(files["wrk.json"]))
+    phases["wrk_direct"] = wrk_summary(json.loads(files["wrk_direct.json"]))
+    for name in LOCUST_PHASES:
+        cpu = locust_generator_cpu(json.loads(files[f"{name}_cpu.json"]), shared=True)
+        phases[name]["generator"] = generator_verdict(name, phases, cpu)
     return {"run": "recorded", "seed": 7, "options": {"users": 10}, "started": 1.0, "phases": phases,
-            "ratios": ratios(phases), "fault": None,
+            "ratios": ratios(phases), "fault": None, "placement": {"how": "auto"},
+            "generator_bound_phases": [n for n in LOCUST_PHASES if phases[n]["generator"]["generator_bound"]],
             "timing": {name: {"started": history_series(files[f"{name}_stats_history.csv"])[0].t - 1}
-                       for name in ("direct", "vip", "reference")}}
+                       for name in LOCUST_PHASES}}
 
 
 def test_phase_totals_come_from_locusts_final_json(smoke):
@@ -113,20 +132,25 @@ def test_ratios_and_completeness(smoke):
         phases["vip"]["requests_per_s"] / phases["direct"]["requests_per_s"], rel=1e-3)
     assert summary["ratios"]["locust_over_wrk_requests_per_s"] == pytest.approx(
         phases["reference"]["requests_per_s"] / phases["wrk"]["requests_per_s"], rel=1e-3)
+    assert summary["ratios"]["wrk_vip_over_direct_requests_per_s"] == pytest.approx(
+        phases["wrk"]["requests_per_s"] / phases["wrk_direct"]["requests_per_s"], rel=1e-3)
     assert incomplete(summary) == []
     broken = json.loads(json.dumps(summary))
     broken["phases"]["vip"]["requests_per_s"] = 0
     del broken["phases"]["wrk"]
+    del broken["phases"]["direct"]["generator"]
+    del broken["placement"]
     broken["ratios"] = ratios(broken["phases"])
     problems = incomplete(broken)
     assert "vip.requests_per_s is 0" in problems and "phase wrk missing" in problems
     assert any(p.startswith("ratios.locust_over_wrk") for p in problems)
+    assert "direct.generator (the generator-bound verdict) missing" in problems and "placement missing" in problems
 
 
 def test_report_is_one_self_contained_page(smoke):
     summary = summary_of(smoke)
     page = render_html(summary, plots_for(summary, smoke))
-    assert page.count("<svg") == 3
+    assert page.count("<svg") == 4
     assert not re.search(r"""(src|href)=["']https?:""", page)
     assert "vip_over_direct_requests_per_s" in page
 
@@ -151,8 +175,10 @@ def test_locust_runs_distributed_master_and_workers():
     client = ClientHost(FakeMachine(), "/venv/bin/python", "/tmp/w")
     shape = LoadShape(users=20, spawn_rate=5, duration_s=15, workers=3, seed=42)
     master = master_argv(client, "vip", "http://vip:80", ("A", "B"), shape)
-    assert master[:4] == ["env", "HACONFORM_PERF_SEED=42", "HACONFORM_PERF_WAIT=0.0",
-                          "HACONFORM_PERF_OUT=/tmp/w/vip"]
+    assert master[:3] == ["env", "HACONFORM_PERF_SEED=42", "HACONFORM_PERF_WAIT=0.0"]
+    assert {"HACONFORM_PERF_OUT=/tmp/w/vip", "HACONFORM_PERF_RATE=0.0", "HACONFORM_PERF_WORKERS=3",
+            "HACONFORM_PERF_CLASSES=A,B"} <= set(master)
+    assert master[master.index("--master-bind-host") + 1] == "127.0.0.1"
     assert "--master" in master and master[master.index("--expect-workers") + 1] == "3"
     assert master[master.index("-t") + 1] == "15s" and master[-2:] == ["A", "B"]
     assert master[master.index("--json-file") + 1] == "/tmp/w/vip_final"
@@ -160,6 +186,8 @@ def test_locust_runs_distributed_master_and_workers():
     assert "--worker" in worker and worker[worker.index("--master-host") + 1] == "10.0.0.9"
     wrk = wrk_argv(client, "http://vip:80/index.php", shape, 10)
     assert wrk[wrk.index("-c") + 1] == "20" and wrk[-1] == "http://vip:80/index.php"
+    # wrk asks the server for what locust asks (a compressed index.php)
+    assert wrk[wrk.index("-H") + 1] == "Accept-Encoding: gzip, deflate, br"
 
 
 def test_progress_line_reads_the_newest_aggregated_row(smoke):
@@ -213,3 +241,263 @@ def test_fault_plot_marks_the_injection_and_shades_the_windows(crash):
     assert set(plots) == {"fault"}
     svg = plots["fault"]
     assert "crash injected" in svg and "no request succeeded" in svg and "prober outage" in svg
+
+
+# ----- placement and the generator's CPU ------------------------------------------------
+
+def test_placement_pins_only_the_lab_and_splits_the_cpus():
+    assert plan_placement("auto", "lab", 2).describe()["generator_cpus"] == "0"
+    two = plan_placement("auto", "lab", 2)
+    assert (two.generator_cpus, two.sut_cpus) == ("0", "1")
+    eight = plan_placement("auto", "lab", 8)
+    assert (eight.generator_cpus, eight.sut_cpus) == ("0-3", "4-7")
+    assert plan_placement("auto", "ssh", 8).generator_cpus is None
+    assert plan_placement("auto", "vagrant", 8).sut_cpus is None
+    assert plan_placement("auto", "lab", 1).generator_cpus is None
+    assert plan_placement("none", "lab", 2).generator_cpus is None
+    explicit = plan_placement("0:", "ssh", 2)
+    assert (explicit.generator_cpus, explicit.sut_cpus) == ("0", None)
+    with pytest.raises(ValueError):
+        plan_placement("0", "lab", 2)
+    assert [cpu_count(c) for c in ("0", "1-3", "0,2-3", None)] == [1, 3, 3, None]
+
+
+def test_generator_processes_start_under_taskset_when_pinned():
+    pinned = ClientHost(FakeMachine(), "/venv/bin/python", "/tmp/w", cpus="0")
+    argv = pinned.spawn_argv("vip-worker0", ["python", "-m", "locust"])
+    assert argv[:4] == ["nsenter", "-t", "1", "--"] and argv[4:6] == ["/bin/sh", "-c"]
+    assert argv[6] == "echo $$ > /tmp/w/vip-worker0.pid; exec taskset -c 0 python -m locust"
+    free = ClientHost(FakeMachine(), "/venv/bin/python", "/tmp/w")
+    assert free.spawn_argv("wrk", ["wrk"])[6].endswith("; exec wrk")
+
+
+STAT = "1234 (python3 -m x) R 1 1 1 0 -1 4194304 1221 0 0 0 150 50 7 3 20 0 1 0 341968 14327808 2218"
+
+
+def test_cpu_counters_are_read_from_proc():
+    assert stat_ticks(STAT) == 200
+    assert stat_ticks(STAT, children=True) == 210
+    a = parse_process_sample(f"P vip-master 100 200 5|{STAT}\nU 1000.00 3.0\n")
+    later = STAT.replace(" 150 50 ", " 250 120 ")
+    b = parse_process_sample(f"P vip-master 100 200000200 5|{later}\nU 1002.00 3.0\n")
+    assert a["processes"]["vip-master"] == {"ticks": 200, "run_ns": 100, "wait_ns": 200}
+    usage = process_usage(a, b, 100)
+    assert usage["cpus_used"] == pytest.approx(0.85) and usage["runqueue_wait_cpus"] == pytest.approx(0.1)
+    host = parse_host_sample(f"{STAT}\n{STAT}\n\nU 5.5 1\n")
+    assert host == {"t": 5.5, "ticks": 420, "processes": 2}
+
+
+def test_a_generator_is_saturated_at_90_percent_of_its_cpus_used_or_wanted():
+    busy = generator_cpu({"processes": ["w"], "seconds": 10, "cpus_used": 0.95, "runqueue_wait_cpus": 0.0}, 1)
+    assert busy["cpu_saturated"] and busy["cpu_fraction"] == 0.95
+    starved = generator_cpu({"processes": ["w"], "seconds": 10, "cpus_used": 0.6, "runqueue_wait_cpus": 0.35}, 1)
+    assert starved["cpu_saturated"] and starved["cpu_wanted_fraction"] == 0.95
+    idle = generator_cpu({"processes": ["w"], "seconds": 10, "cpus_used": 0.6, "runqueue_wait_cpus": 0.1}, 2)
+    assert idle["cpu_saturated"] is False
+    assert generator_cpu(None, 1)["cpu_saturated"] is None
+
+
+def test_locust_processes_report_their_own_cpu(smoke):
+    processes = json.loads(smoke["direct_cpu.json"])
+    assert {p["role"] for p in processes} == {"master", "worker"}
+    cpu = locust_generator_cpu(processes, shared=True)
+    assert cpu["cpus_allowed"] == 1 and cpu["cpus_used"] > 0.3
+    per_host = locust_generator_cpu(processes + [{**processes[0], "host": "foundation5", "cpu_s": 0.1}], shared=False)
+    assert set(per_host["per_host"]) == {"client", "foundation5"}
+    assert per_host["cpus_used"] == per_host["per_host"]["client"]["cpus_used"]
+
+
+def test_load_window_starts_with_users_running():
+    assert load_running({"User Count": "20", "Total Request Count": "0"})
+    assert not load_running({"User Count": "0", "Total Request Count": "500"})   # after the run
+    assert not load_running(None)
+
+
+# ----- the generator-bound verdict and the ratios' flags --------------------------------
+
+def phases_with(reference_rps, wrk_rps, *, cpu_fraction=0.5, loop="closed", rate=None):
+    cpu = generator_cpu({"processes": ["w"], "seconds": 10, "cpus_used": cpu_fraction, "runqueue_wait_cpus": 0}, 1)
+    phases = {"reference": {"requests_per_s": reference_rps}, "wrk": {"requests_per_s": wrk_rps},
+              "reference_direct": {"requests_per_s": 4000.0}, "wrk_direct": {"requests_per_s": 4400.0},
+              "vip": {"requests_per_s": 900.0, "p50_ms": 3.0, "p95_ms": 9.0, "loop": loop, "rate_due": rate},
+              "direct": {"requests_per_s": 1000.0, "p50_ms": 1.0, "p95_ms": 3.0, "loop": loop, "rate_due": rate}}
+    return phases, cpu
+
+
+def test_a_phase_is_generator_bound_below_0_8_of_wrk_or_with_its_cpu_saturated():
+    phases, cpu = phases_with(700.0, 1000.0)
+    verdict = generator_verdict("vip", phases, cpu)
+    assert verdict["generator_bound"] and verdict["locust_over_wrk_requests_per_s"] == 0.7
+    assert verdict["compared_with"] == "reference / wrk" and "0.70 x wrk" in verdict["reasons"][0]
+    phases, cpu = phases_with(900.0, 1000.0)
+    assert not generator_verdict("vip", phases, cpu)["generator_bound"]
+    # the direct phase is compared on its own target
+    assert generator_verdict("direct", phases, cpu)["compared_with"] == "reference_direct / wrk_direct"
+    phases, cpu = phases_with(900.0, 1000.0, cpu_fraction=0.93)
+    saturated = generator_verdict("vip", phases, cpu)
+    assert saturated["generator_bound"] and "CPU 93% used" in saturated["reasons"][0]
+    # open loop: bound when its rate is near what locust can send at all on that target
+    phases, cpu = phases_with(700.0, 1000.0, loop="open", rate=600.0)
+    assert generator_verdict("vip", phases, cpu)["generator_bound"]
+    phases, cpu = phases_with(700.0, 1000.0, loop="open", rate=300.0)
+    assert not generator_verdict("vip", phases, cpu)["generator_bound"]
+
+
+def test_ratios_from_generator_bound_phases_are_flagged():
+    phases, cpu = phases_with(700.0, 1000.0)
+    for name in ("vip", "direct", "reference", "reference_direct"):
+        phases[name]["generator"] = generator_verdict(name, phases, cpu)
+    out = ratios({**phases, "wrk": {**phases["wrk"], "p50_ms": 2.0, "p95_ms": 4.0},
+                  "wrk_direct": {**phases["wrk_direct"], "p50_ms": 1.0, "p95_ms": 2.0}})
+    assert out["ratios_flags"]["vip_over_direct_requests_per_s"] == "generator_bound"
+    assert out["ratios_flags"]["vip_over_direct_p95"] == "generator_bound"
+    assert "wrk_vip_over_direct_requests_per_s" not in out["ratios_flags"]
+    assert out["wrk_vip_over_direct_p50"] == 2.0
+    phases, cpu = phases_with(950.0, 1000.0)
+    for name in ("vip", "direct", "reference", "reference_direct"):
+        phases[name]["generator"] = generator_verdict(name, phases, cpu)
+    assert ratios(phases)["ratios_flags"] == {}
+
+
+def test_report_says_which_phases_are_generator_bound(smoke):
+    summary = summary_of(smoke)
+    summary["phases"]["vip"]["generator"]["generator_bound"] = True
+    summary["generator_bound_phases"] = ["vip"]
+    summary["ratios"]["ratios_flags"] = {"vip_over_direct_requests_per_s": "generator_bound"}
+    page = render_html(summary, {})
+    assert "Generator-bound phases: vip" in page and "vip (generator-bound)" in page
+    assert re.search(r"<td>vip_over_direct_requests_per_s</td><td>[0-9.]+</td><td>generator_bound</td>", page)
+
+
+# ----- open loop --------------------------------------------------------------------------
+
+def test_per_second_rows_are_keyed_as_recorded():
+    seconds = json.dumps({"100": {"ok": 3, "failed": 1, "ms": {"2": 2, "900": 2}, "late": 2},
+                          "102": {"ok": 1, "failed": 0, "ms": {"3": 1}}})
+    rows = per_second_table(seconds, 99.5, key="due")
+    assert [r["second"] for r in rows] == [100, 101, 102]
+    assert rows[0] == {"second": 100, "s_into_phase": 0.5, "key": "due", "requests": 4, "failed": 1,
+                       "p50_ms": 2.0, "p95_ms": 900.0, "p99_ms": 900.0, "max_ms": 900.0, "sent_late": 2}
+    assert rows[1]["requests"] == 0 and rows[1]["p50_ms"] is None
+    done = completed_series(json.dumps({"100": {"ok": 2}, "102": {"failed": 1}}))
+    assert [(s.t, s.requests_per_s, s.failures_per_s) for s in done] == [(101.0, 2.0, 0.0), (102.0, 0.0, 0.0),
+                                                                        (103.0, 1.0, 1.0)]
+
+
+def workload_python(code: str, **env) -> str:
+    """Run code in a fresh python that imports the locustfile (locust patches its process with gevent)."""
+    environment = {**os.environ, **{f"HACONFORM_PERF_{k}": str(v) for k, v in env.items()}}
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(WORKLOAD.parent)!r})\n"
+                           "import workload as w\n" + code], capture_output=True, text=True, env=environment,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_open_loop_shares_the_rate_by_weight_and_workers():
+    out = workload_python(
+        "print(w.class_interval(w.DynamicPageVisitor, 1000, [], 2), w.class_interval(w.Uploader, 1000, [], 2),"
+        " w.class_interval(w.DynamicPageVisitor, 1000, ['DynamicPageVisitor'], 1))\n"
+        "s = w.Schedule(0.1, 100.0)\n"
+        "print(s.take(), s.take(), s.backlog(100.35), s.backlog(99.0))")
+    intervals, schedule = out.splitlines()
+    dynamic, upload, alone = map(float, intervals.split())
+    # 1000/s over 2 workers, dynamic pages 6/10 of the requests: 300/s each; an upload is 2 requests, 1/10
+    assert dynamic == pytest.approx(1 / 300) and upload == pytest.approx(2 / 50) and alone == pytest.approx(1 / 1000)
+    assert schedule.split() == ["100.0", "100.1", "2", "0"]
+
+
+class StallingServer(BaseHTTPRequestHandler):
+    """Answers at once, except that from 1 s after the first request, for 1 s, every request
+    waits for the end of that second: an outage the clients wait through."""
+    first: float | None = None
+
+    def do_GET(self):
+        now = time.monotonic()
+        cls = type(self)
+        cls.first = cls.first or now
+        stall_from, stall_to = cls.first + 1.0, cls.first + 2.0
+        if stall_from <= now < stall_to:
+            time.sleep(stall_to - now)
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Real-Server", "stub")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def run_workload_against_stub(tmp_path, rate: float) -> dict:
+    handler = type("Stall", (StallingServer,), {"first": None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / f"rate{rate:g}"
+    try:
+        env = {**os.environ, "HACONFORM_PERF_RATE": str(rate), "HACONFORM_PERF_OUT": str(out),
+               "HACONFORM_PERF_CLASSES": "DynamicPageVisitor"}
+        done = subprocess.run([sys.executable, "-m", "locust", "-f", str(WORKLOAD), "--headless", "-u", "4",
+                               "-r", "4", "-t", "4s", "--stop-timeout", "2", "--only-summary", "--loglevel",
+                               "WARNING", "--exit-code-on-error", "0", "--host",
+                               f"http://127.0.0.1:{server.server_address[1]}", "--json-file", f"{out}_final",
+                               "DynamicPageVisitor"], capture_output=True, text=True, env=env, timeout=90)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"seconds": json.loads(Path(f"{out}_seconds.json").read_text()),
+            "workers": json.loads(Path(f"{out}_workers.json").read_text()),
+            "final": json.loads(Path(f"{out}_final.json").read_text())}
+
+
+def test_open_loop_times_requests_from_when_they_were_due(tmp_path):
+    """A 1-second stall, 4 users.  Closed loop: only the 4 requests in flight see it, the rest
+    were never sent (coordinated omission).  Open loop at 40/s: the ~40 requests due during
+    the stall wait for it, and their latency, counted from when they were due, says so."""
+    closed = run_workload_against_stub(tmp_path, 0)
+    opened = run_workload_against_stub(tmp_path, 40)
+    assert opened["workers"]["mode"] == "open" and closed["workers"]["mode"] == "closed"
+
+    def slow(run):
+        return sum(n for second in run["seconds"].values() for ms, n in second["ms"].items() if float(ms) >= 300)
+
+    assert slow(closed) <= 4
+    assert slow(opened) >= 15
+    # the rate held: about 40 requests due in every whole second of the run, stall or not
+    due = [s["ok"] + s["failed"] for s in list(opened["seconds"].values())[1:-1]]
+    assert due and all(35 <= n <= 45 for n in due), due
+    # locust's own figures carry the latency from due time too
+    assert max(e["max_response_time"] for e in opened["final"]) >= 700
+
+
+@pytest.fixture(scope="module")
+def crash_open():
+    return recorded("crash_open")
+
+
+def test_open_loop_crash_shows_the_wait_of_the_requests_due_during_the_failover(crash, crash_open):
+    """The same director crash, closed loop (20 users, timed from sending) and open loop
+    (1000 requests/s due, timed from due time): in closed loop only the 20 requests in flight
+    saw the outage; in open loop every request due during it did."""
+    summary = json.loads(crash_open["summary.json"])
+    injected = summary["fault"]["injected_at"]
+    phase = phase_summary("fault", crash_open)
+    assert (phase["loop"], phase["per_second_key"], phase["rate_due"]) == ("open", "due", 1000.0)
+    rows = per_second_table(crash_open["fault_seconds.json"], summary["timing"]["fault"]["started"], key="due")
+    # the schedule held through the outage: every whole second had its requests due
+    assert all(r["requests"] >= 900 for r in rows[1:-1])
+    due_after_crash = [r for r in rows if injected <= r["second"] < injected + 5]
+    assert due_after_crash and min(r["p50_ms"] for r in due_after_crash) >= 1000
+    assert all(r["sent_late"] > 0 for r in due_after_crash)
+    well_before = [r for r in rows if r["second"] < injected - 2]
+    assert max(r["p50_ms"] for r in well_before) < 100
+    # nothing was answered for a while after the crash: by completion second
+    assert phase["silent_windows"] and phase["silent_windows"][0]["start"] >= injected - 1.0
+
+    def waited(files, ms=1000):
+        seconds = json.loads(files["fault_seconds.json"]).values()
+        return sum(n for s in seconds for bucket, n in s["ms"].items() if float(bucket) >= ms)
+
+    assert waited(crash) <= 20 * 2                   # the closed loop's users, about once each
+    assert waited(crash_open) >= 50 * waited(crash)  # every request due during the failover

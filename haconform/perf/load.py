@@ -1,11 +1,15 @@
 """Load generators, run inside the client host through its command transport.
 
 Locust runs distributed: one master and N workers, each its own process.
-Here they all run in the client host and meet on its loopback; the same
-argv with --master-host pointed at the client host's address works for
-workers on other machines.  wrk, Debian's reference generator, hits one URL
-with the same number of connections, so locust's rate can be stated as a
-fraction of what this machine can generate at all.
+They run in the client host and meet on its loopback; with workers on other
+hosts (--perf-worker-host) the master listens on the client host's address
+and those workers join across the network.  wrk, Debian's reference
+generator, hits one URL with the same number of connections, so locust's
+rate can be stated as a fraction of what this machine can generate at all.
+
+Every generator process starts under `taskset` when the placement pins the
+generator (placement.py), and its CPU use over the load window is read from
+/proc inside its host, as is the whole CPU use of the system-under-test hosts.
 
 Everything a phase writes stays in a work directory on the client host and
 is fetched through the host's transport afterwards, so no target needs a
@@ -28,6 +32,9 @@ from typing import Callable
 from ..errors import HaconformError
 from ..timeouts import BOUNDS
 from ..wait import wait_until
+from .placement import (HOST_SAMPLE_COMMAND, cpu_count, generator_cpu, host_usage, locust_generator_cpu,
+                        parse_host_sample,
+                        parse_process_sample, process_sample_command, process_usage, taskset_prefix)
 
 log = logging.getLogger("haconform.perf")
 
@@ -48,6 +55,8 @@ class LoadShape:
     workers: int = 2
     seed: int = 1
     think_s: float = 0.0
+    rate: float = 0.0          # open loop: requests/s due over the run (0: closed loop)
+    timeout_s: float = 30.0    # a request's connect and read timeout
 
 
 @dataclass
@@ -60,6 +69,7 @@ class LocustResult:
     ended: float = 0.0
     master_exit: int | None = None
     stderr_tail: str = ""
+    cpu: dict = field(default_factory=dict)                 # "generator": {...}, "sut": {host: CPUs used}
 
 
 def progress_line(phase: str, elapsed: float, duration: float, row: dict | None) -> str:
@@ -78,26 +88,43 @@ def last_aggregated_row(history_text: str, header: str) -> dict | None:
 
 
 class ClientHost:
-    """What a load phase needs of the client machine."""
+    """What a load phase needs of a machine that runs generator processes (the client host,
+    or a worker host)."""
 
-    def __init__(self, machine, python: str, workdir: str):
+    def __init__(self, machine, python: str, workdir: str, cpus: str | None = None):
         self.machine = machine
         self.python = python
         self.workdir = workdir
+        self.cpus = cpus                 # taskset list the generator's processes run on, or None
+        self.hz = 100
+        self.cpus_allowed: int | None = cpu_count(cpus)
 
     def prepare(self) -> None:
         self.machine.succeed(f"rm -rf {shlex.quote(self.workdir)} && mkdir -p {shlex.quote(self.workdir)}")
         self.machine.write_file(f"{self.workdir}/locustfile.py", WORKLOAD.read_text())
         self.machine.write_file(f"{self.workdir}/wrk_report.lua", WRK_REPORT.read_text())
+        found = self.machine.execute(f"getconf CLK_TCK; {shlex.join(taskset_prefix(self.cpus))} nproc")
+        if found.rc == 0 and len(found.stdout.split()) == 2:
+            hz, nproc = found.stdout.split()
+            self.hz = int(hz)
+            self.cpus_allowed = int(nproc)
+        elif self.cpus:
+            raise HaconformError(f"cannot run `taskset -c {self.cpus}` in {self.machine.name}: "
+                                 f"{found.stderr.strip()[-300:]}", where=f"host {self.machine.name}",
+                                 fix="install util-linux's taskset there, or pass --perf-placement none")
 
     def path(self, name: str) -> str:
         return f"{self.workdir}/{name}"
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        """Start argv in the host; its PID inside the host goes to NAME.pid there."""
-        script = f"echo $$ > {shlex.quote(self.path(name + '.pid'))}; exec {shlex.join(argv)}"
-        return subprocess.Popen([*self.machine.argv(), "/bin/sh", "-c", script],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    def spawn_argv(self, name: str, argv: list[str]) -> list[str]:
+        """argv run in the host (under taskset when pinned); its PID inside the host goes to NAME.pid."""
+        script = (f"echo $$ > {shlex.quote(self.path(name + '.pid'))}; "
+                  f"exec {shlex.join([*taskset_prefix(self.cpus), *argv])}")
+        return [*self.machine.argv(), "/bin/sh", "-c", script]
+
+    def spawn(self, name: str, argv: list[str], *, capture: bool = False) -> subprocess.Popen:
+        return subprocess.Popen(self.spawn_argv(name, argv),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
 
     def stop(self, name: str) -> None:
@@ -109,48 +136,148 @@ class ClientHost:
         result = self.machine.execute(f"cat {shlex.quote(self.path(name))}")
         return result.stdout if result.rc == 0 else None
 
+    def cpu_records(self, phase: str) -> list[dict]:
+        """What each locust process of the phase wrote of its own CPU (workload.py, OUT_cpu_<pid>.json)."""
+        found = self.machine.execute(f"for f in {shlex.quote(self.path(phase))}_cpu_*.json; do "
+                                     'test -f "$f" && cat "$f" && echo; done')
+        return [json.loads(line) for line in found.stdout.splitlines() if line.strip()] if found.rc == 0 else []
 
-def locust_env(shape: LoadShape, out_prefix: str) -> list[str]:
+    def sample(self, names: list[str]) -> dict | None:
+        """CPU counters of the named processes this host started."""
+        result = self.machine.execute(process_sample_command(self.workdir, names))
+        return parse_process_sample(result.stdout) if result.rc == 0 else None
+
+
+def host_sample(machine) -> dict | None:
+    """The whole CPU counters of one host (a lab host sees only its own processes)."""
+    try:
+        result = machine.execute(HOST_SAMPLE_COMMAND)
+    except Exception:       # a host a fault powered off
+        return None
+    return parse_host_sample(result.stdout) if result.rc == 0 else None
+
+
+class CpuWatch:
+    """Samples the generator's processes (per generator host) and the SUT hosts at the start
+    and the end of a phase's load window."""
+
+    def __init__(self, generators: list[tuple[ClientHost, list[str]]], sut: list, *, shared_cpus: bool):
+        self.generators = generators      # (host, process names it started)
+        self.sut = sut                    # machines of the system under test
+        self.shared_cpus = shared_cpus    # every generator host is this machine, pinned to one CPU set
+        self.samples: dict[str, list] = {"start": [], "end": []}
+
+    def take(self, when: str) -> None:
+        self.samples[when] = [[host.sample(names) for host, names in self.generators],
+                              {m.name: host_sample(m) for m in self.sut}]
+
+    def result(self) -> dict:
+        if not self.samples["start"] or not self.samples["end"]:
+            return {}
+        (gen_a, sut_a), (gen_b, sut_b) = self.samples["start"], self.samples["end"]
+        per_host = []
+        for (host, _), a, b in zip(self.generators, gen_a, gen_b):
+            usage = process_usage(a, b, host.hz)
+            per_host.append((host, usage))
+        if self.shared_cpus:
+            usages = [u for _, u in per_host if u]
+            merged = {"processes": [f"{h.machine.name}:{p}" for h, u in per_host if u for p in u["processes"]],
+                      "seconds": max((u["seconds"] for u in usages), default=0),
+                      "cpus_used": round(sum(u["cpus_used"] for u in usages), 3),
+                      "runqueue_wait_cpus": round(sum(u["runqueue_wait_cpus"] or 0 for u in usages), 3)}
+            generator = generator_cpu(merged if usages else None,
+                                      self.generators[0][0].cpus_allowed if self.generators else None)
+            generator["hosts"] = [h.machine.name for h, _ in per_host]
+        else:
+            figures = [(h, generator_cpu(u, h.cpus_allowed)) for h, u in per_host]
+            generator = max(figures, key=lambda f: f[1]["cpu_fraction"] or 0)[1] if figures else {}
+            generator = {**generator, "per_host": {h.machine.name: f for h, f in figures}}
+        hz = self.generators[0][0].hz if self.generators else 100
+        return {"generator": generator,
+                "sut_cpus_used": {name: host_usage(sut_a.get(name), sut_b.get(name), hz) for name in sut_a}}
+
+
+def locust_env(shape: LoadShape, out_prefix: str, classes: tuple[str, ...] = ()) -> list[str]:
     return ["env", f"HACONFORM_PERF_SEED={shape.seed}", f"HACONFORM_PERF_WAIT={shape.think_s}",
+            f"HACONFORM_PERF_RATE={shape.rate}", f"HACONFORM_PERF_WORKERS={shape.workers}",
+            f"HACONFORM_PERF_CLASSES={','.join(classes)}", f"HACONFORM_PERF_TIMEOUT={shape.timeout_s}",
             f"HACONFORM_PERF_OUT={out_prefix}"]
 
 
-def master_argv(client: ClientHost, phase: str, url: str, classes: tuple[str, ...], shape: LoadShape) -> list[str]:
-    return [*locust_env(shape, client.path(phase)),
+def master_argv(client: ClientHost, phase: str, url: str, classes: tuple[str, ...], shape: LoadShape,
+                *, bind_host: str = "127.0.0.1") -> list[str]:
+    # open loop: every user from the start (the schedule starts with the first one)
+    spawn_rate = max(shape.spawn_rate, shape.users) if shape.rate > 0 else shape.spawn_rate
+    return [*locust_env(shape, client.path(phase), classes),
             client.python, "-m", "locust", "-f", client.path("locustfile.py"),
-            "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(LOCUST_PORT),
+            "--master", "--master-bind-host", bind_host, "--master-bind-port", str(LOCUST_PORT),
             "--expect-workers", str(shape.workers), "--expect-workers-max-wait", str(int(BOUNDS.agent_start)),
             "--headless", "--only-summary", "--loglevel", "WARNING",
-            "-u", str(shape.users), "-r", str(shape.spawn_rate), "-t", f"{shape.duration_s}s",
+            "-u", str(shape.users), "-r", str(spawn_rate), "-t", f"{shape.duration_s}s",
             "--stop-timeout", "2", "--exit-code-on-error", "0",
             "--host", url, "--csv", client.path(phase), "--csv-full-history",
             "--json-file", client.path(f"{phase}_final"), *classes]
 
 
-def worker_argv(client: ClientHost, phase: str, shape: LoadShape, master_host: str = "127.0.0.1") -> list[str]:
-    return [*locust_env(shape, client.path(phase)),
+def worker_argv(client: ClientHost, phase: str, shape: LoadShape, master_host: str = "127.0.0.1",
+                classes: tuple[str, ...] = ()) -> list[str]:
+    return [*locust_env(shape, client.path(phase), classes),
             client.python, "-m", "locust", "-f", client.path("locustfile.py"),
             "--worker", "--master-host", master_host, "--master-port", str(LOCUST_PORT),
             "--loglevel", "WARNING"]
 
 
-LOCUST_FILES = ("final.json", "stats.csv", "stats_history.csv", "failures.csv", "exceptions.csv", "served_by.json", "seconds.json")
+LOCUST_FILES = ("final.json", "stats.csv", "stats_history.csv", "failures.csv", "exceptions.csv", "served_by.json",
+                "seconds.json", "completed.json", "workers.json")
+
+
+def load_running(row: dict | None) -> bool:
+    """The newest history row shows users running (after the run they are back to 0)."""
+    return bool(row) and row.get("User Count") not in ("0", 0, None, "")
 
 
 def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...], shape: LoadShape,
                *, progress: Callable[[str], None] = lambda line: None,
-               during: Callable[[float], None] | None = None) -> LocustResult:
-    """One headless locust run; `during(elapsed)` is called about every second (fault scheduling)."""
+               during: Callable[[float], None] | None = None,
+               worker_hosts: list[ClientHost] = (), remote_workers: int = 0, sut: list = ()) -> LocustResult:
+    """One headless locust run; `during(elapsed)` is called about every second (fault scheduling).
+
+    shape.workers processes in the client host; `remote_workers` more in each of worker_hosts,
+    which join the master on the client host's address."""
     result = LocustResult(phase, url, classes)
-    processes = {"master": client.spawn(f"{phase}-master", master_argv(client, phase, url, classes, shape))}
+    total = shape.workers + remote_workers * len(worker_hosts)
+    run_shape = LoadShape(**{**shape.__dict__, "workers": total})
+    master_host = client.machine.address if worker_hosts else "127.0.0.1"
+    processes = {"master": client.spawn(f"{phase}-master", master_argv(client, phase, url, classes, run_shape,
+                                                                       bind_host=master_host))}
+    local = [f"{phase}-master"]
     for k in range(shape.workers):
-        processes[f"worker{k}"] = client.spawn(f"{phase}-worker{k}", worker_argv(client, phase, shape))
+        processes[f"worker{k}"] = client.spawn(f"{phase}-worker{k}",
+                                               worker_argv(client, phase, run_shape, master_host, classes))
+        local.append(f"{phase}-worker{k}")
+    generators = [(client, local)]
+    remote: dict[str, ClientHost] = {}
+    for host in worker_hosts:
+        names = []
+        for k in range(remote_workers):
+            name = f"{phase}-{host.machine.name}-worker{k}"
+            processes[name] = host.spawn(name, worker_argv(host, phase, run_shape, master_host, classes))
+            remote[name] = host
+            names.append(name)
+        generators.append((host, names))
+    # the generator's CPU comes from the locust processes themselves (workers.json); the
+    # watch samples the system under test's hosts
+    shared = bool(client.cpus) and all(h.cpus == client.cpus for h in worker_hosts)
+    watch = CpuWatch([], list(sut), shared_cpus=shared)
     result.started = time.time()
     history = client.path(f"{phase}_stats_history.csv")
-    state = {"header": None, "shown": 0.0}
+    state = {"header": None, "shown": 0.0, "load_from": None}
+    # the history shows users up to ~2 s after they started: end the SUT's window 3 s earlier
+    window = max(1.0, shape.duration_s - 3.0)
 
     def master_done() -> bool:
-        elapsed = time.time() - result.started
+        now = time.time()
+        elapsed = now - result.started
         if elapsed - state["shown"] >= 1.0:
             state["shown"] = elapsed
             if state["header"] is None:
@@ -161,6 +288,13 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
                 tail = client.machine.execute(f"tail -n 40 {shlex.quote(history)}")
                 row = last_aggregated_row(tail.stdout, state["header"])
             progress(progress_line(phase, elapsed, shape.duration_s, row))
+            # the load window: from the first row with users running to ~1.5 s before they stop
+            if state["load_from"] is None and load_running(row):
+                watch.take("start")
+                state["load_from"] = time.time()
+            elif state["load_from"] is not None and not watch.samples["end"] and load_running(row) \
+                    and time.time() - state["load_from"] >= window:
+                watch.take("end")
             if during is not None:
                 during(elapsed)
         return processes["master"].poll() is not None
@@ -175,13 +309,14 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
     finally:
         for name, process in processes.items():
             if process.poll() is None:
-                client.stop(f"{phase}-{name}")
+                remote.get(name, client).stop(name if name in remote else f"{phase}-{name}")
         for process in processes.values():
             try:
                 process.wait(timeout=BOUNDS.locust_exit)
             except subprocess.TimeoutExpired:
                 process.kill()
     result.ended = time.time()
+    result.cpu = watch.result()
     master = processes["master"]
     result.master_exit = master.returncode
     result.stderr_tail = (master.stderr.read() if master.stderr else "")[-2000:]
@@ -189,6 +324,11 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
         text = client.fetch(f"{phase}_{suffix}")
         if text is not None:
             result.files[f"{phase}_{suffix}"] = text
+    records = []
+    for host in [client, *worker_hosts]:
+        records += host.cpu_records(phase)
+    result.files[f"{phase}_cpu.json"] = json.dumps(records, indent=1)
+    result.cpu["generator"] = locust_generator_cpu(records, shared=shared)
     if f"{phase}_final.json" not in result.files:
         raise HaconformError(f"locust phase {phase} wrote no stats (master exit {result.master_exit}): "
                              f"{result.stderr_tail[-600:]}", where=f"client host {client.machine.name}",
@@ -196,8 +336,15 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
     return result
 
 
+# What locust's FastHttpUser asks for: wrk sends it too, so that both ask the same of the
+# server (Apache compresses index.php for locust; without this header, not for wrk).
+LOCUST_HEADERS = ("Accept-Encoding: gzip, deflate, br",)
+
+
 def wrk_argv(client: ClientHost, url: str, shape: LoadShape, duration_s: int) -> list[str]:
-    return ["wrk", "-t", str(max(1, shape.workers)), "-c", str(max(shape.users, shape.workers)),
+    threads = max(1, min(shape.workers, client.cpus_allowed or shape.workers))
+    headers = [arg for header in LOCUST_HEADERS for arg in ("-H", header)]
+    return ["wrk", "-t", str(threads), "-c", str(max(shape.users, threads)), *headers,
             "-d", f"{duration_s}s", "--timeout", "5s", "-s", client.path("wrk_report.lua"), url]
 
 
@@ -209,22 +356,33 @@ def parse_wrk_report(stdout: str) -> dict:
     raise ValueError(f"wrk printed no {WRK_MARK.strip()} line: {stdout[-300:]!r}")
 
 
-def run_wrk(client: ClientHost, url: str, shape: LoadShape, duration_s: int,
-            *, progress: Callable[[str], None] = lambda line: None) -> dict:
-    progress(f"{'wrk':<12} {duration_s}s against {url} with {max(shape.users, shape.workers)} connections")
-    argv = [*client.machine.argv(), *wrk_argv(client, url, shape, duration_s)]
+def run_wrk(client: ClientHost, url: str, shape: LoadShape, duration_s: int, *, name: str = "wrk",
+            progress: Callable[[str], None] = lambda line: None, sut: list = ()) -> dict:
+    argv = wrk_argv(client, url, shape, duration_s)
+    connections, threads = int(argv[argv.index("-c") + 1]), int(argv[argv.index("-t") + 1])
+    progress(f"{name:<12} {duration_s}s against {url} with {connections} connections")
+    watch = CpuWatch([(client, [name])], list(sut), shared_cpus=True)
+    process = client.spawn(name, argv, capture=True)
+    started = time.time()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True,
-                              timeout=duration_s + BOUNDS.locust_exit)
+        time.sleep(min(0.5, duration_s / 4))
+        watch.take("start")
+        time.sleep(max(0.0, started + duration_s - 0.5 - time.time()))
+        watch.take("end")
+        stdout, stderr = process.communicate(timeout=duration_s + BOUNDS.locust_exit)
     except subprocess.TimeoutExpired:
+        client.stop(name)
+        process.kill()
         raise HaconformError(f"wrk did not finish within {duration_s + BOUNDS.locust_exit:.0f}s",
                              where=f"client host {client.machine.name}") from None
-    if done.returncode != 0:
-        raise HaconformError(f"wrk exited {done.returncode}: {done.stderr.strip()[-400:]}",
+    if process.returncode != 0:
+        raise HaconformError(f"wrk exited {process.returncode}: {stderr.strip()[-400:]}",
                              where=f"client host {client.machine.name}",
                              fix="check that wrk is installed in the client host")
-    report = parse_wrk_report(done.stdout)
+    report = parse_wrk_report(stdout)
     report["url"] = url
-    report["connections"] = max(shape.users, shape.workers)
-    report["threads"] = max(1, shape.workers)
+    report["connections"] = connections
+    report["threads"] = threads
+    report["started"], report["ended"] = started, time.time()
+    report["cpu"] = watch.result()
     return report

@@ -4,7 +4,13 @@
     vip         the same workload through the VIP
     reference   locust with the one-URL class through the VIP ...
     wrk         ... and wrk against that URL, same connections and duration
+    reference_direct, wrk_direct   the same pair straight to the real server
     fault       (optional) the mixed workload through the VIP, a fault injected mid-run
+
+Before the phases the generator and the system under test are placed on
+separate CPUs (placement.py; undone afterwards).  After them each locust
+phase gets its generator verdict (summary.generator_verdict): locust against
+wrk on the same URL and target, and the generator's CPU in that phase.
 
 The run writes locust's CSVs and final JSON per phase, wrk's JSON, options.json,
 summary.json and report.html.  Nothing here asserts: the perf tests judge.
@@ -19,11 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import HaconformError
 from ..faults import FaultRun, audit, make_fault
 from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
                    run_wrk)
+from .placement import pin_hosts, plan_placement, sut_machines, unpin_hosts
 from .report import PHASE_TITLES, phase_plot_svg, render_html
-from .summary import history_series, phase_summary, ratios, second_series, wrk_summary
+from .summary import (generator_verdict, history_series, per_second_table, phase_summary, ratios,
+                      second_series, wrk_summary)
 
 log = logging.getLogger("haconform.perf")
 WORKDIR = "/tmp/haconform-perf"
@@ -40,6 +49,9 @@ class PerfOptions:
     fault_at_s: float = 10.0
     fault_duration_s: int = 60
     python: str = "python3"
+    placement: str = "auto"                  # --perf-placement: auto, none or GEN:SUT
+    worker_hosts: tuple[str, ...] = ()       # topology hosts that run more locust workers
+    remote_workers: int = 1                  # workers in each of them
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -60,44 +72,93 @@ class FaultSchedule:
             self.action = self.fault.inject()
 
 
+def worker_host(deployment, name: str, python: str, cpus: str | None) -> ClientHost:
+    """A topology host that runs locust workers besides the client host; never the harness
+    machine's own root namespace (the lab's traffic comes from lab hosts only)."""
+    machine = deployment.machine(name)
+    if not machine.argv():
+        raise HaconformError(f"{name} runs commands on this machine itself: a locust worker there would "
+                             "send from the machine's own network namespace", where="--perf-worker-host",
+                             fix="name a host reached by ssh or in a network namespace")
+    return ClientHost(machine, python, WORKDIR, cpus)
+
+
 def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
              progress: Callable[[str], None] = lambda line: None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "options.json").write_text(json.dumps(options.as_dict(), indent=1))
-    client = ClientHost(deployment.client, options.python, WORKDIR)
+    placement = plan_placement(options.placement, deployment.target.kind)
+    client = ClientHost(deployment.client, options.python, WORKDIR, placement.generator_cpus)
     client.prepare()
+    workers = [worker_host(deployment, name, options.python, placement.generator_cpus)
+               for name in options.worker_hosts]
+    for host in workers:
+        host.prepare()
     shape = options.shape
+    if not shape.workers:
+        # as many workers as the generator has CPUs: one locust process uses one CPU at most
+        shape.workers = client.cpus_allowed or 2
+    (out_dir / "options.json").write_text(json.dumps(options.as_dict(), indent=1))
+    sut = sut_machines(deployment)
     direct = deployment.realservers[0]
     urls = {"direct": deployment.url("", address=direct.address), "vip": deployment.url("", address=deployment.vip)}
     files: dict[str, str] = {}
     phases: dict[str, dict] = {}
     timing: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, dict] = {}
 
     def locust_phase(phase: str, url: str, classes, phase_shape: LoadShape, during=None) -> None:
-        result = run_locust(client, phase, url, tuple(classes), phase_shape, progress=progress, during=during)
+        result = run_locust(client, phase, url, tuple(classes), phase_shape, progress=progress, during=during,
+                            worker_hosts=workers, remote_workers=options.remote_workers, sut=sut)
         files.update(result.files)
         phases[phase] = phase_summary(phase, result.files)
-        phases[phase].update({"url": url, "classes": list(classes), "duration_s": phase_shape.duration_s})
+        phases[phase].update({"url": url, "classes": list(classes), "duration_s": phase_shape.duration_s,
+                              "sut_cpus_used": result.cpu.get("sut_cpus_used")})
+        cpu[phase] = result.cpu.get("generator")
         timing[phase] = (result.started, result.ended)
 
+    def wrk_phase(phase: str, url: str) -> None:
+        wrk = run_wrk(client, url, shape, options.reference_duration_s, name=phase, progress=progress, sut=sut)
+        files[f"{phase}.json"] = json.dumps(wrk, indent=1)
+        phases[phase] = wrk_summary(wrk)
+        timing[phase] = (wrk["started"], wrk["ended"])
+
     began = time.time()
-    locust_phase("direct", urls["direct"], MIXED_CLASSES, shape)
-    phases["direct"]["real_server"] = direct.name
-    locust_phase("vip", urls["vip"], MIXED_CLASSES, shape)
-    reference_shape = LoadShape(**{**asdict(shape), "duration_s": options.reference_duration_s})
-    locust_phase("reference", urls["vip"], (REFERENCE_CLASS,), reference_shape)
-    wrk = run_wrk(client, urls["vip"] + REFERENCE_PATH, shape, options.reference_duration_s, progress=progress)
-    files["wrk.json"] = json.dumps(wrk, indent=1)
-    phases["wrk"] = wrk_summary(wrk)
+    try:
+        if placement.sut_cpus:
+            progress(f"{'placement':<12} {placement.how}")
+            placement.pinned = pin_hosts(sut, placement.sut_cpus, into=placement.pinned)
+        # the one-URL comparisons are closed loop: they measure how fast each generator can send
+        reference_shape = LoadShape(**{**asdict(shape), "duration_s": options.reference_duration_s, "rate": 0.0})
+        locust_phase("direct", urls["direct"], MIXED_CLASSES, shape)
+        phases["direct"]["real_server"] = direct.name
+        locust_phase("vip", urls["vip"], MIXED_CLASSES, shape)
+        locust_phase("reference", urls["vip"], (REFERENCE_CLASS,), reference_shape)
+        wrk_phase("wrk", urls["vip"] + REFERENCE_PATH)
+        locust_phase("reference_direct", urls["direct"], (REFERENCE_CLASS,), reference_shape)
+        wrk_phase("wrk_direct", urls["direct"] + REFERENCE_PATH)
 
-    fault_summary = None
-    if options.fault:
-        fault_summary = fault_phase(deployment, options, urls["vip"], locust_phase, phases, timing,
-                                    evidence=evidence, progress=progress)
+        fault_summary = None
+        if options.fault:
+            fault_summary = fault_phase(deployment, options, urls["vip"], locust_phase, phases, timing,
+                                        files=files, evidence=evidence, progress=progress)
+    finally:
+        if placement.pinned:
+            placement.restored = unpin_hosts(sut, placement.pinned)
 
+    for phase in list(phases):
+        if phase in cpu:
+            phases[phase]["generator"] = generator_verdict(phase, phases, cpu[phase])
+    if fault_summary is not None:
+        fault_summary["generator"] = phases["fault"]["generator"]
     removed = remove_uploads(deployment)
     summary = {"run": out_dir.name, "started": began, "seconds": round(time.time() - began, 1),
                "seed": shape.seed, "options": options.as_dict(), "target": deployment.target.describe(),
+               "placement": placement.describe(),
+               "loop": {"mode": "open" if shape.rate > 0 else "closed", "rate": shape.rate or None,
+                        "timed_from": "due time" if shape.rate > 0 else "send time",
+                        "applies_to": ["direct", "vip", "fault"], "reference_phases": "closed loop"},
+               "generator_bound_phases": sorted(p for p, d in phases.items()
+                                                if d.get("generator", {}).get("generator_bound")),
                "phases": phases, "ratios": ratios(phases), "fault": fault_summary,
                "uploads_removed": removed,
                "timing": {k: {"started": a, "ended": b} for k, (a, b) in timing.items()}}
@@ -117,7 +178,7 @@ def remove_uploads(deployment) -> dict[str, int]:
     return removed
 
 
-def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evidence, progress) -> dict:
+def fault_phase(deployment, options, url, locust_phase, phases, timing, *, files, evidence, progress) -> dict:
     fault = make_fault(options.fault, deployment)
     schedule = FaultSchedule(fault, options.fault_at_s)
     fault_shape = LoadShape(**{**asdict(options.shape), "duration_s": options.fault_duration_s})
@@ -149,6 +210,12 @@ def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evide
         "prober_outages": [{"start": round(w.start, 3), "end": round(w.end, 3), "seconds": round(w.duration, 3)}
                            for w in outages] if outages else [],
         "worst_second_p99_ms": phases["fault"]["worst_second_p99_ms"],
+        "loop": phases["fault"]["loop"],
+        "per_second_key": phases["fault"]["per_second_key"],
+        # per second of the phase: the requests that completed in it (closed loop) or were
+        # due in it (open loop), their failures and latency percentiles
+        "per_second": per_second_table(files.get("fault_seconds.json", "{}"), timing["fault"][0],
+                                       key=phases["fault"]["per_second_key"]),
         "vip_max_simultaneous_holders": run.vip_watch.max_holders(),
         "audit_problems": problems,
     }
@@ -157,18 +224,20 @@ def fault_phase(deployment, options, url, locust_phase, phases, timing, *, evide
 def plots_for(summary: dict, files: dict[str, str]) -> dict[str, str]:
     plots = {}
     fault = summary.get("fault") or {}
-    for phase in ("direct", "vip", "reference", "fault"):
+    for phase in ("direct", "vip", "reference", "reference_direct", "fault"):
         exact, history = files.get(f"{phase}_seconds.json"), files.get(f"{phase}_stats_history.csv")
         series = second_series(exact) if exact else history_series(history or "")
         if not series:
             continue
         started = summary["timing"][phase]["started"]
+        by_due = summary.get("phases", {}).get(phase, {}).get("per_second_key") == "due"
         windows, marks = [], []
         if phase == "fault" and fault.get("injected_at"):
             marks.append((fault["injected_at"], f"{fault['fault']} injected"))
             windows += [(w["start"], w["end"], "no request succeeded") for w in fault.get("silent_windows", [])]
             windows += [(w["start"], w["end"], "failures") for w in fault.get("failure_windows", [])]
             windows += [(w["start"], w["end"], "prober outage") for w in fault.get("prober_outages", [])]
-        plots[phase] = phase_plot_svg(series, title=PHASE_TITLES[phase], started=started,
-                                      windows=windows, marks=marks)
+        title = PHASE_TITLES[phase] + (" (open loop: per second the requests were due in, "
+                                       "latency from due time)" if by_due else "")
+        plots[phase] = phase_plot_svg(series, title=title, started=started, windows=windows, marks=marks)
     return plots

@@ -48,6 +48,15 @@ def skip_message(report) -> str:
     return redact(reason.removeprefix("Skipped: "))
 
 
+def skipped(case: dict, report, xfail: str | None) -> None:
+    """A skip: an expected failure (xfail), or a test left out or skipped, with its reason."""
+    if xfail is not None:
+        case.update(outcome="xfailed", reason=redact(xfail) or None)
+        return
+    reason = skip_message(report)
+    case.update(outcome="skipped", reason=reason, left_out=reason.startswith(("destructive:", "verify-only")))
+
+
 class VerdictReport:
     def __init__(self, config):
         self.config = config
@@ -108,12 +117,7 @@ class VerdictReport:
             if report.failed:
                 case.update(outcome="error", reason="setup: " + failure_message(report))
             elif report.skipped:
-                if xfail is not None:
-                    case.update(outcome="xfailed", reason=redact(xfail) or None)
-                else:
-                    reason = skip_message(report)
-                    case.update(outcome="skipped", reason=reason,
-                                left_out=reason.startswith(("destructive:", "verify-only")))
+                skipped(case, report, xfail)
         elif report.when == "call":
             if report.passed:
                 case.update(outcome="xpassed" if xfail is not None else "passed",
@@ -121,12 +125,7 @@ class VerdictReport:
             elif report.failed:
                 case.update(outcome="failed", reason=failure_message(report))
             elif report.skipped:
-                if xfail is not None:
-                    case.update(outcome="xfailed", reason=redact(xfail) or None)
-                else:
-                    reason = skip_message(report)
-                    case.update(outcome="skipped", reason=reason,
-                                left_out=reason.startswith(("destructive:", "verify-only")))
+                skipped(case, report, xfail)
         elif report.when == "teardown" and report.failed:
             if case["outcome"] in (None, "passed", "xpassed"):
                 case.update(outcome="error", reason="teardown: " + failure_message(report))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,12 +13,15 @@ import pytest
 from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
-from .secrets import install_log_filter, redact
+from .report.plugin import failure_message, skip_message
+from .secrets import install_log_filter, redact, redact_obj
 from .datafile import read_yaml_mapping
 
 # Where a checkout keeps the documented configuration, relative to pytest's rootdir.
 DOCUMENTED = Path("fixtures") / "documented"
 ALGORITHMS = Path("fixtures") / "beyond" / "algorithms"
+# The skip this plugin gives a destructive test against an SSH target: the test is left out.
+DESTRUCTIVE_LEFT_OUT = "destructive:"
 
 
 def pytest_addoption(parser):
@@ -158,7 +162,7 @@ def pytest_collection_modifyitems(session, config, items):
 
     target = config.getoption("--target")
     if target == "ssh" and not config.getoption("--allow-destructive"):
-        skip = pytest.mark.skip(reason="destructive: left out against an SSH target without --allow-destructive")
+        skip = pytest.mark.skip(reason=f"{DESTRUCTIVE_LEFT_OUT} left out against an SSH target without --allow-destructive")
         for item in items:
             if item.get_closest_marker("destructive"):
                 item.add_marker(skip)
@@ -172,18 +176,41 @@ def evidence(request) -> Evidence:
     return ev
 
 
-@pytest.hookimpl(hookwrapper=True)
+# Outermost wrapper (tryfirst): its code after the yield runs after every other plugin's, so what
+# pytest-html, JUnit and the terminal read from the report is already redacted.
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    requirement = requirement_of(item)
+    ev: Evidence | None = getattr(item, "_haconform_evidence", None)
+    if report.when == "call":
+        _add_html_extras(report, requirement, ev)
+    redact_report(report)
+    row = history_row(item, report, requirement, ev)
+    if row is not None:
+        run_dir: Path = item.config._haconform_run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False)) + "\n")
+
+
+def redact_report(report) -> None:
+    """Everything a report carries as text, redacted: failure or skip text, the captured
+    stdout/stderr/log of each phase (report.capstdout/caplog/... derive from sections),
+    user properties (JUnit writes them) and pytest-html extras."""
     if isinstance(report.longrepr, tuple):   # a skip: (path, line, reason), kept a tuple for JUnit
         report.longrepr = (*report.longrepr[:2], redact(str(report.longrepr[2])))
     elif report.longrepr is not None:
         report.longrepr = redact(str(report.longrepr))
-    if report.when != "call":
-        return
-    ev: Evidence | None = getattr(item, "_haconform_evidence", None)
-    requirement = requirement_of(item)
+    report.sections = [(title, redact(content)) for title, content in report.sections]
+    report.user_properties = [(name, redact_obj(value)) for name, value in report.user_properties]
+    for attribute in ("extras", "extra"):
+        if getattr(report, attribute, None):
+            setattr(report, attribute, redact_obj(list(getattr(report, attribute))))
+
+
+def _add_html_extras(report, requirement, ev: Evidence | None) -> None:
     header = ""
     if requirement:
         header = (f"<p><b>{requirement.id}</b> — {requirement.must}<br>"
@@ -191,17 +218,58 @@ def pytest_runtest_makereport(item, call):
     try:
         from pytest_html import extras
     except ImportError:
-        extras = None
-    if extras is not None and (ev or header):
+        return
+    if ev or header:
         report.extras = getattr(report, "extras", []) + [extras.html(header + (ev.to_html() if ev else ""))]
-    run_dir: Path = item.config._haconform_run_dir
-    if ev is not None or requirement is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        outcome = report.outcome
-        if hasattr(report, "wasxfail"):   # an expected failure is a finding, not a skip
-            outcome = "xfailed" if report.skipped else "xpassed"
-        record = {"nodeid": item.nodeid, "outcome": outcome, "duration": report.duration,
-                  "requirement": requirement.__dict__ if requirement else None,
-                  "evidence": ev.to_json() if ev else []}
-        with open(run_dir / "history.jsonl", "a") as fh:
-            fh.write(redact(json.dumps(record, default=str, ensure_ascii=False)) + "\n")
+
+
+def _left_out_reason(config, report) -> str | None:
+    """The reason a skipped test was left out against this target, else None.
+
+    fixtures/left_out.py (loaded by the checkout's conftest.py) decides which skips mean "left out"
+    (destructive, verify-only, ...), and writes the history row of such a skip in setup itself."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return None
+    plugin = config.pluginmanager.get_plugin("haconform-left-out")
+    judge = getattr(sys.modules.get(type(plugin).__module__), "left_out_reason", None) if plugin else None
+    if judge is not None:
+        return judge(report)
+    reason = skip_message(report)
+    return reason if reason.startswith(DESTRUCTIVE_LEFT_OUT) else None
+
+
+def history_row(item, report, requirement, ev: Evidence | None) -> dict | None:
+    """The history.jsonl row of one phase of a conformance test (or one with evidence), else None.
+
+    Every call has a row; setup and teardown have one unless they simply passed, so a test that never
+    reached its call (a stage that would not apply, a missing `stats auth`) or whose restore failed in
+    teardown is in the history too.  `reason` says why (failure message, skip or xfail reason)."""
+    if ev is None and requirement is None:
+        return None
+    if report.when != "call" and report.passed:
+        return None
+    left_out = _left_out_reason(item.config, report)
+    if left_out and report.when == "setup" and item.config.pluginmanager.has_plugin("haconform-left-out"):
+        return None
+    outcome, reason = report.outcome, None
+    if hasattr(report, "wasxfail"):   # an expected failure is a finding, not a skip
+        outcome = "xfailed" if report.skipped else "xpassed"
+        reason = redact(report.wasxfail) or None
+    elif report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+        reason = failure_message(report)
+    elif report.skipped:
+        reason = skip_message(report)
+    if report.failed and report.when != "call":   # as the session's verdict says it (report/plugin.py)
+        reason = f"{report.when}: {reason}"
+    # Each evidence item goes into one row only: the rows of one test are merged when read.
+    written = getattr(item, "_haconform_evidence_written", 0)
+    evidence = ev.to_json()[written:] if ev else []
+    if ev:
+        item._haconform_evidence_written = len(ev.items)
+    row = {"nodeid": item.nodeid, "phase": report.when, "outcome": outcome, "reason": reason,
+           "duration": report.duration, "requirement": requirement.__dict__ if requirement else None,
+           "evidence": evidence}
+    if left_out:
+        row["left_out"] = left_out   # the key fixtures/left_out.py writes and report/verdict.py reads
+    return row

@@ -6,6 +6,7 @@ import html
 import io
 import json
 
+from ..secrets import redact
 from .summary import Second
 
 PHASE_TITLES = {
@@ -159,4 +160,4 @@ def render_html(summary: dict, plots: dict[str, str]) -> str:
                          + html.escape(json.dumps(served, indent=1)) + "</pre>")
     parts += ["<h2>Options</h2><pre>" + html.escape(json.dumps(summary.get("options"), indent=1)) + "</pre>",
               "</body></html>"]
-    return "\n".join(parts)
+    return redact("\n".join(parts))   # run.py writes it as report.html

@@ -22,6 +22,8 @@ import io
 import json
 from dataclasses import dataclass
 
+from ..secrets import redact_obj
+
 AGGREGATED = "Aggregated"
 GENERATOR_BOUND_RATIO = 0.8
 GENERATOR_BOUND = "generator_bound"
@@ -234,22 +236,23 @@ def phase_summary(phase: str, files: dict[str, str]) -> dict:
         summary["sent_late"] = sum(v.get("late", 0) for v in observed)
         summary["sent_late_fraction"] = round(summary["sent_late"] / summary["requests"], 4) \
             if summary["requests"] else None
-    return summary
+    return redact_obj(summary)   # failure texts quote URLs and errors: it goes into summary.json
 
 
 def wrk_summary(report: dict) -> dict:
     seconds = report["duration_us"] / 1e6
     errors = sum(report["errors"].values())
-    return {"requests": report["requests"], "errors": errors, "errors_by_kind": report["errors"],
-            "requests_per_s": round(report["requests"] / seconds, 2) if seconds else None,
-            "p50_ms": report["latency_ms"]["p50"], "p95_ms": report["latency_ms"]["p95"],
-            "p99_ms": report["latency_ms"]["p99"], "mean_ms": report["latency_ms"]["mean"],
-            "max_ms": report["latency_ms"]["max"], "url": report.get("url"),
-            "connections": report.get("connections"), "threads": report.get("threads"),
-            "duration_s": round(seconds, 3),
-            # wrk's own CPU, and the SUT's, while it ran
-            "wrk_cpu": (report.get("cpu") or {}).get("generator"),
-            "sut_cpus_used": (report.get("cpu") or {}).get("sut_cpus_used")}
+    summary = {"requests": report["requests"], "errors": errors, "errors_by_kind": report["errors"],
+               "requests_per_s": round(report["requests"] / seconds, 2) if seconds else None,
+               "p50_ms": report["latency_ms"]["p50"], "p95_ms": report["latency_ms"]["p95"],
+               "p99_ms": report["latency_ms"]["p99"], "mean_ms": report["latency_ms"]["mean"],
+               "max_ms": report["latency_ms"]["max"], "url": report.get("url"),
+               "connections": report.get("connections"), "threads": report.get("threads"),
+               "duration_s": round(seconds, 3),
+               # wrk's own CPU, and the SUT's, while it ran
+               "wrk_cpu": (report.get("cpu") or {}).get("generator"),
+               "sut_cpus_used": (report.get("cpu") or {}).get("sut_cpus_used")}
+    return redact_obj(summary)   # it goes into summary.json
 
 
 def _ratio(a, b) -> float | None:

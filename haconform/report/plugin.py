@@ -178,7 +178,7 @@ class VerdictReport:
                                   else "did not run (the session stopped before it)")
         out = self.output_dir()
         write_json(verdict, out / "verdict.json")
-        (out / "verdict.html").write_text(render_verdict_html(verdict, records), encoding="utf-8")
+        (out / "verdict.html").write_text(redact(render_verdict_html(verdict, records)), encoding="utf-8")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(verdict, run_dir / "verdict.json")
         self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..secrets import redact
 from .html import anchor, duration_text, esc, page, verdict_class
 from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, stage_key
 
@@ -482,6 +483,6 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
         runs = sorted(runs + [r for r in (a, b) if r.path.resolve() not in known], key=lambda r: r.name)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_trends(runs, comparison, results=str(results)), encoding="utf-8")
+    out_path.write_text(redact(render_trends(runs, comparison, results=str(results))), encoding="utf-8")
     say(f"trends: {len(runs)} run(s) from {results} -> {out_path}")
     return 1 if comparison and comparison["regression"] else 0

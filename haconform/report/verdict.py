@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..secrets import redact
+from ..secrets import redact, redact_obj
 
 SCHEMA_VERSION = 1
 HELD, BROKEN, NOT_TESTED = "held", "broken", "not tested"
@@ -84,7 +84,7 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
             continue
         raw = json.loads(line)
         record = {"nodeid": raw["nodeid"], "outcome": raw.get("outcome", "passed"),
-                  "reason": raw.get("left_out"), "left_out": bool(raw.get("left_out")),
+                  "reason": raw.get("reason") or raw.get("left_out"), "left_out": bool(raw.get("left_out")),
                   "duration": raw.get("duration") or 0.0, "requirement": raw.get("requirement"),
                   "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {}}
         if record["nodeid"] in merged:
@@ -444,7 +444,8 @@ def load_verdict(run_dir: Path, *, golden: list[dict] | None = None, config_dir:
 
 def write_json(verdict: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(verdict, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(redact_obj(verdict), indent=1, ensure_ascii=False, default=str)
+    path.write_text(redact(text) + "\n", encoding="utf-8")
 
 
 def format_value(value: float, unit: str) -> str:

@@ -1,0 +1,343 @@
+"""Secrets in every form they take never reach a log record, a report or a file haconform writes.
+
+The forms are computed here with the standard library, independently of haconform/secrets.py, so a
+form register() forgets fails a test.  The last test runs a small pytest session (pytester, in a
+subprocess so its registered secrets and logging stay its own) with the haconform plugin loaded
+the way tox loads it (the package's pytest11 entry point), at --log-level=DEBUG with live logging,
+a log file, JUnit XML and pytest-html, and looks for the secrets in everything that session wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+import secrets as random_tokens
+import textwrap
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from haconform import secrets as redaction
+from haconform.secrets import MASK, install_log_filter, redact, redact_bytes, redact_obj, register
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+# Characters every escaping treats differently: quotes, markup, space, '+', '/', '%', non-ASCII.
+TOKEN = random_tokens.token_urlsafe(12)
+PASSWORD = "hc-" + TOKEN + "\"'<&> +/%é"
+KEY = os.urandom(4096)
+
+
+def text_forms(secret: str) -> dict[str, str]:
+    data = secret.encode("utf-8")
+    standard, urlsafe = base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()
+    return {"raw": secret, "hex": data.hex(), "HEX": data.hex().upper(),
+            "base64": standard, "base64 unpadded": standard.rstrip("="),
+            "urlsafe base64": urlsafe, "urlsafe base64 unpadded": urlsafe.rstrip("="),
+            "JSON": json.dumps(secret)[1:-1], "JSON non-ASCII": json.dumps(secret, ensure_ascii=False)[1:-1],
+            "URL": quote(secret, safe=""), "URL plus": quote_plus(secret), "HTML": html.escape(secret),
+            "bytes repr": repr(data)[2:-1]}
+
+
+def bytes_forms(secret: bytes) -> dict[str, str]:
+    standard, urlsafe = base64.b64encode(secret).decode(), base64.urlsafe_b64encode(secret).decode()
+    return {"latin-1": secret.decode("latin-1"), "hex": secret.hex(), "HEX": secret.hex().upper(),
+            "bytes repr": repr(secret)[2:-1], "base64": standard, "base64 unpadded": standard.rstrip("="),
+            "urlsafe base64": urlsafe, "urlsafe base64 unpadded": urlsafe.rstrip("=")}
+
+
+FORMS = {**{f"password {name}": form for name, form in text_forms(PASSWORD).items()},
+         **{f"key {name}": form for name, form in bytes_forms(KEY).items()}}
+
+
+def leaked(text: str) -> list[str]:
+    """The names of the forms found in text."""
+    return [name for name, form in FORMS.items() if form in text]
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The password and the key registered for this test only, and the log record factory installed."""
+    monkeypatch.setattr(redaction, "_secrets", set(redaction._secrets))
+    install_log_filter()
+    register(PASSWORD)
+    register(KEY)
+
+
+class Collected(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def root_handler():
+    """A handler on the root logger at DEBUG: it sees child loggers' records, which root's own filters never
+    do.  The child loggers are set to DEBUG (pytest resets the root logger's level after each phase)."""
+    root = logging.getLogger()
+    children = [logging.getLogger(name) for name in ("testinfra", "haconform")]
+    levels = [child.level for child in children]
+    handler = Collected()
+    root.addHandler(handler)
+    for child in children:
+        child.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    for child, level in zip(children, levels):
+        child.setLevel(level)
+
+
+def test_the_forms_differ_from_each_other():
+    """Otherwise a test below could pass on a form it never really checked."""
+    password = text_forms(PASSWORD)
+    assert len({password["raw"], password["JSON"], password["JSON non-ASCII"], password["URL"],
+                password["URL plus"], password["HTML"], password["bytes repr"]}) == 7
+    assert len(set(bytes_forms(KEY).values())) == 8
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_each_form_is_redacted_in_a_child_loggers_debug_record(registered, root_handler, name):
+    form = FORMS[name]
+    logging.getLogger("testinfra").debug("RUN CommandResult(stdout=%s)", form)
+    logging.getLogger("haconform.stages.cluster").debug(f"inline {form} then %s", form)
+    assert len(root_handler.lines) == 2
+    assert not leaked("\n".join(root_handler.lines)), root_handler.lines
+    assert all(MASK in line for line in root_handler.lines)
+    for record in root_handler.records:   # no handler can format the arguments again
+        assert record.args == () and form not in record.msg
+
+
+def test_arguments_of_any_type_are_redacted(registered, root_handler):
+    log = logging.getLogger("testinfra")
+    log.debug("%r %s %r", KEY, {"password": PASSWORD}, PASSWORD.encode())
+    log.debug("%(key)s %(pw)s", {"key": KEY.hex(), "pw": PASSWORD})
+    log.debug("%s", base64.b64encode(KEY))   # str(bytes): the repr of the base64 bytes
+    text = "\n".join(root_handler.lines)
+    assert not leaked(text), text
+    assert text.count(MASK) >= 6
+
+
+def test_a_record_whose_arguments_do_not_format_is_kept_and_redacted(registered, root_handler):
+    logging.getLogger("testinfra").debug("%d %d", PASSWORD)
+    assert root_handler.lines and "message not formatted" in root_handler.lines[0]
+    assert not leaked(root_handler.lines[0])
+
+
+def test_an_exception_and_the_stack_are_redacted(registered, root_handler):
+    log = logging.getLogger("haconform.fence")
+    try:
+        raise RuntimeError(f"key {KEY.hex()} for {PASSWORD}")
+    except RuntimeError:
+        log.exception("starting the fence device with %s", PASSWORD)
+    log.debug("stack of %s", PASSWORD, stack_info=True)
+    record = root_handler.records[0]
+    assert record.exc_info is None and "RuntimeError: key " + MASK + " for " + MASK in record.exc_text
+    assert "Traceback (most recent call last)" in root_handler.lines[0]
+    assert not leaked("\n".join(root_handler.lines)), root_handler.lines
+
+
+def test_install_is_idempotent(registered):
+    factory = logging.getLogRecordFactory()
+    install_log_filter()
+    install_log_filter()
+    assert logging.getLogRecordFactory() is factory
+    root = logging.getLogger()
+    assert sum(isinstance(f, redaction.RedactingFilter) for f in root.filters) == 1
+
+
+def test_redact_obj_walks_nested_json(registered):
+    document = {"hosts": [{"name": "director1", "auth": PASSWORD, "key": KEY.hex()}],
+                f"user:{PASSWORD}": ("ok", {"b64": base64.b64encode(KEY).decode(), "n": 3, "x": None}),
+                "raw": KEY, "nested": [[[f"... {bytes_forms(KEY)['bytes repr']} ..."]]]}
+    redacted = redact_obj(document)
+    assert not leaked(json.dumps(redacted, ensure_ascii=False, default=str))
+    assert not leaked(json.dumps(redacted, default=str))
+    assert redacted["hosts"][0] == {"name": "director1", "auth": MASK, "key": MASK}
+    assert redacted[f"user:{MASK}"][1]["n"] == 3 and redacted[f"user:{MASK}"][1]["x"] is None
+    assert KEY not in redacted["raw"]
+    assert PASSWORD in document["hosts"][0]["auth"], "a copy: the original is left alone"
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_redact_bytes_masks_every_form(registered, name):
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            blob = b"head " + FORMS[name].encode(encoding) + b" tail"
+        except UnicodeEncodeError:
+            continue
+        redacted = redact_bytes(blob)
+        assert redacted == b"head " + MASK.encode() + b" tail", (name, encoding)
+
+
+def test_the_raw_key_is_redacted_inside_bytes(registered):
+    assert KEY not in redact_bytes(b"\x00" * 7 + KEY + b"\xff")
+    assert PASSWORD.encode() not in redact_bytes(b"echo " + PASSWORD.encode() + b" | chpasswd")
+
+
+def test_base64_wrapped_in_lines_is_redacted(registered):
+    for wrapped in (base64.encodebytes(KEY).decode(), "\n".join(textwrap.wrap(base64.b64encode(KEY).decode(), 64))):
+        redacted = redact(wrapped)
+        lines = wrapped.splitlines()
+        assert len(lines) > 60
+        assert [line for line in lines if line in redacted] == [], "a line of the key's base64 is shown"
+
+
+@pytest.mark.parametrize("prefix", ["hacluster:", "admin:x", "ab"])
+def test_base64_of_a_blob_holding_the_secret_hides_it(registered, prefix):
+    """Basic auth's user:password, or a file carrying the key: the secret at any offset mod 3."""
+    for secret in (PASSWORD.encode(), KEY):
+        blob = base64.b64encode(prefix.encode() + secret + b"\n").decode()
+        redacted = redact(blob)
+        assert MASK in redacted
+        shown = redacted.replace(MASK, "")
+        # the prefix's own groups, the group mixing it with the secret, the last group (secret and "\n")
+        assert len(shown) <= len(base64.b64encode(prefix.encode())) + 8, f"left of {len(blob)}: {shown!r}"
+
+
+def test_short_secrets_and_forms_are_not_registered(monkeypatch):
+    monkeypatch.setattr(redaction, "_secrets", set())
+    register("abc")
+    register(b"\x01\x02\x03")
+    register("")
+    register(None)
+    assert not redaction._secrets, "a secret that short shows as it is: masking its hex would mask other text"
+    assert redact("abc 616263") == "abc 616263"
+    register("abcd")
+    assert redact("xabcdx") == f"x{MASK}x"
+    assert all(len(form) >= redaction.MIN_FORM for form in redaction._secrets)
+    register("\u00e9\u00e9\u00e9\u00e9")   # its URL form is 24 chars, its JSON 24, its raw 4: all kept
+    assert redact(quote("\u00e9" * 4, safe="")) == MASK
+
+
+def test_forms_registered_later_are_redacted(monkeypatch):
+    """The cache of ordered forms follows register() and a replaced set (as tests' monkeypatch does)."""
+    monkeypatch.setattr(redaction, "_secrets", set())
+    assert redact("alpha-secret beta-secret") == "alpha-secret beta-secret"
+    register("alpha-secret")
+    assert redact("alpha-secret beta-secret") == f"{MASK} beta-secret"
+    register("beta-secret")
+    assert redact("alpha-secret beta-secret") == f"{MASK} {MASK}"
+    monkeypatch.setattr(redaction, "_secrets", set())
+    assert redact("alpha-secret") == "alpha-secret"
+
+
+# ----- a whole pytest session ----------------------------------------------------------------------
+
+LEAKY_TESTS = """
+    import base64
+    import logging
+    import sys
+    from pathlib import Path
+
+    import pytest
+    from haconform.conformance import conformance
+    from haconform.secrets import register
+
+    HERE = Path(__file__).parent
+    PASSWORD = (HERE / "password.txt").read_text(encoding="utf-8")
+    KEY = (HERE / "fence.key").read_bytes()
+    register(PASSWORD)
+    register(KEY)
+    log = logging.getLogger("testinfra")
+
+
+    @pytest.fixture
+    def stage(evidence):
+        log.debug("RUN %r", KEY)
+        print("setting up with", PASSWORD)
+        yield
+        print("tearing down with", KEY.hex(), file=sys.stderr)
+
+
+    @conformance("HAC-SEC-001", stage="stage4", section="s", must="A secret MUST never be shown")
+    def test_fails_with_the_secrets(stage, evidence):
+        log.debug("RUN CommandResult(command=b'pcs host auth -p %s', stdout=%r)", PASSWORD, KEY)
+        log.info("key as base64: %s", base64.b64encode(KEY).decode())
+        print(base64.encodebytes(KEY).decode())
+        print(PASSWORD, KEY.hex().upper(), file=sys.stderr)
+        evidence.text("the password", PASSWORD)
+        evidence.data("the key", {"key": base64.urlsafe_b64encode(KEY).decode()})
+        try:
+            raise RuntimeError(f"pcs refused {PASSWORD!r}")
+        except RuntimeError:
+            log.exception("applying stage 4")
+        assert PASSWORD == "", f"hacluster password {PASSWORD} and key {KEY.hex()}"
+
+
+    @conformance("HAC-SEC-002", stage="stage4", section="s", must="A late secret MUST never be shown")
+    def test_passes_and_registers_late(evidence, record_property):
+        late = (HERE / "late.txt").read_text(encoding="utf-8")
+        print("before it was registered:", late)
+        evidence.text("late", late)
+        record_property("late", late)
+        register(late)
+
+
+    @conformance("HAC-SEC-003", stage="stage4", section="s", must="A skip reason MUST hide secrets")
+    def test_skips_with_the_password():
+        pytest.skip(f"no way in with {PASSWORD}")
+"""
+
+
+def run_session(pytester, test_source: str, *options: str):
+    """A pytest session in a subprocess, with the haconform plugin loaded through its entry point."""
+    pytester.makepyfile(test_leaky=test_source)
+    (pytester.path / "documented").mkdir()
+    reports = pytester.path / "reports"
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--config", str(pytester.path / "documented"),
+        "--history-dir", str(pytester.path / "results"), "-rA", *options)
+    return result, reports
+
+
+def shown_in(form: str, text: str) -> bool:
+    """As it is, HTML-escaped, or JSON-escaped inside HTML (pytest-html's data blob)."""
+    json_escaped = json.dumps(form)[1:-1]
+    return any(shown in text for shown in (form, html.escape(form), json_escaped, html.escape(json_escaped)))
+
+
+def test_a_session_shows_no_secret_anywhere(pytester):
+    late = "late-" + random_tokens.token_urlsafe(12)
+    (pytester.path / "password.txt").write_text(PASSWORD, encoding="utf-8")
+    (pytester.path / "fence.key").write_bytes(KEY)
+    (pytester.path / "late.txt").write_text(late, encoding="utf-8")
+    result, reports = run_session(
+        pytester, LEAKY_TESTS, "--log-level=DEBUG", "-o", "log_cli=true", "--log-cli-level=DEBUG",
+        "--log-file", str(pytester.path / "reports" / "debug.log"), "--log-file-level=DEBUG",
+        "--junitxml", str(pytester.path / "reports" / "junit.xml"), "-o", "junit_logging=all",
+        "--html", str(pytester.path / "reports" / "report.html"), "--self-contained-html")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    terminal = result.stdout.str() + result.stderr.str()
+    # the secrets did reach every output (so their absence below means they were redacted)
+    assert terminal.count(MASK) >= 5, terminal
+    assert "Captured stdout call" in terminal and "Captured log call" in terminal, terminal
+
+    written = {path.relative_to(pytester.path).as_posix(): path.read_text(encoding="utf-8", errors="replace")
+               for folder in ("reports", "results") for path in sorted((pytester.path / folder).rglob("*"))
+               if path.is_file()}
+    history = next(text for name, text in written.items() if name.endswith("history.jsonl"))
+    assert {"reports/junit.xml", "reports/report.html", "reports/debug.log", "reports/verdict.json",
+            "reports/verdict.html"} <= set(written), sorted(written)
+    for name in ("reports/junit.xml", "reports/report.html", "reports/debug.log"):
+        assert MASK in written[name] or json.dumps(MASK)[1:-1] in written[name], name
+    rows = [json.loads(line) for line in history.splitlines()]
+    assert sorted((r["nodeid"].split("::")[1], r["phase"]) for r in rows) == [
+        ("test_fails_with_the_secrets", "call"), ("test_passes_and_registers_late", "call"),
+        ("test_skips_with_the_password", "call")]
+
+    # the password's plain middle: it shows however an output escapes the rest (pytest-html's JSON in HTML)
+    forms = {**FORMS, "password token": TOKEN, **{f"late {name}": form for name, form in text_forms(late).items()}}
+    found = {(where, name) for where, text in {"terminal": terminal, **written}.items()
+             for name, form in forms.items() if shown_in(form, text)}
+    assert found == set(), f"secrets shown: {sorted(found)}"

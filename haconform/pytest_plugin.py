@@ -80,7 +80,8 @@ def pytest_addoption(parser):
     perf.addoption("--perf-fault-duration", type=int, default=60,
                    help="length of the fault phase, seconds (default 60; haproxy-stop needs ~90)")
     perf.addoption("--perf-python", default=None,
-                   help="python with locust in the client host (default: the harness's own on the lab)")
+                   help="python with locust in the client host (default: the harness's own where the client host shares "
+                         "this machine's files: lab, netns/local hosts; else python3 on the host)")
     perf.addoption("--perf-rate", type=float, default=0.0,
                    help="open loop: requests/s due at fixed intervals in the direct, VIP and fault phases, each "
                         "timed from when it was due (default 0: closed loop)")

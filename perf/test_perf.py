@@ -11,19 +11,17 @@ The figures are in results/<ts>/summary.json and report.html.
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import pytest
 
-from haconform.client import goes_through_shell
 from haconform.perf.load import REFERENCE_CLASS, ClientHost, LoadShape, run_locust
 from haconform.perf.placement import plan_placement
-from haconform.perf.run import WORKDIR, PerfOptions, run_perf, worker_host
+from haconform.perf.run import PerfOptions, run_perf, worker_host
 from haconform.perf.summary import incomplete, phase_summary
 
 
 @pytest.fixture
-def perf_options(request, deployment) -> PerfOptions:
+def perf_options(request) -> PerfOptions:
     option = request.config.getoption
     smoke = option("--perf-smoke")
     shape = LoadShape(users=option("--perf-users") or (10 if smoke else 20),
@@ -34,16 +32,9 @@ def perf_options(request, deployment) -> PerfOptions:
     return PerfOptions(shape=shape, reference_duration_s=option("--perf-reference-duration") or (2 if smoke else 10),
                        fault=option("--perf-fault"), fault_at_s=option("--perf-fault-at"),
                        fault_duration_s=option("--perf-fault-duration"),
-                       python=option("--perf-python") or client_python(deployment.client),
+                       python=option("--perf-python"),
                        placement=option("--perf-placement"), worker_hosts=tuple(option("--perf-worker-host")),
                        remote_workers=option("--perf-remote-workers"))
-
-
-def client_python(client) -> str:
-    """A client host on this machine (a namespace host, on the lab and the VM target) sees the
-    harness's own files, so the harness's python, which has locust, runs there; over ssh it is the
-    host's python3, which needs locust installed."""
-    return "python3" if goes_through_shell(client.argv()) else sys.executable
 
 
 @pytest.fixture
@@ -99,16 +90,20 @@ def test_a_worker_in_a_second_lab_host_joins_the_master(deployment, stage5, perf
     if host is None:
         pytest.skip("the topology has no fence host to run a second worker in")
     placement = plan_placement(perf_options.placement, deployment.target.kind)
-    client = ClientHost(deployment.client, perf_options.python, WORKDIR, placement.generator_cpus)
-    client.prepare()
     try:
         worker = worker_host(deployment, host.name, perf_options.python, placement.generator_cpus)
     except Exception as exc:        # e.g. a fence host that is the harness machine itself
         pytest.skip(f"no locust worker in {host.name}: {exc}")
-    worker.prepare()
-    shape = LoadShape(users=4, spawn_rate=4, duration_s=3, workers=1, seed=perf_options.shape.seed)
-    result = run_locust(client, "joined", deployment.url("", address=deployment.vip), (REFERENCE_CLASS,), shape,
-                        progress=progress, worker_hosts=[worker], remote_workers=1)
+    client = ClientHost(deployment.client, perf_options.python, cpus=placement.generator_cpus)
+    try:
+        client.prepare()
+        worker.prepare()
+        shape = LoadShape(users=4, spawn_rate=4, duration_s=3, workers=1, seed=perf_options.shape.seed)
+        result = run_locust(client, "joined", deployment.url("", address=deployment.vip), (REFERENCE_CLASS,),
+                            shape, progress=progress, worker_hosts=[worker], remote_workers=1)
+    finally:
+        client.cleanup()
+        worker.cleanup()
     summary = phase_summary("joined", result.files)
     assert summary["failures"] == 0, summary["failure_kinds"]
     assert summary["worker_hosts"].get(host.name, 0) > 0, summary["worker_hosts"]

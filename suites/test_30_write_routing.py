@@ -11,7 +11,9 @@ Which real server handled a request is read from each real server's own
 Apache access log (a unique query string per request, so no other traffic can
 be mistaken for it); HEAD has no body, so the log is the witness there.  The
 X-Real-Server header the stage adds must agree.  Uploads are checked where
-they land: the upload/ directory of each real server.
+they land: the upload/ directory of each real server.  A stored upload is a
+write to the deployment, so HAC-RW-003 is marked writes_to_host (left out on
+--target ssh without --allow-destructive); the refused uploads store nothing.
 """
 
 import base64
@@ -108,6 +110,7 @@ def gif_of_size(size: int) -> bytes:
 
 
 @pytest.mark.parametrize("size", [len(PIXEL_GIF), SIZE_LIMIT - 1])
+@pytest.mark.writes_to_host(f"a GIF posted to upload_file.php, stored in {UPLOAD_DIR}/ on app2 (removed after)")
 @conformance("HAC-RW-003", stage="stage3", section=SECTION,
              must="A GIF under 20000 bytes posted to upload_file.php MUST be stored in upload/ on app2 "
                   "(server3) with the bytes sent, and MUST NOT appear on app1 (server2)")

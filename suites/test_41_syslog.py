@@ -10,7 +10,10 @@ A file that shows nothing proves nothing unless it is known to be written:
 after each request a sentinel message is sent the way HAProxy sends its own
 (UDP to the global `log` target of the applied config) - on HAProxy's
 facility for haproxy.log, on `user` for messages and syslog - and the checks
-run only once the sentinels have arrived.
+run only once the sentinels have arrived.  No log can be shown to be
+written without writing to it, so the tests that settle are marked
+writes_to_host: on an existing deployment (--target ssh) they run only with
+--allow-destructive.
 """
 
 import re
@@ -35,6 +38,10 @@ HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 SYSLOG_PORT = 514   # syslog's port, HAProxy's default when `log` names none
 
 # A static and a dynamic path (which backend serves each depends on the stage: documented_route).
+# What settle() leaves in the director's logs; tests that settle are marked with it.
+SENTINELS_WRITTEN = ("sentinel lines (`logger`) in the director's /var/log/haproxy.log, /var/log/messages and "
+                     "/var/log/syslog")
+
 REQUESTS = {
     "static": ("/probe.gif", "static", "app2"),
     "dynamic": ("/probe.txt", "app", "app1"),
@@ -123,6 +130,7 @@ def request_and_collect(deployment, http, kind: str, log):
 
 
 @pytest.mark.parametrize("kind", list(REQUESTS))
+@pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-001", stage="stage2", section=SECTION,
              must="Each proxied request MUST yield exactly one httplog line in /var/log/haproxy.log on the "
                   "director that served it, naming its frontend, backend, server, status and path")
@@ -149,6 +157,7 @@ def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_se
 
 
 @pytest.mark.parametrize("kind", list(REQUESTS))
+@pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-002", stage="stage2", section=SECTION,
              must="HAProxy's request lines MUST NOT appear in /var/log/messages (local2.none), nor in "
                   "Debian's /var/log/syslog, while both files keep receiving other messages")
@@ -164,6 +173,7 @@ def test_request_lines_stay_out_of_general_logs(kind, deployment, http, document
     assert not leaked, f"HAProxy's request line leaked into the general logs: {leaked}"
 
 
+@pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-003", stage="stage2", section=SECTION,
              must="A connection that sends nothing MUST NOT be logged (option dontlognull), while the "
                   "next request on the same frontend is")

@@ -10,15 +10,16 @@ applies.  Three statements are checked on a director's own HAProxy:
   finding about the runbook, so it is reported as an expected failure of the
   runbook's own text (strict: it turns red if HAProxy ever accepts it).  Only
   that finding (VerbatimRefused) is the expected failure: any other refusal,
-  and a command that could not run (CommandFailed, e.g. the temporary copy
-  not written), fails outright;
+  and a command that could not run (CommandFailed), fails outright;
 - the port changes nothing but that syntax.
+
+`haproxy -c` reads the text on its standard input (`-f /dev/stdin`): it
+parses and sends nothing, and no copy is written on the director, so the
+checks run on an existing deployment's director too (--target ssh).
 """
 
 import difflib
 import re
-import shlex
-import uuid
 from pathlib import Path
 
 import pytest
@@ -47,15 +48,14 @@ class VerbatimRefused(AssertionError):
     """The finding HAC-LINT-002 documents: HAProxy refuses the verbatim text for the 1.5 bind syntax alone."""
 
 
+STDIN = "/dev/stdin"
+
+
 def haproxy_check(director, text: bytes, label: str, *flags: str) -> dict:
-    """`haproxy -c` on a temporary copy on the director: exit code and messages, path shown as label."""
-    path = f"/tmp/haconform-lint-{uuid.uuid4().hex[:8]}.cfg"
-    director.write_file(path, text)
-    try:
-        result = director.execute(f"haproxy {' '.join(flags)} -c -f {shlex.quote(path)}")
-    finally:
-        director.execute(f"rm -f {shlex.quote(path)}")
-    output = (result.stderr + result.stdout).replace(path, label)
+    """`haproxy -c` of text given on its standard input (nothing written on the director): exit code and
+    messages, the path shown as label."""
+    result = director.execute(f"haproxy {' '.join(flags)} -c -f {STDIN}", input=text)
+    output = (result.stderr + result.stdout).replace(STDIN, label)
     return {"rc": result.rc, "output": output.strip().splitlines(), "version": director.succeed(
         "haproxy -v | head -1").strip()}
 

@@ -16,6 +16,8 @@ import re
 import shlex
 import struct
 
+import pytest
+
 from haconform.conformance import conformance
 from haconform.frontend import frontend_director
 from haconform.readers.haproxy import runtime
@@ -174,6 +176,7 @@ def spare_addresses(topology, count: int) -> list[str]:
     return free[:count]
 
 
+@pytest.mark.writes_to_host("extra addresses of the subnet on the client host's eth0 (`ip addr add`, removed after)")
 @conformance("HAC-ALG-004", stage="algorithms", section=SECTION,
              must="With `balance source`, all requests from one client address MUST reach the same server, "
                   "and different client addresses MUST spread over both servers")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,11 +25,13 @@ from haconform.perf.placement import (cpu_count, generator_cpu, locust_generator
                                       parse_process_sample, plan_placement, process_usage, stat_ticks)
 from haconform.perf.report import phase_plot_svg, render_html
 from haconform.perf.run import plots_for
+from tests.fakes import FakeResult
 from haconform.perf.summary import (Second, completed_series, entries_summary, failure_windows, generator_verdict,
                                     history_series, incomplete, per_second_table, percentile, phase_summary, ratios,
                                     wrk_summary)
 
 DATA = Path(__file__).parent / "data" / "perf"
+pytest_plugins = ["pytester"]
 
 
 def recorded(run: str) -> dict[str, str]:
@@ -501,3 +504,206 @@ def test_open_loop_crash_shows_the_wait_of_the_requests_due_during_the_failover(
 
     assert waited(crash) <= 20 * 2                   # the closed loop's users, about once each
     assert waited(crash_open) >= 50 * waited(crash)  # every request due during the failover
+
+
+# ----- an existing deployment: the suites' opt-in, the host's python, private work directories ---------------
+
+def test_a_perf_fault_against_ssh_needs_allow_destructive():
+    from haconform.perf.run import read_only_refusal
+
+    for fault in ("standby", "haproxy-stop", "crash"):
+        refused = read_only_refusal(target_kind="ssh", destructive_allowed=False, fault=fault, placement="auto")
+        assert refused and refused.startswith(f"--perf-fault {fault} injects a fault") and \
+            "needs --allow-destructive" in refused and "fix: add --allow-destructive" in refused, refused
+        assert read_only_refusal(target_kind="ssh", destructive_allowed=True, fault=fault, placement="auto") is None
+        assert read_only_refusal(target_kind="lab", destructive_allowed=True, fault=fault, placement="auto") is None
+    moved = read_only_refusal(target_kind="ssh", destructive_allowed=False, fault=None, placement="0:1")
+    assert moved and moved.startswith("--perf-placement 0:1 moves the deployment's processes"), moved
+    for placement in ("auto", "none", "0:"):    # the generator's own CPUs only, or none: nothing of the deployment
+        assert read_only_refusal(target_kind="ssh", destructive_allowed=False, fault=None, placement=placement) is None
+
+
+class UntouchableMachine:
+    """A client host that fails the test if the run sends it anything."""
+    name = "client"
+
+    def argv(self):
+        return ["nsenter", "-t", "1", "--"]
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the refused run used the client host: {name}")
+
+
+def test_run_perf_refuses_a_fault_on_ssh_before_anything_starts(tmp_path):
+    from haconform.perf.run import PerfOptions, run_perf
+
+    class Target:
+        kind, destructive_allowed = "ssh", False
+
+    class Deployment:
+        target = Target()
+        client = UntouchableMachine()
+
+    out_dir = tmp_path / "run"
+    with pytest.raises(HaconformError, match=r"--perf-fault crash .* needs --allow-destructive"):
+        run_perf(Deployment(), PerfOptions(fault="crash"), out_dir)
+    assert not out_dir.exists()
+
+
+def test_the_perf_session_refuses_a_fault_on_ssh_with_one_usage_error(pytester):
+    pytester.makeconftest("from perf.conftest import pytest_configure  # noqa: F401\n")
+    pytester.makepyfile(test_nothing="def test_nothing():\n    raise AssertionError('the session started')\n")
+    documented = Path(__file__).resolve().parent.parent / "fixtures" / "documented"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--config", str(documented),
+                                          "--history-dir", str(pytester.path / "h"),
+                                          "--target", "ssh", "--perf-fault", "crash")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = result.stderr.str()
+    assert "--perf-fault crash injects a fault into the deployment" in errors and "--allow-destructive" in errors, \
+        errors
+    assert "the session started" not in result.stdout.str()
+
+
+def ssh_target_machine(client_access):
+    from haconform.inventory import HostAccess, Inventory
+    from haconform.targets.base import Machine
+    from haconform.targets.ssh import SshTarget
+    from haconform.topology import load_topology
+
+    topology = load_topology()
+    hosts = {name: HostAccess(name, "none") for name in topology.hosts}
+    hosts["client"] = client_access
+    target = SshTarget(topology, Inventory(path=Path("/inv.yaml"), stage="stage5", hosts=hosts))
+    return Machine(target, topology.host("client"))
+
+
+def test_a_client_host_over_ssh_runs_python3_never_the_harness_python():
+    from haconform.inventory import HostAccess
+    from haconform.perf.load import generator_python
+
+    over_ssh = ssh_target_machine(HostAccess("client", "ssh", address="10.9.0.5", user="root", sudo=False))
+    assert sys.executable in over_ssh.argv()       # the prefix runs ssh_exec.py here: not the host's python
+    assert generator_python(over_ssh, None) == "python3"
+    assert ClientHost(over_ssh, None).python == "python3"
+    assert generator_python(over_ssh, "/opt/venv/bin/python") == "/opt/venv/bin/python"
+    in_netns = ssh_target_machine(HostAccess("client", "netns", netns="hcclient"))
+    assert generator_python(in_netns, None) == sys.executable
+    assert generator_python(FakeMachine(), None) == sys.executable     # a lab host shares this machine's files
+    shutil.rmtree(over_ssh.target._control_path, ignore_errors=True)
+
+
+class LocalMachine:
+    """A generator host that is this machine's own shell (commands really run; files really land)."""
+    name = "client"
+
+    def __init__(self):
+        self.commands: list[str] = []
+
+    def argv(self):
+        return []
+
+    def execute(self, command: str):
+        self.commands.append(command)
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+        return FakeResult(done.returncode, done.stdout, done.stderr, command)
+
+    def succeed(self, command: str) -> str:
+        result = self.execute(command)
+        assert result.rc == 0, (command, result.stderr)
+        return result.stdout
+
+    def write_file(self, path: str, content) -> None:
+        Path(path).write_text(content)
+
+
+@pytest.fixture
+def python_with_locust(tmp_path):
+    """A stand-in for the host's python: it answers the locust check as a python with locust does."""
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    return str(python)
+
+
+def test_each_run_gets_a_private_work_directory_removed_afterwards(python_with_locust):
+    first, second = ClientHost(LocalMachine(), python_with_locust), ClientHost(LocalMachine(), python_with_locust)
+    first.prepare()
+    second.prepare()
+    try:
+        made = Path(first.workdir)
+        assert made != Path(second.workdir) and made.name.startswith("haconform-perf.")
+        assert made.is_dir() and made.stat().st_mode & 0o777 == 0o700
+        assert (made / "locustfile.py").read_text() == WORKLOAD.read_text()
+        assert first.path("vip_stats.csv") == f"{made}/vip_stats.csv"
+        assert not any("rm -rf" in c for c in first.machine.commands)   # nothing removed before: nothing guessed
+    finally:
+        removed = first.cleanup()
+        second.cleanup()
+    assert removed == str(made) and not made.exists() and first.workdir is None
+
+
+def test_a_python_without_locust_is_named_with_the_option_to_fix_it(tmp_path):
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    host = ClientHost(LocalMachine(), str(python))
+    with pytest.raises(HaconformError, match="has no locust") as raised:
+        host.prepare()
+    assert "--perf-python" in str(raised.value)
+    assert host.workdir is None
+    with pytest.raises(HaconformError, match="does not run"):
+        ClientHost(LocalMachine(), str(tmp_path / "missing")).prepare()
+
+
+def test_run_perf_removes_the_work_directory_and_keeps_its_path(tmp_path, monkeypatch, python_with_locust):
+    from haconform.perf import run as run_module
+
+    class Target:
+        kind, destructive_allowed = "lab", True
+
+        def describe(self):
+            return {"target": "lab"}
+
+    class Deployment:
+        target = Target()
+        client = LocalMachine()
+
+    seen = {}
+
+    def phases(deployment, options, out_dir, client, workers, placement, *, evidence, progress):
+        seen["workdir"] = client.workdir
+        assert Path(client.workdir).is_dir()
+        return {"run": out_dir.name}, {"vip_stats.csv": "x"}
+
+    monkeypatch.setattr(run_module, "_run_phases", phases)
+    monkeypatch.setattr(run_module, "render_html", lambda summary, plots: "<html></html>")
+    monkeypatch.setattr(run_module, "plots_for", lambda summary, files: {})
+    summary = run_module.run_perf(Deployment(), run_module.PerfOptions(python=python_with_locust, placement="none"),
+                                  tmp_path / "run")
+    assert summary["workdirs"] == {"client": seen["workdir"]} and not Path(seen["workdir"]).exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["workdirs"] == summary["workdirs"]
+
+    def failing(*args, **kwargs):
+        seen["failed_in"] = args[3].workdir
+        raise RuntimeError("locust phase failed")
+
+    monkeypatch.setattr(run_module, "_run_phases", failing)
+    with pytest.raises(RuntimeError):
+        run_module.run_perf(Deployment(), run_module.PerfOptions(python=python_with_locust, placement="none"),
+                            tmp_path / "run2")
+    assert not Path(seen["failed_in"]).exists()
+
+
+def test_the_uploader_is_left_out_against_ssh_without_allow_destructive():
+    from haconform.perf.load import MIXED_CLASSES
+    from haconform.perf.run import mixed_classes
+
+    class Target:
+        def __init__(self, kind, allowed):
+            self.kind, self.destructive_allowed = kind, allowed
+
+    classes, left_out = mixed_classes(Target("ssh", False))
+    assert "Uploader" not in classes and set(classes) == set(MIXED_CLASSES) - {"Uploader"}
+    assert left_out["Uploader"].startswith("writes to a host: GIFs stored in /var/www/html/upload")
+    assert mixed_classes(Target("ssh", True)) == (MIXED_CLASSES, {})
+    assert mixed_classes(Target("lab", True)) == (MIXED_CLASSES, {})

@@ -13,7 +13,14 @@ generator (placement.py), and its CPU use over the load window is read from
 
 Everything a phase writes stays in a work directory on the client host and
 is fetched through the host's transport afterwards, so no target needs a
-shared file system.
+shared file system.  That directory is made per run by `mktemp -d` on each
+generator host (private, 0700: no predictable path that another user of the
+host could plant code in before root runs it) and removed after the run.
+
+The python that runs locust in a host is --perf-python, else the harness's
+own where the host shares this machine's files (a lab or netns host, a
+`local` inventory host), else `python3` as the host finds it on its PATH;
+prepare() checks that it is there and has locust.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import csv
 import io
 import json
 import logging
+import os
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +54,10 @@ REFERENCE_CLASS = "DynamicPageVisitor"
 REFERENCE_PATH = "/index.php"
 WRK_MARK = "HACONFORM-WRK "
 LOCUST_PORT = 5557
+# mktemp's template: the name says whose directory it is, the X's make it unpredictable.
+WORKDIR_TEMPLATE = "haconform-perf.XXXXXXXXXX"
+# A python that has locust exits 0, one without exits 1, a missing one 127.
+HAS_LOCUST = "import importlib.util, sys; sys.exit(importlib.util.find_spec('locust') is None)"
 
 
 @dataclass
@@ -87,20 +100,47 @@ def last_aggregated_row(history_text: str, header: str) -> dict | None:
     return rows[-1] if rows else None
 
 
+def shares_this_machine(machine) -> bool:
+    """The host runs on this machine's kernel and file system (the lab's nsenter, `ip netns exec`, a `local`
+    inventory host), so the harness's own files, its python among them, are there too."""
+    from ..targets.ssh import SSH_EXEC
+    return not any(arg == SSH_EXEC or os.path.basename(arg) == "ssh" for arg in machine.argv())
+
+
+def generator_python(machine, given: str | None) -> str:
+    """--perf-python when given; else the harness's own python where the host shares this machine's files,
+    and `python3` as the host finds it on one reached over ssh (never a path of the harness machine)."""
+    if given:
+        return given
+    return sys.executable if shares_this_machine(machine) else "python3"
+
+
 class ClientHost:
     """What a load phase needs of a machine that runs generator processes (the client host,
-    or a worker host)."""
+    or a worker host).  python: None for generator_python's choice; workdir: made by prepare()."""
 
-    def __init__(self, machine, python: str, workdir: str, cpus: str | None = None):
+    def __init__(self, machine, python: str | None, workdir: str | None = None, cpus: str | None = None):
         self.machine = machine
-        self.python = python
+        self.python = generator_python(machine, python)
         self.workdir = workdir
         self.cpus = cpus                 # taskset list the generator's processes run on, or None
         self.hz = 100
         self.cpus_allowed: int | None = cpu_count(cpus)
 
     def prepare(self) -> None:
-        self.machine.succeed(f"rm -rf {shlex.quote(self.workdir)} && mkdir -p {shlex.quote(self.workdir)}")
+        """Check the python, make the run's private work directory and put the workload in it."""
+        checked = self.machine.execute(f"{shlex.quote(self.python)} -c {shlex.quote(HAS_LOCUST)}")
+        if checked.rc != 0:
+            why = ("has no locust" if checked.rc == 1
+                   else f"does not run (exit {checked.rc}: {checked.stderr.strip()[-200:]})")
+            raise HaconformError(f"{self.python} in {self.machine.name} {why}", where="--perf-python",
+                                 fix=f"install locust for a python in {self.machine.name} (pip install locust) "
+                                     "and pass it as --perf-python PATH")
+        made = self.machine.succeed(f"mktemp -d -t {WORKDIR_TEMPLATE}").strip()
+        if not made.startswith("/") or "haconform-perf." not in made:
+            raise HaconformError(f"mktemp -d in {self.machine.name} printed {made!r}, not a directory",
+                                 where=f"host {self.machine.name}", fix="check mktemp and TMPDIR there")
+        self.workdir = made
         self.machine.write_file(f"{self.workdir}/locustfile.py", WORKLOAD.read_text())
         self.machine.write_file(f"{self.workdir}/wrk_report.lua", WRK_REPORT.read_text())
         found = self.machine.execute(f"getconf CLK_TCK; {shlex.join(taskset_prefix(self.cpus))} nproc")
@@ -113,7 +153,20 @@ class ClientHost:
                                  f"{found.stderr.strip()[-300:]}", where=f"host {self.machine.name}",
                                  fix="install util-linux's taskset there, or pass --perf-placement none")
 
+    def cleanup(self) -> str | None:
+        """Remove the work directory prepare() made (only that one); the path it had, for the run's record."""
+        made, self.workdir = self.workdir, None
+        if made and "haconform-perf." in made:
+            try:
+                self.machine.execute(f"rm -rf -- {shlex.quote(made)}")
+            except Exception as exc:    # a host a fault left unreachable: say so, the run's figures stand
+                log.warning("work directory %s in %s not removed: %s", made, self.machine.name, exc)
+        return made
+
     def path(self, name: str) -> str:
+        if not self.workdir:
+            raise HaconformError(f"no work directory in {self.machine.name} yet", where="ClientHost.path",
+                                 fix="call prepare() first")
         return f"{self.workdir}/{name}"
 
     def spawn_argv(self, name: str, argv: list[str]) -> list[str]:

@@ -14,6 +14,15 @@ wrk on the same URL and target, and the generator's CPU in that phase.
 
 The run writes locust's CSVs and final JSON per phase, wrk's JSON, options.json,
 summary.json and report.html.  Nothing here asserts: the perf tests judge.
+
+Against an existing deployment (target ssh) a run changes nothing on its
+hosts unless --allow-destructive, the suites' opt-in: a --perf-fault, and a
+--perf-placement that moves the deployment's processes to other CPUs, are
+refused before anything starts (read_only_refusal), and the mixed workload
+runs without its uploader, whose files a real server would store
+(mixed_classes; summary.json says so).  The generator's work
+directories are private (`mktemp -d`, load.py) and removed after the run;
+summary.json keeps their paths.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HaconformError
+from ..secrets import redact, redact_obj
 from ..faults import FaultRun, audit, make_fault
 from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
                    run_wrk)
@@ -35,10 +45,10 @@ from .summary import (generator_verdict, history_series, per_second_table, phase
                       second_series, wrk_summary)
 
 log = logging.getLogger("haconform.perf")
-WORKDIR = "/tmp/haconform-perf"
 # Where upload_file.php stores files (stage 3); the run removes what it uploaded.
 UPLOAD_DIR = "/var/www/html/upload"
 UPLOADED = "perf-*.gif"
+UPLOADER = "Uploader"
 
 
 @dataclass
@@ -48,7 +58,7 @@ class PerfOptions:
     fault: str | None = None
     fault_at_s: float = 10.0
     fault_duration_s: int = 60
-    python: str = "python3"
+    python: str | None = None                # --perf-python; None: per host (load.generator_python)
     placement: str = "auto"                  # --perf-placement: auto, none or GEN:SUT
     worker_hosts: tuple[str, ...] = ()       # topology hosts that run more locust workers
     remote_workers: int = 1                  # workers in each of them
@@ -72,7 +82,34 @@ class FaultSchedule:
             self.action = self.fault.inject()
 
 
-def worker_host(deployment, name: str, python: str, cpus: str | None) -> ClientHost:
+def mixed_classes(target) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The mixed workload's user classes for this target, and those left out with why: the uploader stores
+    files on a real server, which an existing deployment (ssh) allows only with --allow-destructive."""
+    if target.kind != "ssh" or target.destructive_allowed:
+        return MIXED_CLASSES, {}
+    return (tuple(c for c in MIXED_CLASSES if c != UPLOADER),
+            {UPLOADER: f"writes to a host: GIFs stored in {UPLOAD_DIR} on a real server; left out against an SSH "
+                       "target without --allow-destructive"})
+
+
+def read_only_refusal(*, target_kind: str, destructive_allowed: bool, fault: str | None,
+                      placement: str | None) -> str | None:
+    """Why this perf run may not start against the target, or None.  The suites' rule: against an
+    existing deployment (ssh) only --allow-destructive lets the harness change its hosts."""
+    if target_kind != "ssh" or destructive_allowed:
+        return None
+    if fault:
+        return (f"--perf-fault {fault} injects a fault into the deployment: against --target ssh it needs "
+                f"--allow-destructive as well (fix: add --allow-destructive to inject it into this deployment, "
+                f"or drop --perf-fault for a run that only sends load)")
+    if plan_placement(placement, target_kind).sut_cpus:
+        return (f"--perf-placement {placement} moves the deployment's processes to other CPUs: against --target "
+                f"ssh it needs --allow-destructive as well (fix: add --allow-destructive, or pass "
+                f"--perf-placement GEN: without a SUT list, or none)")
+    return None
+
+
+def worker_host(deployment, name: str, python: str | None, cpus: str | None) -> ClientHost:
     """A topology host that runs locust workers besides the client host; never the harness
     machine's own root namespace (the lab's traffic comes from lab hosts only)."""
     machine = deployment.machine(name)
@@ -80,24 +117,50 @@ def worker_host(deployment, name: str, python: str, cpus: str | None) -> ClientH
         raise HaconformError(f"{name} runs commands on this machine itself: a locust worker there would "
                              "send from the machine's own network namespace", where="--perf-worker-host",
                              fix="name a host reached by ssh or in a network namespace")
-    return ClientHost(machine, python, WORKDIR, cpus)
+    return ClientHost(machine, python, cpus=cpus)
 
 
 def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
              progress: Callable[[str], None] = lambda line: None) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    placement = plan_placement(options.placement, deployment.target.kind)
-    client = ClientHost(deployment.client, options.python, WORKDIR, placement.generator_cpus)
-    client.prepare()
+    target = deployment.target
+    refused = read_only_refusal(target_kind=target.kind, destructive_allowed=target.destructive_allowed,
+                                fault=options.fault, placement=options.placement)
+    if refused:
+        raise HaconformError(refused, where="haconform perf")
+    placement = plan_placement(options.placement, target.kind)
+    client = ClientHost(deployment.client, options.python, cpus=placement.generator_cpus)
     workers = [worker_host(deployment, name, options.python, placement.generator_cpus)
                for name in options.worker_hosts]
-    for host in workers:
-        host.prepare()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdirs: dict[str, str | None] = {}
+    try:
+        for host in [client, *workers]:
+            host.prepare()
+        summary, files = _run_phases(deployment, options, out_dir, client, workers, placement,
+                                     evidence=evidence, progress=progress)
+    finally:
+        for host in [client, *workers]:
+            workdirs[host.machine.name] = host.cleanup()
+    summary["workdirs"] = workdirs
+    for name, text in files.items():
+        (out_dir / name).write_text(redact(text))
+    (out_dir / "summary.json").write_text(redact(json.dumps(redact_obj(summary), indent=1, default=str)))
+    (out_dir / "report.html").write_text(render_html(summary, plots_for(summary, files)))
+    return summary
+
+
+def _run_phases(deployment, options: PerfOptions, out_dir: Path, client: ClientHost, workers: list[ClientHost],
+                placement, *, evidence, progress: Callable[[str], None]) -> tuple[dict, dict[str, str]]:
+    """The phases on prepared generator hosts: (summary, the files each phase produced)."""
     shape = options.shape
+    mixed, left_out = mixed_classes(deployment.target)
+    if left_out:
+        progress(f"{'workload':<12} without {', '.join(left_out)}: {'; '.join(left_out.values())}")
     if not shape.workers:
         # as many workers as the generator has CPUs: one locust process uses one CPU at most
         shape.workers = client.cpus_allowed or 2
-    (out_dir / "options.json").write_text(json.dumps(options.as_dict(), indent=1))
+    (out_dir / "options.json").write_text(
+        redact(json.dumps(redact_obj({**options.as_dict(), "python": client.python}), indent=1)))
     sut = sut_machines(deployment)
     direct = deployment.realservers[0]
     urls = {"direct": deployment.url("", address=direct.address), "vip": deployment.url("", address=deployment.vip)}
@@ -129,9 +192,9 @@ def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
             placement.pinned = pin_hosts(sut, placement.sut_cpus, into=placement.pinned)
         # the one-URL comparisons are closed loop: they measure how fast each generator can send
         reference_shape = LoadShape(**{**asdict(shape), "duration_s": options.reference_duration_s, "rate": 0.0})
-        locust_phase("direct", urls["direct"], MIXED_CLASSES, shape)
+        locust_phase("direct", urls["direct"], mixed, shape)
         phases["direct"]["real_server"] = direct.name
-        locust_phase("vip", urls["vip"], MIXED_CLASSES, shape)
+        locust_phase("vip", urls["vip"], mixed, shape)
         locust_phase("reference", urls["vip"], (REFERENCE_CLASS,), reference_shape)
         wrk_phase("wrk", urls["vip"] + REFERENCE_PATH)
         locust_phase("reference_direct", urls["direct"], (REFERENCE_CLASS,), reference_shape)
@@ -139,7 +202,7 @@ def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
 
         fault_summary = None
         if options.fault:
-            fault_summary = fault_phase(deployment, options, urls["vip"], locust_phase, phases, timing,
+            fault_summary = fault_phase(deployment, options, urls["vip"], mixed, locust_phase, phases, timing,
                                         files=files, evidence=evidence, progress=progress)
     finally:
         if placement.pinned:
@@ -150,9 +213,10 @@ def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
             phases[phase]["generator"] = generator_verdict(phase, phases, cpu[phase])
     if fault_summary is not None:
         fault_summary["generator"] = phases["fault"]["generator"]
-    removed = remove_uploads(deployment)
+    removed = remove_uploads(deployment) if UPLOADER in mixed else {}
     summary = {"run": out_dir.name, "started": began, "seconds": round(time.time() - began, 1),
-               "seed": shape.seed, "options": options.as_dict(), "target": deployment.target.describe(),
+               "seed": shape.seed, "options": {**options.as_dict(), "python": client.python},
+               "target": deployment.target.describe(),
                "placement": placement.describe(),
                "loop": {"mode": "open" if shape.rate > 0 else "closed", "rate": shape.rate or None,
                         "timed_from": "due time" if shape.rate > 0 else "send time",
@@ -160,13 +224,9 @@ def run_perf(deployment, options: PerfOptions, out_dir: Path, *, evidence=None,
                "generator_bound_phases": sorted(p for p, d in phases.items()
                                                 if d.get("generator", {}).get("generator_bound")),
                "phases": phases, "ratios": ratios(phases), "fault": fault_summary,
-               "uploads_removed": removed,
+               "uploads_removed": removed, "left_out_classes": left_out,
                "timing": {k: {"started": a, "ended": b} for k, (a, b) in timing.items()}}
-    for name, text in files.items():
-        (out_dir / name).write_text(text)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    (out_dir / "report.html").write_text(render_html(summary, plots_for(summary, files)))
-    return summary
+    return summary, files
 
 
 def remove_uploads(deployment) -> dict[str, int]:
@@ -178,13 +238,14 @@ def remove_uploads(deployment) -> dict[str, int]:
     return removed
 
 
-def fault_phase(deployment, options, url, locust_phase, phases, timing, *, files, evidence, progress) -> dict:
+def fault_phase(deployment, options, url, classes, locust_phase, phases, timing, *, files, evidence,
+                progress) -> dict:
     fault = make_fault(options.fault, deployment)
     schedule = FaultSchedule(fault, options.fault_at_s)
     fault_shape = LoadShape(**{**asdict(options.shape), "duration_s": options.fault_duration_s})
     with FaultRun(deployment, evidence, f"perf fault: {fault.name}") as run:
         run.mark("load starts")
-        locust_phase("fault", url, MIXED_CLASSES, fault_shape, during=schedule)
+        locust_phase("fault", url, classes, fault_shape, during=schedule)
         if schedule.injected_at is not None:
             run.marks.append((schedule.injected_at, f"injected: {schedule.action}"))
         progress(f"{'fault':<12} healing: {fault.describes}")

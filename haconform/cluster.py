@@ -8,16 +8,20 @@
     cluster.configuration() / verify()         # the CIB's configuration section / crm_verify -LV
     cluster.fence_list(director)               # `fence_xvm -o list` on a director
     cluster.standby(node) / unstandby(node) / cleanup() / set_property(name, value)
+    unstandby_command(node) / property_command(name, value) / cleanup_command()   # the command lines
 
 Every crm_mon, cibadmin and fence_xvm answer is read here, through the
 readers; suites, stages, faults, restore and perf ask this object.  It reads
-and acts; it never asserts.
+and acts; it never asserts.  The commands it acts with are built by the
+*_command functions, which dead-man switches (haconform/deadman.py) use too:
+a switch undoing a change does exactly what restore would.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import HaconformError
@@ -29,6 +33,25 @@ from .timeouts import BOUNDS
 from .wait import wait_until
 
 log = logging.getLogger("haconform.cluster")
+
+
+def standby_command(node: str) -> str:
+    return f"pcs node standby {shlex.quote(node)}"
+
+
+def unstandby_command(node: str) -> str:
+    return f"pcs node unstandby {shlex.quote(node)}"
+
+
+def property_command(name: str, value: str | None) -> str:
+    """Set a cluster property; None: remove it (the property was not set, pacemaker's default applies)."""
+    if value is None:
+        return f"pcs property unset {shlex.quote(name)}"
+    return f"pcs property set {shlex.quote(f'{name}={value}')}"
+
+
+def cleanup_command(resource: str | None = None) -> str:
+    return "pcs resource cleanup" + (f" {shlex.quote(resource)}" if resource else "")
 
 
 class NoClusterAnswer(HaconformError):
@@ -195,13 +218,18 @@ class Cluster:
             return self.directors[0]
 
     def standby(self, node: str) -> None:
-        self.deployment.machine(node).succeed(f"pcs node standby {node}")
+        self.deployment.machine(node).succeed(standby_command(node))
 
     def unstandby(self, node: str, *, via=None) -> None:
-        (via or self._first_answering()).succeed(f"pcs node unstandby {node}")
+        (via or self._first_answering()).succeed(unstandby_command(node))
 
-    def set_property(self, name: str, value: str, *, via=None) -> None:
-        (via or self._first_answering()).succeed(f"pcs property set {name}={value}")
+    def set_property(self, name: str, value: str | None, *, via=None) -> None:
+        """value None: remove the property (back to pacemaker's default)."""
+        (via or self._first_answering()).succeed(property_command(name, value))
 
-    def cleanup(self, *, via=None) -> None:
-        (via or self._first_answering()).succeed("pcs resource cleanup")
+    def property_value(self, name: str, director=None) -> str | None:
+        """A cluster property as the CIB sets it (None: not set, pacemaker's default applies)."""
+        return self.configuration(director).properties.get(name)
+
+    def cleanup(self, *, via=None, resource: str | None = None) -> None:
+        (via or self._first_answering()).succeed(cleanup_command(resource))

@@ -220,6 +220,33 @@ PATTERNS: dict[str, PatternSpec] = {
 }
 
 
+# --- who wrote a line ----------------------------------------------------------------------
+# The program that logged a line, in the three layouts the harness reads.  An
+# allowance in an audit names the daemon it is for: the same text from another
+# program is news.
+_LOG_STAMP = r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\S+)"
+LINE_DAEMON = (
+    # pacemaker.log (lib/common/logging.c: "%t %H %-20s[%P] (%n) %p: %b"); recorded:
+    # "Nov 29 22:28:11.621 server1 pacemaker-controld  [2661] (log_executor_event) \tnotice: ..."
+    re.compile(rf"^{_LOG_STAMP} \S+ (?P<daemon>[\w.-]+?)\s*\[\d+\] \("),
+    # corosync.log (logsys timestamp, pid, host, program, level, subsystem); recorded:
+    # "Nov 30 00:34:30 [509] server1 corosync notice  [MAIN  ] ..."
+    re.compile(rf"^{_LOG_STAMP} \[\d+\] \S+ (?P<daemon>[\w.-]+) "),
+    # syslog (rsyslog's file formats): "2025-11-26T11:40:10.100425+08:00 server4 pacemaker-controld[815]: ...";
+    # resource agents in pacemaker.log, with no host: "Nov 30 00:34:56  IPaddr2(VIP)[1093]:    INFO: ..."
+    re.compile(rf"^{_LOG_STAMP} (?:\S+)? (?P<daemon>[\w./()-]+?)(?:\[\d+\])?: "),
+)
+
+
+def daemon_of(line: str) -> str | None:
+    """The program that wrote a log line (pacemaker-fenced, corosync, haproxy...); None: not a known layout."""
+    for layout in LINE_DAEMON:
+        found = layout.match(line)
+        if found:
+            return found.group("daemon")
+    return None
+
+
 def placeholders(name: str) -> tuple[str, ...]:
     """The parameters a named pattern needs."""
     return tuple(dict.fromkeys(_PLACEHOLDER.findall(_spec(name).template)))

@@ -18,6 +18,11 @@ a bound, every node online before is online again, the cluster has quorum
 and a DC, and every resource started before is started again.  WHERE the
 group runs may differ (a failover test legitimately moves it, and moving it
 back would be one more failover); that it runs, on exactly one node, may not.
+
+Last, the dead-man switches the test's faults armed (haconform/deadman.py)
+are disarmed: after the restore, so a harness dying during it still leaves
+the switches to undo what it had not yet.  When the restore failed they stay
+armed: the session stops, and as the harness exits they undo once more.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import deadman
 from .errors import HaconformError, WaitTimeout
-from .cluster import Cluster, NoClusterAnswer
+from .cluster import Cluster, NoClusterAnswer, cleanup_command, property_command, unstandby_command
 from .timeouts import BOUNDS
 from .wait import wait_until
 
@@ -68,6 +74,7 @@ class Restoration:
     found: list[str] = field(default_factory=list)      # cluster differences seen before acting
     actions: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    switches: list[str] = field(default_factory=list)   # what became of each dead-man switch
     seconds: float = 0.0
 
 
@@ -220,6 +227,10 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
         for actions, problems in pool.map(start_services, machines):
             outcome.actions += actions
             outcome.problems += problems
+    if outcome.problems:
+        outcome.switches = [f"left armed (restore failed): {s!r}" for s in deadman.armed(target)]
+    else:
+        outcome.switches = deadman.disarm_all(target)
     outcome.seconds = round(time.monotonic() - began, 2)
     return outcome
 
@@ -239,13 +250,13 @@ def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, t
     cluster = Cluster(deployment)
     acts = []
     for node in sorted(set(now.standby) - set(before.standby)):
-        acts.append((f"pcs node unstandby {node}", lambda node=node: cluster.unstandby(node, via=director)))
+        acts.append((unstandby_command(node), lambda node=node: cluster.unstandby(node, via=director)))
     for prop, value in before.options.items():
         if value is not None and now.options.get(prop) != value:
             name, text = prop.replace("_", "-"), "true" if value else "false"
-            acts.append((f"pcs property set {name}={text}",
+            acts.append((property_command(name, text),
                          lambda name=name, text=text: cluster.set_property(name, text, via=director)))
-    acts.append(("pcs resource cleanup", lambda: cluster.cleanup(via=director)))
+    acts.append((cleanup_command(), lambda: cluster.cleanup(via=director)))
     for label, act in acts:
         try:
             act()

@@ -40,6 +40,9 @@ class Bounds:
                                        # socket, crm_mon, crm_verify, stonith_admin --history
     locust_exit: float = 30.0          # a locust master/worker ends after its run time (stop-timeout 2 s,
                                        # final CSV write, worker shutdown)
+    dead_man: float = 800.0            # backstop of a dead-man switch whose harness link is cut without EOF:
+                                       # the longest destructive test (FENCE-002) and its restore,
+                                       # fence_complete + 2 resource_move + 3 node_rejoin + agent_start
     vm_boot: float = 240.0             # a TCG guest: power on/reset -> ssh answers, systemd finished
     vm_up: float = 1200.0              # `vagrant up` of every guest (box upload included)
     vm_box_build: float = 1800.0       # debootstrap + image + `vagrant box add`

@@ -1,6 +1,7 @@
 """Stage 1 — round robin (配置文件实例)."""
 
 from haconform.conformance import conformance
+from haconform.deadman import arm as arm_dead_man
 from haconform.readers.haproxy import runtime
 from haconform.readers.haproxy_config import check_timing
 from haconform.readers.responses import answers
@@ -43,6 +44,8 @@ def test_failed_health_check_takes_server_out(deployment, http, stage1, client_e
     states = lambda: runtime(director).stat().states("app")  # noqa: E731
 
     request.addfinalizer(lambda: app2.succeed("service apache2 start"))
+    # A finalizer does not run when the harness is killed; the dead-man switch does (restore disarms it).
+    arm_dead_man(deployment.target, app2.name, "service apache2 start", what=f"apache2 stopped on {app2.name}")
     app2.succeed("service apache2 stop")
     wait_until("app2 DOWN in show stat", lambda: states().get("app2", "").startswith("DOWN"),
                timeout=documented(timing["down_after_s"]), observe=states)

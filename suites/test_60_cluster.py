@@ -161,6 +161,7 @@ def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, ev
             cluster.state(passive))
         wait_until(f"{passive.name} back online in the cluster, seen by itself", rejoined,
                    timeout=BOUNDS.node_rejoin, observe=lambda: cluster.state(passive).online_nodes)
+        reset.rejoined()          # rejoin noise in the logs is excused up to here only
         run.mark("rejoined")
         wait_until(f"{group} settled", cluster.group_node, timeout=BOUNDS.cluster_settle)
     evidence.data("rejoin after reset (s)", round(run.time_of("rejoined") - run.time_of("power reset"), 2))

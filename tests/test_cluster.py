@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from haconform.cluster import Cluster, NoClusterAnswer
+from haconform import faults
+from haconform.cluster import Cluster, NoClusterAnswer, cleanup_command, property_command, unstandby_command
 from haconform.errors import HaconformError
-from haconform.faults import NicDown, Standby, VipDeleted
+from haconform.faults import Crash, NicDown, PropertyChange, Reset, ServiceStop, Standby, VipDeleted
 from haconform.readers.cluster import parse_fence_list
 from haconform.stages.model import load_stage
 from haconform.topology import load_topology
@@ -19,11 +20,12 @@ from tests.fakes import FakeHost, FakeResult, read_sample
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology(REPO / "fixtures" / "topology.yaml")
 SPEC = load_stage(REPO / "fixtures" / "documented" / "stage5", TOPOLOGY).cluster
+STAGE1_SPEC = None   # before the cluster stage: no documented cluster
 VIP_LINK = {"ifname": "eth0", "addr_info": [{"family": "inet", "local": TOPOLOGY.vip, "prefixlen": 24}]}
 
 
 class Director:
-    def __init__(self, name, *, crm_mon=None, holds_vip=False):
+    def __init__(self, name, *, crm_mon=None, holds_vip=False, cib="cib_running.xml"):
         self.name = name
         self.address = TOPOLOGY.host(name).address
         self.host = FakeHost(name=name)
@@ -32,6 +34,7 @@ class Director:
             self.host.on(re.compile(r"crm_mon "), FakeResult(rc=102, stderr="not connected"))
         else:
             self.host.on(re.compile(r"crm_mon "), stdout=read_sample(f"pacemaker/{crm_mon}"))
+        self.host.on(re.compile(r"cibadmin --query --scope configuration"), stdout=read_sample(f"pacemaker/{cib}"))
         links = [{"ifname": "lo", "addr_info": []}] + ([VIP_LINK] if holds_vip else [])
         self.host.on("ip -j -4 addr show", stdout=json.dumps(links))
 
@@ -49,6 +52,12 @@ class Director:
     def unblock(self):
         self.commands.append("unblock")
 
+    def reset(self):
+        self.commands.append("reset")
+
+    def crash(self):
+        self.commands.append("crash")
+
 
 class Deployment:
     def __init__(self, **directors):
@@ -56,6 +65,7 @@ class Deployment:
         self.vip = TOPOLOGY.vip
         self.machines = directors
         self.cluster_spec = SPEC
+        self.target = SwitchRecorder(self)   # dead-man switches recorded, not started
 
     @property
     def directors(self):
@@ -65,9 +75,27 @@ class Deployment:
         return self.machines[name]
 
 
-def running(server1="crm_mon_running.xml", server4="crm_mon_running.xml", holder="server1"):
-    return Deployment(server1=Director("server1", crm_mon=server1, holds_vip=holder == "server1"),
-                      server4=Director("server4", crm_mon=server4, holds_vip=holder == "server4"))
+class SwitchRecorder:
+    """The deployment's target, as far as dead-man switches go: arm() is recorded, and lands in the
+    host's command list too, so a test sees whether the switch came BEFORE the change."""
+
+    def __init__(self, deployment):
+        self.deployment = deployment
+        self.armed: list[tuple[str, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def recorded_switches(monkeypatch):
+    def arm(target, host, undo, *, what):
+        target.armed.append((host, undo))
+        target.deployment.machine(host).commands.append(f"ARM {undo}")
+        return ("switch", host, undo)
+    monkeypatch.setattr(faults.deadman, "arm", arm)
+
+
+def running(server1="crm_mon_running.xml", server4="crm_mon_running.xml", holder="server1", cib="cib_running.xml"):
+    return Deployment(server1=Director("server1", crm_mon=server1, holds_vip=holder == "server1", cib=cib),
+                      server4=Director("server4", crm_mon=server4, holds_vip=holder == "server4", cib=cib))
 
 
 def test_the_group_node_and_the_active_director():
@@ -129,3 +157,83 @@ def test_a_fault_without_a_victim_hits_the_active_director():
     fault = Standby(deployment)
     fault.inject()
     assert fault.victim.name == Cluster(deployment).group_node()
+
+
+# ----- dead-man switches: each fault that changes cluster state arms one, before the change -------------
+
+def cib_with_stonith(value: str) -> str:
+    return read_sample("pacemaker/cib_running.xml").replace(
+        '<nvpair id="cib-bootstrap-options-cluster-name"',
+        f'<nvpair id="cib-bootstrap-options-stonith-enabled" name="stonith-enabled" value="{value}"/>'
+        '<nvpair id="cib-bootstrap-options-cluster-name"')
+
+
+def test_standby_arms_unstandby_on_the_victim_before_the_change():
+    deployment = running()
+    victim = deployment.machine("server1")
+    Standby(deployment).inject(victim)
+    assert deployment.target.armed == [("server1", "pcs node unstandby server1")]
+    assert victim.commands == ["ARM pcs node unstandby server1", "pcs node standby server1"]
+    assert unstandby_command("server1") == "pcs node unstandby server1"   # what restore runs too
+
+
+def test_stopping_a_service_the_cluster_runs_arms_a_cleanup_of_its_resource():
+    deployment = running()
+    victim = deployment.machine("server1")
+    ServiceStop(deployment).inject(victim)
+    assert victim.commands == [f"ARM {cleanup_command('haproxy')}", "systemctl stop haproxy"]
+    assert cleanup_command("haproxy") == "pcs resource cleanup haproxy"
+
+
+def test_stopping_a_service_outside_the_cluster_arms_its_start():
+    deployment = running()
+    deployment.cluster_spec = STAGE1_SPEC
+    server = deployment.machine("server4")
+    ServiceStop(deployment, service="apache2").inject(server)
+    assert server.commands == ["ARM systemctl start apache2", "systemctl stop apache2"]
+
+
+@pytest.mark.parametrize("in_cib, undo", [
+    ("true", "pcs property set stonith-enabled=true"),
+    (None, "pcs property unset stonith-enabled"),
+])
+def test_a_property_change_arms_the_recorded_value_and_heals_to_it(in_cib, undo):
+    deployment = running()
+    via = deployment.machine("server4")
+    if in_cib is not None:
+        via.host.on(re.compile(r"cibadmin --query"), stdout=cib_with_stonith(in_cib))
+    change = PropertyChange(deployment, "stonith-enabled", "false")
+    action = change.inject(via)
+    assert via.commands == [f"ARM {undo}", "pcs property set stonith-enabled=false"]
+    assert action.startswith("pcs property set stonith-enabled=false on server4 (was ")
+    change.heal()
+    assert via.commands[-1] == undo == property_command("stonith-enabled", in_cib)
+
+
+@pytest.mark.parametrize("fault", [VipDeleted, NicDown, Reset, Crash])
+def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
+    deployment = running(holder="server1")
+    fault(deployment).inject(deployment.machine("server1"))
+    assert deployment.target.armed == []
+
+
+def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch):
+    def refuse(target, host, undo, *, what):
+        raise HaconformError(f"the dead-man switch on {host} did not arm")
+    monkeypatch.setattr(faults.deadman, "arm", refuse)
+    deployment = running()
+    victim = deployment.machine("server1")
+    with pytest.raises(HaconformError, match="did not arm"):
+        Standby(deployment).inject(victim)
+    assert victim.commands == []
+
+
+def test_rejoin_noise_is_allowed_only_once_the_fault_recorded_its_window():
+    deployment = running()
+    reset = Reset(deployment)
+    assert reset.allowed_log and all(a.span is None for a in reset.allowed_log)   # no window: excuses nothing
+    reset.inject(deployment.machine("server4"))
+    assert all(a.span is None for a in reset.allowed_log)
+    reset.rejoined()
+    assert {a.span for a in reset.allowed_log} == {(reset.injected_at, reset.rejoined_at)}
+    assert Standby(deployment).allowed_log == ()

@@ -239,3 +239,52 @@ def test_real_missing_file(local_host, tmp_path):
     assert watch.armed_at == LogPosition(None, 0)
     path.write_text("now here\n")
     assert watch.new_lines() == ["now here"]
+
+
+# --- a watch that must see its file (audits), and when each line was read ---------------------
+
+def test_a_required_file_missing_at_arm_is_an_error_not_an_empty_log():
+    host = FakeHost(name="server1")
+    GrowingFile(host, PATH, None)
+    with pytest.raises(CommandFailed, match="cannot stat /var/log/haproxy.log.*No such file"):
+        LogWatch(host, PATH, required=True).arm()
+
+
+def test_a_required_file_removed_after_arm_is_an_error_at_the_next_read():
+    host = FakeHost(name="server1")
+    log = GrowingFile(host, PATH, b"old\n")
+    watch = LogWatch(host, PATH, required=True).arm()
+    log.append("kept\n")
+    assert watch.new_lines() == ["kept"]
+    log.remove()
+    with pytest.raises(CommandFailed, match="No such file"):
+        watch.new_lines()
+    log.content = b"back\n"
+    assert watch.new_lines() == ["kept", "back"]   # lines already read stay
+
+
+def test_seen_lines_carry_the_span_each_line_was_written_in():
+    _, log, watch = watched()
+    watch.arm()
+    armed_at = watch._armed_time
+    log.append("first\n")
+    watch.new_lines()
+    first_read_began, first_read_ended, _ = watch._reads[0]
+    log.append("second\nthird\n")
+    watch.new_lines()
+    second_read_ended = watch.last_read
+    first, second, third = watch.seen_lines()
+    assert (first.text, first.after, first.by) == ("first", armed_at, first_read_ended)
+    assert (second.after, second.by) == (first_read_began, second_read_ended) == (third.after, third.by)
+    assert armed_at <= first_read_began <= first_read_ended <= second_read_ended
+
+
+def test_seen_lines_need_no_new_read_and_an_unarmed_watch_has_none():
+    host, log, watch = watched()
+    with pytest.raises(RuntimeError, match="arm()"):
+        watch.seen_lines()
+    watch.arm()
+    log.append("one\n")
+    watch.new_lines()
+    reads = len(host.commands)
+    assert [s.text for s in watch.seen_lines()] == ["one"] and len(host.commands) == reads

@@ -302,3 +302,54 @@ def test_fixture_records_after_setup_and_skips_tests_that_never_ran(pytester):
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:haconform", "-s")
     assert result.ret == 0
     result.stdout.fnmatch_lines(["CALLS ['stage applied', 'snapshot', 'restore']"])
+
+
+# ----- dead-man switches: disarmed after the restore, left armed when it failed ------------------
+
+class FakeSwitch:
+    """Stands in for a deadman.DeadManSwitch; says what restore had done when it was disarmed."""
+
+    def __init__(self, deployment):
+        self.deployment = deployment
+        self.seen_at_disarm = None
+
+    def disarm(self):
+        self.seen_at_disarm = (list(self.deployment.directors[0].host.commands), list(self.deployment.target.actions))
+        return "server1: standby on server1: disarmed"
+
+
+def test_switches_are_disarmed_after_the_restore(views):
+    from haconform import deadman
+    target = FakeTarget(nic={"server1": "up"})
+    deployment = FakeDeployment(target)
+    before = take_snapshot(deployment)
+    deployment.directors[0].host.on(re.compile(r"^pcs "), stdout="")
+    switch = FakeSwitch(deployment)
+    deadman._armed[id(target)] = [switch]
+    target.nic["server1"] = "down"
+    views[:] = [view(standby=["server1"]), view()]
+    outcome = restore(deployment, before, settle_timeout=5)
+    assert outcome.problems == [] and outcome.switches == ["server1: standby on server1: disarmed"]
+    commands, actions = switch.seen_at_disarm
+    assert "pcs node unstandby server1" in commands and "pcs resource cleanup" in commands
+    assert actions == ["unblock server1"]
+    assert deadman.armed(target) == []
+
+
+def test_switches_stay_armed_when_the_restore_failed(views):
+    from haconform import deadman
+    target = FakeTarget(can_power_on=False)
+    deployment = FakeDeployment(target)
+    before = take_snapshot(deployment)
+    target.power["server4"] = "crashed"
+    deployment.directors[0].host.on(re.compile(r"^pcs "), stdout="")
+    views[:] = [view(online=["server1"])]
+    switch = FakeSwitch(deployment)
+    deadman._armed[id(target)] = [switch]
+    try:
+        outcome = restore(deployment, before, settle_timeout=0.5)
+        assert outcome.problems and switch.seen_at_disarm is None
+        assert outcome.switches == [f"left armed (restore failed): {switch!r}"]
+        assert deadman.armed(target) == [switch]
+    finally:
+        deadman._armed.pop(id(target), None)

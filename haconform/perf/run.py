@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import deadman
 from ..errors import HaconformError
 from ..secrets import redact, redact_obj
 from ..faults import FaultRun, audit, make_fault
@@ -251,6 +252,8 @@ def fault_phase(deployment, options, url, classes, locust_phase, phases, timing,
         progress(f"{'fault':<12} healing: {fault.describes}")
         fault.recover()
         run.mark("healed")
+    # Healed: what the switches would undo is undone; they must not fire when perf exits.
+    deadman.disarm_all(deployment.target)
     problems = audit(deployment, run=run, allowed_log=fault.allowed_log)
     injected = schedule.injected_at
     windows = phases["fault"]["failure_windows"]

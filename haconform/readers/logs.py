@@ -16,11 +16,21 @@ truncation (the file shrank) restart reading at the start of the new file;
 lines already read stay in the watch.  What neither can detect: a file
 truncated and regrown past the read offset between two polls (copytruncate
 rotation under heavy logging) - the same limit CTS's watcher has.
+
+A watch that must see the file (`required=True`: an audit's watch) raises
+when the file is missing, at arm() or at a read, instead of reading nothing:
+an audit that cannot look must not pass.  Every read is remembered with when
+it began and ended (harness clock), so each line is known to have been
+written between the start of the read before it and the end of the read
+that returned it (seen_lines()): how audits place a line in a time window
+without trusting the host's clock.  A watch may be read from several threads.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -42,17 +52,31 @@ class LogPosition:
     size: int
 
 
+@dataclass(frozen=True)
+class SeenLine:
+    """A line and when it was written, as far as the reads tell: after `after`, by `by` (harness clock)."""
+
+    text: str
+    after: float
+    by: float
+
+
 class LogWatch:
     """Lines appended to one file on one host since arm()."""
 
-    def __init__(self, host: Any, path: str):
+    def __init__(self, host: Any, path: str, *, required: bool = False):
+        """required: a missing file is an error (else it reads as empty until it appears)."""
         self.host = host
         self.path = path
+        self.required = required
         self._armed: LogPosition | None = None
         self._inode: int | None = None
         self._offset = 0
         self._lines: list[str] = []
         self._partial = b""
+        self._armed_time: float | None = None
+        self._reads: list[tuple[float, float, int]] = []   # (began, ended, lines held after it)
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"LogWatch({host_label(self.host)}:{self.path}, armed at {self._armed})"
@@ -65,7 +89,7 @@ class LogWatch:
         """The file's current inode and size; a missing file is (None, 0)."""
         result = self.host.run("stat -L -c '%%i %%s' %s", self.path)
         if result.rc != 0:
-            if self._missing(result.stderr):
+            if self._missing(result.stderr) and not self.required:
                 return LogPosition(inode=None, size=0)
             raise CommandFailed(f"cannot stat {self.path}: {excerpt(result.stderr)}",
                                 where=host_label(self.host))
@@ -77,28 +101,52 @@ class LogWatch:
 
     def arm(self) -> "LogWatch":
         """Remember where the file ends now; only later lines count.  Returns self."""
-        self._armed = self.position()
-        self._inode = self._armed.inode
-        self._offset = self._armed.size
-        self._lines = []
-        self._partial = b""
+        with self._lock:
+            began = time.time()
+            self._armed = self.position()
+            self._inode = self._armed.inode
+            self._offset = self._armed.size
+            self._lines = []
+            self._partial = b""
+            self._armed_time = began
+            self._reads = []
         return self
 
     def new_lines(self) -> list[str]:
         """Complete lines appended since arm(), oldest first (a copy)."""
-        if self._armed is None:
-            raise RuntimeError(f"{self!r}: call arm() before reading new lines")
-        now = self.position()
-        if now.inode != self._inode or now.size < self._offset:
-            # Rotated (new inode) or truncated: the new content starts at 0.
-            self._inode = now.inode
-            self._offset = 0
-            if self._partial:
-                self._lines.append(self._partial.decode("utf-8", "replace"))
-                self._partial = b""
-        if now.size > self._offset:
-            self._read(self._offset, now.size - self._offset)
-        return list(self._lines)
+        with self._lock:
+            if self._armed is None:
+                raise RuntimeError(f"{self!r}: call arm() before reading new lines")
+            began = time.time()
+            now = self.position()
+            if now.inode != self._inode or now.size < self._offset:
+                # Rotated (new inode) or truncated: the new content starts at 0.
+                self._inode = now.inode
+                self._offset = 0
+                if self._partial:
+                    self._lines.append(self._partial.decode("utf-8", "replace"))
+                    self._partial = b""
+            if now.size > self._offset:
+                self._read(self._offset, now.size - self._offset)
+            self._reads.append((began, time.time(), len(self._lines)))
+            return list(self._lines)
+
+    def seen_lines(self) -> list[SeenLine]:
+        """The lines read so far (no new read), each with the span it was written in."""
+        with self._lock:
+            if self._armed_time is None:
+                raise RuntimeError(f"{self!r}: call arm() before reading new lines")
+            seen, held, previous_began = [], 0, self._armed_time
+            for began, ended, count in self._reads:
+                seen += [SeenLine(text, previous_began, ended) for text in self._lines[held:count]]
+                held, previous_began = max(held, count), began
+            return seen
+
+    @property
+    def last_read(self) -> float | None:
+        """When the newest successful read ended (None: none since arm)."""
+        with self._lock:
+            return self._reads[-1][1] if self._reads else None
 
     def matches(self, patterns: Mapping[str, PatternLike]) -> dict[str, list[str]]:
         """For each named pattern, the new lines it matches (no waiting)."""
@@ -153,7 +201,7 @@ class LogWatch:
         result = self.host.run("tail -c +%s %s | head -c %s", str(start + 1), self.path,
                                str(length))
         if result.rc != 0:
-            if self._missing(result.stderr):
+            if self._missing(result.stderr) and not self.required:
                 return  # rotated away between stat and tail; the next poll sees the new file
             raise CommandFailed(f"cannot read {self.path}: {excerpt(result.stderr)}",
                                 where=host_label(self.host))

@@ -1,0 +1,320 @@
+"""Audits that fail when they could not look: unreadable logs, a VIP watch that died or missed the window,
+and log allowances tied to a daemon, a stage and a time window.  Fake directors, recorded log lines."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from haconform.errors import HaconformError
+from haconform.faults import (COROSYNC_LOG, LOG_ALLOWANCES, PACEMAKER_LOG, REJOIN_NOISE, Allowance, FaultRun,
+                              Reset, VipWatch, audit, stonith_not_documented)
+from haconform.readers.logs import SeenLine
+from haconform.stages.model import load_stage
+from haconform.topology import load_topology
+from tests.fakes import FakeHost, GrowingFile, read_sample
+
+REPO = Path(__file__).resolve().parent.parent
+TOPOLOGY = load_topology(REPO / "fixtures" / "topology.yaml")
+STAGE4 = load_stage(REPO / "fixtures" / "documented" / "stage4", TOPOLOGY).cluster
+STAGE5 = load_stage(REPO / "fixtures" / "documented" / "stage5", TOPOLOGY).cluster
+
+# Lines as the deployments write them (pacemaker.log layout, recorded in a lab run).
+STONITH_MISSING = ("Nov 30 00:34:50.101 server1 pacemaker-schedulerd[534] (unpack_resources) \terror: "
+                   "Resource start-up disabled since no STONITH resources have been defined")
+REJOIN = ("Nov 30 00:40:01.200 server1 pacemaker-fenced    [530] (apply_v2_patchset) \terror: "
+          "No create match for /cib/status/node_state[@id='2']")
+REJOIN_BY_ANOTHER = REJOIN.replace("pacemaker-fenced    [530]", "pacemaker-based     [528]")
+PIDFILE = ("Nov 30 00:34:56.609 server1 pacemaker-execd     [532] (log_op_output) \terror: haproxy_start_0[1161] "
+           "error output [ [ALERT] (1212) : config : 'pidfile' already specified. Continuing. ]")
+REAL_ERROR = ("Nov 30 00:41:00.000 server1 pacemaker-controld  [531] (unpack_graph) \terror: "
+              "Transition aborted by a cat on the keyboard")
+HEALTHY = "Nov 30 00:41:00.100 server1 pacemaker-controld  [531] (do_state_transition) \tnotice: all fine"
+
+
+class Director:
+    """A director whose logs are GrowingFiles, which can go down (commands fail) and reboot (new boot id)."""
+
+    def __init__(self, name: str, *, missing=()):
+        self.name = name
+        self.host = FakeHost(name=name)
+        self.down = False
+        self.boot = 1
+        self.logs = {path: GrowingFile(self.host, path, None if path in missing else (REAL_ERROR + "\n").encode())
+                     for path in (PACEMAKER_LOG, COROSYNC_LOG)}
+        self.host.on(re.compile(r"crm_mon "), stdout=read_sample("pacemaker/crm_mon_running.xml"))
+        original = self.host.run
+
+        def run(command, *args):
+            if self.down:
+                raise HaconformError(f"host {name} is crashed")
+            return original(command, *args)
+        self.host.run = run
+
+    @property
+    def boot_id(self) -> str:
+        if self.down:
+            raise HaconformError(f"host {self.name} is crashed")
+        return f"boot-{self.boot}"
+
+    def write(self, line: str, path: str = PACEMAKER_LOG) -> None:
+        self.logs[path].append(line + "\n")
+
+
+class Deployment:
+    def __init__(self, spec=STAGE4, **directors):
+        self.topology = TOPOLOGY
+        self.vip = TOPOLOGY.vip
+        self.cluster_spec = spec
+        self.machines = directors or {"server1": Director("server1"), "server4": Director("server4")}
+
+    @property
+    def directors(self):
+        return list(self.machines.values())
+
+    def machine(self, name):
+        return self.machines[name]
+
+
+def observed(deployment) -> FaultRun:
+    """A fault run with its log watches armed (no prober, no threads: the test polls)."""
+    run = FaultRun(deployment, evidence=None, title="test")
+    run.arm_watches()
+    run.mark("observing")
+    return run
+
+
+def flagged(problems: list[str], text: str) -> bool:
+    return any(text in p for p in problems)
+
+
+# ----- logs that could not be read ------------------------------------------------------------
+
+def test_a_log_missing_when_observing_begins_is_a_problem():
+    deployment = Deployment(server1=Director("server1", missing=(COROSYNC_LOG,)), server4=Director("server4"))
+    run = observed(deployment)
+    problems = run.log_problems(spec=STAGE4)
+    assert flagged(problems, f"could not read server1:{COROSYNC_LOG}: "), problems
+    assert "No such file" in next(p for p in problems if COROSYNC_LOG in p)
+    with pytest.raises(HaconformError, match=f"could not read server1:{COROSYNC_LOG}"):
+        run.watch(deployment.machine("server1"), COROSYNC_LOG)
+
+
+def test_a_healthy_run_has_no_problem():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server1").write(HEALTHY)
+    run.poll_logs()
+    assert run.log_problems(spec=STAGE4) == []
+
+
+def test_a_log_removed_on_a_host_that_stayed_up_is_a_problem():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server4").logs[PACEMAKER_LOG].remove()
+    run.poll_logs()
+    problems = run.log_problems(spec=STAGE4)
+    assert flagged(problems, f"could not read server4:{PACEMAKER_LOG} at +"), problems
+    assert flagged(problems, "server4 did not reboot"), problems
+    assert flagged(problems, f"could not read server4:{PACEMAKER_LOG}: "), problems   # the audit's own read
+
+
+def test_a_host_down_in_the_window_and_read_once_back_is_no_problem_and_its_lines_count():
+    deployment = Deployment()
+    run = observed(deployment)
+    victim = deployment.machine("server1")
+    victim.down = True
+    run.poll_logs()                              # fails: the host is crashed
+    assert run.read_failures
+    victim.down, victim.boot = False, 2          # fenced, booted again
+    victim.write(REAL_ERROR)
+    problems = run.log_problems(spec=STAGE4)
+    assert problems == [f"log error: server1:{PACEMAKER_LOG}: {REAL_ERROR}"]
+
+
+def test_a_host_still_down_when_the_audit_reads_is_a_problem():
+    deployment = Deployment()
+    run = observed(deployment)
+    victim = deployment.machine("server1")
+    victim.down = True
+    run.poll_logs()
+    problems = run.log_problems(spec=STAGE4)
+    assert flagged(problems, f"could not read server1:{PACEMAKER_LOG}: host server1 is crashed (server1 was down "
+                             "during the fault; its log was not read after it came back)"), problems
+
+
+def test_a_host_unreadable_at_a_poll_without_rebooting_is_a_problem():
+    deployment = Deployment()
+    run = observed(deployment)
+    victim = deployment.machine("server1")
+    victim.down = True
+    run.poll_logs()
+    victim.down = False                          # answered again, same boot: it could have been read
+    problems = run.log_problems(spec=STAGE4)
+    assert flagged(problems, "server1 did not reboot): host server1 is crashed"), problems
+
+
+# ----- allowances: daemon, stage, window --------------------------------------------------------
+
+def test_lines_written_before_observing_never_count_and_errors_do():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server4").write(REAL_ERROR.replace("server1", "server4"), COROSYNC_LOG)
+    problems = run.log_problems(spec=STAGE4)
+    assert len(problems) == 1 and problems[0].startswith(f"log error: server4:{COROSYNC_LOG}: "), problems
+
+
+def test_the_pidfile_alert_is_allowed_from_pacemaker_execd_only():
+    deployment = Deployment()
+    run = observed(deployment)
+    director = deployment.machine("server1")
+    director.write(PIDFILE)
+    director.write(PIDFILE.replace("pacemaker-execd     [532]", "pacemaker-controld  [531]"))
+    problems = run.log_problems(spec=STAGE4)
+    assert len(problems) == 1 and "pacemaker-controld" in problems[0], problems
+
+
+@pytest.mark.parametrize("spec, allowed", [(None, True), (STAGE4, True), (STAGE5, False)])
+def test_stonith_missing_is_allowed_before_stage5_only(spec, allowed):
+    deployment = Deployment(spec=spec)
+    run = observed(deployment)
+    deployment.machine("server1").write(STONITH_MISSING)
+    problems = run.log_problems(spec=spec)
+    assert (problems == []) == allowed, problems
+    assert stonith_not_documented(spec) == allowed
+
+
+def test_rejoin_noise_inside_the_window_is_allowed_outside_it_is_flagged():
+    deployment = Deployment()
+    run = observed(deployment)
+    director = deployment.machine("server1")
+    reset = Reset(deployment)
+    reset.injected_at = time.time()
+    director.write(REJOIN)                        # during the rejoin
+    run.poll_logs()
+    # the rejoin ended before the next read began (the fault records it just after seeing the cluster whole)
+    reset.rejoined_at = run.watches[("server1", PACEMAKER_LOG)].last_read - 1e-6
+    run.poll_logs()                               # nothing new: this read began after the window
+    director.write(REJOIN.replace("00:40:01", "00:45:00"))   # after the rejoin: news
+    problems = run.log_problems(reset.allowed_log, spec=STAGE4)
+    assert problems == [f"log error: server1:{PACEMAKER_LOG}: {REJOIN.replace('00:40:01', '00:45:00')}"]
+
+
+def test_rejoin_noise_from_another_daemon_is_flagged_even_inside_the_window():
+    deployment = Deployment()
+    run = observed(deployment)
+    reset = Reset(deployment)
+    reset.injected_at = time.time() - 1
+    deployment.machine("server1").write(REJOIN_BY_ANOTHER)
+    run.poll_logs()
+    reset.rejoined()
+    problems = run.log_problems(reset.allowed_log, spec=STAGE4)
+    assert problems == [f"log error: server1:{PACEMAKER_LOG}: {REJOIN_BY_ANOTHER}"]
+
+
+def test_rejoin_noise_is_flagged_when_the_fault_never_recorded_its_window():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server1").write(REJOIN)
+    assert run.log_problems(Reset(deployment).allowed_log, spec=STAGE4) != []
+
+
+@pytest.mark.parametrize("after, by, inside", [
+    (10.0, 12.0, True),    # read within the window
+    (5.0, 11.0, True),     # the read before began earlier: it may have been written inside
+    (19.0, 25.0, True),    # the read before began inside: it may have been written inside
+    (21.0, 25.0, False),   # the read before began after the window: written after it
+    (1.0, 9.0, False),     # read before the window began
+])
+def test_a_windowed_allowance_takes_a_line_by_when_it_was_read(after, by, inside):
+    allowance = REJOIN_NOISE[0].during((10.0, 20.0))
+    assert allowance.allows(SeenLine(REJOIN, after, by), STAGE5) is inside
+
+
+def test_allow_lists_are_data_tied_to_daemons():
+    for allowance in LOG_ALLOWANCES + REJOIN_NOISE:
+        assert isinstance(allowance, Allowance) and allowance.daemon and allowance.why
+    assert {a.window for a in REJOIN_NOISE} == {"rejoin"}
+
+
+# ----- the VIP watch -----------------------------------------------------------------------------
+
+def vip_watch(holders) -> VipWatch:
+    watch = VipWatch(Deployment())
+    watch.cluster.vip_holders = holders
+    return watch
+
+
+def test_a_vip_watch_covering_the_window_has_no_problem():
+    watch = vip_watch(lambda: ["server1"]).start()   # start() returns once it has sampled
+    start = end = time.time()
+    watch.stop()
+    assert watch.problems(start, end) == []
+    assert watch.last_sample_at >= end and watch.describe()["samples"] >= 2
+
+
+def test_a_vip_watch_whose_thread_died_is_a_problem():
+    def broken():
+        raise ValueError("ip printed garbage")
+    watch = vip_watch(broken).start()
+    watch.stop()
+    problems = watch.problems(time.time() - 1, time.time())
+    assert flagged(problems, "the VIP watch died after 0 samples: ValueError: ip printed garbage"), problems
+    assert flagged(problems, "took no sample"), problems
+    assert watch.max_holders() == 0   # what it would have passed with
+
+
+def test_a_vip_watch_that_started_late_or_stopped_early_is_a_problem():
+    window_start = time.time()
+    watch = vip_watch(lambda: ["server1"]).start()
+    watch.stop()
+    window_end = time.time() + 5
+    problems = watch.problems(window_start, window_end)
+    assert flagged(problems, "first sample came"), problems
+    assert flagged(problems, "last sample came"), problems
+
+
+def test_a_vip_watch_stuck_in_a_sample_is_a_problem(monkeypatch):
+    release = threading.Event()
+    watch = vip_watch(lambda: release.wait(10) and ["server1"])
+    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"command": 0.2, "cli_query": 0.2})())
+    watch._thread.start()
+    watch.stop()
+    try:
+        assert flagged(watch.problems(time.time() - 1, time.time()), "did not stop"), watch.problems(0, 0)
+    finally:
+        release.set()
+
+
+# ----- audit() with a run ----------------------------------------------------------------------
+
+def test_audit_says_what_the_run_could_not_see():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server1").write(REAL_ERROR)
+    run.mark("observing ends")
+    problems = audit(deployment, run=run)
+    assert flagged(problems, "the VIP watch took no sample"), problems
+    assert flagged(problems, "log error: server1:"), problems
+
+
+def test_audit_refuses_allowances_given_as_bare_patterns():
+    with pytest.raises(HaconformError, match="Allowance objects"):
+        audit(Deployment(), allowed_log=(r"apply_v2_patchset",))
+
+
+@pytest.mark.parametrize("line, daemon", [
+    (REJOIN, "pacemaker-fenced"),
+    (STONITH_MISSING, "pacemaker-schedulerd"),
+    ("Nov 30 00:34:30 [509] server1 corosync error   [KNET  ] link: host: 2 link: 0 is down", "corosync"),
+    ("2025-11-26T11:41:01.210000+08:00 server1 pacemaker-fenced[808]:  notice: Requesting peer fencing", "pacemaker-fenced"),
+    ("Nov 30 00:34:56  IPaddr2(VIP)[1093]:    INFO: Bringing device eth0 up", "IPaddr2(VIP)"),
+    ("no layout at all", None),
+])
+def test_the_daemon_of_a_line_in_each_layout(line, daemon):
+    from haconform.patterns import daemon_of
+    assert daemon_of(line) == daemon

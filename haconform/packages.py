@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 from .errors import HaconformError
+from .timeouts import BOUNDS
 
 # package -> why the harness needs it
 DEBIAN_PACKAGES = {
@@ -37,6 +38,8 @@ DEBIAN_PACKAGES = {
     "curl": "ad-hoc checks inside hosts",
     "wrk": "reference load generator for performance runs",
     "tcpdump": "X-Forwarded-For read on the real server's NIC (HAC-LOG-004)",
+    "openssh-server": "the SSH target's own tests: a lab reached only over ssh (tests/sshlab.py; never started on the machine)",
+    "netcat-openbsd": "those tests' ProxyCommand: ssh into the lab through its client namespace",
 }
 
 # The VM target's packages (`haconform vm install`), kept apart: `haconform lab
@@ -58,12 +61,19 @@ VM_PACKAGES = {
 
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
 
+# How long apt-get waits for another apt/dpkg (unattended-upgrades, a second `lab install`)
+# to release dpkg's lock, and how long one apt-get run may take in all: the lab's packages
+# and their dependencies from a slow mirror, unpacked on a loaded 2-core machine.
+# (Candidates for haconform/timeouts.py BOUNDS: apt_lock, apt_run.)
+APT_LOCK_WAIT_S = int(BOUNDS.apt_lock)
+APT_RUN_S = BOUNDS.apt_run
+
 
 def missing_packages(packages=None) -> list[str]:
     packages = list(packages or DEBIAN_PACKAGES)
     out = subprocess.run(
         ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=BOUNDS.cli_query,
     ).stdout
     installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
     return [p for p in packages if p not in installed]
@@ -91,10 +101,8 @@ def ensure_installed(packages=None, *, install: bool = True) -> list[str]:
     os.chmod(POLICY_RC_D, 0o755)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
-        update = subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
-        result = subprocess.run(
-            ["apt-get", "install", "-y", "-q", *missing],
-            env=env, capture_output=True, text=True)
+        update = apt_get(["update", "-q"], env)
+        result = apt_get(["install", "-y", "-q", "-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT_S}", *missing], env)
         if result.returncode != 0:
             tail = (result.stderr or result.stdout or update.stderr).strip().splitlines()[-3:]
             raise HaconformError(
@@ -107,3 +115,18 @@ def ensure_installed(packages=None, *, install: bool = True) -> list[str]:
             with open(POLICY_RC_D, "wb") as fh:
                 fh.write(saved)
     return missing
+
+
+def apt_get(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    argv = ["apt-get", *args]
+    try:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=APT_RUN_S)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stderr or exc.stdout or "")
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        raise HaconformError(
+            f"`{' '.join(argv)}` did not finish within {APT_RUN_S:g}s: "
+            f"{' | '.join(tail.strip().splitlines()[-3:]) or 'no output'}",
+            where="haconform.packages",
+            fix="see whether another apt or dpkg holds the lock (`ps -ef | grep -e apt -e dpkg`); after an "
+                "interrupted install run `dpkg --configure -a`, then retry") from None

@@ -43,6 +43,9 @@ class Bounds:
     dead_man: float = 800.0            # backstop of a dead-man switch whose harness link is cut without EOF:
                                        # the longest destructive test (FENCE-002) and its restore,
                                        # fence_complete + 2 resource_move + 3 node_rejoin + agent_start
+    apt_lock: float = 300.0            # apt-get waiting for another dpkg to release its lock
+    apt_run: float = 1800.0            # one apt-get update/install of the lab's packages
+    shell_exit: float = 2.0            # a remote shell told EOF cleans its directory and exits
     vm_boot: float = 240.0             # a TCG guest: power on/reset -> ssh answers, systemd finished
     vm_up: float = 1200.0              # `vagrant up` of every guest (box upload included)
     vm_box_build: float = 1800.0       # debootstrap + image + `vagrant box add`

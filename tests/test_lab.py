@@ -8,21 +8,27 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 from haconform.errors import HaconformError
-from haconform.lab.lab import STATE_ROOT, NamespaceLab
+from haconform.lab.lab import STATE_ROOT, NamespaceLab, process_alive
 from haconform.targets.base import Machine
 from haconform.targets.lab import LabTarget
-from haconform.timeouts import BOUNDS
+from haconform.timeouts import BOUNDS, POLL_INTERVAL
 from haconform.topology import load_topology
 from haconform.wait import wait_until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
 HACONFORM = [sys.executable, "-m", "haconform.cli"]
+# HACONFORM_UNIT_LAB names this file's lab (default hcunit), so that two checkouts on one machine
+# can run it at once; the other labs its tests make then take that name plus one letter.
+UNIT_LAB = os.environ.get("HACONFORM_UNIT_LAB", "hcunit")
+OTHER_LABS = ({"kill": "hckill", "two": "hctwo", "bad": "hcbad", "nobody": "hcnobody"} if UNIT_LAB == "hcunit"
+              else {role: f"{UNIT_LAB[:9]}{role[0]}" for role in ("kill", "two", "bad", "nobody")})
 
 
 def leftovers(name: str) -> dict:
@@ -61,12 +67,12 @@ def root_network() -> dict:
 
 @pytest.fixture(scope="module")
 def lab():
-    lab = NamespaceLab("hcunit", load_topology())
+    lab = NamespaceLab(UNIT_LAB, load_topology())
     lab.down()
     lab.up()
     yield lab
     lab.down()
-    assert leftovers("hcunit") == NOTHING
+    assert leftovers(UNIT_LAB) == NOTHING
 
 
 @pytest.fixture(scope="module")
@@ -165,22 +171,22 @@ def test_machine_namespace_never_reaches_the_lab(lab):
 
 def test_sigkill_during_up_then_down_leaves_nothing(lab):
     network_before = root_network()
-    proc = subprocess.Popen([*HACONFORM, "lab", "up", "--name", "hckill"], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*HACONFORM, "lab", "up", "--name", OTHER_LABS["kill"]], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     # Kill it mid-way: once some hosts exist but before the last has booted.
-    wait_until("hckill has started creating hosts", lambda: len(leftovers("hckill")["netns"]) >= 2,
+    wait_until(f"{OTHER_LABS['kill']} has started creating hosts", lambda: len(leftovers(OTHER_LABS["kill"])["netns"]) >= 2,
                timeout=BOUNDS.host_boot)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert leftovers("hckill")["netns"], "the kill came too late to test anything"
-    down = subprocess.run([*HACONFORM, "lab", "down", "--name", "hckill"], capture_output=True, text=True)
+    assert leftovers(OTHER_LABS["kill"])["netns"], "the kill came too late to test anything"
+    down = subprocess.run([*HACONFORM, "lab", "down", "--name", OTHER_LABS["kill"]], capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
-    assert leftovers("hckill") == NOTHING
+    assert leftovers(OTHER_LABS["kill"]) == NOTHING
     assert root_network() == network_before
 
 
 def test_two_labs_run_at_once(lab):
-    other = NamespaceLab("hctwo", lab.topology)
+    other = NamespaceLab(OTHER_LABS["two"], lab.topology)
     try:
         other.up()
         for each in (lab, other):
@@ -189,8 +195,95 @@ def test_two_labs_run_at_once(lab):
         assert other.boot_id("server2") != lab.boot_id("server2")
     finally:
         other.down()
-    assert leftovers("hctwo") == NOTHING
+    assert leftovers(OTHER_LABS["two"]) == NOTHING
     assert lab.run("client", f"ping -c 1 -W 2 {lab.topology.host('server2').address}").returncode == 0
+
+
+# A duration no other test runs: its processes are this test's own.
+SLEEPER = b"sleep\x00317\x00"
+
+
+def host_processes(lab, host: str, argv: bytes) -> list[int]:
+    """Live processes in the host's PID namespace running exactly argv, by their machine-side PID."""
+    namespace = os.readlink(f"/proc/{lab.init_pid(host)}/ns/pid")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == namespace and (entry / "cmdline").read_bytes() == argv \
+                        and process_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+class Sampler:
+    """Calls sample() every POLL_INTERVAL in a thread until stopped; keeps every result."""
+
+    def __init__(self, sample):
+        self.sample, self.seen, self._stop = sample, [], threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.seen.append(self.sample())
+            self._stop.wait(POLL_INTERVAL)   # the sampling cadence, ended by stop()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("via", ["NamespaceLab.run", "LabBackend.run"])
+def test_a_timed_out_command_takes_its_whole_process_tree_in_the_host(lab, target, via):
+    command = "sleep 317 & sleep 317; "
+    with Sampler(lambda: len(host_processes(lab, "server2", SLEEPER))) as running:
+        if via == "NamespaceLab.run":
+            with pytest.raises(subprocess.TimeoutExpired):
+                lab.run("server2", command, timeout=3)
+        else:
+            result = target.testinfra_host("server2").run(command, timeout=3)
+            assert result.rc == 124 and "timed out after 3s" in result.stderr, result
+    assert max(running.seen) == 2, f"both sleeps should have run before the bound: {running.seen}"
+    assert host_processes(lab, "server2", SLEEPER) == [], "a process of the timed-out command survived"
+
+
+def test_input_reaches_a_host_command_on_stdin_and_no_command_line(target):
+    secret = f"hacluster:{os.urandom(8).hex()}\n".encode()
+
+    def command_lines_with_the_secret():
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and secret.strip() in (entry / "cmdline").read_bytes():
+                    found.append(entry.name)
+            except OSError:
+                pass
+        return found
+
+    with Sampler(command_lines_with_the_secret) as scan:
+        assert machine(target, "server2").succeed("sleep 1; cat", input=secret) == secret.decode()
+    assert len(scan.seen) >= 5 and not any(scan.seen), scan.seen
+
+
+def test_write_file_in_a_host_gets_content_mode_and_owner_and_nothing_else(target):
+    server2 = machine(target, "server2")
+    key = os.urandom(128)
+    try:
+        server2.write_file("/etc/haconform-written/fence.key", key, mode="0600")
+        server2.write_file("/etc/haconform-written/page.html", "<p>page</p>\n", mode="0640",
+                           owner="root", group="www-data")
+        assert server2.host.file("/etc/haconform-written/fence.key").content == key
+        assert server2.succeed("stat -c '%n %a %U:%G' /etc/haconform-written/* /etc/haconform-written").split("\n") \
+            == ["/etc/haconform-written/fence.key 600 root:root", "/etc/haconform-written/page.html 640 root:www-data",
+                "/etc/haconform-written 755 root:root", ""]
+    finally:
+        server2.execute("rm -rf /etc/haconform-written")
 
 
 BAD_TOPOLOGIES = {
@@ -228,18 +321,18 @@ def test_bad_topology_gets_one_clear_error_and_starts_nothing(case, tmp_path):
         load_topology(path)
     message = str(caught.value)
     assert str(path) in message and key in message and "fix:" in message, message
-    result = subprocess.run([*HACONFORM, "lab", "up", "--name", "hcbad", "--topology", str(path)],
+    result = subprocess.run([*HACONFORM, "lab", "up", "--name", OTHER_LABS["bad"], "--topology", str(path)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and key in lines[0], result.stderr
-    assert leftovers("hcbad") == NOTHING
+    assert leftovers(OTHER_LABS["bad"]) == NOTHING
 
 
 def test_not_root_gets_one_clear_error(monkeypatch, capsys):
     from haconform import cli
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert cli.main(["lab", "up", "--name", "hcnobody"]) == 2
+    assert cli.main(["lab", "up", "--name", OTHER_LABS["nobody"]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs root" in err[0] and "fix:" in err[0], err
-    assert leftovers("hcnobody") == NOTHING
+    assert leftovers(OTHER_LABS["nobody"]) == NOTHING

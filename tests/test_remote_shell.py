@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import threading
+from pathlib import Path
+
 import pytest
 
-from haconform.targets.remote_shell import RemoteShell, ShellGone, ShellPool
+from haconform.targets.remote_shell import DIRECTORY_PREFIX, RemoteShell, ShellGone, ShellPool
+from haconform.timeouts import BOUNDS
+from haconform.wait import wait_until
 
 
 @pytest.fixture
@@ -75,3 +83,123 @@ def test_a_fresh_shell_gets_time_to_connect_beyond_the_command_bound():
         assert slow_login.run("sleep 2", 0.5, connect_timeout=5)[0] == 124   # a reused shell: the bound alone
     finally:
         slow_login.close()
+
+
+# ----- the shell's private directory and a command's input ---------------------------------
+
+def shell_directories(root) -> list:
+    return sorted(p for p in root.iterdir() if p.name.startswith(DIRECTORY_PREFIX))
+
+
+def test_each_shell_has_one_private_directory_gone_after_close(tmp_path):
+    pool = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    pool.run("true", 10)
+    [directory] = shell_directories(tmp_path)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {"o": 0o600, "e": 0o600}
+    for _ in range(3):
+        pool.run("echo again", 10)
+    assert shell_directories(tmp_path) == [directory], "one directory per shell, not per command"
+    pool.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shell_killed_with_sigkill_leaves_a_directory_the_next_shell_removes(tmp_path):
+    first = RemoteShell(["/bin/sh"], tmp_root=str(tmp_path))
+    first.run("true", 10)
+    [stale] = shell_directories(tmp_path)
+    os.killpg(first.process.pid, signal.SIGKILL)    # no trap runs: the harness died at once
+    first.process.wait(timeout=5)
+    assert stale.exists()
+    second = RemoteShell(["/bin/sh"], tmp_root=str(tmp_path))
+    try:
+        second.run("true", 10)
+        [own] = shell_directories(tmp_path)
+        assert own != stale and not stale.exists()
+    finally:
+        second.close()
+        first.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_live_shells_directory_is_left_alone_by_a_new_shell(tmp_path):
+    first = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    second = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    try:
+        first.run("true", 10)
+        [mine] = shell_directories(tmp_path)
+        second.run("true", 10)
+        assert mine in shell_directories(tmp_path) and len(shell_directories(tmp_path)) == 2
+        assert first.run("echo still", 10) == (0, b"still\n", b"")
+    finally:
+        first.close()
+        second.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shell_ended_by_its_command_timing_out_cleans_up(tmp_path):
+    pool = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    assert pool.run("sleep 30", 0.5)[0] == 124
+    wait_until("the killed shell's directory removed", lambda: not shell_directories(tmp_path),
+               timeout=BOUNDS.host_halt, observe=lambda: shell_directories(tmp_path))
+    pool.close()
+
+
+@pytest.mark.parametrize("data", [b"", b"one line\n", bytes(range(256)) * 3,
+                                  b"HACONFORM_INPUT_0\nEOF\n'\"$(x)`y`\\\n", os.urandom(300_000)],
+                         ids=["empty", "line", "every-byte", "delimiter-like", "300k"])
+def test_input_round_trips_binary_safe(pool, data):
+    assert pool.run("cat", 30, input=data) == (0, data, b"")
+    assert pool.run("wc -c", 30, input=data)[1].strip() == str(len(data)).encode()
+
+
+def test_commands_keep_the_logins_umask(tmp_path):
+    """The shell's own files are made under umask 077; the commands it runs must not inherit that."""
+    pool = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    login_umask = os.umask(0o022)
+    try:
+        pool.run("true", 10)    # the shell starts now, with the login's umask 022
+    finally:
+        os.umask(login_umask)
+    try:
+        assert pool.run("umask", 10)[1].strip() == b"0022"
+        assert pool.run("umask", 10, input=b"x")[1].strip() == b"0022"
+        pool.run(f": > {tmp_path}/made-by-a-command", 10)
+        assert stat.S_IMODE((tmp_path / "made-by-a-command").stat().st_mode) == 0o644
+    finally:
+        pool.close()
+
+
+def test_input_is_never_on_a_command_line_and_its_file_is_private_and_removed(tmp_path):
+    secret = b"s3cret-" + os.urandom(8).hex().encode()
+    pool = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))
+    seen: dict = {"cmdline": [], "input file modes": set()}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if secret in (entry / "cmdline").read_bytes():
+                            seen["cmdline"].append(entry.name)
+                    except OSError:
+                        pass
+            for directory in shell_directories(tmp_path):
+                try:
+                    seen["input file modes"].add(stat.S_IMODE((directory / "i").stat().st_mode))
+                except OSError:
+                    pass
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert pool.run("sleep 1; cat", 10, input=secret) == (0, secret, b"")
+    finally:
+        done.set()
+        watcher.join()
+    assert seen["cmdline"] == []
+    assert seen["input file modes"] == {0o600}, "the watcher saw the input file while the command ran"
+    [directory] = shell_directories(tmp_path)
+    assert not (directory / "i").exists()
+    pool.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import testinfra
 
 from fixtures.left_out import LeftOut, left_out_reason, summarize
 from haconform.client import agent_argv, agent_source
@@ -16,7 +19,8 @@ from haconform.errors import HaconformError
 from haconform.inventory import HostAccess, Inventory, PowerCommands
 from haconform.targets import ssh as ssh_module
 from haconform.readers.links import nic_holding
-from haconform.targets.ssh import SSH_EXEC, SshTarget, remote_command, ssh_options
+from haconform.targets.remote_shell import ShellPool
+from haconform.targets.ssh import SSH_EXEC, AccessBackend, SshTarget, remote_command, ssh_options
 from haconform.topology import load_topology
 from tests.fakes import FakeResult
 
@@ -247,6 +251,75 @@ def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
     assert target.power_state("server4") == "crashed"
 
 
-def test_a_target_that_never_connects_leaves_no_directory():
+def test_a_target_that_never_connects_leaves_no_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
     target = SshTarget(TOPOLOGY, inventory())
-    assert not Path(target._control_path).exists()
+    target.describe()
+    assert target._control_path is None and list(tmp_path.iterdir()) == []
+
+
+# ----- the ControlPath directory ------------------------------------------------------
+
+def test_control_directory_is_private_and_not_guessable(tmp_path, monkeypatch):
+    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
+    first, second = SshTarget(TOPOLOGY, inventory()), SshTarget(TOPOLOGY, inventory())
+    paths = [first.backend("server4").control_dir, second.backend("server4").control_dir]
+    assert paths[0] != paths[1] and all(Path(p).parent == tmp_path for p in paths)
+    for path in paths:
+        info = os.lstat(path)
+        assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
+    assert f"-{os.getpid()}-" not in paths[0], "the pid would make the name guessable"
+    assert f"ControlPath={paths[0]}/%C" in first.backend("server4").argv("true")
+
+
+def test_control_directory_made_again_after_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
+    target = SshTarget(TOPOLOGY, inventory())
+    backend = target.backend("server4")
+    target.down()
+    assert not Path(backend.control_dir).exists()
+    backend.argv("true")
+    assert stat.S_IMODE(os.lstat(backend.control_dir).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("spoil", ["mode 0755", "a symlink", "another owner"])
+def test_a_control_directory_that_is_not_private_is_refused(tmp_path, monkeypatch, spoil):
+    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
+    target = SshTarget(TOPOLOGY, inventory())
+    backend = target.backend("server4")
+    path = backend.control_dir
+    if spoil == "mode 0755":
+        os.chmod(path, 0o755)
+    elif spoil == "a symlink":
+        os.rmdir(path)
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        os.symlink(tmp_path / "elsewhere", path)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(path, 65534, 65534)
+    for attempt in (lambda: backend.argv("true"), lambda: target.backend("server1")):
+        with pytest.raises(HaconformError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert path in message and "not private" in message and f"remove {path}" in message, message
+
+
+# ----- a command's input -----------------------------------------------------------------
+
+def test_input_reaches_local_and_persistent_commands_on_stdin(tmp_path):
+    data = bytes(range(256)) + b"hacluster:pw\n"
+    local = AccessBackend("client", access=HostAccess("client", "local"), control_dir=str(tmp_path / "ctl"))
+    assert local.run("cat", input=data).stdout_bytes == data
+    assert local.run("cat").stdout_bytes == b"", "without input a command reads nothing"
+    persistent = AccessBackend("server4", access=HostAccess("server4", "ssh", address="x"),
+                               control_dir=str(tmp_path / "ctl"))
+    persistent._shells.close()
+    persistent._shells = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))   # a local shell stands in for ssh
+    try:
+        host = testinfra.host.Host(persistent)
+        assert host.run("cat", input=data).stdout_bytes == data
+        assert host.run("echo %s", "still the Host API").stdout == "still the Host API\n"
+        assert host.check_output("echo ok") == "ok"
+    finally:
+        persistent.close()

@@ -50,9 +50,19 @@ def require_root() -> None:
             where="haconform lab", fix="run as root, e.g. `sudo haconform lab up`")
 
 
+def run_tool(argv: list[str], *, input: str | None = None) -> subprocess.CompletedProcess:
+    """One of the machine's tools the lab drives (ip, umount), bounded: one that hangs
+    (a stuck mount, a held netlink lock) ends the lab command with one clear error."""
+    try:
+        return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=BOUNDS.cli_query)
+    except subprocess.TimeoutExpired:
+        raise HaconformError(f"`{' '.join(argv)}` did not finish within {BOUNDS.cli_query:g}s",
+                             where="haconform lab", fix="see what holds it (`ps -ef`, `dmesg`), then retry") from None
+
+
 def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     argv = ["ip", *(["-n", netns] if netns else []), *args]
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = run_tool(argv)
     if check and result.returncode != 0:
         raise HaconformError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}",
                              where="haconform lab")
@@ -61,10 +71,51 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.C
 
 def ip_batch(commands: list[str], netns: str | None = None) -> None:
     argv = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
-    result = subprocess.run(argv, input="\n".join(commands) + "\n", capture_output=True, text=True)
+    result = run_tool(argv, input="\n".join(commands) + "\n")
     if result.returncode != 0:
         raise HaconformError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}",
                              where="haconform lab")
+
+
+def run_in_host(argv: list[str], *, timeout: float, input: bytes | None = None) -> subprocess.CompletedProcess:
+    """subprocess.run(argv, input=input, capture_output=True, timeout=timeout) for an
+    exec_argv() command, except that a command outliving timeout takes its whole
+    process tree with it, inside the host too (stdout, stderr: bytes).
+
+    nsenter forks to enter the host's PID namespace, so killing nsenter (what
+    subprocess.run does) orphans the command in the host.  Both start in a process
+    group of their own, which the command and whatever it runs in the background
+    inherit: a process group is not confined to a PID namespace, so killing the group
+    from here reaches every member in the host.  A member that left the group on
+    purpose (a daemon that called setsid) is a service, and is left running.
+    """
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=BOUNDS.host_halt)
+        except subprocess.TimeoutExpired as still:
+            # A daemon the command started (out of the group) holds the pipes: give up on them.
+            stdout, stderr = still.stdout or b"", b""
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+            proc.wait(timeout=BOUNDS.host_halt)
+        raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr) from None
+    except BaseException:
+        kill_process_group(proc.pid)
+        proc.wait(timeout=BOUNDS.host_halt)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def kill_process_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def process_alive(pid: int) -> bool:
@@ -225,10 +276,15 @@ class NamespaceLab:
         return ["nsenter", "-t", str(pid), "-a", "--", "/usr/bin/env", "-i", f"PATH={HOST_PATH}",
                 "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"]
 
-    def run(self, host: str, command: str, *, timeout: float = BOUNDS.command,
-            check: bool = False) -> subprocess.CompletedProcess:
-        result = subprocess.run([*self.exec_argv(host), "/bin/sh", "-c", command],
-                                capture_output=True, text=True, timeout=timeout)
+    def run(self, host: str, command: str, *, timeout: float = BOUNDS.command, check: bool = False,
+            input: bytes | str | None = None) -> subprocess.CompletedProcess:
+        """command in host (stdout, stderr as text); input: its stdin, never in an argv.
+        Past timeout, every process of the command in the host is killed and
+        subprocess.TimeoutExpired raised."""
+        data = input.encode() if isinstance(input, str) else input
+        raw = run_in_host([*self.exec_argv(host), "/bin/sh", "-c", command], timeout=timeout, input=data)
+        result = subprocess.CompletedProcess(raw.args, raw.returncode, raw.stdout.decode("utf-8", "replace"),
+                                             raw.stderr.decode("utf-8", "replace"))
         if check and result.returncode != 0:
             raise HaconformError(f"`{command}` on {host} exited {result.returncode}: "
                                  f"{result.stderr.strip()[-500:]}", where=f"lab {self.name}")
@@ -312,7 +368,7 @@ class NamespaceLab:
                     ip("link", "delete", "dev", link, check=False)
                     removed["links"].append(link)
             for mount_point in self._mounts_under(self.dir):
-                subprocess.run(["umount", "-l", mount_point], capture_output=True)
+                run_tool(["umount", "-l", mount_point])
                 removed["mounts"].append(mount_point)
             shutil.rmtree(self.dir, ignore_errors=True)
             self._drop_guard_route()
@@ -483,13 +539,12 @@ class NamespaceLab:
 
     @staticmethod
     def _netns_names() -> list[str]:
-        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        out = run_tool(["ip", "netns", "list"]).stdout
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
     @staticmethod
     def _link_names() -> list[str]:
-        links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True,
-                                          text=True).stdout or "[]")
+        links = json.loads(run_tool(["ip", "-j", "link", "show"]).stdout or "[]")
         # bridge last: its ports go first
         names = [link["ifname"] for link in links]
         return sorted(names, key=lambda n: n.endswith("-br"))

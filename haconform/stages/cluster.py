@@ -14,7 +14,6 @@ runbook, or 0.10+) is detected.
 
 from __future__ import annotations
 
-import base64
 import json
 import shlex
 import time
@@ -203,7 +202,7 @@ class ClusterStage:
                 node.succeed("rm -f /etc/corosync/corosync.conf")
                 record.steps.append(f"{node.name}: removed Debian's sample corosync.conf")
             if not self._password_works(node):
-                node.succeed(f"echo {shlex.quote('hacluster:' + self.password)} | chpasswd")
+                node.succeed("chpasswd", input=f"hacluster:{self.password}\n")
                 record.steps.append(f"{node.name}: hacluster password set")
             for service in ("pcsd-ruby", "pcsd"):
                 svc = node.host.service(service)
@@ -222,7 +221,12 @@ class ClusterStage:
                        lambda n=node: n.execute("ss -Htln sport = :2224").stdout.strip(),
                        timeout=BOUNDS.pcsd_ready)
         if not self._known_hosts(self.first) >= set(node_names):
-            self.first.succeed(shlex.join(dialect.auth_argv(node_names)) + " -p " + shlex.quote(self.password))
+            # The password on stdin, not `-p` (an argv shows in ps): given `-u` only, pcs prompts,
+            # and reads the answer from stdin when stdin is not a tty: 0.10+ `host auth` and 0.9
+            # `cluster auth` alike (utils.get_terminal_password -> get_terminal_input -> input()).
+            # The oldest 0.9 releases called getpass, which reads stdin as well when there is no
+            # controlling terminal, as under nsenter in a session of its own or ssh -T.
+            self.first.succeed(shlex.join(dialect.auth_argv(node_names)), input=f"{self.password}\n")
             record.steps.append(f"pcs {'cluster' if dialect.name == '0.9' else 'host'} auth {' '.join(node_names)}")
         name = self.spec.name
         if f"cluster_name: {name}" not in self.first.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout:
@@ -264,7 +268,7 @@ class ClusterStage:
         # pcsd checks the password through PAM; so does this, without printing it.
         code = ("import crypt,spwd,sys;e=spwd.getspnam('hacluster').sp_pwdp;"
                 "sys.exit(0 if crypt.crypt(sys.stdin.read(),e)==e else 1)")
-        result = node.execute(f"printf %s {shlex.quote(self.password)} | python3 -W ignore -c {shlex.quote(code)}")
+        result = node.execute(f"python3 -W ignore -c {shlex.quote(code)}", input=self.password)
         return result.rc == 0
 
     @staticmethod
@@ -305,19 +309,18 @@ class FencingStage:
                                  fix="add a host with `role: fence`")
         if not fence.host.file(key_path).exists:
             # The runbook's own command on the physical host.
-            fence.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')} && "
+            # umask 077 after mkdir: the key is never readable by others, not even before chmod.
+            fence.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')} && umask 077 && "
                           f"dd if=/dev/urandom of={shlex.quote(key_path)} bs={fencing.key_bytes} count=1 2>/dev/null"
                           f" && chmod 600 {shlex.quote(key_path)}")
             record.steps.append(f"{fence.name}: made a {fencing.key_bytes}-byte key with dd")
         key = fence.host.file(key_path).content
         register_secret(key)
-        register_secret(base64.b64encode(key).decode())
         digest = fence.succeed(f"sha256sum {shlex.quote(key_path)}").split()[0]
         for director in self.cluster_stage.nodes:
             have = director.execute(f"sha256sum {shlex.quote(key_path)} 2>/dev/null").stdout.split()
             if not have or have[0] != digest:
-                director.succeed(f"mkdir -p {shlex.quote(key_path.rsplit('/', 1)[0] or '/')}")
-                director.write_file(key_path, key, mode="0600")
+                director.write_file(key_path, key, mode="0600")   # on stdin; never readable by others
                 record.steps.append(f"{director.name}: key copied to {key_path}")
         if not self.target.fence_device_running() or record.steps:
             info = self.target.start_fence_device(key, key_file=key_path,

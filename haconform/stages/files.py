@@ -46,10 +46,15 @@ def _validate(machine, stage: Stage, f: StageFile, data: bytes) -> None:
     command = stage.validate.get(f.dest)
     if not command:
         return
-    candidate = f"/tmp/haconform-validate-{Path(f.dest).name}"
-    machine.write_file(candidate, data)
-    result = machine.execute(command.format(path=shlex.quote(candidate)))
-    machine.execute(f"rm -f {shlex.quote(candidate)}")
+    # A private directory: the candidate may hold secrets (the stats password), and a
+    # fixed name in /tmp could be made beforehand by another user.
+    scratch = machine.succeed("mktemp -d /tmp/haconform-validate.XXXXXXXX").strip()
+    try:
+        candidate = f"{scratch}/{Path(f.dest).name}"
+        machine.write_file(candidate, data, mode="0600")
+        result = machine.execute(command.format(path=shlex.quote(candidate)))
+    finally:
+        machine.execute(f"rm -rf {shlex.quote(scratch)}")
     if result.rc != 0:
         message = (result.stderr + result.stdout).replace(candidate, str(f.source)).strip()
         raise HaconformError(

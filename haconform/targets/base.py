@@ -8,7 +8,7 @@ target, so a suite runs unchanged on the namespace lab, VMs or SSH hosts.
 from __future__ import annotations
 
 import abc
-import base64
+import posixpath
 import shlex
 
 import testinfra
@@ -141,11 +141,15 @@ class Machine:
         return self.target.exec_argv(self.name)
 
     # ----- commands ----------------------------------------------------------
-    def execute(self, command: str):
-        return self.host.run(command)
+    def execute(self, command: str, *, input: bytes | str | None = None):
+        """Run command as root; input: its standard input, the way to hand it a secret
+        (a password, a key): every transport keeps it out of every argv."""
+        if input is None:
+            return self.host.run(command)
+        return self.host.run(command, input=input.encode() if isinstance(input, str) else input)
 
-    def succeed(self, command: str) -> str:
-        result = self.host.run(command)
+    def succeed(self, command: str, *, input: bytes | str | None = None) -> str:
+        result = self.execute(command, input=input)
         if result.rc != 0:
             raise CommandFailed(redact(
                 f"on {self.name}: `{command}` exited {result.rc}; "
@@ -185,14 +189,21 @@ class Machine:
 
     def write_file(self, path: str, content: bytes | str, *, mode: str = "0644",
                    owner: str = "root", group: str = "root") -> None:
-        data = content.encode() if isinstance(content, str) else content
-        encoded = base64.b64encode(data).decode()
-        tmp = f"{path}.haconform-new"
+        """Put content at path, replacing it at once (rename), with mode, owner and group.
+
+        The content goes on stdin, never on a command line (a fence key, a config with
+        the stats password).  The new file is made by mktemp beside path (0600, a name
+        no other user can guess), so it is never more permissive than asked, not even
+        for a moment.  chown before chmod: chown clears the setuid/setgid bits chmod sets.
+        """
+        directory = shlex.quote(posixpath.dirname(path) or "/")
+        # mkdir before umask 077: a directory made here is made as it would be by hand.
         self.succeed(
-            f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0] or '/')} && "
-            f"echo {encoded} | base64 -d > {shlex.quote(tmp)} && "
-            f"chown {owner}:{group} {shlex.quote(tmp)} && chmod {mode} {shlex.quote(tmp)} && "
-            f"mv -f {shlex.quote(tmp)} {shlex.quote(path)}")
+            f"mkdir -p {directory} && umask 077 && __new=$(mktemp {shlex.quote(path)}.XXXXXX) && "
+            f"{{ cat > \"$__new\" && chown {shlex.quote(f'{owner}:{group}')} \"$__new\" && "
+            f"chmod {shlex.quote(mode)} \"$__new\" && mv -f \"$__new\" {shlex.quote(path)} || "
+            f"{{ rm -f \"$__new\"; false; }}; }}",
+            input=content)
 
     # ----- identity ----------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ from typing import Any
 import testinfra.backend
 from testinfra.backend import base
 
-from ..lab.lab import NamespaceLab
+from ..lab.lab import NamespaceLab, run_in_host
 from ..timeouts import BOUNDS
 
 
@@ -33,15 +33,18 @@ class LabBackend(base.BaseBackend):
     def get_hosts(cls, host: str, **kwargs: Any) -> list[str]:
         return [host]
 
-    def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
+    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, input: bytes | None = None,
+            **kwargs: Any) -> base.CommandResult:
+        """input: the command's standard input (else none); it never appears in an argv.
+        A command outliving timeout is killed with every process it started in the host (exit 124)."""
         cmd = self.get_command(command, *args)
         argv = self.lab.exec_argv(self.hostname) + ["/bin/sh", "-c", cmd]
         try:
-            proc = subprocess.run(argv, capture_output=True, timeout=BOUNDS.command)
+            proc = run_in_host(argv, timeout=timeout, input=input)
             return self.result(proc.returncode, self.encode(cmd), proc.stdout, proc.stderr)
         except subprocess.TimeoutExpired as exc:
             return self.result(124, self.encode(cmd), exc.stdout or b"",
-                               (exc.stderr or b"") + f"\n(timed out after {BOUNDS.command}s)".encode())
+                               (exc.stderr or b"") + f"\n(timed out after {timeout:g}s)".encode())
 
 
 testinfra.backend.BACKENDS.setdefault(LabBackend.NAME, f"{__name__}.LabBackend")

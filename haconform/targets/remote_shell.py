@@ -6,15 +6,25 @@ run thousands of short commands, and watchers that sample several hosts in a
 row see a skewed picture when each sample is slow.  So each host keeps a few
 shells open (`ssh HOST /bin/sh`), and a command is written to one:
 
-    /bin/sh -c CMD </dev/null >OUT 2>ERR; printf 'TOKEN rc len(OUT) len(ERR)'; cat OUT ERR
+    /bin/sh -c CMD <IN >$d/o 2>$d/e; printf 'TOKEN rc len(o) len(e)'; cat $d/o $d/e
 
 The reply is read back by length, so output is binary-safe, and within a
 deadline: a command that outlives it gets its shell killed (exit 124, like
 `timeout`), and the next command gets a fresh shell.
+
+$d is the shell's one private directory (mktemp -d, 0700), made when the shell
+starts and removed when it exits (trap on EXIT: a harness that dies closes the
+shell's stdin, so the shell reads EOF, exits and cleans up).  Its name carries
+the shell's PID, so each new shell first removes the directories of shells
+that are gone (killed with SIGKILL, or cut off with their host) in the same
+start-up script: no extra round trip.  A command's input (IN) travels in the
+script itself as a here-document of its base64, decoded on the host into $d/i
+(umask 077) and removed after the command: it is never part of any argv.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets as tokens
 import select
@@ -24,6 +34,8 @@ import subprocess
 import threading
 import time
 from collections import deque
+
+from ..timeouts import BOUNDS
 
 
 class ShellGone(Exception):
@@ -39,17 +51,68 @@ class ShellTimeout(Exception):
     pass
 
 
+# A shell told to exit (stdin closed) is gone within this; one that is not (its host is
+# unreachable, ssh waits for ServerAlive) is killed instead.
+SHELL_EXIT_S = BOUNDS.shell_exit
+DEFAULT_TMP_ROOT = "/tmp"
+DIRECTORY_PREFIX = "haconform-shell."
+
+
+def start_script(tmp_root: str) -> str:
+    """What a new shell runs first: remove directories of dead shells, make its own.
+
+    The shell keeps the login's umask for the commands it runs ($__m); only its own
+    files are made under umask 077.  o and e are made once here and truncated per
+    command, so they stay 0600.
+    """
+    root = shlex.quote(tmp_root)
+    return (
+        '__m=$(umask); umask 077\n'
+        f'for __s in {root}/{DIRECTORY_PREFIX}*; do '
+        f'__p=${{__s##*/{DIRECTORY_PREFIX}}}; __p=${{__p%%.*}}; '
+        "case $__p in ''|*[!0-9]*) continue;; esac; "
+        '[ -d "/proc/$__p" ] || rm -rf "$__s" 2>/dev/null; done\n'
+        f'__d=$(mktemp -d {root}/{DIRECTORY_PREFIX}$$.XXXXXXXX) || '
+        f'{{ echo "haconform: mktemp -d in {tmp_root} failed" >&2; exit 1; }}\n'
+        "trap 'rm -rf \"$__d\"' EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM\n"
+        ': >"$__d/o"; : >"$__d/e"; umask "$__m"\n')
+
+
+def command_script(command: str, token: str, input: bytes | None) -> str:
+    """One command for the shell: its reply starts with a line `TOKEN rc len(stdout) len(stderr)`."""
+    reply = (f'printf "{token} %s %s %s\\n" "$__r" "$(wc -c <"$__d/o")" "$(wc -c <"$__d/e")"; '
+             'cat "$__d/o" "$__d/e"; : >"$__d/o"; : >"$__d/e"')
+    run = f'/bin/sh -c {shlex.quote(command)}'
+    if input is None:
+        return f'{{ {run} </dev/null >"$__d/o" 2>"$__d/e"; __r=$?; {reply}; }}\n'
+    # "_" is not in base64's alphabet: no line of the data can end the here-document early.
+    delimiter = f"HACONFORM_INPUT_{token.removeprefix('haconform-')}"
+    data = base64.encodebytes(input).decode("ascii")
+    return (f"umask 077; base64 -d >\"$__d/i\" <<'{delimiter}'\n{data}{delimiter}\n"
+            '__b=$?; umask "$__m"\n'
+            f'{{ if [ "$__b" = 0 ]; then {run} <"$__d/i" >"$__d/o" 2>"$__d/e"; __r=$?; '
+            'else __r=125; : >"$__d/o"; echo "haconform: the command\'s input could not be decoded" >"$__d/e"; fi; '
+            f'rm -f "$__d/i"; {reply}; }}\n')
+
+
 class RemoteShell:
     """One shell process; not thread-safe (ShellPool hands each to one caller at a time)."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT):
         self.argv = argv
+        self.tmp_root = tmp_root
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
         self._buffer = bytearray()
         self._stderr: deque[str] = deque(maxlen=20)
         self._stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_reader.start()
+        try:
+            # Queued behind the login: the first command's reply waits for it, no round trip of its own.
+            self.process.stdin.write(start_script(tmp_root).encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass   # the shell is already gone: the first run() says why
 
     def _drain_stderr(self) -> None:
         for raw in self.process.stderr:
@@ -96,11 +159,10 @@ class RemoteShell:
         del self._buffer[:size]
         return data
 
-    def run(self, command: str, timeout: float) -> tuple[int, bytes, bytes]:
+    def run(self, command: str, timeout: float, *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """(exit code, stdout, stderr); input: the command's stdin (else /dev/null)."""
         token = "haconform-" + tokens.token_hex(8)
-        script = (f'__o=$(mktemp) && __e=$(mktemp) && {{ /bin/sh -c {shlex.quote(command)} </dev/null '
-                  f'>"$__o" 2>"$__e"; __r=$?; printf "{token} %s %s %s\\n" "$__r" "$(wc -c <"$__o")" '
-                  f'"$(wc -c <"$__e")"; cat "$__o" "$__e"; rm -f "$__o" "$__e"; }}\n')
+        script = command_script(command, token, input)
         try:
             self.process.stdin.write(script.encode())
             self.process.stdin.flush()
@@ -114,7 +176,22 @@ class RemoteShell:
         rc, out_size, err_size = (int(w) for w in words[1:])
         return rc, self._read_exact(out_size, deadline), self._read_exact(err_size, deadline)
 
-    def close(self) -> None:
+    def end_input(self) -> None:
+        """EOF on the shell's stdin: an idle shell exits and removes its directory."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def close(self, *, graceful: bool = True) -> None:
+        """graceful: let the shell exit on EOF (it cleans up after itself); a busy one
+        (graceful=False: a command that outlived its bound) is killed at once."""
+        if graceful and self.alive:
+            self.end_input()
+            try:
+                self.process.wait(timeout=SHELL_EXIT_S)
+            except subprocess.TimeoutExpired:
+                pass
         if self.alive:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -123,7 +200,10 @@ class RemoteShell:
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.process.wait(timeout=5)
         for pipe in (self.process.stdin, self.process.stdout):
             try:
@@ -135,8 +215,9 @@ class RemoteShell:
 class ShellPool:
     """Idle shells of one host; a caller takes one (or starts one), runs, gives it back."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT):
         self.argv = argv
+        self.tmp_root = tmp_root
         self._idle: list[RemoteShell] = []
         self._lock = threading.Lock()
         self._all: list[RemoteShell] = []
@@ -148,7 +229,7 @@ class ShellPool:
                 if shell.alive:
                     return shell, False
                 self._all.remove(shell)
-            shell = RemoteShell(self.argv)
+            shell = RemoteShell(self.argv, tmp_root=self.tmp_root)
             self._all.append(shell)
             return shell, True
 
@@ -157,21 +238,23 @@ class ShellPool:
             self._idle.append(shell)
 
     def _discard(self, shell: RemoteShell) -> None:
-        shell.close()
+        shell.close(graceful=False)
         with self._lock:
             if shell in self._all:
                 self._all.remove(shell)
 
-    def run(self, command: str, timeout: float, *, connect_timeout: float = 0.0) -> tuple[int, bytes, bytes]:
+    def run(self, command: str, timeout: float, *, connect_timeout: float = 0.0,
+            input: bytes | None = None) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr); 124 on timeout; ShellGone when a fresh shell cannot run it.
 
         timeout bounds the command; a shell started for it also gets connect_timeout
         to connect (a short probe must not fail because the handshake is slow).
+        input: the command's stdin (else /dev/null).
         """
         for _ in range(2):
             shell, fresh = self._take()
             try:
-                result = shell.run(command, timeout + (connect_timeout if fresh else 0.0))
+                result = shell.run(command, timeout + (connect_timeout if fresh else 0.0), input=input)
             except ShellTimeout:
                 self._discard(shell)
                 return 124, b"", f"(timed out after {timeout:g}s)".encode()
@@ -191,11 +274,17 @@ class ShellPool:
         with self._lock:
             idle, self._idle = self._idle, []
             self._all = [s for s in self._all if s not in idle]
-        for shell in idle:
-            shell.close()
+        self._close_all(idle)
 
     def close(self) -> None:
         with self._lock:
             shells, self._all, self._idle = self._all, [], []
+        self._close_all(shells)
+
+    @staticmethod
+    def _close_all(shells: list[RemoteShell]) -> None:
+        # Every shell is told first, so their exits overlap instead of adding up.
+        for shell in shells:
+            shell.end_input()
         for shell in shells:
             shell.close()

@@ -29,6 +29,7 @@ import os
 import logging
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,27 @@ def ssh_options(access: HostAccess, control_dir: str | None = None) -> list[str]
     return [*options, "--", access.address]
 
 
+def ensure_private_directory(path: str) -> str:
+    """path as a directory only this user can enter: made 0700 if missing, else checked.
+
+    ssh's ControlPath sockets live there; whoever can write to the directory can put a
+    socket of their own where ssh will connect, and run commands as this user on every host.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    owner, mode = info.st_uid, stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode) or owner != os.geteuid() or mode != 0o700:
+        kind = "directory" if stat.S_ISDIR(info.st_mode) else "symlink" if stat.S_ISLNK(info.st_mode) else "file"
+        raise HaconformError(
+            f"the ssh control directory {path} is not private: a {kind} owned by uid {owner}, mode {mode:04o} "
+            f"(needed: a directory owned by uid {os.geteuid()}, mode 0700)",
+            where=path, fix=f"remove {path} (haconform makes it again, private) or `chmod 700` it if it is yours")
+    return path
+
+
 def remote_command(access: HostAccess, command: str) -> str:
     """The one line the remote login shell gets: /bin/sh (via sudo -n when the login is not root)."""
     argv = ["/bin/sh", "-c", command]
@@ -107,6 +129,7 @@ class AccessBackend(base.BaseBackend):
         self.access = access
         self.control_dir = control_dir
         # ssh hosts: commands go to long-lived shells (remote_shell.py), not one session each.
+        # A command's input goes to the shell inside its script, never into an argv.
         self._shells = (ShellPool(["ssh", *ssh_options(access), remote_command(access, "exec /bin/sh")])
                         if persistent and access.kind == "ssh" else None)
         super().__init__(hostname, *args, **kwargs)
@@ -121,7 +144,7 @@ class AccessBackend(base.BaseBackend):
     def argv(self, command: str, *, multiplexed: bool = True) -> list[str]:
         access = self.access
         if access.kind == "ssh":
-            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+            ensure_private_directory(self.control_dir)
             return ["ssh", *ssh_options(access, self.control_dir if multiplexed else None),
                     remote_command(access, command)]
         if access.kind == "netns":
@@ -131,12 +154,14 @@ class AccessBackend(base.BaseBackend):
         raise HaconformError(f"{self.hostname} is `none` in the inventory: haconform cannot reach it",
                              where="--inventory", fix="give it an address or `local: true`")
 
-    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, **kwargs: Any) -> base.CommandResult:
+    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, input: bytes | None = None,
+            **kwargs: Any) -> base.CommandResult:
+        """input: the command's standard input (else none); it never appears in an argv."""
         cmd = self.get_command(command, *args)
         if self._shells is not None:
-            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+            ensure_private_directory(self.control_dir)
             try:
-                rc, stdout, stderr = self._shells.run(cmd, timeout, connect_timeout=BOUNDS.vm_ssh)
+                rc, stdout, stderr = self._shells.run(cmd, timeout, connect_timeout=BOUNDS.vm_ssh, input=input)
             except ShellGone as gone:
                 raise HostUnreachable(
                     f"ssh to {self.hostname} ({self.access.address}) failed (exit {gone.returncode}): "
@@ -145,7 +170,8 @@ class AccessBackend(base.BaseBackend):
                     fix="is the host up and the inventory's address/user/key/sudo right?") from None
             return self.result(rc, self.encode(cmd), stdout, stderr)
         try:
-            proc = subprocess.run(self.argv(cmd), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            stdin = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
+            proc = subprocess.run(self.argv(cmd), capture_output=True, timeout=timeout, **stdin)
         except subprocess.TimeoutExpired as exc:
             return self.result(124, self.encode(cmd), exc.stdout or b"",
                                (exc.stderr or b"") + f"\n(timed out after {timeout:g}s)".encode())
@@ -168,8 +194,9 @@ class SshTarget(Target):
         super().__init__(topology)
         self.inventory = inventory
         self.destructive_allowed = allow_destructive
-        # Made on first use (a target that never connects leaves nothing behind).
-        self._control_path = os.path.join(tempfile.gettempdir(), f"haconform-ssh-{os.getpid()}-{id(self):x}")
+        # Made on first use (a target that never connects leaves nothing behind), by mkdtemp:
+        # private and not guessable, so no one can put it there first.
+        self._control_path: str | None = None
         self._backends: dict[str, AccessBackend] = {}
         self._crashed: set[str] = set()
         self._fire_and_forget: list[subprocess.Popen] = []
@@ -178,8 +205,11 @@ class SshTarget(Target):
     @property
     def _control_dir(self) -> str:
         """Where the multiplexed connections' sockets live (private to this target)."""
-        os.makedirs(self._control_path, mode=0o700, exist_ok=True)
-        return self._control_path
+        if self._control_path is None:
+            self._control_path = tempfile.mkdtemp(prefix="haconform-ssh-")
+            return self._control_path
+        # Made again after down(); refused if someone else's stands there meanwhile.
+        return ensure_private_directory(self._control_path)
 
     # ----- transport -----------------------------------------------------------
     def backend(self, name: str) -> AccessBackend:
@@ -252,7 +282,8 @@ class SshTarget(Target):
                 proc.kill()
             proc.wait(timeout=BOUNDS.vm_ssh)
         self._fire_and_forget.clear()
-        shutil.rmtree(self._control_dir, ignore_errors=True)   # made again if the target is used after down()
+        if self._control_path is not None:
+            shutil.rmtree(self._control_path, ignore_errors=True)   # made again if the target is used after down()
         return {}
 
     # ----- power -----------------------------------------------------------------

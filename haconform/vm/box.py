@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..errors import HaconformError
 from ..packages import DEBIAN_PACKAGES
+from ..timeouts import BOUNDS
 from . import STATE_ROOT
 
 log = logging.getLogger("haconform.vm.box")
@@ -96,7 +97,8 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
 
 def candidate_version(package: str) -> str:
     """The version apt would install, from its machine-readable policy output."""
-    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True).stdout
+    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
+                         timeout=BOUNDS.cli_query).stdout
     match = re.search(r"Candidate:\s*(\S+)", out)
     return match.group(1) if match and match.group(1) != "(none)" else "unknown"
 
@@ -126,7 +128,7 @@ def ensure_ssh_key(box_dir: Path = BOX_DIR) -> Path:
         box_dir.mkdir(parents=True, exist_ok=True)
         # RSA in PEM: what Vagrant's net-ssh reads without extra gems.
         subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-m", "PEM", "-N", "",
-                        "-C", "haconform-vm", "-f", str(key)], check=True)
+                        "-C", "haconform-vm", "-f", str(key)], check=True, timeout=BOUNDS.cli_query)
     return key
 
 
@@ -162,7 +164,7 @@ def vagrant_boxes() -> list[str]:
     if shutil.which("vagrant") is None:
         return []
     out = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True, text=True,
-                         env=vagrant_env()).stdout
+                         env=vagrant_env(), timeout=BOUNDS.command).stdout
     # machine-readable rows: timestamp,target,type,data
     return [row.split(",")[3] for row in out.splitlines() if row.count(",") >= 3 and row.split(",")[2] == "box-name"]
 
@@ -212,7 +214,13 @@ WantedBy=multi-user.target
 
 
 def _run(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    # Each step of the build within the bound of the whole build: a hung mirror or a
+    # stuck loop device ends the build with one error instead of never.
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=BOUNDS.vm_box_build, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise HaconformError(f"{what} did not finish within {BOUNDS.vm_box_build:g}s", where="haconform vm box build",
+                             fix="check the apt mirror and free disk space, then rerun") from None
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise HaconformError(f"{what} failed (exit {result.returncode}): {' | '.join(tail)}",

@@ -121,7 +121,7 @@ class FenceVirtd:
 
     def _listening(self, netns: str, port: int) -> bool:
         out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-Hlun", f"sport = :{port}"],
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, timeout=BOUNDS.cli_query).stdout
         return bool(out.strip())
 
     def _log_tail(self) -> str:

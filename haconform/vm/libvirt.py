@@ -82,7 +82,8 @@ def ensure_daemons(state_dir: Path) -> dict[str, int]:
         if daemon_pid(name):
             continue
         binary = shutil.which(name) or f"/usr/sbin/{name}"
-        result = subprocess.run([binary, "-d"], capture_output=True, text=True)
+        # -d: the daemon forks into the background and this returns at once.
+        result = subprocess.run([binary, "-d"], capture_output=True, text=True, timeout=BOUNDS.vm_daemon)
         if result.returncode != 0:
             raise HaconformError(f"{name} did not start: {result.stderr.strip()[-300:]}", where="libvirt",
                                  fix=f"run `{name} -v` by hand to see why; `haconform vm install` installs it")
@@ -158,8 +159,9 @@ def ensure_isolated_network(name: str, bridge: str, state_dir: Path) -> None:
         virsh("net-start", name)
     # fence_xvm's request is multicast: flood it to every port, as the lab's bridge does.
     subprocess.run(["ip", "link", "set", "dev", bridge, "type", "bridge", "mcast_snooping", "0"],
-                   capture_output=True)
-    subprocess.run(["ip", "link", "set", "dev", bridge, "addrgenmode", "none"], capture_output=True)
+                   capture_output=True, timeout=BOUNDS.cli_query)
+    subprocess.run(["ip", "link", "set", "dev", bridge, "addrgenmode", "none"], capture_output=True,
+                   timeout=BOUNDS.cli_query)
 
 
 def remove_network(name: str) -> bool:
@@ -229,7 +231,8 @@ def libvirt_chains() -> dict[str, list[str]]:
     if shutil.which("iptables-save") is None:
         return chains
     table = None
-    for line in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.splitlines():
+    for line in subprocess.run(["iptables-save"], capture_output=True, text=True,
+                               timeout=BOUNDS.cli_query).stdout.splitlines():
         if line.startswith("*"):
             table = line[1:]
         elif line.startswith(":") and table:
@@ -247,7 +250,7 @@ def remove_libvirt_chains() -> list[str]:
             continue
         table = None
         jumps, chains = [], []
-        for line in subprocess.run([save], capture_output=True, text=True).stdout.splitlines():
+        for line in subprocess.run([save], capture_output=True, text=True, timeout=BOUNDS.cli_query).stdout.splitlines():
             if line.startswith("*"):
                 table = line[1:]
             elif line.startswith(":") and FIREWALL_CHAIN.match(line[1:].split()[0]):
@@ -255,11 +258,12 @@ def remove_libvirt_chains() -> list[str]:
             elif line.startswith("-A ") and re.search(r" -j LIBVIRT_[A-Z]+\b", line):
                 jumps.append((table, line[3:]))
         for table, rule in jumps:
-            subprocess.run([tool, "-t", table, "-D", *rule.split()], capture_output=True)
+            subprocess.run([tool, "-t", table, "-D", *rule.split()], capture_output=True, timeout=BOUNDS.cli_query)
         for table, chain in chains:
-            subprocess.run([tool, "-t", table, "-F", chain], capture_output=True)
+            subprocess.run([tool, "-t", table, "-F", chain], capture_output=True, timeout=BOUNDS.cli_query)
         for table, chain in chains:
-            if subprocess.run([tool, "-t", table, "-X", chain], capture_output=True).returncode == 0:
+            if subprocess.run([tool, "-t", table, "-X", chain], capture_output=True,
+                              timeout=BOUNDS.cli_query).returncode == 0:
                 removed.append(f"{tool}:{table}:{chain}")
     return removed
 

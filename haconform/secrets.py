@@ -19,9 +19,11 @@ Two lines of defence:
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import logging
+import re
 import threading
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -108,6 +110,49 @@ def register(secret: str | bytes | None) -> None:
     forms = secret_forms(secret)
     with _lock:
         _secrets.update(forms)
+
+
+# Credentials a configuration carries in clear: HAProxy's `stats auth USER:PASSWORD` and a userlist's
+# `user NAME insecure-password PASSWORD`.
+_CONFIG_CREDENTIALS = re.compile(
+    r"^[ \t]*(?:stats[ \t]+auth[ \t]+(?P<user>[^:\s]+):(?P<password>\S+)"
+    r"|user[ \t]+(?P<luser>\S+)[ \t]+insecure-password[ \t]+(?P<lpassword>\S+))", re.MULTILINE)
+
+_reading = threading.local()
+
+
+def discover(text: str | bytes | None) -> None:
+    """Register every credential a configuration text carries (and each USER:PASSWORD pair, the form
+    Basic auth encodes), before the text can reach a log: transports call this on every output."""
+    if not text:
+        return
+    if isinstance(text, (bytes, bytearray)):
+        if b"auth" not in text and b"insecure-password" not in text:
+            return
+        text = bytes(text).decode("utf-8", "replace")
+    elif "auth" not in text and "insecure-password" not in text:
+        return
+    for match in _CONFIG_CREDENTIALS.finditer(text):
+        user = match.group("user") or match.group("luser")
+        password = match.group("password") or match.group("lpassword")
+        register(password)
+        register(f"{user}:{password}")
+
+
+@contextlib.contextmanager
+def secret_output():
+    """Within this block, a transport registers the whole output of each command it runs as a secret
+    before logging it (a key read with `cat`)."""
+    previous = getattr(_reading, "secret", False)
+    _reading.secret = True
+    try:
+        yield
+    finally:
+        _reading.secret = previous
+
+
+def output_is_secret() -> bool:
+    return getattr(_reading, "secret", False)
 
 
 # ----- redaction ---------------------------------------------------------------------------------

@@ -123,6 +123,9 @@ class FakeHost:
                 result = response
             return FakeResult(rc=result.rc, stdout=result.stdout_bytes, stderr=result.stderr,
                               command=command)
+        read = re.fullmatch(r"cat -- (\S+)", command)
+        if read and shlex.split(read.group(1))[0] in self._files:   # Machine.read_secret of an added file
+            return FakeResult(rc=0, stdout=self._files[shlex.split(read.group(1))[0]].content, command=command)
         raise AssertionError(f"FakeHost {self.name}: nothing recorded for command: {command}")
 
     def check_output(self, command: str, *args: str) -> str:

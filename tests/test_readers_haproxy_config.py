@@ -101,7 +101,9 @@ def test_stats_credentials_register_the_password(own_secrets):
     found = stats_credentials(HANDMADE_OWN_PASSWORD)
     assert found == {"section": "stats", "uri": "/status", "port": 8080, "user": "admin",
                      "password": "hc-unit-7f3a"}
-    assert redact("login admin:hc-unit-7f3a") == f"login admin:{MASK}"
+    # the password, and the user:password pair Basic auth encodes, are both masked
+    assert redact("login admin:hc-unit-7f3a") == f"login {MASK}"
+    assert redact("password hc-unit-7f3a") == f"password {MASK}"
     # the 1.x header address is not a bind line here: no port
     odd = stats_credentials(ODD)
     assert (odd["port"], odd["user"], odd["uri"]) == (None, "admin", "/status")

@@ -341,3 +341,60 @@ def test_a_session_shows_no_secret_anywhere(pytester):
     found = {(where, name) for where, text in {"terminal": terminal, **written}.items()
              for name, form in forms.items() if shown_in(form, text)}
     assert found == set(), f"secrets shown: {sorted(found)}"
+
+
+# ----- secrets read from hosts are registered before testinfra logs them ---------------------------------
+
+@pytest.fixture
+def fresh_secrets(monkeypatch):
+    monkeypatch.setattr(redaction, "_secrets", set(redaction._secrets))
+    install_log_filter()
+
+
+def test_discover_registers_stats_auth_and_userlist_credentials(fresh_secrets):
+    config = ("listen stats\n    bind *:8080\n    stats auth  admin:s3cr3t-Stats\n"
+              "userlist ops\n    user alice insecure-password al1ce-Pass\n")
+    redaction.discover(config.encode())
+    text = redact("s3cr3t-Stats admin:s3cr3t-Stats al1ce-Pass " + base64.b64encode(b"admin:s3cr3t-Stats").decode())
+    assert "s3cr3t" not in text and "al1ce" not in text and "YWRtaW46czNjcjN0LVN0YXRz" not in text, text
+
+
+def test_discover_ignores_text_without_credentials(fresh_secrets):
+    before = set(redaction._secrets)
+    redaction.discover("global\n    maxconn 65535\n# auth is documented elsewhere\n")
+    assert redaction._secrets == before
+
+
+class EchoBackend:
+    """A RedactingBackend that 'runs' a command by returning fixed output."""
+
+    def __new__(cls, output: bytes):
+        from haconform.targets.backend import RedactingBackend
+
+        class Backend(RedactingBackend):
+            def run(self, command, *args, **kwargs):
+                return self.result(0, self.encode(command), output, b"")
+        return Backend("fake")
+
+
+def test_a_key_read_inside_secret_output_is_registered_before_testinfra_logs_it(fresh_secrets, root_handler):
+    key = random_tokens.token_bytes(128)
+    backend = EchoBackend(key)
+    with redaction.secret_output():
+        backend.run("cat -- /etc/cluster/fence_xvm.key")
+    runs = [line for line in root_handler.lines if "RUN" in line]
+    assert runs, "testinfra logged no RUN line: the test would prove nothing"
+    assert not any(repr(key)[2:-1] in line or key.hex() in line for line in runs), runs
+    assert MASK in runs[-1]
+
+
+def test_output_outside_secret_output_is_not_registered_wholesale(fresh_secrets, root_handler):
+    backend = EchoBackend(b"an ordinary output line")
+    backend.run("echo")
+    assert "an ordinary output line" in root_handler.lines[-1]
+
+
+def test_a_config_read_with_cat_is_logged_without_its_stats_password(fresh_secrets, root_handler):
+    backend = EchoBackend(b"listen stats\n    stats auth admin:Cat-Read-Pw1\n")
+    backend.run("cat /etc/haproxy/haproxy.cfg")
+    assert "Cat-Read-Pw1" not in root_handler.lines[-1] and MASK in root_handler.lines[-1]

@@ -83,6 +83,7 @@ def stats_credentials(config_text: str) -> dict:
         if section.kind in ("listen", "frontend") and auth:
             user, _, password = auth[-1][0].partition(":")
             register(password)
+            register(f"{user}:{password}")
             uri = section.directives("stats", "uri")
             binds = section.directives("bind")
             port = int(binds[0][0].rsplit(":", 1)[1]) if binds else None

@@ -314,7 +314,7 @@ class FencingStage:
                           f"dd if=/dev/urandom of={shlex.quote(key_path)} bs={fencing.key_bytes} count=1 2>/dev/null"
                           f" && chmod 600 {shlex.quote(key_path)}")
             record.steps.append(f"{fence.name}: made a {fencing.key_bytes}-byte key with dd")
-        key = fence.host.file(key_path).content
+        key = fence.read_secret(key_path)
         register_secret(key)
         digest = fence.succeed(f"sha256sum {shlex.quote(key_path)}").split()[0]
         for director in self.cluster_stage.nodes:

@@ -26,6 +26,7 @@ from pydantic import Field, PlainValidator, field_validator, model_validator
 from ..datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from ..errors import HaconformError
 from ..readers.cluster import pcmk_seconds
+from ..secrets import discover as discover_secrets
 from ..topology import Topology
 
 SELECTOR = re.compile(r"^(role|host)-([a-z][a-z0-9]*)$")
@@ -436,6 +437,10 @@ def _load(directory: Path, topology, search, *, seen: tuple[str, ...]) -> Stage:
     if manifest.base:
         base = _load(_find_base(manifest.base, directory, search, path), topology, search, seen=(*seen, name))
     own = _own_files(directory)
+    for f in own:
+        # A documented file may carry credentials (`stats auth`): registered before any of it is logged.
+        if f.source.stat().st_size < 1 << 20:
+            discover_secrets(f.source.read_bytes())
     overridden = {(f.selector, f.dest) for f in own}
     files = [f for f in (base.files if base else []) if (f.selector, f.dest) not in overridden] + own
     cluster_raw = manifest.cluster

@@ -14,7 +14,7 @@ import shlex
 import testinfra
 
 from ..errors import CommandFailed, HaconformError
-from ..secrets import redact
+from ..secrets import redact, secret_output
 from ..timeouts import BOUNDS
 from ..topology import HostSpec, Topology
 from ..wait import wait_until
@@ -186,6 +186,15 @@ class Machine:
     # ----- files -------------------------------------------------------------
     def read_file(self, path: str) -> str:
         return self.succeed(f"cat {shlex.quote(path)}")
+
+    def read_secret(self, path: str) -> bytes:
+        """A file holding a secret (the fence key), registered before anything can log it."""
+        with secret_output():
+            result = self.host.run(f"cat -- {shlex.quote(path)}")
+        if result.rc != 0:
+            raise CommandFailed(f"on {self.name}: cannot read {path} (exit {result.rc}): "
+                                f"{redact(result.stderr.strip()[-300:])}")
+        return result.stdout_bytes
 
     def write_file(self, path: str, content: bytes | str, *, mode: str = "0644",
                    owner: str = "root", group: str = "root") -> None:

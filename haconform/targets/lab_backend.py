@@ -16,9 +16,10 @@ from testinfra.backend import base
 
 from ..lab.lab import NamespaceLab, run_in_host
 from ..timeouts import BOUNDS
+from .backend import RedactingBackend
 
 
-class LabBackend(base.BaseBackend):
+class LabBackend(RedactingBackend):
     NAME = "haconform-lab"
 
     def __init__(self, hostname: str, *args: Any, lab: str = "haconform",

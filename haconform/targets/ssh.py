@@ -47,6 +47,7 @@ from ..readers.cluster import FENCE_LIST_COMMAND, parse_fence_list
 from ..readers.links import nic_holding
 from ..secrets import redact
 from ..timeouts import BOUNDS
+from .backend import RedactingBackend
 from ..topology import Topology
 from ..wait import wait_until
 from .base import Target
@@ -119,7 +120,7 @@ def remote_command(access: HostAccess, command: str) -> str:
     return shlex.join(argv)
 
 
-class AccessBackend(base.BaseBackend):
+class AccessBackend(RedactingBackend):
     """testinfra transport for an inventory host: ssh, the harness machine, or a netns in it."""
 
     NAME = "haconform-access"

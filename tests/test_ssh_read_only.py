@@ -1,0 +1,71 @@
+"""Read-only means read-only: a `--target ssh` run without --allow-destructive writes nothing to the hosts.
+
+A stage-5 lab is turned into an existing deployment reached only over ssh
+(tests/sshlab.py).  Every regular file under /etc, /var/www, /var/log and /tmp
+of each host is hashed before and after a read-only run.  Nothing may be
+created, removed or rewritten; a log may only have grown by lines its own
+daemons wrote (the sshd that logs the harness's logins, haproxy and Apache
+logging the requests the tests make, the cluster's periodic work) — a line
+from `logger` or any program of the harness's is a write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from tests.sshlab import SshDeployment, compare_snapshots, junit_outcomes
+
+# Programs of the deployment itself: what they append to their logs during a run is the deployment working
+# (the harness's ssh logins, the requests it sends, pacemaker's own timers, the kernel noting tcpdump's
+# promiscuous mode), not the harness writing.
+DEPLOYMENT_PROGRAMS = {"kernel", "sshd", "haproxy", "apache2", "corosync", "pacemakerd", "pacemaker-based",
+                       "pacemaker-fenced", "pacemaker-execd", "pacemaker-attrd", "pacemaker-schedulerd",
+                       "pacemaker-controld", "pcsd", "rsyslogd", "fence_xvm", "IPaddr2", "haproxy(lb)"}
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root"),
+    pytest.mark.skipif(not (shutil.which("sshd", path="/usr/sbin:/usr/bin") and shutil.which("nc")),
+                       reason="needs openssh-server and netcat-openbsd (`haconform lab install` installs them)"),
+]
+
+
+@pytest.fixture(scope="module")
+def ssh_deployment(tmp_path_factory):
+    deployment = SshDeployment(f"ro{os.getpid() % 10000}", tmp_path_factory.mktemp("ssh-read-only"))
+    try:
+        deployment.build()
+        yield deployment
+    finally:
+        deployment.down()
+
+
+def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
+    before = ssh_deployment.snapshot()
+    ssh_deployment.ssh_run([], "read-only")
+    after = ssh_deployment.snapshot()
+    log = (ssh_deployment.workdir / "read-only.log").read_text()
+    outcomes = junit_outcomes(ssh_deployment.workdir / "read-only.xml")
+    ran = {cid for cid, (outcome, _) in outcomes.items() if outcome == "passed"}
+    broken = {cid: message[:300] for cid, (outcome, message) in outcomes.items() if outcome in ("failed", "error")}
+    # JUnit shows an xfail (a known finding, "finding: ...") as skipped too.
+    left_out = {cid: message for cid, (outcome, message) in outcomes.items() if outcome == "skipped"}
+    changes = compare_snapshots(before, after)
+    (ssh_deployment.workdir / "read-only-changes.json").write_text(
+        json.dumps({"changes": changes, "left_out": left_out, "passed": sorted(ran)}, indent=1))
+
+    assert not broken, f"read-only tests failed against the ssh deployment: {broken}\n{log[-3000:]}"
+    assert len(ran) >= 15, f"only {sorted(ran)} passed: the run proves little\n{log[-3000:]}"
+    for kind in ("created", "removed", "rewritten"):
+        assert not changes[kind], f"files {kind} on the hosts by a read-only run: {changes[kind]}"
+    by_harness = {path: {p: n for p, n in programs.items() if p not in DEPLOYMENT_PROGRAMS}
+                  for path, programs in changes["appended"].items()}
+    by_harness = {path: programs for path, programs in by_harness.items() if programs}
+    assert not by_harness, f"log lines not written by the deployment's own daemons: {by_harness}"
+    reasons = {cid: reason for cid, reason in left_out.items()
+               if not reason.startswith(("destructive:", "writes to a host:", "verify-only", "finding:"))}
+    assert not reasons, f"left out without a read-only reason: {reasons}"

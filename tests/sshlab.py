@@ -192,6 +192,16 @@ def line_program(path: str, line: str) -> str:
     return match.group(1) if match else "?"
 
 
+def built_deployment(prefix: str, tmp_path_factory):
+    """A module fixture's body: an SshDeployment built on a lab of its own, taken down after."""
+    deployment = SshDeployment(f"{prefix}{os.getpid() % 10000}", tmp_path_factory.mktemp(f"ssh-{prefix}"))
+    try:
+        deployment.build()
+        yield deployment
+    finally:
+        deployment.down()
+
+
 def compare_snapshots(before: dict, after: dict) -> dict:
     """What changed between two snapshots: files created, removed or rewritten (every path outside
     /var/log that differs, and a log whose old text is no longer its beginning), and for logs that only

@@ -79,6 +79,29 @@ def no_switch_left(request):
         assert not leftovers, f"{request.node.name} left switches armed: {leftovers}"
 
 
+def kill_armed_parent(arming: str, *, armed_within: float, undone, undone_what: str) -> float:
+    """A harness-like parent process runs `arming` (python that arms a switch), says so, sleeps; it is
+    killed with SIGKILL once armed.  Returns the seconds from the kill until `undone()` held."""
+    harness = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from haconform.deadman import arm
+        """) + textwrap.dedent(arming) + 'print("armed", flush=True)\ntime.sleep(600)\n'],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(harness.stdout), daemon=True).start()
+        wait_until("the harness-like parent armed its switch", lambda: "armed\n" in lines, timeout=armed_within)
+        killed_at = time.monotonic()
+        os.kill(harness.pid, signal.SIGKILL)
+        wait_until(undone_what, undone, timeout=UNDO_AFTER_DEATH_S)
+        return time.monotonic() - killed_at
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+        harness.wait(timeout=10)
+
+
 def test_the_script_reads_one_line_with_the_backstop_and_quotes_the_undo():
     script = switch_script("pcs node unstandby server1", "standby on server1", 800)
     assert "line=$(timeout 800 head -n 1)" in script
@@ -107,31 +130,14 @@ def test_the_switch_runs_in_its_own_session(stub):
 
 
 def test_harness_killed_by_sigkill_the_undo_runs_at_once(stub, tmp_path):
-    harness = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(REPO)!r})
-        from haconform.deadman import arm
+    seconds = kill_armed_parent(f"""
         class Target:
             def exec_argv(self, host):
                 return {stub.exec_argv("server1")!r}
         arm(Target(), "server1", "pcs node unstandby server1", what="standby on server1")
-        print("armed", flush=True)
-        time.sleep(600)
-        """)], stdout=subprocess.PIPE, text=True)
-    try:
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(harness.stdout), daemon=True).start()
-        wait_until("the harness-like parent armed its switch", lambda: "armed\n" in lines, timeout=20)
-        killed_at = time.monotonic()
-        os.kill(harness.pid, signal.SIGKILL)
-        wait_until("the undo ran after the harness died", stub.undos, timeout=UNDO_AFTER_DEATH_S,
-                   observe=stub.commands)
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-        harness.wait(timeout=10)
+        """, armed_within=20, undone=stub.undos, undone_what="the undo ran after the harness died")
     assert stub.undos() == ["server1: pcs node unstandby server1"]
-    assert time.monotonic() - killed_at < UNDO_AFTER_DEATH_S
+    assert seconds < UNDO_AFTER_DEATH_S
     assert any(f"logger -t {LOG_TAG} -- standby on server1: undone" in c for c in stub.commands()), stub.commands()
 
 
@@ -230,30 +236,14 @@ def test_on_the_lab_disarm_ends_the_switch_in_the_host(lab, lab_target):
 
 @pytest.mark.lab
 def test_on_the_lab_a_sigkilled_harness_is_undone_within_seconds(lab, lab_target):
-    harness = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(REPO)!r})
-        from haconform.deadman import arm
+    seconds = kill_armed_parent(f"""
         from haconform.lab.lab import NamespaceLab
         from haconform.targets.lab import LabTarget
         from haconform.topology import load_topology
         lab = NamespaceLab({LAB!r}, load_topology(), hosts=["server2"])
         arm(LabTarget(lab.topology, lab.name, lab=lab), "server2", "echo undone > {MARK}", what="lab kill")
-        print("armed", flush=True)
-        time.sleep(600)
-        """)], stdout=subprocess.PIPE, text=True)
-    try:
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(harness.stdout), daemon=True).start()
-        wait_until("the harness-like parent armed its switch", lambda: "armed\n" in lines, timeout=30)
-        killed_at = time.monotonic()
-        os.kill(harness.pid, signal.SIGKILL)
-        wait_until("the undo ran in server2", lambda: lab.run("server2", f"cat {MARK}").stdout.strip() == "undone",
-                   timeout=UNDO_AFTER_DEATH_S)
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-        harness.wait(timeout=10)
-    assert time.monotonic() - killed_at < UNDO_AFTER_DEATH_S
+        """, armed_within=30, undone=lambda: lab.run("server2", f"cat {MARK}").stdout.strip() == "undone",
+        undone_what="the undo ran in server2")
+    assert seconds < UNDO_AFTER_DEATH_S
     wait_until("the fired switch ended in the host", lambda: switches_in_host(lab) == "", timeout=10,
                observe=lambda: switches_in_host(lab))

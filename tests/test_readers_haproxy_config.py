@@ -103,7 +103,7 @@ def test_stats_credentials_register_the_password(own_secrets):
                      "password": "hc-unit-7f3a"}
     # the password, and the user:password pair Basic auth encodes, are both masked
     assert redact("login admin:hc-unit-7f3a") == f"login {MASK}"
-    assert redact("password hc-unit-7f3a") == f"password {MASK}"
+    assert redact("pw hc-unit-7f3a") == f"pw {MASK}"
     # the 1.x header address is not a bind line here: no port
     odd = stats_credentials(ODD)
     assert (odd["port"], odd["user"], odd["uri"]) == (None, "admin", "/status")

@@ -26,7 +26,7 @@ import pytest
 from haconform.deadman import LOG_TAG
 from haconform.readers.cluster import parse_crm_mon
 from haconform.timeouts import BOUNDS
-from tests.sshlab import REPO, SshDeployment
+from tests.sshlab import REPO, SshDeployment, built_deployment
 
 ROUNDS = int(os.environ.get("HACONFORM_KILL_ROUNDS", "1"))
 # Seen changed: the harness has made its change (from start: session, ssh, verify, inject).
@@ -100,12 +100,7 @@ def poll(condition, timeout: float, what: str, observe) -> float:
 
 @pytest.fixture(scope="module")
 def ssh_deployment(tmp_path_factory):
-    deployment = SshDeployment(f"dm{os.getpid() % 10000}", tmp_path_factory.mktemp("ssh-dead-man"))
-    try:
-        deployment.build()
-        yield deployment
-    finally:
-        deployment.down()
+    yield from built_deployment("dm", tmp_path_factory)
 
 
 @pytest.mark.parametrize("conformance_id", sorted(STATE_CHANGING))

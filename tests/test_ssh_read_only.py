@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from tests.sshlab import SshDeployment, compare_snapshots, junit_outcomes
+from tests.sshlab import built_deployment, compare_snapshots, junit_outcomes
 
 # Programs of the deployment itself: what they append to their logs during a run is the deployment working
 # (the harness's ssh logins, the requests it sends, pacemaker's own timers, the kernel noting tcpdump's
@@ -36,12 +36,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def ssh_deployment(tmp_path_factory):
-    deployment = SshDeployment(f"ro{os.getpid() % 10000}", tmp_path_factory.mktemp("ssh-read-only"))
-    try:
-        deployment.build()
-        yield deployment
-    finally:
-        deployment.down()
+    yield from built_deployment("ro", tmp_path_factory)
 
 
 def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):

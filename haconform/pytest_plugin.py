@@ -13,7 +13,7 @@ import pytest
 from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
-from .report.plugin import failure_message, skip_message
+from .report.messages import failure_message, skip_message
 from .secrets import install_log_filter, redact, redact_obj
 from .datafile import read_yaml_mapping
 

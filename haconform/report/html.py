@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from .verdict import BROKEN, HELD, NOT_TESTED, case_label, format_value, stage_key
+from .verdict import BROKEN, HELD, NOT_TESTED, format_value, stage_key
 
 CSS = """
 :root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;

@@ -23,6 +23,7 @@ import pytest
 from ..conformance import requirement_of
 from ..secrets import redact
 from .html import render_verdict_html
+from .messages import failure_message, skip_message
 from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_version_probe, read_golden,
                       read_history, stage_notes, version_probe_command, versions_from_evidence, write_json)
 
@@ -32,20 +33,6 @@ VERSION_ATTEMPTS = 3
 
 def pytest_configure(config):
     config.pluginmanager.register(VerdictReport(config), "haconform-verdict-report")
-
-
-def failure_message(report) -> str:
-    """The assertion's or exception's own lines ("E   ..."), else the last line of the report."""
-    text = redact(str(report.longrepr or ""))
-    lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
-    message = " ".join(lines) if lines else next((l.strip() for l in reversed(text.splitlines()) if l.strip()), "")
-    return message[:600]
-
-
-def skip_message(report) -> str:
-    longrepr = report.longrepr
-    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
-    return redact(reason.removeprefix("Skipped: "))
 
 
 # The reasons fixtures/left_out.py gives tests left out against a read-only target (kept equal by a test).

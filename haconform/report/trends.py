@@ -440,7 +440,7 @@ def render_trends(runs: list[Run], comparison: dict | None = None, *, results: s
               "<p class='note'>The last value in red; a dashed line across runs without the figure; "
               "hover a point for its run and value.</p>"
             + _plots(conformance, lambda g: g not in ("run", "perf")) + "</section>"
-            + f"<section id='perf'><h2>Performance (summary.json)</h2>"
+            + "<section id='perf'><h2>Performance (summary.json)</h2>"
             + (_plots(perf, lambda g: g == "perf") if perf else "<p class='muted'>no perf run kept</p>")
             + "</section>")
     return page("haconform trends", body, extra_css=TRENDS_CSS_EXTRA)

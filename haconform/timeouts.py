@@ -49,6 +49,9 @@ class Bounds:
     vm_boot: float = 240.0             # a TCG guest: power on/reset -> ssh answers, systemd finished
     vm_up: float = 1200.0              # `vagrant up` of every guest (box upload included)
     vm_box_build: float = 1800.0       # debootstrap + image + `vagrant box add`
+    vm_kvm_probe: float = 20.0         # the KVM probe: the box's kernel reaching userspace (TCG: ~5 s;
+                                       # a KVM slower than this is not worth choosing)
+    vm_qemu_exit: float = 10.0         # a qemu process gone after SIGKILL
     vm_daemon: float = 30.0            # libvirtd/virtlogd/virtlockd answer on their sockets
     vm_ssh: float = 20.0               # one short ssh probe to a guest over the management network
 

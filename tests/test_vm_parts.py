@@ -107,12 +107,179 @@ def test_management_network_is_outside_the_runbook_range(monkeypatch):
         env.mgmt_subnet()
 
 
-def test_driver_defaults_to_tcg(monkeypatch):
+# ----- the domain type: KVM when a probe boot works, else TCG -------------------------------------
+def test_driver_request_defaults_to_auto_and_refuses_others(monkeypatch):
     monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
-    assert env.domain_driver() == "qemu"
+    assert env.requested_driver() == "auto"
     monkeypatch.setenv("HACONFORM_VM_DRIVER", "xen")
-    with pytest.raises(HaconformError):
-        env.domain_driver()
+    with pytest.raises(HaconformError, match="auto"):
+        env.requested_driver()
+
+
+def never_probe(kernel, workdir):
+    raise AssertionError("a forced driver must not cost a probe boot")
+
+
+@pytest.mark.parametrize("forced", ["qemu", "kvm"])
+def test_a_forced_driver_is_used_without_probing(monkeypatch, tmp_path, forced):
+    monkeypatch.setenv("HACONFORM_VM_DRIVER", forced)
+    choice = env.choose_driver(tmp_path / "vmlinuz", tmp_path, probe=never_probe)
+    assert (choice.driver, choice.requested, choice.probe) == (forced, forced, None)
+    assert f"HACONFORM_VM_DRIVER={forced}" in choice.line
+    assert not (tmp_path / env.KVM_PROBE_FILE).exists()
+
+
+def fake_probe(result: env.KvmProbe, calls: list):
+    def probe(kernel, workdir):
+        calls.append(kernel)
+        return result
+    return probe
+
+
+def test_auto_falls_back_to_tcg_with_a_line_saying_why(monkeypatch, tmp_path):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    hung = env.KvmProbe(False, 20.0, "the box's kernel did not reach userspace under KVM within 20s")
+    choice = env.choose_driver(tmp_path / "vmlinuz", tmp_path, probe=fake_probe(hung, []))
+    assert choice.driver == "qemu" and choice.probe == hung
+    assert choice.line.startswith("guests run under qemu TCG, not KVM: " + hung.why)
+
+
+def test_auto_uses_kvm_when_the_probe_boots(monkeypatch, tmp_path):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    booted = env.KvmProbe(True, 0.8, "KVM booted the box's kernel to userspace in 0.8s")
+    choice = env.choose_driver(tmp_path / "vmlinuz", tmp_path, probe=fake_probe(booted, []))
+    assert choice.driver == "kvm" and "under KVM" in choice.line and "0.8s" in choice.line
+
+
+def test_the_probe_runs_once_per_run_and_again_for_another_kernel(monkeypatch, tmp_path):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel 1")
+    calls: list = []
+    hung = env.KvmProbe(False, 20.0, "hung")
+    first = env.choose_driver(kernel, tmp_path / "state", probe=fake_probe(hung, calls))
+    again = env.choose_driver(kernel, tmp_path / "state", probe=fake_probe(hung, calls))
+    assert len(calls) == 1 and first.driver == again.driver == "qemu"
+    assert "probe result from" in again.line and "probe result from" not in first.line
+    kernel.write_bytes(b"kernel 2, rebuilt box")
+    env.choose_driver(kernel, tmp_path / "state", probe=fake_probe(hung, calls))
+    assert len(calls) == 2
+
+
+def test_the_environment_hands_vagrant_the_driver_up_chose(monkeypatch, tmp_path):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    vm = env.VmEnvironment.__new__(env.VmEnvironment)
+    vm.dir = tmp_path
+    assert vm.driver() == "qemu"      # nothing chosen yet: vagrant destroy/status need no probe boot
+    vm._save(driver="kvm")
+    assert vm.driver() == "kvm"
+
+
+def console_of_a_boot(marker: bool) -> str:
+    lines = ["[    1.720357] Run /init as init process"]
+    if marker:
+        lines.append(env.KVM_PROBE_MARKER)
+    return "\n".join(lines) + "\n"
+
+
+def test_judge_probe_reads_marker_hang_and_qemu_error():
+    booted = env.judge_probe(env.ProbeRun(True, 0.9, 0, console_of_a_boot(True)), 20)
+    assert booted.usable and booted.seconds == 0.9
+    hung = env.judge_probe(env.ProbeRun(False, 20.0, None, "Probing EDD (edd=off to disable)... ok\n"), 20)
+    assert not hung.usable and "within 20s" in hung.why and "Probing EDD" in hung.why
+    silent = env.judge_probe(env.ProbeRun(False, 20.0, None, ""), 20)
+    assert "nothing on the serial console" in silent.why
+    # what -cpu host did here: the PVM host refuses IA32_ARCH_CAPABILITIES and qemu aborts
+    refused = env.judge_probe(env.ProbeRun(False, 0.1, -6, "", "qemu-system-x86_64: error: failed to set MSR "
+                                           "0x10a to 0x69\nkvm.c:3183: kvm_buf_set_msrs: Assertion failed.\n"), 20)
+    assert not refused.usable and "exited -6" in refused.why and "kvm_buf_set_msrs" in refused.why
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, tuple[int, int], bytes]]:
+    """A cpio newc archive -> {name: (mode, (rdevmajor, rdevminor), data)}, as the kernel unpacks it."""
+    members, offset = {}, 0
+    while True:
+        assert data[offset:offset + 6] == b"070701", f"no newc magic at {offset}"
+        fields = [int(data[offset + 6 + 8 * i:offset + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, rdev, namesize = fields[1], fields[6], (fields[9], fields[10]), fields[11]
+        name_start = offset + 110
+        name = data[name_start:name_start + namesize - 1].decode()
+        body = name_start + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return members
+        members[name] = (mode, rdev, data[body:body + size])
+        offset = body + size + (-size % 4)
+
+
+def test_probe_initramfs_holds_init_its_shell_and_a_console(tmp_path):
+    members = read_newc(env.probe_initramfs(tmp_path / "probe.cpio").read_bytes())
+    assert members["init"][2].decode() == env.PROBE_INIT and members["init"][0] & 0o111
+    assert members["dev/console"][:2] == (0o020600, (5, 1))
+    assert members["bin/sh"][2] == Path("/bin/sh").resolve().read_bytes()
+    for library in env.shared_libraries("/bin/sh"):
+        assert members[library.lstrip("/")][2][:4] == b"\x7fELF"
+
+
+@pytest.fixture
+def kvm_device(monkeypatch, tmp_path):
+    device = tmp_path / "kvm"
+    device.write_bytes(b"")
+    monkeypatch.setattr(env, "KVM_DEVICE", device)
+    monkeypatch.setattr(env, "QEMU", "sh")     # present everywhere; the fake runner never starts it
+    return device
+
+
+def test_probe_boots_the_box_kernel_like_the_guests_and_reads_the_console(kvm_device, tmp_path):
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    seen = {}
+
+    def runner(argv, console, bound):
+        seen.update(argv=argv, bound=bound)
+        console.write_text(console_of_a_boot(True))
+        return env.ProbeRun(True, 1.2, 0, console.read_text())
+    probe = env.probe_kvm(kernel, tmp_path / "state", runner=runner)
+    assert probe == env.KvmProbe(True, 1.2, "KVM booted the box's kernel to userspace in 1.2s")
+    argv = " ".join(seen["argv"])
+    assert "-accel kvm -cpu qemu64 -machine pc" in argv and f"-kernel {kernel}" in argv
+    assert "-nic none" in argv and "-no-reboot" in argv and "panic=-1" in argv
+    assert seen["bound"] == env.KVM_PROBE_BOUND_S
+    assert read_newc((tmp_path / "state" / "kvm-probe.cpio").read_bytes())["init"][2] == env.PROBE_INIT.encode()
+
+
+def test_probe_without_dev_kvm_or_kernel_boots_nothing(kvm_device, tmp_path):
+    def runner(*_):
+        raise AssertionError("nothing to boot")
+    kernel = tmp_path / "vmlinuz"
+    missing_kernel = env.probe_kvm(kernel, tmp_path, runner=runner)
+    assert not missing_kernel.usable and "box build" in missing_kernel.why
+    kernel.write_bytes(b"kernel")
+    kvm_device.unlink()
+    no_device = env.probe_kvm(kernel, tmp_path, runner=runner)
+    assert not no_device.usable and str(kvm_device) in no_device.why
+
+
+def kernel_to_boot() -> Path | None:
+    """A kernel image on this machine: HACONFORM_TEST_KERNEL, the box's, or the running one's."""
+    import os
+    for candidate in (os.environ.get("HACONFORM_TEST_KERNEL"), env.BoxFiles(env.BOX_DIR).kernel,
+                      f"/boot/vmlinuz-{os.uname().release}"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.mark.skipif(shutil.which(env.QEMU) is None, reason="qemu-system-x86_64 not installed (`haconform vm install`)")
+@pytest.mark.skipif(kernel_to_boot() is None, reason="no kernel image to boot: no box built (haconform vm box build), "
+                    "no /boot/vmlinuz-$(uname -r), HACONFORM_TEST_KERNEL unset")
+def test_the_probe_guest_reaches_userspace_under_tcg(tmp_path):
+    # TCG, not KVM: it boots wherever qemu runs, so this checks the probe's own machinery
+    # (initramfs, marker, the guest ending qemu) and not what this machine's KVM can do.
+    initrd = env.probe_initramfs(tmp_path / "probe.cpio")
+    console = tmp_path / "console.log"
+    run = env.run_probe_guest(env.probe_argv(kernel_to_boot(), initrd, console, accel="tcg"), console, 45)
+    assert run.marker_seen, f"no marker; console ends {run.console[-300:]!r}; qemu said {run.stderr[-300:]!r}"
+    assert run.console.index("Run /init as init process") < run.console.index(env.KVM_PROBE_MARKER)
 
 
 # ----- guests, names, ssh-config, inventory --------------------------------------------------
@@ -251,6 +418,17 @@ def test_vagrantfile_maps_the_topology(tmp_path):
     assert any("address 172.25.5.1/24" in s and "224.0.0.0/4 dev eth0" in s and "hostname server1" in s
                for s in shells)
     assert any("address 172.25.5.3/24" in s and "enable --now rsyslog apache2" in s for s in shells)
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby (comes with vagrant) not installed")
+@pytest.mark.parametrize("requested, domain_type", [("auto", "qemu"), ("qemu", "qemu"), ("kvm", "kvm")])
+def test_vagrantfile_domain_type_is_kvm_only_when_asked_for(tmp_path, requested, domain_type):
+    stub = tmp_path / "stub.rb"
+    stub.write_text(VAGRANT_STUB)
+    out = subprocess.run(["ruby", str(stub), str(REPO / "Vagrantfile")], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "HACONFORM_VM_NAME": "hctest", "HACONFORM_VM_DRIVER": requested})
+    assert out.returncode == 0, out.stderr
+    assert f"SET vm.provider.driver={domain_type}" in out.stdout.splitlines()
 
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (`haconform vm install`)")

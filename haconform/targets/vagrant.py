@@ -224,5 +224,6 @@ class VagrantTarget(Target):
     def describe(self) -> dict:
         saved = self.env._saved()
         return {"target": "vagrant", "vm": self.env.name, "state_dir": str(self.env.dir),
-                "driver": saved.get("driver"), "guests": self.env.guests(),
+                "driver": saved.get("driver"), "driver_choice": saved.get("driver_choice"),
+                "guests": self.env.guests(),
                 "figures": saved.get("figures", {})}

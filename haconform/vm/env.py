@@ -4,7 +4,8 @@ Everything an environment makes carries its name (default `hacvm`), so `down`
 finds all of it from names alone, even after the harness was SIGKILLed:
 
     state directory   /var/lib/haconform/vm/NAME/ (env.json, ssh_config, logs,
-                      Vagrant's dotfile directory, daemons we started, fence_virtd)
+                      Vagrant's dotfile directory, daemons we started, fence_virtd,
+                      the KVM probe's boot and result)
     libvirt           networks NAME-cluster (bridge hcbr-NAME, no <ip>) and
                       NAME-mgmt (vagrant-libvirt's management network), pool
                       NAME-pool, domains = the guests' fence names (Node1, ...)
@@ -22,15 +23,17 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import HaconformError
+from ..errors import HaconformError, WaitTimeout
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until
@@ -45,6 +48,8 @@ GUEST_ROLES = ("director", "realserver")
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
 DEFAULT_MGMT = "10.231.5.0/24"
 DEFAULT_MEMORY_MIB = 640
+
+log = logging.getLogger("haconform.vm.env")
 
 
 def mgmt_subnet() -> ipaddress.IPv4Network:
@@ -62,12 +67,235 @@ def mgmt_subnet() -> ipaddress.IPv4Network:
     return subnet
 
 
-def domain_driver() -> str:
-    """qemu (TCG) unless HACONFORM_VM_DRIVER says kvm: KVM guests hang at 'Booting from ROM' here."""
-    driver = os.environ.get("HACONFORM_VM_DRIVER", "qemu")
-    if driver not in ("qemu", "kvm"):
-        raise HaconformError(f"HACONFORM_VM_DRIVER={driver!r}", where="environment", fix="use qemu or kvm")
+# ----- KVM or TCG: the guests' libvirt domain type ---------------------------------------------
+DRIVERS = ("auto", "qemu", "kvm")
+QEMU = "qemu-system-x86_64"
+KVM_DEVICE = Path("/dev/kvm")
+KVM_PROBE_MARKER = "haconform-kvm-probe: userspace ran"
+KVM_PROBE_FILE = "kvm-probe.json"
+KVM_PROBE_MEMORY_MIB = 256
+# The probe boot's bound (proposed BOUNDS.vm_kvm_probe).  TCG brings Debian's kernel to its
+# first userspace program in ~5 s on a 2-core machine, KVM in under 1 s: a KVM boot that is not
+# there after 20 s is hung or emulated (docs/kvm-findings.md), and no faster than TCG anyway.
+KVM_PROBE_BOUND_S = BOUNDS.vm_kvm_probe
+# qemu gone after SIGKILL (proposed BOUNDS.vm_qemu_exit): a process we started and killed.
+QEMU_EXIT_BOUND_S = BOUNDS.vm_qemu_exit
+# What the probe guest runs as PID 1: print the marker and exit; the kernel then panics
+# ("Attempted to kill init!"), panic=-1 reboots at once and -no-reboot makes qemu exit.
+PROBE_INIT = f"#!/bin/sh\necho '{KVM_PROBE_MARKER}'\n"
+
+
+@dataclass(frozen=True)
+class KvmProbe:
+    usable: bool
+    seconds: float      # to the guest's userspace marker, or how long was waited for it
+    why: str
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """What one probe boot did: seen by the runner, judged by judge_probe."""
+    marker_seen: bool
+    seconds: float
+    returncode: int | None   # None: qemu still ran at the bound and was killed
+    console: str
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class DriverChoice:
+    driver: str              # the libvirt domain type: qemu (TCG) or kvm
+    requested: str           # HACONFORM_VM_DRIVER: auto, qemu or kvm
+    probe: KvmProbe | None   # None when the driver was forced
+    line: str                # the one line the run logs and saves (env.json driver_choice)
+
+
+def kvm_modules() -> list[str]:
+    """The KVM vendor modules loaded: kvm_intel/kvm_amd (hardware virtualisation) or kvm_pvm, which
+    runs only guest kernels built for PVM at speed and emulates every other kernel's code."""
+    return sorted(name for name in ("kvm_intel", "kvm_amd", "kvm_pvm") if Path("/sys/module", name).exists())
+
+
+def requested_driver() -> str:
+    driver = os.environ.get("HACONFORM_VM_DRIVER", "auto")
+    if driver not in DRIVERS:
+        raise HaconformError(f"HACONFORM_VM_DRIVER={driver!r}", where="environment",
+                             fix="use auto (probe KVM, else TCG), qemu (TCG) or kvm")
     return driver
+
+
+def shared_libraries(binary: str) -> list[str]:
+    """The files the dynamic loader maps for `binary`, as ldd names them (loader included)."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=BOUNDS.cli_query)
+    if out.returncode != 0:
+        raise HaconformError(f"ldd {binary}: {out.stderr.strip() or out.stdout.strip()}", where="KVM probe",
+                             fix="the probe guest runs the machine's own /bin/sh; is it a dynamic ELF binary?")
+    paths = []
+    for line in out.stdout.splitlines():
+        match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if match:
+            paths.append(match.group(1))
+    return paths
+
+
+def _cpio_entry(ino: int, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> bytes:
+    """One member of the kernel's initramfs format (cpio `newc`, no checksum), padded to 4 bytes."""
+    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    entry = b"070701" + b"".join(b"%08X" % field for field in fields) + name.encode() + b"\0"
+    entry += b"\0" * (-len(entry) % 4) + data
+    return entry + b"\0" * (-len(entry) % 4)
+
+
+def probe_initramfs(path: Path, shell: str = "/bin/sh") -> Path:
+    """An initramfs whose /init is PROBE_INIT, run by the machine's own shell and its libraries.
+
+    Not the box's initrd: initramfs-tools' /init waits for the root disk, and the probe needs a
+    guest that reaches userspace and then ends by itself."""
+    files = {"/bin/sh": Path(shell).resolve()}
+    files.update({lib: Path(lib).resolve() for lib in shared_libraries(shell)})
+    directories = sorted({"/dev"} | {str(p) for f in files for p in Path(f).parents if str(p) != "/"})
+    members = [(d.lstrip("/"), 0o040755, b"", (0, 0)) for d in directories]
+    members.append(("dev/console", 0o020600, b"", (5, 1)))   # init's stdout; no devtmpfs this early
+    members.append(("init", 0o100755, PROBE_INIT.encode(), (0, 0)))
+    members += [(name.lstrip("/"), 0o100755, source.read_bytes(), (0, 0)) for name, source in files.items()]
+    archive = b"".join(_cpio_entry(ino, *member) for ino, member in enumerate(members, start=1))
+    path.write_bytes(archive + _cpio_entry(0, "TRAILER!!!", 0))
+    return path
+
+
+def probe_argv(kernel: Path, initrd: Path, console: Path, accel: str = "kvm") -> list[str]:
+    """The guests' own settings (Vagrantfile: cpu_mode custom qemu64, libvirt's default machine pc,
+    direct kernel boot); no disk, no network, the serial console to a file."""
+    return [QEMU, "-accel", accel, "-cpu", "qemu64", "-machine", "pc", "-m", str(KVM_PROBE_MEMORY_MIB),
+            "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none", "-monitor", "none",
+            "-serial", f"file:{console}", "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", "console=ttyS0 panic=-1 rdinit=/init"]
+
+
+def run_probe_guest(argv: list[str], console: Path, bound: float) -> ProbeRun:
+    """Start qemu, watch its serial console for the marker, and end it: never left running."""
+    console.write_bytes(b"")
+    stderr_path = console.with_suffix(".stderr")
+    began = time.monotonic()
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    def console_text() -> str:
+        return console.read_text(errors="replace")
+
+    marker_seen = False
+    try:
+        wait_until(f"the probe guest prints {KVM_PROBE_MARKER!r} or qemu ends",
+                   lambda: KVM_PROBE_MARKER in console_text() or process.poll() is not None,
+                   timeout=bound, observe=lambda: console_text()[-200:])
+        marker_seen = KVM_PROBE_MARKER in console_text()
+    except WaitTimeout:
+        pass
+    seconds = time.monotonic() - began
+    returncode = process.poll()
+    if returncode is None:
+        process.kill()
+        try:
+            process.wait(timeout=QEMU_EXIT_BOUND_S)
+        except subprocess.TimeoutExpired:
+            raise HaconformError(f"qemu (pid {process.pid}) still there {QEMU_EXIT_BOUND_S}s after SIGKILL",
+                                 where="KVM probe", fix=f"look at process {process.pid}") from None
+    return ProbeRun(marker_seen=marker_seen, seconds=round(seconds, 2), returncode=returncode,
+                    console=console_text(), stderr=stderr_path.read_text(errors="replace"))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1][-160:] if lines else ""
+
+
+def _pvm_note() -> str:
+    if "kvm_pvm" in kvm_modules():
+        return "; KVM here is kvm_pvm: only kernels built as PVM guests run at speed"
+    return ""
+
+
+def judge_probe(run: ProbeRun, bound: float) -> KvmProbe:
+    if run.marker_seen:
+        return KvmProbe(True, run.seconds, f"KVM booted the box's kernel to userspace in {run.seconds:.1f}s")
+    console = _last_line(run.console)
+    seen = f"last console line {console!r}" if console else "nothing on the serial console"
+    if run.returncode is None:
+        return KvmProbe(False, run.seconds, f"the box's kernel did not reach userspace under KVM within {bound:.0f}s "
+                                            f"({seen}){_pvm_note()}")
+    said = _last_line(run.stderr)
+    qemu_said = f"qemu said {said!r}; " if said else ""
+    return KvmProbe(False, run.seconds,
+                    f"qemu -accel kvm exited {run.returncode} before the guest's userspace ({qemu_said}{seen})")
+
+
+def probe_kvm(kernel: Path, workdir: Path, *, runner=run_probe_guest, bound: float = KVM_PROBE_BOUND_S) -> KvmProbe:
+    """Can KVM run the guests here?  Boot `kernel` under qemu -accel kvm to a userspace marker."""
+    if not KVM_DEVICE.exists():
+        return KvmProbe(False, 0.0, f"{KVM_DEVICE} does not exist (no KVM module, or not passed into this machine)")
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        return KvmProbe(False, 0.0, f"{KVM_DEVICE} is not readable and writable by uid {os.geteuid()}")
+    if shutil.which(QEMU) is None:
+        return KvmProbe(False, 0.0, f"{QEMU} is not installed (haconform vm install)")
+    if not kernel.exists():
+        return KvmProbe(False, 0.0, f"no kernel to boot at {kernel} (haconform vm box build)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = probe_initramfs(workdir / "kvm-probe.cpio")
+    console = workdir / "kvm-probe-console.log"
+    run = runner(probe_argv(kernel, initrd, console), console, bound)
+    return judge_probe(run, bound)
+
+
+def probe_key(kernel: Path) -> dict:
+    """What a cached probe result holds for: this boot of the machine, this kernel, this qemu, this /dev/kvm."""
+    def identity(path) -> str | None:
+        try:
+            st = os.stat(path)
+        except (OSError, TypeError):
+            return None
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_rdev}"
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot_id = None
+    return {"boot_id": boot_id, "kernel": str(kernel), "kernel_file": identity(kernel),
+            "qemu": identity(shutil.which(QEMU)), "kvm_device": identity(KVM_DEVICE)}
+
+
+def choose_driver(kernel: Path, state_dir: Path, *, probe=probe_kvm) -> DriverChoice:
+    """The domain type for this run: forced by HACONFORM_VM_DRIVER, or KVM when the probe boots, else TCG.
+
+    The probe runs once per run: its result is kept in state_dir (removed by `vm down`) and used
+    while the machine, the kernel, qemu and /dev/kvm are the ones it was taken with."""
+    requested = requested_driver()
+    if requested != "auto":
+        name = "KVM" if requested == "kvm" else "qemu TCG"
+        return DriverChoice(requested, requested, None, f"guests run under {name}: HACONFORM_VM_DRIVER={requested} "
+                                                         "(KVM not probed)")
+    cache = state_dir / KVM_PROBE_FILE
+    key = probe_key(kernel)
+    try:
+        saved = json.loads(cache.read_text())
+        result = KvmProbe(**saved["probe"]) if saved.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        result = None
+    cached = result is not None
+    if result is None:
+        result = probe(kernel, state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "probe": asdict(result), "probed_at": time.time()}, indent=1))
+    origin = f" (probe result from {cache})" if cached else ""
+    if result.usable:
+        line = f"guests run under KVM: {result.why}{origin}"
+    else:
+        line = (f"guests run under qemu TCG, not KVM: {result.why}{origin} "
+                "(HACONFORM_VM_DRIVER=qemu or kvm skips the probe)")
+    return DriverChoice("kvm" if result.usable else "qemu", requested, result, line)
+
+
+def domain_driver(state_dir: Path, kernel: Path | None = None) -> str:
+    """The libvirt domain type, qemu (TCG) or kvm (see choose_driver)."""
+    return choose_driver(kernel or BoxFiles(BOX_DIR).kernel, state_dir).driver
 
 
 def parse_ssh_config(text: str) -> dict[str, dict[str, str]]:
@@ -190,12 +418,21 @@ class VmEnvironment:
         return {**vagrant_env(),
                 "VAGRANT_CWD": str(REPO), "VAGRANT_DOTFILE_PATH": str(self.dotfile_dir),
                 "HACONFORM_TOPOLOGY": str(self.topology.path), "HACONFORM_VM_NAME": self.name,
-                "HACONFORM_VM_BOX_DIR": str(BOX_DIR), "HACONFORM_VM_DRIVER": domain_driver(),
+                "HACONFORM_VM_BOX_DIR": str(BOX_DIR), "HACONFORM_VM_DRIVER": self.driver(),
                 "HACONFORM_VM_MEMORY": os.environ.get("HACONFORM_VM_MEMORY", str(DEFAULT_MEMORY_MIB)),
                 "HACONFORM_VM_CLUSTER_BRIDGE": self.cluster_bridge,
                 "HACONFORM_VM_MGMT_NETWORK": self.mgmt_network,
                 "HACONFORM_VM_MGMT_ADDRESS": str(mgmt_subnet()),
                 "HACONFORM_VM_POOL": self.pool, "HACONFORM_VM_STATE_DIR": str(self.dir)}
+
+    def driver(self) -> str:
+        """The domain type `up` chose (env.json); before that, a forced one or TCG: destroying or
+        listing domains does not depend on it, and only `up` may spend a probe boot."""
+        saved = self._saved().get("driver")
+        if saved in ("qemu", "kvm"):
+            return saved
+        requested = requested_driver()
+        return requested if requested != "auto" else "qemu"
 
     def vagrant(self, log_name: str):
         try:
@@ -225,15 +462,19 @@ class VmEnvironment:
             self.dir.mkdir(parents=True, exist_ok=True)
             if "ip_forward_before" not in self._saved():
                 self._save(ip_forward_before=libvirt.ip_forward())
+            choice = choose_driver(BoxFiles(BOX_DIR).kernel, self.dir)
+            log.info("vm %s: %s", self.name, choice.line)
+            say(f"vm {self.name}: {choice.line}")
             self._save(name=self.name, topology=str(self.topology.path), domains=sorted(self.guests().values()),
-                       driver=domain_driver(), created=time.time())
+                       driver=choice.driver, driver_choice=choice.line,
+                       kvm_probe=asdict(choice.probe) if choice.probe else None, created=time.time())
             started = libvirt.ensure_daemons(self.dir)
             if started:
                 say(f"vm {self.name}: started {', '.join(started)}")
             libvirt.ensure_pool(self.pool, self.dir / "pool")
             libvirt.ensure_isolated_network(self.cluster_network, self.cluster_bridge, self.dir)
             say(f"vm {self.name}: vagrant up {', '.join(f'{h}={d}' for h, d in self.guests().items())} "
-                f"(driver {domain_driver()}; log {self.dir / 'vagrant-up.log'})")
+                f"(driver {choice.driver}; log {self.dir / 'vagrant-up.log'})")
             step = time.monotonic()
             try:
                 self.vagrant("vagrant-up.log").up(provider="libvirt")

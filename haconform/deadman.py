@@ -130,7 +130,7 @@ class DeadManSwitch:
         return self._proc is not None and self._proc.poll() is None
 
     def argv(self) -> list[str]:
-        return [*self.target.exec_argv(self.host), "/bin/sh", "-c",
+        return [*self.target.exec_argv(self.host, keepalive=False), "/bin/sh", "-c",
                 switch_script(self.undo, self.what, self.backstop_s)]
 
     def arm(self) -> "DeadManSwitch":
@@ -151,7 +151,9 @@ class DeadManSwitch:
         except WaitTimeout:
             self._kill()
             raise
-        if "armed" not in self._stdout:
+        if "armed" not in self._stdout or self._proc.poll() is not None:
+            # Said "armed" and ended anyway (no `timeout` on the host, the session dropped): it undid
+            # before the change, and nothing would watch the change: the fault must not go ahead.
             self._kill()
             raise HaconformError(f"the dead-man switch on {self.host} ({self.what}) did not arm: {self._seen()}",
                                  where="haconform.deadman",

@@ -231,6 +231,9 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.clus
         outcome.switches = [f"left armed (restore failed): {s!r}" for s in deadman.armed(target)]
     else:
         outcome.switches = deadman.disarm_all(target)
+        # A switch that fired while the harness lived undid the test's change under it: say so.
+        outcome.problems += [f"dead-man switch fired before disarm: {s}" for s in outcome.switches
+                             if "fired before disarm" in s]
     outcome.seconds = round(time.monotonic() - began, 2)
     return outcome
 

@@ -118,9 +118,8 @@ def test_a_log_removed_on_a_host_that_stayed_up_is_a_problem():
     deployment.machine("server4").logs[PACEMAKER_LOG].remove()
     run.poll_logs()
     problems = run.log_problems(spec=STAGE4)
-    assert flagged(problems, f"could not read server4:{PACEMAKER_LOG} at +"), problems
-    assert flagged(problems, "server4 did not reboot"), problems
     assert flagged(problems, f"could not read server4:{PACEMAKER_LOG}: "), problems   # the audit's own read
+    assert flagged(problems, "1 earlier reads failed, the first at +"), problems
 
 
 def test_a_host_down_in_the_window_and_read_once_back_is_no_problem_and_its_lines_count():
@@ -147,15 +146,16 @@ def test_a_host_still_down_when_the_audit_reads_is_a_problem():
                              "during the fault; its log was not read after it came back)"), problems
 
 
-def test_a_host_unreadable_at_a_poll_without_rebooting_is_a_problem():
+def test_a_failed_poll_followed_by_a_good_read_is_not_a_problem():
+    """The watch reads from its offset: a poll that failed under load, then a read that succeeded, missed
+    nothing (the audit looked)."""
     deployment = Deployment()
     run = observed(deployment)
     victim = deployment.machine("server1")
     victim.down = True
     run.poll_logs()
-    victim.down = False                          # answered again, same boot: it could have been read
-    problems = run.log_problems(spec=STAGE4)
-    assert flagged(problems, "server1 did not reboot): host server1 is crashed"), problems
+    victim.down = False                          # answered again, same boot: the audit's read succeeds
+    assert run.log_problems(spec=STAGE4) == []
 
 
 # ----- allowances: daemon, stage, window --------------------------------------------------------

@@ -82,12 +82,14 @@ class SwitchRecorder:
     def __init__(self, deployment):
         self.deployment = deployment
         self.armed: list[tuple[str, str]] = []
+        self.backstops: list[int] = []
 
 
 @pytest.fixture(autouse=True)
 def recorded_switches(monkeypatch):
-    def arm(target, host, undo, *, what):
+    def arm(target, host, undo, *, what, backstop_s):
         target.armed.append((host, undo))
+        target.backstops.append(backstop_s)
         target.deployment.machine(host).commands.append(f"ARM {undo}")
         return ("switch", host, undo)
     monkeypatch.setattr(faults.deadman, "arm", arm)
@@ -218,7 +220,7 @@ def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
 
 
 def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch):
-    def refuse(target, host, undo, *, what):
+    def refuse(target, host, undo, *, what, backstop_s):
         raise HaconformError(f"the dead-man switch on {host} did not arm")
     monkeypatch.setattr(faults.deadman, "arm", refuse)
     deployment = running()
@@ -237,3 +239,11 @@ def test_rejoin_noise_is_allowed_only_once_the_fault_recorded_its_window():
     reset.rejoined()
     assert {a.span for a in reset.allowed_log} == {(reset.injected_at, reset.rejoined_at)}
     assert Standby(deployment).allowed_log == ()
+
+
+def test_a_change_meant_to_last_gets_a_longer_backstop():
+    """perf keeps a fault for its whole phase: the switch must not fire under a live harness."""
+    from haconform import deadman
+    deployment = running()
+    Standby(deployment).inject(deployment.machine("server1"), lasts_s=900)
+    assert deployment.target.backstops == [deadman.DEAD_MAN_S + 900]

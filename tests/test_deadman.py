@@ -53,7 +53,7 @@ class StubHosts:
                 """))
             script.chmod(0o755)
 
-    def exec_argv(self, host: str) -> list[str]:
+    def exec_argv(self, host: str, *, keepalive: bool = True) -> list[str]:
         return ["env", f"PATH={self.bin}:/usr/bin:/bin", f"STUB_HOST={host}"]
 
     def commands(self) -> list[str]:
@@ -132,7 +132,7 @@ def test_the_switch_runs_in_its_own_session(stub):
 def test_harness_killed_by_sigkill_the_undo_runs_at_once(stub, tmp_path):
     seconds = kill_armed_parent(f"""
         class Target:
-            def exec_argv(self, host):
+            def exec_argv(self, host, *, keepalive=True):
                 return {stub.exec_argv("server1")!r}
         arm(Target(), "server1", "pcs node unstandby server1", what="standby on server1")
         """, armed_within=20, undone=stub.undos, undone_what="the undo ran after the harness died")
@@ -170,7 +170,7 @@ def test_an_undo_that_keeps_failing_is_given_up_and_said(tmp_path, monkeypatch):
 
 def test_a_host_that_cannot_run_the_switch_is_refused_before_the_change():
     class Broken:
-        def exec_argv(self, host):
+        def exec_argv(self, host, *, keepalive=True):
             return ["false"]
     with pytest.raises(HaconformError, match="did not arm"):
         DeadManSwitch(Broken(), "server1", "pcs node unstandby server1", what="x").arm()

@@ -484,7 +484,7 @@ def test_each_host_call_goes_to_the_target_owning_the_host(fake_libvirt, monkeyp
     calls = []
     for owner in (target.guests, target.lab_target):
         for method in ("testinfra_host", "exec_argv", "power_state", "nic_state", "booted"):
-            monkeypatch.setattr(owner, method, lambda name, m=method, o=owner: calls.append((o.kind, m, name)))
+            monkeypatch.setattr(owner, method, lambda name, m=method, o=owner, **_: calls.append((o.kind, m, name)))
         for method in ("power", "set_nic"):
             monkeypatch.setattr(owner, method, lambda name, arg, m=method, o=owner: calls.append((o.kind, m, name, arg)))
     for name in ("server4", "client"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until
 
+log = logging.getLogger("haconform.lab")
 STATE_ROOT = Path("/var/lib/haconform/labs")
 LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 DEFAULT_LAB = "haconform"
@@ -106,7 +108,10 @@ def run_in_host(argv: list[str], *, timeout: float, input: bytes | None = None) 
         raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr) from None
     except BaseException:
         kill_process_group(proc.pid)
-        proc.wait(timeout=BOUNDS.host_halt)
+        try:
+            proc.wait(timeout=BOUNDS.host_halt)
+        except subprocess.TimeoutExpired:
+            log.warning("nsenter %s still there %ss after its group was killed", proc.pid, BOUNDS.host_halt)
         raise
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 

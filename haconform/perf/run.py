@@ -74,13 +74,14 @@ class PerfOptions:
 class FaultSchedule:
     fault: object
     at_s: float
+    lasts_s: float = 0.0          # the phase's length: the change stays until the phase has ended
     injected_at: float | None = None
     action: str = ""
 
     def __call__(self, elapsed: float) -> None:
         if self.injected_at is None and elapsed >= self.at_s:
             self.injected_at = time.time()
-            self.action = self.fault.inject()
+            self.action = self.fault.inject(lasts_s=self.lasts_s)
 
 
 def mixed_classes(target) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -242,7 +243,7 @@ def remove_uploads(deployment) -> dict[str, int]:
 def fault_phase(deployment, options, url, classes, locust_phase, phases, timing, *, files, evidence,
                 progress) -> dict:
     fault = make_fault(options.fault, deployment)
-    schedule = FaultSchedule(fault, options.fault_at_s)
+    schedule = FaultSchedule(fault, options.fault_at_s, lasts_s=options.fault_duration_s)
     fault_shape = LoadShape(**{**asdict(options.shape), "duration_s": options.fault_duration_s})
     with FaultRun(deployment, evidence, f"perf fault: {fault.name}") as run:
         run.mark("load starts")

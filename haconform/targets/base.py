@@ -67,8 +67,10 @@ class Target(abc.ABC):
         """testinfra Host running commands as root inside host `name`."""
 
     @abc.abstractmethod
-    def exec_argv(self, name: str) -> list[str]:
-        """argv prefix with nsenter's meaning: what follows is one argv, run as root in host `name`."""
+    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+        """argv prefix with nsenter's meaning: what follows is one argv, run as root in host `name`.
+        keepalive=False: a long-lived session that must not end on a network stall (a dead-man switch);
+        meaningful where the transport is a network session (ssh), ignored elsewhere."""
 
     # ----- power and NIC ---------------------------------------------------------
     @abc.abstractmethod

@@ -32,7 +32,7 @@ class LabTarget(Target):
             self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab))
         return self._hosts[name]
 
-    def exec_argv(self, name: str) -> list[str]:
+    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
         return self.lab.exec_argv(name)
 
     def power(self, name: str, action: str) -> None:

@@ -64,7 +64,7 @@ class HostUnreachable(HaconformError):
     """ssh itself failed (exit 255): the host is down, cut off or refuses the login."""
 
 
-def ssh_options(access: HostAccess, control_dir: str | None = None) -> list[str]:
+def ssh_options(access: HostAccess, control_dir: str | None = None, *, keepalive: bool = True) -> list[str]:
     """ssh's options for this host, ending with `-- DESTINATION`.
 
     control_dir: share one connection between short-lived calls (ControlMaster).
@@ -74,8 +74,9 @@ def ssh_options(access: HostAccess, control_dir: str | None = None) -> list[str]
     """
     options = ["-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                "-o", f"ConnectTimeout={int(BOUNDS.vm_ssh / 2)}",
-               # A host that crashed is noticed in ~6 s instead of TCP's minutes.
-               "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"]
+               # A host that crashed is noticed in ~6 s instead of TCP's minutes; not for a dead-man
+               # switch, whose ssh ending on a stall would fire its undo under a live harness.
+               "-o", f"ServerAliveInterval={2 if keepalive else 0}", "-o", "ServerAliveCountMax=3"]
     if control_dir:
         options += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
     else:
@@ -225,12 +226,13 @@ class SshTarget(Target):
             self._hosts[name] = testinfra.host.Host(self.backend(name))
         return self._hosts[name]
 
-    def exec_argv(self, name: str) -> list[str]:
-        """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host."""
+    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+        """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host.
+        keepalive=False: a session that must not end on a network stall (a dead-man switch)."""
         access = self.inventory.access(name)
         if access.kind == "ssh":
             tail = ["sudo", "-n", "--"] if access.needs_sudo else []
-            return [sys.executable, SSH_EXEC, *ssh_options(access), *tail]
+            return [sys.executable, SSH_EXEC, *ssh_options(access, keepalive=keepalive), *tail]
         if access.kind == "netns":
             return ["ip", "netns", "exec", access.netns]
         if access.kind == "local":

@@ -173,8 +173,8 @@ class VagrantTarget(Target):
     def testinfra_host(self, name: str) -> testinfra.host.Host:
         return self._for(name).testinfra_host(name)
 
-    def exec_argv(self, name: str) -> list[str]:
-        return self._for(name).exec_argv(name)
+    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+        return self._for(name).exec_argv(name, keepalive=keepalive)
 
     def power(self, name: str, action: str) -> None:
         self._for(name).power(name, action)

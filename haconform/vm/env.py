@@ -191,6 +191,11 @@ def run_probe_guest(argv: list[str], console: Path, bound: float) -> ProbeRun:
         marker_seen = KVM_PROBE_MARKER in console_text()
     except WaitTimeout:
         pass
+    except BaseException:   # Ctrl-C, anything else: qemu still never outlives the probe
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=QEMU_EXIT_BOUND_S)
+        raise
     seconds = time.monotonic() - began
     returncode = process.poll()
     if returncode is None:

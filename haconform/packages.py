@@ -40,6 +40,7 @@ DEBIAN_PACKAGES = {
     "tcpdump": "X-Forwarded-For read on the real server's NIC (HAC-LOG-004)",
     "openssh-server": "the SSH target's own tests: a lab reached only over ssh (tests/sshlab.py; never started on the machine)",
     "netcat-openbsd": "those tests' ProxyCommand: ssh into the lab through its client namespace",
+    "strace": "tests/test_no_secret_leaks.py: every exec's argv during a conformance run",
 }
 
 # The VM target's packages (`haconform vm install`), kept apart: `haconform lab

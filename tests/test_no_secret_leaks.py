@@ -3,15 +3,19 @@
 The whole conformance job runs on a lab of its own at DEBUG (log file, live
 log on the terminal, JUnit, HTML, verdict, history), with a known hacluster
 password; the fence key is the one the run generated (read back from the
-director afterwards), the stats password the documented one.  Meanwhile
-/proc/*/cmdline of every process on the machine (the lab's hosts included:
-their PID namespaces are children of ours) is sampled.  Every form the
+director afterwards), the stats credentials the documented ones.  The run is
+traced with strace (execve only): the argv of every program the harness and
+everything it starts execute, however short-lived; meanwhile /proc/*/cmdline
+of every process on the machine (the lab's hosts included: their PID
+namespaces are children of ours) is sampled, which also sees what was not
+started by the harness.  Every form the
 secrets take (haconform.secrets.secret_forms: raw, hex, base64, bytes repr,
 JSON-escaped, URL-encoded...) is then looked for in every file the run wrote
 and in every command line seen: 0 occurrences.
 
 The scan proves it can see: the key's own file on the director's disk must be
-found, and the sampler must have seen the lab's daemons.
+found, the trace must hold the runbook's short-lived `dd` that made the key,
+and the sampler must have seen the lab's daemons.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from haconform.lab.lab import NamespaceLab, STATE_ROOT
 from haconform.secrets import secret_forms
+from haconform.timeouts import BOUNDS
 from haconform.topology import load_topology
+from haconform.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = f"lk{os.getpid() % 10000}"
@@ -102,23 +109,67 @@ def patterns_of(secrets: dict[str, str | bytes]) -> dict[bytes, str]:
     return patterns
 
 
+def harness_of(tracer: subprocess.Popen) -> int | None:
+    """The pid strace started (the pytest session), once it has."""
+    for task in os.listdir(f"/proc/{tracer.pid}/task"):
+        children = Path(f"/proc/{tracer.pid}/task/{task}/children").read_text().split()
+        if children:
+            return int(children[0])
+    return None
+
+
+def ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int]:
+    """Run the session under strace; (seconds, failures + errors from its JUnit report).
+
+    The lab is kept after the session (the key and the hosts' disks are read afterwards), so its daemons,
+    traced too, outlive the session: strace -f would wait for them.  Once the session has ended, strace is
+    killed; its tracees are detached by the kernel, not killed (no --kill-on-exit)."""
+    began = time.monotonic()
+    with open(tmp / "terminal.txt", "wb") as terminal:
+        tracer = subprocess.Popen(command, cwd=REPO, stdout=terminal, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "HACONFORM_HACLUSTER_PASSWORD": password})
+    try:
+        harness = wait_until("strace started the conformance session", lambda: harness_of(tracer),
+                             timeout=BOUNDS.agent_start)
+        wait_until("the conformance session ended", lambda: ended(harness) or tracer.poll() is not None,
+                   timeout=RUN_TIMEOUT_S, interval=1.0, observe=lambda: f"pid {harness} still running")
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+        tracer.wait(timeout=BOUNDS.host_halt)
+    seconds = time.monotonic() - began
+    suites = ET.parse(tmp / "conformance.xml").getroot()
+    suites = [suites] if suites.tag == "testsuite" else list(suites)
+    tests = sum(int(s.get("tests", 0)) for s in suites)
+    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+    return seconds, failed if tests else -1
+
+
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("leaks")
     password = "hacluster-" + tokens.token_urlsafe(12)
     sampler = CmdlineSampler()
     sampler.start()
-    command = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--lab-name", LAB, "--keep-lab",
+    # Every exec of the harness and of everything it starts (the lab's hosts, their daemons, every command
+    # run in them) with its whole argv: a command that lives for a millisecond is seen too.  Only execve
+    # stops the tracee (seccomp-bpf), so the run keeps its pace.
+    trace = ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=execve,execveat", "-e", "signal=none",
+             "-s", "1048576", "-o", str(tmp / "execve.trace")]
+    command = [*trace, sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--lab-name", LAB, "--keep-lab",
                "--log-level=DEBUG", f"--log-file={tmp / 'debug.log'}", "--log-file-level=DEBUG",
                "-o", "log_cli=true", "--log-cli-level=DEBUG",
                f"--junitxml={tmp / 'conformance.xml'}", f"--html={tmp / 'conformance.html'}", "--self-contained-html",
                "--history-dir", str(tmp / "results")]
-    began = time.monotonic()
     try:
-        result = subprocess.run(command, cwd=REPO, capture_output=True, timeout=RUN_TIMEOUT_S,
-                                env={**os.environ, "HACONFORM_HACLUSTER_PASSWORD": password})
-        run_seconds = time.monotonic() - began
-        (tmp / "terminal.txt").write_bytes(result.stdout + result.stderr)
+        run_seconds, failed = traced_run(command, tmp, password)
         lab = NamespaceLab(LAB, load_topology(REPO / "fixtures" / "topology.yaml"))
         director = lab.topology.cluster_nodes[0]
         key = subprocess.run([*lab.exec_argv(director), "cat", KEY_FILE], capture_output=True, timeout=60).stdout
@@ -129,7 +180,7 @@ def debug_run(tmp_path_factory):
         sampler.stop()
         subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", LAB], cwd=REPO,
                        capture_output=True, timeout=300)
-    yield {"tmp": tmp, "returncode": result.returncode, "run_seconds": run_seconds, "key": key,
+    yield {"tmp": tmp, "failed": failed, "run_seconds": run_seconds, "key": key,
            "password": password, "sampler": sampler, "lab_files": lab_files, "director": director}
 
 
@@ -150,20 +201,28 @@ def test_a_debug_conformance_run_leaks_no_secret(debug_run):
     assert sampler.samples > 100 and any(b"pacemaker" in argv for argv in sampler.seen), \
         f"the cmdline sampler saw too little ({sampler.samples} samples)"
 
-    written = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    # The exec trace is the test's own record of argvs: scanned as argvs below, not as a file the run wrote.
+    written = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file() and p.name != "execve.trace"}
     # The lab's own files (consoles, fence daemon log, the hosts' disks) besides the runbook's secret homes.
     written.update({p: data for p, data in debug_run["lab_files"].items() if not str(p).endswith(SECRET_HOMES)})
     leaks = {str(p): occurrences(data, patterns) for p, data in written.items()}
     leaks = {p: found for p, found in leaks.items() if found}
     argv_leaks = sorted({argv.replace(b"\0", b" ").decode("utf-8", "replace")[:200]
                          for argv in sampler.seen if occurrences(argv, patterns)})
-    summary = {"run_seconds": round(debug_run["run_seconds"], 1), "returncode": debug_run["returncode"],
+    traced = (tmp / "execve.trace").read_bytes()
+    execs = traced.count(b"execve(")
+    # The trace sees what it looks for: the runbook's own key command ran, short-lived, in the fence host.
+    assert execs > 1000 and b'"dd", "if=/dev/urandom"' in traced, \
+        f"the exec trace saw too little ({execs} execs): it would miss a leak"
+    argv_leaks += sorted({line[:200].decode("utf-8", "replace") for line in traced.splitlines()
+                          if occurrences(line, patterns)})
+    summary = {"run_seconds": round(debug_run["run_seconds"], 1), "failed": debug_run["failed"],
                "files_scanned": len(written), "bytes_scanned": sum(map(len, written.values())),
-               "forms_searched": len(patterns), "cmdline_samples": sampler.samples,
+               "forms_searched": len(patterns), "execs_traced": execs, "cmdline_samples": sampler.samples,
                "distinct_cmdlines": len(sampler.seen), "file_leaks": leaks, "cmdline_leaks": argv_leaks}
     (tmp / "leaks.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if "leaks" not in k}))
 
     assert not leaks, f"secrets found in files the run wrote: {leaks}"
     assert not argv_leaks, f"secrets found on command lines during the run: {argv_leaks}"
-    assert debug_run["returncode"] == 0, f"the DEBUG conformance run itself failed:\n{terminal[-3000:]}"
+    assert debug_run["failed"] == 0, f"the DEBUG conformance run itself failed:\n{terminal[-3000:]}"

@@ -174,6 +174,15 @@ class SshDeployment:
                            (json.loads(line) for line in result.stdout.decode().splitlines())}
         return taken
 
+    def cib_epochs(self) -> dict[str, str]:
+        """The CIB's admin_epoch and epoch (every configuration change raises epoch), from the first director."""
+        for director in ("server1", "server4"):
+            result = self.host_run(director, "cibadmin --query --local")
+            if result.returncode == 0:
+                root = ET.fromstring(result.stdout.decode())
+                return {key: root.get(key) for key in ("admin_epoch", "epoch")}
+        raise RuntimeError("no director answers cibadmin")
+
     def down(self) -> None:
         subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", self.lab_name],
                        cwd=REPO, capture_output=True, timeout=300)

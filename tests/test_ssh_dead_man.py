@@ -26,6 +26,7 @@ import pytest
 from haconform.deadman import LOG_TAG
 from haconform.readers.cluster import parse_crm_mon
 from haconform.timeouts import BOUNDS
+from haconform.wait import wait_until
 from tests.sshlab import REPO, SshDeployment, built_deployment
 
 ROUNDS = int(os.environ.get("HACONFORM_KILL_ROUNDS", "1"))
@@ -90,12 +91,10 @@ def descendants(pid: int) -> list[int]:
 
 
 def poll(condition, timeout: float, what: str, observe) -> float:
+    """wait_until, returning how long the condition took to hold."""
     began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if condition():
-            return time.monotonic() - began
-        time.sleep(POLL_S)
-    raise AssertionError(f"{what} not within {timeout:g}s; last seen: {observe()}")
+    wait_until(what, condition, timeout=timeout, observe=observe, interval=POLL_S)
+    return time.monotonic() - began
 
 
 @pytest.fixture(scope="module")

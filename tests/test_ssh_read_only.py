@@ -3,7 +3,7 @@
 A stage-5 lab is turned into an existing deployment reached only over ssh
 (tests/sshlab.py).  Every regular file under /etc, /var/www, /var/log and /tmp
 of each host is hashed before and after a read-only run.  Nothing may be
-created, removed or rewritten; a log may only have grown by lines its own
+created, removed or rewritten, the CIB's epoch may not move; a log may only have grown by lines its own
 daemons wrote (the sshd that logs the harness's logins, haproxy and Apache
 logging the requests the tests make, the cluster's periodic work) — a line
 from `logger` or any program of the harness's is a write.
@@ -40,9 +40,9 @@ def ssh_deployment(tmp_path_factory):
 
 
 def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
-    before = ssh_deployment.snapshot()
+    before, cib_before = ssh_deployment.snapshot(), ssh_deployment.cib_epochs()
     ssh_deployment.ssh_run([], "read-only")
-    after = ssh_deployment.snapshot()
+    after, cib_after = ssh_deployment.snapshot(), ssh_deployment.cib_epochs()
     log = (ssh_deployment.workdir / "read-only.log").read_text()
     outcomes = junit_outcomes(ssh_deployment.workdir / "read-only.xml")
     ran = {cid for cid, (outcome, _) in outcomes.items() if outcome == "passed"}
@@ -55,6 +55,9 @@ def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
 
     assert not broken, f"read-only tests failed against the ssh deployment: {broken}\n{log[-3000:]}"
     assert len(ran) >= 15, f"only {sorted(ran)} passed: the run proves little\n{log[-3000:]}"
+    # The cluster's configuration lives in the CIB, not in /etc: a `pcs property set`, a constraint or a
+    # resource change by the run would raise its epoch.
+    assert cib_after == cib_before, f"the CIB changed during a read-only run: {cib_before} -> {cib_after}"
     for kind in ("created", "removed", "rewritten"):
         assert not changes[kind], f"files {kind} on the hosts by a read-only run: {changes[kind]}"
     by_harness = {path: {p: n for p, n in programs.items() if p not in DEPLOYMENT_PROGRAMS}

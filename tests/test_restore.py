@@ -201,13 +201,19 @@ def test_restore_powers_on_plugs_nics_and_starts_services(views):
     assert deployment.machines["server2"].host.running["apache2"]
 
 
-def test_what_cannot_be_restored_is_reported(views):
+def crashed_server4_without_power_on(views):
+    """A deployment whose server4 crashed on a target that cannot power it on: restore must fail."""
     target = FakeTarget(can_power_on=False)
     deployment = FakeDeployment(target)
     before = take_snapshot(deployment)
     target.power["server4"] = "crashed"
     deployment.directors[0].host.on(re.compile(r"^pcs "), stdout="")
     views[:] = [view(online=["server1"])]
+    return target, deployment, before
+
+
+def test_what_cannot_be_restored_is_reported(views):
+    target, deployment, before = crashed_server4_without_power_on(views)
     outcome = restore(deployment, before, settle_timeout=0.5)
     assert any("server4 is off and cannot be powered on" in p for p in outcome.problems), outcome.problems
     assert any("nodes not online: ['server4']" in p for p in outcome.problems), outcome.problems
@@ -338,12 +344,7 @@ def test_switches_are_disarmed_after_the_restore(views):
 
 def test_switches_stay_armed_when_the_restore_failed(views):
     from haconform import deadman
-    target = FakeTarget(can_power_on=False)
-    deployment = FakeDeployment(target)
-    before = take_snapshot(deployment)
-    target.power["server4"] = "crashed"
-    deployment.directors[0].host.on(re.compile(r"^pcs "), stdout="")
-    views[:] = [view(online=["server1"])]
+    target, deployment, before = crashed_server4_without_power_on(views)
     switch = FakeSwitch(deployment)
     deadman._armed[id(target)] = [switch]
     try:

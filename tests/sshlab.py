@@ -109,8 +109,8 @@ class SshDeployment:
         return self.workdir / "inventory.yaml"
 
     def host_run(self, host: str, command: str, *, input: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.lab.exec_argv(host), "/bin/sh", "-c", command], input=input,
-                              capture_output=True, timeout=COMMAND_TIMEOUT_S)
+        """command in a lab host, from the machine's side (not over ssh); text output."""
+        return self.lab.run(host, command, input=input, timeout=COMMAND_TIMEOUT_S)
 
     def build(self) -> None:
         result = pytest_run(self.lab_name, ["-k", "test_80_configuration", "--keep-lab"],
@@ -135,7 +135,7 @@ class SshDeployment:
                       f"/usr/sbin/sshd -f {SSHD_DIR}/sshd_config; }}")
             result = self.host_run(host, script, input=public)
             if result.returncode != 0:
-                raise RuntimeError(f"sshd on {host}: {result.stderr.decode()[-500:]}")
+                raise RuntimeError(f"sshd on {host}: {result.stderr[-500:]}")
         self.write_inventory(key)
 
     def write_inventory(self, key: Path) -> None:
@@ -169,9 +169,9 @@ class SshDeployment:
         for host in SSH_HOSTS:
             result = self.host_run(host, f"python3 - {' '.join(SNAPSHOT_ROOTS)}", input=SNAPSHOT_SCRIPT.encode())
             if result.returncode != 0:
-                raise RuntimeError(f"snapshot of {host}: {result.stderr.decode()[-500:]}")
+                raise RuntimeError(f"snapshot of {host}: {result.stderr[-500:]}")
             taken[host] = {path: (digest, size, text) for path, digest, size, text in
-                           (json.loads(line) for line in result.stdout.decode().splitlines())}
+                           (json.loads(line) for line in result.stdout.splitlines())}
         return taken
 
     def cib_epochs(self) -> dict[str, str]:
@@ -179,7 +179,7 @@ class SshDeployment:
         for director in ("server1", "server4"):
             result = self.host_run(director, "cibadmin --query --local")
             if result.returncode == 0:
-                root = ET.fromstring(result.stdout.decode())
+                root = ET.fromstring(result.stdout)
                 return {key: root.get(key) for key in ("admin_epoch", "epoch")}
         raise RuntimeError("no director answers cibadmin")
 

@@ -56,9 +56,9 @@ def cluster_state(deployment: SshDeployment) -> dict:
         mon = deployment.host_run(director, "crm_mon --output-as=xml")
         if mon.returncode != 0:
             continue
-        state = parse_crm_mon(mon.stdout.decode(), rc=mon.returncode, stderr=mon.stderr.decode())
+        state = parse_crm_mon(mon.stdout, rc=mon.returncode, stderr=mon.stderr)
         cib = deployment.host_run(director, "cibadmin --query --scope crm_config")
-        stonith = [nv.get("value") for nv in ET.fromstring(cib.stdout.decode()).iter("nvpair")
+        stonith = [nv.get("value") for nv in ET.fromstring(cib.stdout).iter("nvpair")
                    if nv.get("name") == "stonith-enabled"]
         return {"nodes": {n.name: {"online": n.online, "standby": n.standby} for n in state.nodes},
                 "started": sorted(r.id for r in state.resources if r.active),
@@ -72,7 +72,7 @@ def switch_reports(deployment: SshDeployment) -> list[str]:
     lines = []
     for director in ("server1", "server4"):
         result = deployment.host_run(director, f"grep -h -- {LOG_TAG} /var/log/syslog || true")
-        lines += [f"{director}: {line}" for line in result.stdout.decode(errors="replace").splitlines()]
+        lines += [f"{director}: {line}" for line in result.stdout.splitlines()]
     return lines
 
 

@@ -311,7 +311,8 @@ class RawConnection:
         self.closed = False
         self.url = f"tcp://{host}:{port}"
 
-    def send(self, data: bytes, *, timeout: float = BOUNDS.http_request) -> None:
+    def send(self, data: bytes, *, timeout: float | None = None) -> None:
+        timeout = BOUNDS.http_request if timeout is None else timeout
         reply = self._agent._raw_op("send", self.url, timeout, conn=self.conn_id,
                                     data_b64=base64.b64encode(data).decode("ascii"))
         self._agent._note("SEND", self.url, f"{len(data)} bytes", reply)
@@ -321,8 +322,10 @@ class RawConnection:
             raise AgentOpError(f"send on {self.url} failed: {reply['error']}",
                                kind=reply["error_kind"], where=self._agent.label)
 
-    def recv(self, max_bytes: int = 65536, *, timeout: float = BOUNDS.http_request) -> bytes:
-        """Up to max_bytes; b"" if nothing came within timeout or the peer closed (see peer_closed)."""
+    def recv(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
+        """Up to max_bytes; b"" if nothing came within timeout (default BOUNDS.http_request) or the
+        peer closed (see peer_closed)."""
+        timeout = BOUNDS.http_request if timeout is None else timeout
         reply = self._agent._raw_op("recv", self.url, timeout, conn=self.conn_id,
                                     max=max_bytes)
         if reply["error"]:
@@ -343,8 +346,10 @@ class RawConnection:
         self._agent._note("RECV", self.url, summary, reply)
         return data
 
-    def recv_until_closed(self, *, timeout: float = BOUNDS.http_request) -> bytes:
-        """Everything the peer sends until it closes; stops early if it stays silent for timeout."""
+    def recv_until_closed(self, *, timeout: float | None = None) -> bytes:
+        """Everything the peer sends until it closes; stops early if it stays silent for timeout
+        (default BOUNDS.http_request)."""
+        timeout = BOUNDS.http_request if timeout is None else timeout
         chunks = []
         while not self.peer_closed:
             chunk = self.recv(timeout=timeout)
@@ -490,12 +495,13 @@ class HttpAgent:
 
     def request(self, method: str, url: str, *, headers: HeadersArg = None,
                 body: bytes | None = None, auth: tuple[str, str] | None = None,
-                timeout: float = BOUNDS.http_request) -> Response:
+                timeout: float | None = None) -> Response:
         """One request on a fresh connection from the client host.
 
         Network failures come back as Response.error / error_kind, never raised:
         a refused or timed-out request is an observation.  Only a broken agent raises.
         """
+        timeout = BOUNDS.http_request if timeout is None else timeout   # read when called: a calibration scales it
         pairs = _header_pairs(headers)
         if auth is not None:
             pairs.extend(basic_auth(*auth).items())
@@ -546,8 +552,9 @@ class HttpAgent:
     # -- raw TCP ---------------------------------------------------------
 
     def open_connection(self, host: str, port: int, *,
-                        timeout: float = BOUNDS.http_request) -> RawConnection:
+                        timeout: float | None = None) -> RawConnection:
         """Open a TCP connection from the client host and hold it; raises AgentOpError if refused."""
+        timeout = BOUNDS.http_request if timeout is None else timeout   # read when called: a calibration scales it
         url = f"tcp://{host}:{port}"
         reply = self._raw_op("open", url, timeout, host=host, port=int(port))
         self._note("OPEN", url, f"local {reply.get('local_addr')}", reply)

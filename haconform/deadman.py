@@ -52,7 +52,9 @@ LOG_TAG = "haconform-deadman"
 # harness.  HAC-FENCE-002 waits for the fence, the group to move, the service,
 # the fenced node's boot and its rejoin; restore after a reboot waits for a
 # rejoin again; FaultRun waits for the prober to start (BOUNDS.dead_man).
-DEAD_MAN_S = int(BOUNDS.dead_man)
+# Scaled with the waits it is sized from (haconform/timeouts.py SCALED), so read when a switch is armed.
+def dead_man_s() -> int:
+    return int(BOUNDS.dead_man)
 
 # A cluster reforming (a node rejoining after the harness died mid-fault) can
 # refuse a pcs command for a few seconds; the undo is tried again rather than
@@ -67,7 +69,8 @@ EXIT_UNDO_FAILED = 4
 
 # How long a switch has to say "armed" after it starts, or to end after "disarm":
 # a process started in a host answering, as the client agent must.
-ANSWER_S = BOUNDS.agent_start
+def answer_s() -> float:
+    return BOUNDS.agent_start
 
 
 def switch_script(undo: str, what: str, backstop_s: int) -> str:
@@ -98,7 +101,7 @@ def switch_script(undo: str, what: str, backstop_s: int) -> str:
 class DeadManSwitch:
     """One armed undo on one host of a target (see the module docstring)."""
 
-    def __init__(self, target, host: str, undo: str, *, what: str, backstop_s: int = DEAD_MAN_S):
+    def __init__(self, target, host: str, undo: str, *, what: str, backstop_s: int | None = None):
         for text in (undo, what):
             if redact(text) != text:
                 raise HaconformError(f"a dead-man switch on {host} would carry a secret on its command line",
@@ -108,6 +111,7 @@ class DeadManSwitch:
         self.host = host
         self.undo = undo
         self.what = what
+        backstop_s = dead_man_s() if backstop_s is None else backstop_s
         if int(backstop_s) < 1:   # timeout(1) reads 0 as "no time limit"
             raise HaconformError(f"a dead-man switch needs a backstop of at least 1 s, not {backstop_s!r}",
                                  where="haconform.deadman")
@@ -147,7 +151,7 @@ class DeadManSwitch:
         try:
             wait_until(f"the dead-man switch on {self.host} says it is armed ({self.what})",
                        lambda: "armed" in self._stdout or self._proc.poll() is not None,
-                       timeout=ANSWER_S, observe=self._seen)
+                       timeout=answer_s(), observe=self._seen)
         except WaitTimeout:
             self._kill()
             raise
@@ -176,10 +180,10 @@ class DeadManSwitch:
             return self._ended_early()
         try:
             wait_until(f"the dead-man switch on {self.host} ends after disarm ({self.what})",
-                       lambda: self._proc.poll() is not None, timeout=ANSWER_S, observe=self._seen)
+                       lambda: self._proc.poll() is not None, timeout=answer_s(), observe=self._seen)
         except WaitTimeout:
             self._kill()
-            return (f"{self.host}: {self.what}: the switch did not confirm disarm within {ANSWER_S:g}s "
+            return (f"{self.host}: {self.what}: the switch did not confirm disarm within {answer_s():g}s "
                     f"and was killed; if the host did not get the word its undo runs (idempotent): {self._seen()}")
         self._join_readers()
         if self._proc.returncode == EXIT_DISARMED and "disarmed" in self._stdout:
@@ -207,14 +211,14 @@ class DeadManSwitch:
         except ProcessLookupError:
             pass
         try:
-            self._proc.wait(timeout=ANSWER_S)
+            self._proc.wait(timeout=answer_s())
         except subprocess.TimeoutExpired:
             log.warning("dead-man switch %r: pid %s did not end after SIGKILL", self, self._proc.pid)
         self._join_readers()
 
     def _join_readers(self) -> None:
         for reader in self._readers:
-            reader.join(timeout=ANSWER_S)
+            reader.join(timeout=answer_s())
 
 
 def _collect(stream, lines: list[str]) -> None:
@@ -229,7 +233,7 @@ _armed: dict[int, list[DeadManSwitch]] = {}
 _lock = threading.Lock()
 
 
-def arm(target, host: str, undo: str, *, what: str, backstop_s: int = DEAD_MAN_S) -> DeadManSwitch:
+def arm(target, host: str, undo: str, *, what: str, backstop_s: int | None = None) -> DeadManSwitch:
     """Arm a switch on host and keep it with the target's others until disarm_all()."""
     switch = DeadManSwitch(target, host, undo, what=what, backstop_s=backstop_s).arm()
     with _lock:

@@ -16,12 +16,15 @@ from .evidence import Evidence
 from .report.messages import failure_message, skip_message
 from .secrets import install_log_filter, redact, redact_obj
 from .datafile import read_yaml_mapping
+from .wait import record_waits
 
 # Where a checkout keeps the documented configuration, relative to pytest's rootdir.
 DOCUMENTED = Path("fixtures") / "documented"
 ALGORITHMS = Path("fixtures") / "beyond" / "algorithms"
 # The skip this plugin gives a destructive test against an SSH target: the test is left out.
 DESTRUCTIVE_LEFT_OUT = "destructive:"
+# The evidence table of a test's bounded waits (haconform/wait.py records them).
+WAITS_TITLE = "waits: documented figure, allowance, measured"
 
 
 def pytest_addoption(parser):
@@ -177,6 +180,51 @@ def evidence(request) -> Evidence:
     return ev
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Every bounded wait of the test (setup, call, teardown) is recorded for its evidence."""
+    item._haconform_waits = []
+    record_waits(item._haconform_waits)
+    try:
+        yield
+    finally:
+        record_waits(None)
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:g} s"
+
+
+def wait_row(record: dict) -> dict:
+    """One wait as the evidence shows it: the documented figure, the allowance (base × factor), the bound
+    they make, and the time the condition took (or that it did not hold)."""
+    if record["base_s"] is None:
+        allowance = "— (a bound not from haconform.timeouts)"
+    else:
+        allowance = f"{record['allowance_s']:g} s ({record['base_s']:g} s × {record['factor']:.2f})"
+    return {"phase": record.get("phase", ""), "condition": record["condition"], "figure": record["name"] or "—",
+            "documented": _seconds(record["documented_s"] or None), "allowance": allowance,
+            "bound": f"{record['bound_s']:.1f} s", "measured": f"{record['elapsed_s']:.2f} s",
+            "outcome": record["outcome"]}
+
+
+def _add_waits(item, report, requirement, ev: Evidence | None) -> Evidence | None:
+    """The waits since the last table, as one table: at the call, or at the phase that ended the test."""
+    waits = getattr(item, "_haconform_waits", None) or []
+    for record in waits:
+        record.setdefault("phase", report.when)
+    shown = getattr(item, "_haconform_waits_shown", 0)
+    if len(waits) <= shown or (report.when == "setup" and report.passed):
+        return ev   # a passed setup's waits go into the call's table
+    if ev is None:
+        if requirement is None:
+            return None
+        ev = item._haconform_evidence = Evidence(item.nodeid)
+    item._haconform_waits_shown = len(waits)
+    ev.table(WAITS_TITLE, [wait_row(record) for record in waits[shown:]])
+    return ev
+
+
 # Outermost wrapper (tryfirst): its code after the yield runs after every other plugin's, so what
 # pytest-html, JUnit and the terminal read from the report is already redacted.
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -184,7 +232,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     requirement = requirement_of(item)
-    ev: Evidence | None = getattr(item, "_haconform_evidence", None)
+    ev = _add_waits(item, report, requirement, getattr(item, "_haconform_evidence", None))
     if report.when == "call":
         _add_html_extras(report, requirement, ev)
     redact_report(report)

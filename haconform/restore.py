@@ -175,8 +175,10 @@ def _whole(view: ClusterView, members: list[str]) -> bool:
     return len(places) == 1 and len(next(iter(places))) == 1
 
 
-def restore(deployment, before: Snapshot, *, settle_timeout: float = BOUNDS.cluster_settle) -> Restoration:
-    """Bring back what before recorded (see the module docstring); say what could not be."""
+def restore(deployment, before: Snapshot, *, settle_timeout: float | None = None) -> Restoration:
+    """Bring back what before recorded (see the module docstring); say what could not be.
+    settle_timeout: how long the cluster may take to settle (default BOUNDS.cluster_settle)."""
+    settle_timeout = BOUNDS.cluster_settle if settle_timeout is None else settle_timeout
     began = time.monotonic()
     target = deployment.target
     outcome = Restoration()

@@ -3,8 +3,13 @@
     wait_until("server3 DOWN in show stat", lambda: state() == "DOWN",
                timeout=BOUNDS.x, observe=state)
 
-On timeout a WaitTimeout names the condition, the bound, and the last value
-observed, so a red test says what the system was doing instead.
+On timeout a WaitTimeout names the condition, the bound (and, for a Bound
+from haconform/timeouts.py, its documented part and allowance), and the last
+value observed, so a red test says what the system was doing instead.
+
+Every wait is recorded where record_waits() points (the pytest plugin sets a
+list around each test and shows it as evidence): condition, bound and its
+parts, time taken, held or timed out.
 """
 
 from __future__ import annotations
@@ -14,11 +19,35 @@ import time
 from typing import Any, Callable
 
 from .errors import WaitTimeout
-from .timeouts import POLL_INTERVAL
+from .timeouts import POLL_INTERVAL, Bound
 
 log = logging.getLogger("haconform.wait")
 
 _MISSING = object()
+HELD, TIMED_OUT = "held", "timed out"
+
+_records: list[dict] | None = None
+
+
+def record_waits(into: list[dict] | None) -> None:
+    """Append a record of every wait from now on to into (None: record nothing)."""
+    global _records
+    _records = into
+
+
+def bound_parts(timeout: float) -> dict:
+    """What a bound is made of; a plain number (not from timeouts.BOUNDS) has no parts."""
+    if isinstance(timeout, Bound):
+        return timeout.parts()
+    return {"bound_s": float(timeout), "name": None, "documented_s": None, "allowance_s": None,
+            "base_s": None, "factor": None}
+
+
+def _record(condition: str, timeout: float, elapsed: float, outcome: str) -> None:
+    records = _records
+    if records is not None:
+        records.append({"condition": condition, **bound_parts(timeout), "elapsed_s": round(elapsed, 3),
+                        "outcome": outcome})
 
 
 def wait_until(
@@ -47,7 +76,9 @@ def wait_until(
             value = None
             last = f"{type(exc).__name__}: {exc}"
         if value:
-            log.info("waited %.2fs for %s", time.monotonic() - start, condition)
+            elapsed = time.monotonic() - start
+            log.info("waited %.2fs for %s", elapsed, condition)
+            _record(condition, timeout, elapsed, HELD)
             return value
         now = time.monotonic()
         if now >= deadline:
@@ -57,9 +88,11 @@ def wait_until(
                     seen = observe()
                 except Exception as exc:
                     seen = f"{type(exc).__name__}: {exc}"
+            _record(condition, timeout, time.monotonic() - start, TIMED_OUT)
+            composition = f"{timeout.describe()}; " if isinstance(timeout, Bound) else ""
             raise WaitTimeout(
                 f"timed out after {timeout:.1f}s ({polls} polls) waiting for: {condition}; "
-                f"last observed: {seen!r}"
+                f"{composition}last observed: {seen!r}"
             )
         time.sleep(min(interval, max(0.0, deadline - now)))
 

@@ -246,4 +246,4 @@ def test_a_change_meant_to_last_gets_a_longer_backstop():
     from haconform import deadman
     deployment = running()
     Standby(deployment).inject(deployment.machine("server1"), lasts_s=900)
-    assert deployment.target.backstops == [deadman.DEAD_MAN_S + 900]
+    assert deployment.target.backstops == [deadman.dead_man_s() + 900]

@@ -172,7 +172,7 @@ def test_nic_down_arms_a_dead_man_switch_and_up_disarms_it(target, monkeypatch):
         FakeResult(stdout=f'[{{"ifname":"eth1","flags":{state["flags"]}}}]'))[-1]
     monkeypatch.setattr(SshTarget, "management_nic", lambda self, name: "eth0")
     target.set_nic("server1", "down")
-    assert any(f"sleep {ssh_module.NIC_DEAD_MAN_S}; ip link set dev eth1 up" in c for c in backend.commands)
+    assert any(f"sleep {ssh_module.nic_dead_man_s()}; ip link set dev eth1 up" in c for c in backend.commands)
     assert target.nic_state("server1") == "down"
     target.set_nic("server1", "up")
     assert any("kill $(cat /run/haconform-nic-eth1.dead-man" in c for c in backend.commands)

@@ -295,8 +295,10 @@ class FenceDaemon:
             self._stopping.set()
             self._finish(BOUNDS.fence_request)
 
-    def stop(self, timeout: float = BOUNDS.fence_request) -> None:
-        """Stop listening, let a request being served finish (up to timeout), close the socket."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop listening, let a request being served finish (up to timeout, default
+        BOUNDS.fence_request), close the socket."""
+        timeout = BOUNDS.fence_request if timeout is None else timeout
         if self._mcast_socket is None:
             return
         self._stopping.set()

@@ -281,11 +281,12 @@ class NamespaceLab:
         return ["nsenter", "-t", str(pid), "-a", "--", "/usr/bin/env", "-i", f"PATH={HOST_PATH}",
                 "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"]
 
-    def run(self, host: str, command: str, *, timeout: float = BOUNDS.command, check: bool = False,
+    def run(self, host: str, command: str, *, timeout: float | None = None, check: bool = False,
             input: bytes | str | None = None) -> subprocess.CompletedProcess:
         """command in host (stdout, stderr as text); input: its stdin, never in an argv.
         Past timeout, every process of the command in the host is killed and
         subprocess.TimeoutExpired raised."""
+        timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
         data = input.encode() if isinstance(input, str) else input
         raw = run_in_host([*self.exec_argv(host), "/bin/sh", "-c", command], timeout=timeout, input=data)
         result = subprocess.CompletedProcess(raw.args, raw.returncode, raw.stdout.decode("utf-8", "replace"),

@@ -155,7 +155,7 @@ class LogWatch:
         return {name: [line for line in lines if regex.search(line)]
                 for name, regex in compiled.items()}
 
-    def wait_for(self, patterns: Mapping[str, PatternLike], *, timeout: float = BOUNDS.log_line,
+    def wait_for(self, patterns: Mapping[str, PatternLike], *, timeout: float | None = None,
                  condition: str | None = None) -> dict[str, re.Match[str]]:
         """Poll until every named pattern has matched a new line at least once.
 
@@ -163,6 +163,7 @@ class LogWatch:
         timeout the WaitTimeout names the patterns still missing and shows the
         newest lines.
         """
+        timeout = BOUNDS.log_line if timeout is None else timeout   # read when called: a calibration scales it
         compiled = _compile_all(patterns)
         found: dict[str, re.Match[str]] = {}
         scanned = 0

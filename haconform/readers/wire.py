@@ -98,7 +98,8 @@ class capture_tcp:
     """
 
     def __init__(self, machine, port: int, *, until=None, interface: str = "eth0",
-                 bound: float = BOUNDS.command):
+                 bound: float | None = None):
+        bound = BOUNDS.command if bound is None else bound   # read when called: a calibration scales it
         self.capture = WireCapture(machine, port)
         self.until = until
         self.interface = interface

@@ -1,9 +1,10 @@
 """reports/verdict.html: the verdict a person reads in ten seconds, its evidence below.
 
 Self-contained (inline CSS, inline SVG, no script, no external asset).  The
-page: a banner (how many MUSTs held), the run (target, software, time), one
-section per stage with a row per MUST (ID, runbook section, verdict and why,
-its figures, a link to its evidence), the findings, and the evidence: one
+page: a banner (how many MUSTs held), the run (target, software, time, the
+calibration's summary), one section per stage with a row per MUST (ID, runbook
+section, verdict and why, its figures, a link to its evidence), the findings,
+the calibration (probes, factors, the allowances they scaled), and the evidence: one
 block per MUST, one collapsible block per test case, each evidence item as a
 table, a sequence, a timeline or a log where one fits, JSON only as a last
 resort.
@@ -212,8 +213,16 @@ def run_header(verdict: dict) -> str:
             ("started", esc(run.get("started") or "—")),
             ("run time", esc(duration)),
             ("test cases", esc(", ".join(f"{n} {o}" for o, n in sorted(tests.items())) or "none")),
+            ("calibration", calibration_text(verdict.get("calibration"))),
             ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
     return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def calibration_text(calibration: dict | None) -> str:
+    if not calibration:
+        return "<span class='muted'>not recorded</span>"
+    summary = str(calibration.get("summary", "")).removeprefix("calibration: ")
+    return f"{esc(summary)} (<a href='#calibration'>details</a>)"
 
 
 def stage_title(verdict: dict, stage: str) -> str:
@@ -281,6 +290,65 @@ def findings_list(verdict: dict) -> str:
             section = f" <span class='muted'>({esc(f['section'])})</span>" if f.get("section") else ""
             out.append(f"<li><b>{esc(f['stage'])}</b>{section}: {esc(f['text'])}</li>")
         out.append("</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+# ----- calibration -------------------------------------------------------------------------------
+
+def _s(value: Any) -> str:
+    return "—" if value is None else f"{value:g} s"
+
+
+def _factor(value: Any) -> str:
+    return "—" if value is None else f"×{value:.2f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    """rows: cells already escaped."""
+    return ("<table class='data'><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+            + "</tbody></table>")
+
+
+def calibration_section(verdict: dict) -> str:
+    """What the harness measured on the target at bring-up and how it scaled its own allowances."""
+    calibration = verdict.get("calibration")
+    out = ["<section id='calibration'><h2>Calibration</h2>"]
+    if not calibration:
+        out.append("<p class='muted'>not recorded in this run: the allowances were the lab's figures</p></section>")
+        return "\n".join(out)
+    reference = calibration.get("reference") or {}
+    ceiling = calibration.get("ceiling")
+    out.append(f"<p>{esc(calibration.get('summary', ''))}</p>"
+               "<p class='note'>The documented interval of a MUST never scales; only the harness's own allowances "
+               f"do, by a factor within [1, {esc(f'{ceiling:g}' if ceiling is not None else '?')}] (the ceiling). "
+               f"Reference: the lab, measured {esc(reference.get('measured_at') or '?')} on "
+               f"{esc(reference.get('measured_on') or '?')}"
+               + (f" — {esc(reference['note'])}" if reference.get("note") else "")
+               + (f". The probes took {esc(_s(calibration.get('took_s')))}." if calibration.get("enabled") else ".")
+               + "</p>")
+    if calibration.get("probes"):
+        out.append("<h3>Probes (median of each host's runs; the slowest host counts)</h3>" + _table(
+            ["probe", "category", "reference", "measured", "slowest host", "ratio", "per host"],
+            [[esc(p["name"]), esc(p["category"]), esc(_s(p["reference_s"])), f"<b>{esc(_s(p['measured_s']))}</b>",
+              esc(p["slowest_host"]), esc(f"{p['ratio']:.2f}"),
+              esc(", ".join(f"{h} {m:g} s" for h, m in (p.get("per_host") or {}).items()))]
+             for p in calibration["probes"]]))
+    out.append("<h3>Categories</h3>" + _table(
+        ["category", "ratio", "factor", "capped", "allowances"],
+        [[esc(c["category"]), esc("not probed" if c["ratio"] is None else f"{c['ratio']:.2f}"),
+          f"<b>{esc(_factor(c['factor']))}</b>",
+          f"<span class='badge known'>capped at ×{esc(f'{ceiling:g}')}</span>" if c.get("capped") else "no",
+          esc(", ".join(c.get("fields") or []))]
+         for c in calibration.get("categories") or []]))
+    out.append("<h3>Allowances (haconform/timeouts.py)</h3>" + _table(
+        ["field", "category", "base", "factor", "applied"],
+        [[f"<code>{esc(a['field'])}</code>", esc(a["category"]), esc(_s(a["base_s"])), esc(_factor(a["factor"])),
+          f"<b>{esc(_s(a['applied_s']))}</b>"] for a in calibration.get("allowances") or []]))
+    if calibration.get("not_scaled"):
+        out.append("<p class='note'>Not scaled: " + ", ".join(f"<code>{esc(n)}</code>" for n in calibration["not_scaled"])
+                   + ".</p>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -456,7 +524,8 @@ def render_verdict_html(verdict: dict, records: list[dict] | None = None) -> str
     body = ("<header><h1>Runbook conformance verdict</h1>" + banner(verdict) + key_figures(verdict)
             + run_header(verdict)
             + f"<nav class='stages'>{stages}<a href='#findings'><b>findings</b>{len(verdict.get('findings') or [])}</a>"
-            + "</nav></header>"
-            + verdict_tables(verdict) + findings_list(verdict) + evidence_sections(verdict, by_nodeid))
+            + "<a href='#calibration'><b>calibration</b></a></nav></header>"
+            + verdict_tables(verdict) + findings_list(verdict) + calibration_section(verdict)
+            + evidence_sections(verdict, by_nodeid))
     run = verdict.get("run", {})
     return page(f"verdict — {run.get('run_dir') or run.get('started') or 'haconform'}", body)

@@ -15,6 +15,8 @@ pcs --version); what the evidence itself records fills the gaps.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 
 from ..conformance import requirement_of
 from ..secrets import redact
+from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message
 from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_version_probe, read_golden,
@@ -29,6 +32,18 @@ from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_versio
 
 log = logging.getLogger("haconform.report")
 VERSION_ATTEMPTS = 3
+
+
+def source_commit(root: Path) -> str | None:
+    """The commit the suites ran from, so two runs (lab and VM) can be checked to be of one commit."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=BOUNDS.cli_query)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
 
 
 def pytest_configure(config):
@@ -158,11 +173,14 @@ class VerdictReport:
                "run_dir": run_dir.name, "run_path": str(run_dir), "started": iso(self.started), "started_unix": round(self.started, 3),
                "finished": iso(finished), "duration_s": round(finished - self.started, 1),
                "versions": versions, "exit_status": int(exitstatus), "source": "session",
-               "config": str(config._haconform_config_dir)}
+               "config": str(config._haconform_config_dir),
+               "figures": dict(getattr(config, "_haconform_figures", None) or {}),
+               "commit": source_commit(config.rootpath)}
         notes, titles = stage_notes(config._haconform_config_dir)
         golden = read_golden(config.rootpath / "suites" / "conformance.yaml")
         selected = {r.id for r in self.requirements.values()}
-        verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles)
+        verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles,
+                                calibration=getattr(config, "_haconform_calibration", None))
         for must in verdict["musts"]:
             if must["verdict"] == NOT_TESTED and not must["cases"]:
                 must["reason"] = ("not selected in this run" if must["id"] not in selected

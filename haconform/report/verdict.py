@@ -17,6 +17,10 @@ user properties.  `build_verdict` aggregates them per MUST:
 - not tested: every case skipped (the skip or left-out reason is the reason),
   only some cases ran, or the MUST (from the golden list) was not in the run.
 
+The run's calibration (haconform/calibration.py: the probes, the factor per
+category, the allowances it scaled) is kept as it was recorded, under
+"calibration" (None where the run recorded none).
+
 Figures come from evidence titles through FIGURES (one table) and the rule
 that a number whose title ends in "(s)" is seconds; "requests to the wrong
 server" is counted for MUSTs that say which server MUST serve a request.
@@ -239,11 +243,14 @@ def stage_key(stage: str) -> tuple[int, str]:
 
 
 def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[dict] | None = None,
-                  notes: list[dict] | None = None, stages: dict[str, str] | None = None) -> dict:
+                  notes: list[dict] | None = None, stages: dict[str, str] | None = None,
+                  calibration: dict | None = None) -> dict:
     """The machine-readable verdict (verdict.json, schema_version 1).
 
     golden: suites/conformance.yaml rows, so MUSTs absent from the run show as not tested;
-    notes: [{"stage", "text"}] from the stage data's `notes:`; stages: {stage: title}."""
+    notes: [{"stage", "text"}] from the stage data's `notes:`; stages: {stage: title};
+    calibration: Calibration.to_json() of the run (haconform/calibration.py), None where the
+    run recorded none (an older run, a run that never brought the target up)."""
     by_id: dict[str, list[dict]] = {}
     meta: dict[str, dict] = {}
     for row in golden or []:
@@ -286,7 +293,7 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
             outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
     run["tests"] = outcomes
     verdict = {"schema_version": SCHEMA_VERSION, "run": run, "stages": dict(stages or {}),
-               "musts": musts, "findings": findings}
+               "musts": musts, "findings": findings, "calibration": calibration}
     return redact_tree(verdict)
 
 

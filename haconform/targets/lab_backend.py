@@ -34,10 +34,11 @@ class LabBackend(RedactingBackend):
     def get_hosts(cls, host: str, **kwargs: Any) -> list[str]:
         return [host]
 
-    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, input: bytes | None = None,
+    def run(self, command: str, *args: str, timeout: float | None = None, input: bytes | None = None,
             **kwargs: Any) -> base.CommandResult:
         """input: the command's standard input (else none); it never appears in an argv.
         A command outliving timeout is killed with every process it started in the host (exit 124)."""
+        timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
         cmd = self.get_command(command, *args)
         argv = self.lab.exec_argv(self.hostname) + ["/bin/sh", "-c", cmd]
         try:

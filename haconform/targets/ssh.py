@@ -15,7 +15,7 @@ Faults use what the runbook uses, on the host itself:
           else the NIC holding the host's topology address).  Refused when the
           ssh connection itself comes in over that NIC.  Pulling it also arms
           a dead-man switch ON THE HOST: a detached `sleep N; ip link set DEV
-          up` (N = NIC_DEAD_MAN_S) that unblock() disarms, so a harness that
+          up` (N = nic_dead_man_s()) that unblock() disarms, so a harness that
           dies mid-test cannot leave a director cut off for good.
 The fence device already exists on a deployment: start_fence_device() starts
 nothing, it checks that `fence_xvm -o list` from a cluster node lists every
@@ -56,8 +56,12 @@ from .remote_shell import ShellGone, ShellPool
 log = logging.getLogger("haconform.targets.ssh")
 
 SSH_EXEC = str(Path(__file__).with_name("ssh_exec.py"))
-# Long enough for the longest NIC-down test (fence, move, rejoin); see the module docstring.
-NIC_DEAD_MAN_S = int(BOUNDS.fence_complete + BOUNDS.resource_move + BOUNDS.node_rejoin)
+
+
+def nic_dead_man_s() -> int:
+    """Long enough for the longest NIC-down test (fence, move, rejoin; see the module docstring).
+    Read when a NIC goes down: the waits it is sized from scale with a calibration."""
+    return int(BOUNDS.fence_complete + BOUNDS.resource_move + BOUNDS.node_rejoin)
 
 
 class HostUnreachable(HaconformError):
@@ -156,9 +160,10 @@ class AccessBackend(RedactingBackend):
         raise HaconformError(f"{self.hostname} is `none` in the inventory: haconform cannot reach it",
                              where="--inventory", fix="give it an address or `local: true`")
 
-    def run(self, command: str, *args: str, timeout: float = BOUNDS.command, input: bytes | None = None,
+    def run(self, command: str, *args: str, timeout: float | None = None, input: bytes | None = None,
             **kwargs: Any) -> base.CommandResult:
         """input: the command's standard input (else none); it never appears in an argv."""
+        timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
         cmd = self.get_command(command, *args)
         if self._shells is not None:
             ensure_private_directory(self.control_dir)
@@ -240,11 +245,12 @@ class SshTarget(Target):
         raise HaconformError(f"{name} is `none` in the inventory: nothing can run there",
                              where=str(self.inventory.path), fix=f"give hosts.{name} an address")
 
-    def _run(self, name: str, command: str, *, timeout: float = BOUNDS.command):
-        return self.backend(name).run(command, timeout=timeout)
+    def _run(self, name: str, command: str, *, timeout: float | None = None):
+        return self.backend(name).run(command, timeout=BOUNDS.command if timeout is None else timeout)
 
-    def answers(self, name: str, *, timeout: float = BOUNDS.vm_ssh) -> str | None:
-        """The host's boot id when it answers within timeout, else None."""
+    def answers(self, name: str, *, timeout: float | None = None) -> str | None:
+        """The host's boot id when it answers within timeout (default BOUNDS.vm_ssh), else None."""
+        timeout = BOUNDS.vm_ssh if timeout is None else timeout
         try:
             result = self._run(name, "cat /proc/sys/kernel/random/boot_id", timeout=timeout)
         except HostUnreachable:
@@ -417,7 +423,7 @@ class SshTarget(Target):
                     where=f"{self.inventory.path}: hosts.{name}",
                     fix="reach the host over a management address on another NIC (set address), or set "
                         "cluster_nic if the cluster runs on another NIC")
-            self._run(name, f"nohup sh -c 'sleep {NIC_DEAD_MAN_S}; ip link set dev {q} up' >/dev/null 2>&1 & "
+            self._run(name, f"nohup sh -c 'sleep {nic_dead_man_s()}; ip link set dev {q} up' >/dev/null 2>&1 & "
                             f"echo $! > {mark}; ip link set dev {q} down")
         else:
             self._run(name, f"ip link set dev {q} up && {{ kill $(cat {mark} 2>/dev/null) 2>/dev/null; "

@@ -190,9 +190,16 @@ def cmd_vm_inventory(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .report.targets import report_targets
     from .report.trends import report
+    if args.fail_on_failed_session and not args.targets:
+        print("haconform report: --fail-on-failed-session needs --targets A B", file=sys.stderr)
+        return 2
     try:
-        return report(args.results, compare_dirs=args.compare, out=args.out)
+        if args.targets:
+            return report_targets(*args.targets, results=args.results, out=args.out or "reports/targets.html",
+                                  fail_on_failed_session=args.fail_on_failed_session)
+        return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html")
     except FileNotFoundError as exc:
         print(f"haconform report: {exc}", file=sys.stderr)
         return 2
@@ -260,13 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--write", action="store_true")
     listing.set_defaults(func=cmd_conformance_list)
 
-    rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed")
+    rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed; "
+                                        "--targets A B: one commit on two targets side by side")
     rep.add_argument("results", nargs="?", default="results",
                      help="the kept runs, one results/<timestamp>/ each (default: results)")
-    rep.add_argument("--compare", nargs=2, metavar=("A", "B"),
-                     help="two run directories (or names under RESULTS): print what changed from A to B; "
-                          "exit 1 when a verdict flipped from held to broken")
-    rep.add_argument("--out", default="reports/trends.html", help="the trends page (default: reports/trends.html)")
+    pair = rep.add_mutually_exclusive_group()
+    pair.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                      help="two run directories (or names under RESULTS): print what changed from A to B; "
+                           "exit 1 when a verdict flipped from held to broken")
+    pair.add_argument("--targets", nargs=2, metavar=("A", "B"),
+                      help="two conformance runs of one commit on two targets (the nightly: the lab's, then the "
+                           "VM's): results/<timestamp> directories, names under RESULTS, or the directories their "
+                           "--junitxml wrote verdict.json into; prints bring-up, wall time, calibration, each "
+                           "MUST's figures and waits side by side and writes reports/targets.html")
+    rep.add_argument("--fail-on-failed-session", action="store_true",
+                     help="with --targets: exit 1 when either run's pytest session did not exit 0 (as its "
+                          "verdict.json records)")
+    rep.add_argument("--out", default=None,
+                     help="the page (default: reports/trends.html; with --targets: reports/targets.html)")
     rep.set_defaults(func=cmd_report)
     return parser
 

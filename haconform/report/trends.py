@@ -156,7 +156,7 @@ def direction(a: float, b: float, unit: str) -> str:
     return "changed"
 
 
-def _verdict_label(must: dict | None) -> str:
+def verdict_label(must: dict | None) -> str:
     if must is None:
         return "absent"
     return "broken (known finding)" if must["verdict"] == BROKEN and must.get("known_finding") else must["verdict"]
@@ -168,7 +168,7 @@ def compare(a: Run, b: Run, thresholds: dict[str, tuple[float, float]] = THRESHO
     flipped, fixed, changed = [], [], []
     for must_id in sorted(set(musts_a) | set(musts_b)):
         ma, mb = musts_a.get(must_id), musts_b.get(must_id)
-        la, lb = _verdict_label(ma), _verdict_label(mb)
+        la, lb = verdict_label(ma), verdict_label(mb)
         if la == lb or {la, lb} == {"absent", NOT_TESTED}:
             continue   # a MUST missing from one run's list is as untested as one listed "not in this run"
         entry = {"id": must_id, "stage": (mb or ma)["stage"], "from": la, "to": lb,

@@ -124,8 +124,10 @@ class Cluster:
             return places[0][0]
         return None
 
-    def active_director(self, *, timeout: float = BOUNDS.cluster_settle):
-        """The director running the group, once exactly one does (asked of each director in turn)."""
+    def active_director(self, *, timeout: float | None = None):
+        """The director running the group, once exactly one does (asked of each director in turn;
+        default bound BOUNDS.cluster_settle)."""
+        timeout = BOUNDS.cluster_settle if timeout is None else timeout
         def seen():
             for director in self.directors:
                 node = self.group_node(director)
@@ -165,7 +167,11 @@ class Cluster:
                           for n in state.nodes},
                 "resources": {r.id: {"role": r.role, "nodes": list(r.nodes), "failed": r.failed}
                               for r in state.resources},
-                "failures": [{"resource": f.resource, "node": f.node, "status": f.status} for f in state.failures]}
+                "failures": [{"resource": f.resource, "node": f.node, "status": f.status} for f in state.failures],
+                "operations": [{"node": h.node, "resource": h.resource, "call": op.call, "task": op.task,
+                                "interval_ms": op.interval_ms, "rc": op.rc, "exec_ms": op.exec_ms,
+                                "queue_ms": op.queue_ms, "last_rc_change": op.last_rc_change}
+                               for h in state.history for op in h.operations]}
 
     def describe(self) -> str:
         """One line for a wait's failure message."""

@@ -203,6 +203,15 @@ class VipWatch:
         return [(t, h) for t, h in self.samples if len(h) > 1]
 
 
+def operations_since(before: dict, after: dict) -> list[dict]:
+    """The operations crm_mon records after a fault that it did not record before it (by node, resource,
+    call id): how long each agent ran on this target, beside the waits that depended on it."""
+    def key(op: dict) -> tuple:
+        return op["node"], op["resource"], op["call"], op["task"]
+    seen = {key(op) for op in before.get("operations", [])}
+    return [op for op in after.get("operations", []) if key(op) not in seen]
+
+
 @dataclass
 class FaultRun:
     deployment: object
@@ -326,6 +335,8 @@ class FaultRun:
             self.samples = self.prober.samples if self.prober else []
         self.after = Cluster(self.deployment).snapshot()
         self.evidence.data(f"{self.title}: cluster after", self.after)
+        self.evidence.table(f"{self.title}: resource operations during the fault (crm_mon XML: agent run "
+                            "and queue times)", operations_since(self.before, self.after))
         if self.samples:
             self.evidence.svg(f"{self.title}: requests through {self.deployment.frontend_label} "
                               f"(every 100 ms from {self.deployment.client.name})",
@@ -456,7 +467,7 @@ class Fault:
             host, command = undo
             self.switch = deadman.arm(self.deployment.target, host.name, command,
                                       what=f"{self.name} on {self.victim.name}",
-                                      backstop_s=int(deadman.DEAD_MAN_S + lasts_s))
+                                      backstop_s=int(deadman.dead_man_s() + lasts_s))
         self.injected_at = time.time()
         return self._inject()
 

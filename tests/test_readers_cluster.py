@@ -395,3 +395,20 @@ def test_real_crm_verify_on_saved_cibs(local_host):
     broken = read_crm_verify(local_host, cib_file=str(PCMK / "cib_no_stonith.xml"))
     assert not broken.valid
     assert any("STONITH" in error for error in broken.errors)
+
+
+def test_operations_carry_their_agent_run_and_queue_times():
+    fenced = state("crm_mon_fenced.xml")
+    operations = [op for h in fenced.history for op in h.operations]
+    assert operations and all(op.exec_ms == 0 and op.queue_ms == 0 for op in operations)
+
+
+def test_operations_during_a_fault_are_the_new_ones():
+    from haconform.faults import operations_since
+    start = {"node": "server1", "resource": "VIP", "call": 2, "task": "start", "exec_ms": 40}
+    before = {"operations": [start]}
+    stop = {"node": "server1", "resource": "VIP", "call": 5, "task": "stop", "exec_ms": 1200}
+    restart = {"node": "server1", "resource": "VIP", "call": 6, "task": "start", "exec_ms": 900}
+    assert operations_since(before, {"operations": [start, stop, restart]}) == [stop, restart]
+    assert operations_since({}, {"operations": [start]}) == [start]
+    assert operations_since(before, {"error": "no director answered"}) == []

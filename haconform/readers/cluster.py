@@ -110,6 +110,8 @@ class OperationRecord:
     rc_text: str
     interval_ms: int
     last_rc_change: str | None
+    exec_ms: int | None = None      # how long the agent ran (crm_mon's exec-time)
+    queue_ms: int | None = None     # how long it waited for the executor (queue-time)
 
 
 @dataclass(frozen=True)
@@ -265,13 +267,14 @@ def _base_id(resource_id: str) -> str:
 # --- crm_mon ---------------------------------------------------------------------
 
 def read_cluster_state(host: Any, *, cib_file: str | None = None,
-                       timeout: float = BOUNDS.cli_query) -> ClusterState:
+                       timeout: float | None = None) -> ClusterState:
     """Run crm_mon on host and parse its XML.
 
     cib_file: read a saved CIB instead of the live cluster (CIB_file=...), e.g.
     one written by `pcs cluster cib FILE` or crm_simulate; no daemon is needed.
     Raises ClusterUnavailable when crm_mon cannot reach the cluster.
     """
+    timeout = BOUNDS.cli_query if timeout is None else timeout   # read when called: a calibration scales it
     prefix = f"CIB_file={shlex.quote(cib_file)} " if cib_file else ""
     command = f"{prefix}timeout {timeout:g} {CRM_MON_COMMAND}"
     result = host.run(command)
@@ -347,6 +350,8 @@ def parse_crm_mon(text: str, *, rc: int = 0, stderr: str = "",
                             rc=reader.int(op, "rc"), rc_text=op.get("rc_text", ""),
                             interval_ms=_milliseconds(op.get("interval", "0ms"), source),
                             last_rc_change=op.get("last-rc-change"),
+                            exec_ms=_optional_ms(op.get("exec-time"), source),
+                            queue_ms=_optional_ms(op.get("queue-time"), source),
                         )
                         for op in rsc.findall("operation_history")
                     ),
@@ -467,6 +472,12 @@ def _milliseconds(value: str, source: str) -> int:
     return int(match.group(1))
 
 
+def _optional_ms(value: str | None, source: str) -> int | None:
+    """A timing crm_mon may leave out or spell otherwise: evidence, never a reason to refuse the state."""
+    match = re.fullmatch(r"(\d+)(ms)?", value or "")
+    return int(match.group(1)) if match else None
+
+
 def _split_op_key(op_key: str) -> tuple[str, str | None, int | None]:
     """'haproxy_monitor_60000' -> ('haproxy', 'monitor', 60000); resource ids may hold '_'."""
     match = re.fullmatch(r"(?P<rsc>.+)_(?P<task>[a-z_]+?)_(?P<interval>\d+)", op_key)
@@ -478,8 +489,9 @@ def _split_op_key(op_key: str) -> tuple[str, str | None, int | None]:
 # --- fence history --------------------------------------------------------------
 
 def read_fence_history(host: Any, target: str = "*", *,
-                       timeout: float = BOUNDS.cli_query) -> list[FenceEvent]:
+                       timeout: float | None = None) -> list[FenceEvent]:
     """Every fence action the fencer remembers against target ('*': all nodes)."""
+    timeout = BOUNDS.cli_query if timeout is None else timeout   # read when called: a calibration scales it
     command = f"timeout {timeout:g} " + FENCE_HISTORY_COMMAND % shlex.quote(target)
     result = host.run(command)
     return parse_fence_history(result.stdout, rc=result.rc, stderr=result.stderr,
@@ -545,8 +557,9 @@ _LOG_LINE = re.compile(r"^\(\S+\)\s+(?P<level>error|warning):\s*(?P<text>.*)$")
 
 
 def read_crm_verify(host: Any, *, cib_file: str | None = None,
-                    timeout: float = BOUNDS.cli_query) -> VerifyResult:
+                    timeout: float | None = None) -> VerifyResult:
     """Run crm_verify on the live CIB (or a saved one) and report errors and warnings."""
+    timeout = BOUNDS.cli_query if timeout is None else timeout   # read when called: a calibration scales it
     if cib_file:
         command = (f"timeout {timeout:g} crm_verify --xml-file {shlex.quote(cib_file)} "
                    f"-V --output-as=xml")
@@ -671,8 +684,9 @@ class CibConfiguration:
     groups: dict[str, list[str]]               # group id -> member ids, in order
 
 
-def read_cib_configuration(host: Any, *, timeout: float = BOUNDS.cli_query) -> CibConfiguration:
-    """The live CIB's configuration section (cibadmin's XML)."""
+def read_cib_configuration(host: Any, *, timeout: float | None = None) -> CibConfiguration:
+    """The live CIB's configuration section (cibadmin's XML), bounded by timeout (default BOUNDS.cli_query)."""
+    timeout = BOUNDS.cli_query if timeout is None else timeout
     command = f"timeout {timeout:g} {CIB_CONFIGURATION_COMMAND}"
     result = host.run(command)
     source = f"{host_label(host)}: {command}"

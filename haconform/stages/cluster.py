@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..secrets import register as register_secret
@@ -43,6 +45,15 @@ class StageRecord:
     @property
     def changed_anything(self) -> bool:
         return bool(self.steps)
+
+    @contextmanager
+    def timed(self, what: str):
+        """How long each part of applying the stage took: evidence of where a slow target spends its time."""
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.observations.setdefault("timings_s", {})[what] = round(time.monotonic() - began, 2)
 
 
 @dataclass(frozen=True)
@@ -183,11 +194,14 @@ class ClusterStage:
         record = StageRecord(self.name)
         began = time.monotonic()
         self._form(record)
-        self._converge(record)
+        with record.timed("resources and properties converged"):
+            self._converge(record)
         if self.spec.group_id:
-            wait_until(f"{self.spec.group_id} started on one director", self.group_node,
-                       timeout=BOUNDS.cluster_settle, observe=self.describe)
-        verify = self.cluster.verify(self.first)
+            with record.timed(f"{self.spec.group_id} started"):
+                wait_until(f"{self.spec.group_id} started on one director", self.group_node,
+                           timeout=BOUNDS.cluster_settle, observe=self.describe)
+        with record.timed("crm_verify"):
+            verify = self.cluster.verify(self.first)
         record.observations["crm_verify after"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record
@@ -196,52 +210,67 @@ class ClusterStage:
         dialect = read_pcs_dialect(self.first.host)
         record.observations["pcs"] = {"version": ".".join(map(str, dialect.version)), "dialect": dialect.name}
         node_names = [n.name for n in self.nodes]
-        for node in self.nodes:
-            conf = node.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout
-            if DEBIAN_SAMPLE_MARK in conf:
-                node.succeed("rm -f /etc/corosync/corosync.conf")
-                record.steps.append(f"{node.name}: removed Debian's sample corosync.conf")
-            if not self._password_works(node):
-                node.succeed("chpasswd", input=f"hacluster:{self.password}\n")
-                record.steps.append(f"{node.name}: hacluster password set")
-            for service in ("pcsd-ruby", "pcsd"):
-                svc = node.host.service(service)
-                if not svc.is_enabled:
-                    node.succeed(f"systemctl enable {service}")
-                    record.steps.append(f"{node.name}: enabled {service}")
-                if not svc.is_running:
-                    node.succeed(f"systemctl start {service}")
-                    record.steps.append(f"{node.name}: started {service}")
-            # HAProxy becomes the cluster's to start: the init system must not start it too.
-            if node.host.service("haproxy").is_enabled:
-                node.succeed("systemctl disable haproxy")
-                record.steps.append(f"{node.name}: haproxy no longer started at boot (the cluster starts it)")
-        for node in self.nodes:
-            wait_until(f"pcsd answers on {node.name}",
-                       lambda n=node: n.execute("ss -Htln sport = :2224").stdout.strip(),
-                       timeout=BOUNDS.pcsd_ready)
+        # The nodes are prepared side by side: on slow guests each one's pcsd start-up takes tens of seconds.
+        with record.timed("nodes prepared (password, pcsd started)"):
+            with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+                prepared = list(pool.map(self._prepare_node, self.nodes))
+        for steps in prepared:
+            record.steps.extend(steps)
+        with record.timed("pcsd answers"):
+            for node in self.nodes:
+                wait_until(f"pcsd answers on {node.name}",
+                           lambda n=node: n.execute("ss -Htln sport = :2224").stdout.strip(),
+                           timeout=BOUNDS.pcsd_ready)
         if not self._known_hosts(self.first) >= set(node_names):
             # The password on stdin, not `-p` (an argv shows in ps): given `-u` only, pcs prompts,
             # and reads the answer from stdin when stdin is not a tty: 0.10+ `host auth` and 0.9
             # `cluster auth` alike (utils.get_terminal_password -> get_terminal_input -> input()).
             # The oldest 0.9 releases called getpass, which reads stdin as well when there is no
             # controlling terminal, as under nsenter in a session of its own or ssh -T.
-            self.first.succeed(shlex.join(dialect.auth_argv(node_names)), input=f"{self.password}\n")
+            with record.timed("pcs host auth"):
+                self.first.succeed(shlex.join(dialect.auth_argv(node_names)), input=f"{self.password}\n")
             record.steps.append(f"pcs {'cluster' if dialect.name == '0.9' else 'host'} auth {' '.join(node_names)}")
         name = self.spec.name
         if f"cluster_name: {name}" not in self.first.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout:
-            self.first.succeed(shlex.join(dialect.setup_argv(name, node_names)))
+            with record.timed("pcs cluster setup"):
+                self.first.succeed(shlex.join(dialect.setup_argv(name, node_names)))
             record.steps.append(f"pcs cluster setup {name} {' '.join(node_names)}")
         if not all(n.host.service("corosync").is_running and n.host.service("pacemaker").is_running
                    for n in self.nodes):
-            self.first.succeed("pcs cluster start --all")
+            with record.timed("pcs cluster start --all"):
+                self.first.succeed("pcs cluster start --all")
             record.steps.append("pcs cluster start --all")
         if not all(n.host.service("corosync").is_enabled and n.host.service("pacemaker").is_enabled
                    for n in self.nodes):
             self.first.succeed("pcs cluster enable --all")
             record.steps.append("pcs cluster enable --all")
-        wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
-                   timeout=BOUNDS.cluster_form, observe=self.describe)
+        with record.timed("cluster formed"):
+            wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
+                       timeout=BOUNDS.cluster_form, observe=self.describe)
+
+    def _prepare_node(self, node) -> list[str]:
+        """One node made ready for `pcs host auth`: the runbook's password, pcsd enabled and running."""
+        steps = []
+        conf = node.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout
+        if DEBIAN_SAMPLE_MARK in conf:
+            node.succeed("rm -f /etc/corosync/corosync.conf")
+            steps.append(f"{node.name}: removed Debian's sample corosync.conf")
+        if not self._password_works(node):
+            node.succeed("chpasswd", input=f"hacluster:{self.password}\n")
+            steps.append(f"{node.name}: hacluster password set")
+        for service in ("pcsd-ruby", "pcsd"):
+            svc = node.host.service(service)
+            if not svc.is_enabled:
+                node.succeed(f"systemctl enable {service}")
+                steps.append(f"{node.name}: enabled {service}")
+            if not svc.is_running:
+                node.succeed(f"systemctl start {service}")
+                steps.append(f"{node.name}: started {service}")
+        # HAProxy becomes the cluster's to start: the init system must not start it too.
+        if node.host.service("haproxy").is_enabled:
+            node.succeed("systemctl disable haproxy")
+            steps.append(f"{node.name}: haproxy no longer started at boot (the cluster starts it)")
+        return steps
 
     def _converge(self, record: StageRecord) -> None:
         """Run the repair of every difference, properties first (stonith-enabled=false lets resources start)."""

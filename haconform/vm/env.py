@@ -267,17 +267,18 @@ def probe_key(kernel: Path) -> dict:
             "qemu": identity(shutil.which(QEMU)), "kvm_device": identity(KVM_DEVICE)}
 
 
-def choose_driver(kernel: Path, state_dir: Path, *, probe=probe_kvm) -> DriverChoice:
+def choose_driver(kernel: Path, state_dir: Path, *, probe=probe_kvm, cache_dir: Path | None = None) -> DriverChoice:
     """The domain type for this run: forced by HACONFORM_VM_DRIVER, or KVM when the probe boots, else TCG.
 
-    The probe runs once per run: its result is kept in state_dir (removed by `vm down`) and used
-    while the machine, the kernel, qemu and /dev/kvm are the ones it was taken with."""
+    The probe's result is kept in cache_dir (default state_dir; `vm up` keeps it beside the box, so
+    `vm down` does not take it and the next run does not boot the probe again) and used while the
+    machine's boot, the kernel, qemu and /dev/kvm are the ones it was taken with."""
     requested = requested_driver()
     if requested != "auto":
         name = "KVM" if requested == "kvm" else "qemu TCG"
         return DriverChoice(requested, requested, None, f"guests run under {name}: HACONFORM_VM_DRIVER={requested} "
                                                          "(KVM not probed)")
-    cache = state_dir / KVM_PROBE_FILE
+    cache = (cache_dir or state_dir) / KVM_PROBE_FILE
     key = probe_key(kernel)
     try:
         saved = json.loads(cache.read_text())
@@ -287,7 +288,7 @@ def choose_driver(kernel: Path, state_dir: Path, *, probe=probe_kvm) -> DriverCh
     cached = result is not None
     if result is None:
         result = probe(kernel, state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"key": key, "probe": asdict(result), "probed_at": time.time()}, indent=1))
     origin = f" (probe result from {cache})" if cached else ""
     if result.usable:
@@ -467,7 +468,7 @@ class VmEnvironment:
             self.dir.mkdir(parents=True, exist_ok=True)
             if "ip_forward_before" not in self._saved():
                 self._save(ip_forward_before=libvirt.ip_forward())
-            choice = choose_driver(BoxFiles(BOX_DIR).kernel, self.dir)
+            choice = choose_driver(BoxFiles(BOX_DIR).kernel, self.dir, cache_dir=Path(STATE_ROOT))
             log.info("vm %s: %s", self.name, choice.line)
             say(f"vm {self.name}: {choice.line}")
             self._save(name=self.name, topology=str(self.topology.path), domains=sorted(self.guests().values()),

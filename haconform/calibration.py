@@ -5,7 +5,7 @@ embedded namespace lab.  At bring-up, a few short read-only probes run on the
 target's directors and real servers, each timed inside the host (`date +%s%N`
 around it), REPEATS times, the median kept:
 
-    fork_exec       100 x /bin/true              process: init scripts, daemons, commands
+    fork_exec        30 x /bin/true              process: init scripts, daemons, commands
     python_imports  python3 importing ssl, json  python: pcs and pcsd (directors)
     ocf_meta_data   IPaddr2 meta-data            agent: a resource operation's start-up (directors)
     php_cli         php -r 'echo 1;'             php: the work behind an HTTP request (real servers)
@@ -62,8 +62,8 @@ class Probe:
 
 PROBES = (
     Probe("fork_exec", "process", PROBED_ROLES,
-          "i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i + 1)); done",
-          "100 fork/exec: what init scripts, resource agents and every command are made of"),
+          "i=0; while [ $i -lt 30 ]; do /bin/true; i=$((i + 1)); done",
+          "30 fork/exec: what init scripts, resource agents and every command are made of"),
     Probe("python_imports", "python", ("director",),   # -B: read-only even where a .pyc is missing
           "python3 -B -c 'import ssl, json, http.client, xml.etree.ElementTree'",
           "the start-up of pcs and pcsd"),

@@ -56,6 +56,13 @@ NOT_IN_GUESTS = {"util-linux"}   # essential already; listed for the lab's nsent
 # The runbook's services are off in the box: each guest enables its role's (topology roles:).
 SERVICES_OFF = ("haproxy", "apache2", "apache-htcacheclean", "pacemaker", "corosync", "pcsd",
                 "pcsd-ruby", "pacemaker_remote", "corosync-qdevice")
+# Units a Debian install enables that the runbook's hosts do not need and that cost a one-vCPU TCG
+# guest dearly: at boot (e2scrub_reap, cluster-glue's ha_logd, which pacemaker 2 does not use) or
+# when a timer fires in the middle of a run (apt, man-db, e2scrub, fstrim, the dpkg backup, PHP's
+# session clean-up every half hour, and logrotate, which would also move the logs a test watches).
+UNITS_OFF = ("e2scrub_reap.service", "e2scrub_all.timer", "logd.service", "apt-daily.timer",
+             "apt-daily-upgrade.timer", "man-db.timer", "fstrim.timer", "dpkg-db-backup.timer",
+             "phpsessionclean.timer", "logrotate.timer")
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 biosdevname=0"
 
 
@@ -206,7 +213,9 @@ ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+# ed25519 and ECDSA only: an RSA host key takes a TCG guest half a minute of its one vCPU at first boot.
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key
+ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key
 
 [Install]
 WantedBy=multi-user.target
@@ -260,7 +269,8 @@ def configure_rootfs(rootfs: Path, public_key: str) -> None:
     (ssh_dir / "authorized_keys").write_text(public_key.strip() + "\n")
     os.chmod(ssh_dir / "authorized_keys", 0o600)
     sshd_conf = rootfs / "etc/ssh/sshd_config.d/haconform.conf"
-    sshd_conf.write_text("PermitRootLogin prohibit-password\nUseDNS no\nPasswordAuthentication no\n")
+    sshd_conf.write_text("PermitRootLogin prohibit-password\nUseDNS no\nPasswordAuthentication no\n"
+                         "HostKey /etc/ssh/ssh_host_ed25519_key\nHostKey /etc/ssh/ssh_host_ecdsa_key\n")
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (rootfs / "etc/systemd/system/haconform-hostkeys.service").write_text(HOSTKEYS_UNIT)
@@ -274,6 +284,7 @@ def configure_rootfs(rootfs: Path, public_key: str) -> None:
     (rootfs / "etc/apache2/conf-enabled/javascript-common.conf").unlink(missing_ok=True)
     _chroot(rootfs, "systemctl enable haconform-hostkeys.service ssh.service && "
                     f"for s in {services_off}; do systemctl disable $s 2>/dev/null || true; done && "
+                    f"for u in {' '.join(UNITS_OFF)}; do systemctl disable $u 2>/dev/null || true; done && "
                     "passwd -l root >/dev/null && apt-get clean", "configuring the guest")
 
 

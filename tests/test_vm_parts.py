@@ -166,6 +166,18 @@ def test_the_probe_runs_once_per_run_and_again_for_another_kernel(monkeypatch, t
     assert len(calls) == 2
 
 
+def test_the_probe_result_kept_beside_the_box_outlives_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    calls: list = []
+    hung = env.KvmProbe(False, 20.0, "hung")
+    env.choose_driver(kernel, tmp_path / "hacvm", probe=fake_probe(hung, calls), cache_dir=tmp_path)
+    shutil.rmtree(tmp_path / "hacvm", ignore_errors=True)     # what `vm down` removes
+    again = env.choose_driver(kernel, tmp_path / "hacvm", probe=fake_probe(hung, calls), cache_dir=tmp_path)
+    assert len(calls) == 1 and "probe result from" in again.line
+
+
 def test_the_environment_hands_vagrant_the_driver_up_chose(monkeypatch, tmp_path):
     monkeypatch.delenv("HACONFORM_VM_DRIVER", raising=False)
     vm = env.VmEnvironment.__new__(env.VmEnvironment)
@@ -335,6 +347,22 @@ def test_box_carries_every_runbook_package_and_what_a_guest_needs():
     assert {"openssh-server", "systemd-sysv", "linux-image-amd64", "ifupdown"} <= packages
     assert not set(box.BASE_PACKAGES) & set(box.guest_packages())
     assert not set(VM_PACKAGES) & set(DEBIAN_PACKAGES) - {"fence-virt"}
+
+
+def test_box_leaves_off_what_costs_a_tcg_guest_and_makes_no_rsa_host_key(monkeypatch, tmp_path):
+    commands: list[str] = []
+    monkeypatch.setattr(box, "_chroot", lambda rootfs, command, what: commands.append(command))
+    for directory in ("etc/network", "etc/ssh/sshd_config.d", "etc/systemd/system", "etc/apache2/conf-enabled",
+                      "var/lib/dbus"):
+        (tmp_path / directory).mkdir(parents=True)
+    box.configure_rootfs(tmp_path, "ssh-rsa AAAA haconform-vm")
+    [command] = commands
+    for unit in ("e2scrub_reap.service", "logd.service", "apt-daily.timer", "logrotate.timer", "phpsessionclean.timer"):
+        assert unit in box.UNITS_OFF and unit in command
+    hostkeys = (tmp_path / "etc/systemd/system/haconform-hostkeys.service").read_text()
+    assert "-t ed25519" in hostkeys and "-t ecdsa" in hostkeys and "rsa" not in hostkeys and "-A" not in hostkeys
+    sshd = (tmp_path / "etc/ssh/sshd_config.d/haconform.conf").read_text()
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key" in sshd and "rsa" not in sshd
 
 
 def test_box_input_hash_changes_with_each_input():

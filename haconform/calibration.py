@@ -13,8 +13,8 @@ around it), REPEATS times, the median kept:
 
 Per category the slowest host counts: ratio = its median / the lab's reference
 (haconform/calibration_reference.yaml), factor = the ratio within [1.0, CEILING]
-(the lab's figures are the floor; the ceiling is timeouts.CEILING, capped
-factors are reported as such).  Only allowances scale: a documented interval
+(the lab's figures are the floor; a ratio below NOISE, the lab's own spread,
+counts as 1.0; the ceiling is timeouts.CEILING, capped factors are reported as such).  Only allowances scale: a documented interval
 stays the MUST.  HACONFORM_CALIBRATION=off keeps every factor at 1.0 and says so.
 
 The client and fence hosts are not probed: on the lab and VM targets they are
@@ -46,6 +46,9 @@ log = logging.getLogger("haconform.calibration")
 
 ENV = "HACONFORM_CALIBRATION"
 REPEATS = 3
+# A ratio below this is the lab's own spread, not a slower target: the embedded lab measured
+# 1.04 to 1.21 against its idle reference in a nightly (the slowest of four hosts, through testinfra).
+NOISE = 1.25
 REFERENCE_FILE = Path(__file__).with_name("calibration_reference.yaml")
 PROBED_ROLES = ("director", "realserver")
 EVERY_ROLE = "*"   # the machine itself when it measures the reference: it plays every role
@@ -126,7 +129,9 @@ class Calibration:
 
     @property
     def factors(self) -> dict[str, float]:
-        return {category: 1.0 if ratio is None else min(max(ratio, 1.0), self.ceiling)
+        """Per category: 1.0 up to NOISE (the lab itself measures that much above its reference, host to
+        host and run to run), else the ratio, at most the ceiling."""
+        return {category: 1.0 if ratio is None or ratio < NOISE else min(ratio, self.ceiling)
                 for category, ratio in self.ratios.items()}
 
     @property

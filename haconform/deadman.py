@@ -54,7 +54,8 @@ LOG_TAG = "haconform-deadman"
 # rejoin again; FaultRun waits for the prober to start (BOUNDS.dead_man).
 # Scaled with the waits it is sized from (haconform/timeouts.py SCALED), so read when a switch is armed.
 def dead_man_s() -> int:
-    return int(BOUNDS.dead_man)
+    sized_from = BOUNDS.fence_complete + 2 * BOUNDS.resource_move + 3 * BOUNDS.node_rejoin + BOUNDS.agent_start
+    return int(max(BOUNDS.dead_man, sized_from))
 
 # A cluster reforming (a node rejoining after the harness died mid-fault) can
 # refuse a pcs command for a few seconds; the undo is tried again rather than

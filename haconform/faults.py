@@ -207,7 +207,8 @@ def operations_since(before: dict, after: dict) -> list[dict]:
     """The operations crm_mon records after a fault that it did not record before it (by node, resource,
     call id): how long each agent ran on this target, beside the waits that depended on it."""
     def key(op: dict) -> tuple:
-        return op["node"], op["resource"], op["call"], op["task"]
+        # call ids restart when a fenced node's executor starts again: the time tells them apart
+        return op["node"], op["resource"], op["call"], op["task"], op.get("last_rc_change")
     seen = {key(op) for op in before.get("operations", [])}
     return [op for op in after.get("operations", []) if key(op) not in seen]
 

@@ -215,3 +215,14 @@ def test_the_verdict_carries_and_shows_the_calibration():
     assert "made up" in section and "<code>probe_request</code>" in section
     assert build_verdict([record])["calibration"] is None
     assert "not recorded in this run" in render_verdict_html(build_verdict([record]), [record])
+
+
+def test_a_ratio_within_the_lab_s_own_spread_counts_as_one():
+    # 1.2 x the reference: what the lab itself measures host to host; 1.3: a slower target
+    hosts = lab_hosts(server1=FakeMachine("server1", "director", {
+        "fork_exec": [REFERENCE["probes"]["fork_exec"] * 1.2] * 3,
+        "python_imports": [REFERENCE["probes"]["python_imports"] * 1.3] * 3}))
+    result = calibrate(hosts.values(), reference=REFERENCE)
+    assert result.ratios["process"] == pytest.approx(1.2, rel=1e-3) and result.factors["process"] == 1.0
+    assert result.ratios["python"] == pytest.approx(1.3, rel=1e-3) and result.factors["python"] == pytest.approx(1.3, rel=1e-3)
+    assert cal.NOISE == 1.25

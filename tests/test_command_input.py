@@ -282,3 +282,19 @@ def test_a_candidate_is_validated_in_a_private_directory_removed_afterwards(tmp_
     assert host.input_of(r"mktemp /tmp/haconform-validate\.Q7x9Lw2p/haproxy\.cfg\.XXXXXX") == [data]
     assert "chmod 0600" in host.commands[1]
     assert not [c for c in host.commands if PASSWORD in c]
+
+
+def test_nodes_prepared_side_by_side_keep_their_steps_and_a_failure_names_every_node(monkeypatch):
+    hosts = cluster_hosts("0.11.5")
+    nodes = list(TOPOLOGY.cluster_nodes)
+    for name in nodes:
+        hosts[name].on("systemctl start pcsd", rc=1, stderr="Job for pcsd.service failed")
+    stage = ClusterStage(Deployment(FakeTarget(hosts)), load_stage(REPO / "fixtures" / "documented" / "stage4",
+                                                                   TOPOLOGY).cluster, PASSWORD)
+    record = cluster_stage.StageRecord("stage4")
+    with pytest.raises(HaconformError) as failed:
+        stage._form(record)
+    assert all(name in str(failed.value) for name in nodes) and "pcsd" in str(failed.value)
+    for name in nodes:   # what each node did before its failure is still on the record
+        assert f"{name}: hacluster password set" in record.steps and f"{name}: started pcsd-ruby" in record.steps
+    assert "nodes prepared (password, pcsd started)" in record.observations["timings_s"]

@@ -136,3 +136,18 @@ def test_a_default_bound_is_read_at_call_time():
     set_calibration(factors(process=2.0))
     read_cib_configuration(host)
     assert [c.split()[1] for c in host.commands] == ["30", "60"]
+
+
+def test_the_dead_man_backstop_covers_its_waits_whatever_the_factors():
+    from haconform import deadman
+    from haconform.readers.haproxy import HaproxyRuntime
+    assert deadman.dead_man_s() == 800
+    set_calibration(factors(process=4.0))        # agent_start grows, the cluster waits do not
+    waits = BOUNDS.fence_complete + 2 * BOUNDS.resource_move + 3 * BOUNDS.node_rejoin + BOUNDS.agent_start
+    assert waits == 860.0 and deadman.dead_man_s() == 860
+    set_calibration(factors(agent=4.0, process=4.0))
+    assert deadman.dead_man_s() == 3200
+    # a reader made before the calibration still reads its bound when it sends
+    runtime = HaproxyRuntime(object())
+    set_calibration(factors(process=2.0))
+    assert runtime.timeout == 60.0 and HaproxyRuntime(object(), timeout=3).timeout == 3

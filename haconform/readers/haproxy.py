@@ -46,13 +46,18 @@ class HaproxyRuntime:
     """
 
     def __init__(self, host: Any, socket_path: str = DEFAULT_STATS_SOCKET, *,
-                 transport: str | None = None, timeout: float = BOUNDS.cli_query):
+                 transport: str | None = None, timeout: float | None = None):
         if transport not in (None, "socat", "python3"):
             raise ValueError(f"transport must be 'socat' or 'python3', not {transport!r}")
         self.host = host
         self.socket_path = socket_path
-        self.timeout = timeout
+        self._timeout = timeout
         self._transport = transport
+
+    @property
+    def timeout(self) -> float:
+        """The bound of one query: given, or BOUNDS.cli_query read when the query is sent (calibrated)."""
+        return BOUNDS.cli_query if self._timeout is None else self._timeout
 
     @property
     def transport(self) -> str:

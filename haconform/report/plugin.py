@@ -39,11 +39,12 @@ def source_commit(root: Path) -> str | None:
     if os.environ.get("GITHUB_SHA"):
         return os.environ["GITHUB_SHA"]
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=BOUNDS.cli_query)
+        # safe.directory: root runs the suites in a checkout another user owns (a CI runner's)
+        out = subprocess.run(["git", "-c", f"safe.directory={root}", "-C", str(root), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=BOUNDS.cli_query)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def pytest_configure(config):

@@ -211,11 +211,20 @@ class ClusterStage:
         record.observations["pcs"] = {"version": ".".join(map(str, dialect.version)), "dialect": dialect.name}
         node_names = [n.name for n in self.nodes]
         # The nodes are prepared side by side: on slow guests each one's pcsd start-up takes tens of seconds.
+        steps: dict[str, list[str]] = {node.name: [] for node in self.nodes}
         with record.timed("nodes prepared (password, pcsd started)"):
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-                prepared = list(pool.map(self._prepare_node, self.nodes))
-        for steps in prepared:
-            record.steps.extend(steps)
+                futures = {node.name: pool.submit(self._prepare_node, node, steps[node.name])
+                           for node in self.nodes}
+            failed = {name: future.exception() for name, future in futures.items() if future.exception()}
+        for node in self.nodes:   # what each node had done, also when another failed
+            record.steps.extend(steps[node.name])
+        if failed:
+            if len(failed) == 1:
+                raise next(iter(failed.values()))
+            raise HaconformError("preparing the cluster's nodes failed on " + "; ".join(
+                f"{name}: {error}" for name, error in failed.items()), where=f"{self.name} (cluster nodes)",
+                fix="see each node's error")
         with record.timed("pcsd answers"):
             for node in self.nodes:
                 wait_until(f"pcsd answers on {node.name}",
@@ -248,9 +257,9 @@ class ClusterStage:
             wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
                        timeout=BOUNDS.cluster_form, observe=self.describe)
 
-    def _prepare_node(self, node) -> list[str]:
-        """One node made ready for `pcs host auth`: the runbook's password, pcsd enabled and running."""
-        steps = []
+    def _prepare_node(self, node, steps: list[str]) -> None:
+        """One node made ready for `pcs host auth`: the runbook's password, pcsd enabled and running;
+        each change is added to steps as it is made."""
         conf = node.execute("cat /etc/corosync/corosync.conf 2>/dev/null").stdout
         if DEBIAN_SAMPLE_MARK in conf:
             node.succeed("rm -f /etc/corosync/corosync.conf")
@@ -270,7 +279,6 @@ class ClusterStage:
         if node.host.service("haproxy").is_enabled:
             node.succeed("systemctl disable haproxy")
             steps.append(f"{node.name}: haproxy no longer started at boot (the cluster starts it)")
-        return steps
 
     def _converge(self, record: StageRecord) -> None:
         """Run the repair of every difference, properties first (stonith-enabled=false lets resources start)."""

@@ -33,6 +33,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,7 @@ class SshTarget(Target):
         # private and not guessable, so no one can put it there first.
         self._control_path: str | None = None
         self._backends: dict[str, AccessBackend] = {}
+        self._made = threading.Lock()
         self._crashed: set[str] = set()
         self._fire_and_forget: list[subprocess.Popen] = []
         self._nics: dict[str, str] = {}
@@ -220,16 +222,19 @@ class SshTarget(Target):
 
     # ----- transport -----------------------------------------------------------
     def backend(self, name: str) -> AccessBackend:
-        if name not in self._backends:
-            self.topology.host(name)
-            self._backends[name] = AccessBackend(name, access=self.inventory.access(name),
-                                                 control_dir=self._control_dir)
-        return self._backends[name]
+        with self._made:   # the cluster stage prepares nodes from threads: one backend and one ControlPath each
+            if name not in self._backends:
+                self.topology.host(name)
+                self._backends[name] = AccessBackend(name, access=self.inventory.access(name),
+                                                     control_dir=self._control_dir)
+            return self._backends[name]
 
     def testinfra_host(self, name: str) -> testinfra.host.Host:
-        if name not in self._hosts:
-            self._hosts[name] = testinfra.host.Host(self.backend(name))
-        return self._hosts[name]
+        backend = self.backend(name)
+        with self._made:
+            if name not in self._hosts:
+                self._hosts[name] = testinfra.host.Host(backend)
+            return self._hosts[name]
 
     def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
         """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host.

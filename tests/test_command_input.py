@@ -297,4 +297,4 @@ def test_nodes_prepared_side_by_side_keep_their_steps_and_a_failure_names_every_
     assert all(name in str(failed.value) for name in nodes) and "pcsd" in str(failed.value)
     for name in nodes:   # what each node did before its failure is still on the record
         assert f"{name}: hacluster password set" in record.steps and f"{name}: started pcsd-ruby" in record.steps
-    assert "nodes prepared (password, pcsd started)" in record.observations["timings_s"]
+    assert "nodes prepared (hacluster login, pcsd started)" in record.observations["timings_s"]

@@ -212,7 +212,7 @@ class ClusterStage:
         node_names = [n.name for n in self.nodes]
         # The nodes are prepared side by side: on slow guests each one's pcsd start-up takes tens of seconds.
         steps: dict[str, list[str]] = {node.name: [] for node in self.nodes}
-        with record.timed("nodes prepared (password, pcsd started)"):
+        with record.timed("nodes prepared (hacluster login, pcsd started)"):
             with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
                 futures = {node.name: pool.submit(self._prepare_node, node, steps[node.name])
                            for node in self.nodes}

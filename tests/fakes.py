@@ -137,6 +137,9 @@ class FakeHost:
         return self._files.get(path, FakeFile(path, None))
 
 
+HOST_CLOCK = "date +%Y-%m-%dT%H:%M:%S%z"   # what LogWatch.arm() asks a host
+
+
 class GrowingFile:
     """A log file on a FakeHost that tests append to, rotate and truncate.
 
@@ -151,6 +154,8 @@ class GrowingFile:
         quoted = re.escape(shlex.quote(path))
         host.on(re.compile(rf"^stat -L -c '%i %s' {quoted}$"), self._stat)
         host.on(re.compile(rf"^tail -c \+'?(\d+)'? {quoted} \| head -c '?(\d+)'?$"), self._tail)
+        if not any(key == HOST_CLOCK for key, _ in host._responses):   # a test may have set the host's time
+            host.on(HOST_CLOCK, stdout="2026-11-30T00:00:00+0000\n")
 
     def append(self, text: str | bytes) -> None:
         data = text.encode("utf-8") if isinstance(text, str) else text

@@ -288,3 +288,50 @@ def test_seen_lines_need_no_new_read_and_an_unarmed_watch_has_none():
     watch.new_lines()
     reads = len(host.commands)
     assert [s.text for s in watch.seen_lines()] == ["one"] and len(host.commands) == reads
+
+
+# ----- a crashed host's log: shrunk, same inode, old lines first -------------------------------------
+
+OLD = (b"Nov 30 05:28:27.943 server4 pacemaker-schedulerd[4313] (unpack_resources) error: NOTE: Clusters with "
+       b"shared data need STONITH to ensure data integrity\n"
+       b"Nov 30 05:28:28.001 server4 pacemaker-controld[4314] (do_state_transition) notice: State transition\n"
+       b"  a continuation line of that record\n")
+
+
+def crashed_host_watch(host_now: str):
+    host = FakeHost(name="server4")
+    host.on("date +%Y-%m-%dT%H:%M:%S%z", stdout=host_now + "\n")
+    log = GrowingFile(host, "/var/log/pacemaker/pacemaker.log", OLD + b"Nov 30 05:35:20.000 server4 x: notice: y\n")
+    return log, LogWatch(host, "/var/log/pacemaker/pacemaker.log", required=True)
+
+
+def test_a_log_shrunk_by_a_crash_is_read_again_without_its_older_lines():
+    log, watch = crashed_host_watch("2026-11-30T05:35:29+0000")
+    watch.arm()
+    log.append("Nov 30 05:35:30.100 server4 pacemaker-controld[4314] (x) notice: before the crash\n")
+    assert len(watch.new_lines()) == 1
+    # the crash: what was not synced is gone, the reboot appends to what survived (same inode)
+    log.content = OLD + b"Nov 30 05:37:01.500 server4 pacemakerd[301] (main) notice: Starting Pacemaker\n"
+    lines = watch.new_lines()
+    assert not [line for line in lines if "05:28:" in line or "continuation" in line], lines
+    assert lines[-1].endswith("Starting Pacemaker")
+
+
+def test_a_shrunk_log_whose_lines_carry_no_stamp_is_read_whole():
+    host = FakeHost(name="server1")
+    host.on("date +%Y-%m-%dT%H:%M:%S%z", stdout="2026-11-30T05:35:29+0000\n")
+    log = GrowingFile(host, PATH, b"old old old old\n")
+    watch = LogWatch(host, PATH)
+    watch.arm()
+    log.content = b"plain\nlines\n"
+    assert watch.new_lines() == ["plain", "lines"]
+
+
+def test_line_stamps_in_syslog_rfc3339_and_pacemaker_forms():
+    from datetime import datetime
+    from haconform.readers.logs import line_stamp
+    now = datetime.strptime("2027-01-01T00:00:30+0000", "%Y-%m-%dT%H:%M:%S%z")
+    assert line_stamp("Dec 31 23:59:50 server1 haproxy[1]: x", now).year == 2026     # the nearest year
+    assert line_stamp("2027-01-01T00:00:10.123456+00:00 server1 rsyslogd: x", now) < now
+    assert line_stamp("Jan  1 00:00:40.5 server1 pacemakerd[1] (main) notice: x", now) > now
+    assert line_stamp("no stamp here", now) is None

@@ -13,7 +13,12 @@ success from an earlier test cannot pass a later one.
 The file is read through host commands (stat, tail, head), incrementally:
 each poll reads only bytes not read before.  Rotation (a new inode) and
 truncation (the file shrank) restart reading at the start of the new file;
-lines already read stay in the watch.  What neither can detect: a file
+lines already read stay in the watch.  A file that shrank but kept its inode
+is what a crashed host leaves (the writes it had not synced are gone, and what
+it logs after its reboot is appended to the older part that survived): reading
+it again from the start skips the leading lines stamped, by the host's own
+clock, before arm() (syslog and pacemaker.log stamps; a file whose lines carry
+none is read whole), so an old line is not taken for a new one.  What neither can detect: a file
 truncated and regrown past the read offset between two polls (copytruncate
 rotation under heavy logging) - the same limit CTS's watcher has.
 
@@ -32,6 +37,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from ..timeouts import BOUNDS
@@ -42,6 +48,34 @@ PatternLike = "re.Pattern[str] | str"
 
 # How many of the newest lines a timeout message shows.
 SHOWN_LINES = 5
+
+
+SYSLOG_STAMP = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<time>\d\d:\d\d:\d\d)(?:\.\d+)? ")
+RFC3339_STAMP = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(?P<zone>Z|[+-]\d\d:?\d\d) ")
+
+
+def line_stamp(line: str, host_now: datetime) -> datetime | None:
+    """When a log line says it was written, by the host's clock: rsyslog's RFC 3339 stamp, or the
+    traditional syslog / pacemaker.log stamp ("Nov 30 05:28:27.943", in the host's zone and, having
+    no year, the one that puts it nearest host_now).  None when the line carries neither."""
+    found = RFC3339_STAMP.match(line)
+    if found:
+        zone = found["zone"].replace("Z", "+00:00")
+        try:
+            return datetime.strptime(found["stamp"] + zone.replace(":", ""), "%Y-%m-%dT%H:%M:%S%z")
+        except ValueError:
+            return None
+    found = SYSLOG_STAMP.match(line)
+    if not found:
+        return None
+    candidates = []
+    for year in (host_now.year - 1, host_now.year, host_now.year + 1):
+        try:
+            naive = datetime.strptime(f"{year} {found['mon']} {found['day']} {found['time']}", "%Y %b %d %H:%M:%S")
+        except ValueError:
+            continue
+        candidates.append(naive.replace(tzinfo=host_now.tzinfo or timezone.utc))
+    return min(candidates, key=lambda c: abs(c - host_now), default=None)
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,8 @@ class LogWatch:
         self._lines: list[str] = []
         self._partial = b""
         self._armed_time: float | None = None
+        self._armed_host_clock: datetime | None = None   # the host's own time at arm(), with its offset
+        self._skipping_old = False                        # re-reading a shrunk file: old stamped lines go
         self._reads: list[tuple[float, float, int]] = []   # (began, ended, lines held after it)
         self._lock = threading.RLock()
 
@@ -109,8 +145,17 @@ class LogWatch:
             self._lines = []
             self._partial = b""
             self._armed_time = began
+            self._armed_host_clock = self._host_clock()
+            self._skipping_old = False
             self._reads = []
         return self
+
+    def _host_clock(self) -> datetime | None:
+        result = self.host.run("date +%Y-%m-%dT%H:%M:%S%z")
+        try:
+            return datetime.strptime(result.stdout.strip(), "%Y-%m-%dT%H:%M:%S%z") if result.rc == 0 else None
+        except ValueError:
+            return None
 
     def new_lines(self) -> list[str]:
         """Complete lines appended since arm(), oldest first (a copy)."""
@@ -120,7 +165,10 @@ class LogWatch:
             began = time.time()
             now = self.position()
             if now.inode != self._inode or now.size < self._offset:
-                # Rotated (new inode) or truncated: the new content starts at 0.
+                # Rotated (new inode) or truncated: the new content starts at 0; a shrunk file
+                # that kept its inode starts with what survived of the old content (a crash).
+                self._skipping_old = now.inode == self._inode and now.inode is not None \
+                    and self._armed_host_clock is not None
                 self._inode = now.inode
                 self._offset = 0
                 if self._partial:
@@ -209,7 +257,25 @@ class LogWatch:
         data = self._partial + stdout_bytes(result)
         self._offset = start + len(stdout_bytes(result))
         *complete, self._partial = data.split(b"\n")
-        self._lines.extend(line.decode("utf-8", "replace") for line in complete)
+        lines = [line.decode("utf-8", "replace") for line in complete]
+        if self._skipping_old:
+            lines = self._drop_old(lines)
+        self._lines.extend(lines)
+
+    def _drop_old(self, lines: list[str]) -> list[str]:
+        """The lines from the first one stamped at or after arm() on (see the module docstring)."""
+        armed = self._armed_host_clock
+        stamped_old = False
+        for index, line in enumerate(lines):
+            stamp = line_stamp(line, armed)
+            if stamp is None and stamped_old:
+                continue                  # the rest of an old record
+            if stamp is not None and stamp < armed:
+                stamped_old = True
+                continue
+            self._skipping_old = False    # new content (or a file without stamps: keep it all)
+            return lines[index:]
+        return []
 
     @staticmethod
     def _missing(stderr: str) -> bool:

@@ -6,6 +6,7 @@
     cluster.active_director()                  # waits until the group runs on exactly one director
     cluster.vip_holders()                      # directors holding the VIP (their own address tables)
     cluster.configuration() / verify()         # the CIB's configuration section / crm_verify -LV
+    cluster.transient_attributes()             # every node's transient attributes (cibadmin, status section)
     cluster.fence_list(director)               # `fence_xvm -o list` on a director
     cluster.standby(node) / unstandby(node) / cleanup() / set_property(name, value)
     unstandby_command(node) / property_command(name, value) / cleanup_command()   # the command lines
@@ -26,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import HaconformError
 from .readers.cluster import (CibConfiguration, ClusterState, VerifyResult, read_cib_configuration,
-                              read_cluster_state, read_crm_verify, read_fence_history, FENCE_LIST_COMMAND,
-                              parse_fence_list)
+                              read_cluster_state, read_crm_verify, read_fence_history, read_transient_attributes,
+                              FENCE_LIST_COMMAND, parse_fence_list)
 from .readers.links import nic_holding
 from .timeouts import BOUNDS
 from .wait import wait_until
@@ -189,6 +190,11 @@ class Cluster:
             return read_cib_configuration(director.host)
         _, source = self.state_and_source()
         return read_cib_configuration(source.host)
+
+    def transient_attributes(self, director=None) -> dict[str, dict[str, str]]:
+        """Each node's transient attributes in the CIB's status section, from `director` or the first
+        director that answers."""
+        return read_transient_attributes((director or self.state_and_source()[1]).host)
 
     def verify(self, director=None) -> VerifyResult:
         """`crm_verify -LV` on the live CIB, from `director` or the first director that answers."""

@@ -318,3 +318,60 @@ def test_audit_refuses_allowances_given_as_bare_patterns():
 def test_the_daemon_of_a_line_in_each_layout(line, daemon):
     from haconform.patterns import daemon_of
     assert daemon_of(line) == daemon
+
+
+# ----- an excused line whose consequence must heal (CTS: the evidence and the end state) -------------
+
+# What a fenced TCG guest logged while it booted again (nightly F, 2026-11-30, server4's pacemaker.log):
+# the controller joined before pacemaker-attrd accepted connections; attrd wrote #feature-set 1.8 s later.
+ATTRD_REFUSED = ("Nov 30 07:40:25.452 server4 pacemaker-controld  [322] (connect_and_send_attrd_request) \terror: "
+                 "Could not connect to attrd: Connection refused")
+FEATURE_SET_REFUSED = ("Nov 30 07:40:25.476 server4 pacemaker-controld  [322] (update_attrd) \terror: Could not "
+                       "update attribute #feature-set=3.16.1 for cluster node server4: Connection refused | rc=111")
+
+
+def test_transient_attributes_are_read_per_node_internal_ones_included():
+    from haconform.readers.cluster import parse_transient_attributes
+    rejoining = parse_transient_attributes(read_sample("pacemaker/cib_status_rejoining.xml"))
+    assert rejoining == {"server1": {"#feature-set": "3.16.1"}, "server4": {}}
+    assert parse_transient_attributes(read_sample("pacemaker/cib_status_rejoined.xml"))["server4"] == {
+        "#feature-set": "3.16.1"}
+
+
+def rejoin_with_attrd_refused(deployment, cib_status: str):
+    """server4 logs the two attrd lines inside a reset's rejoin window; the CIB answers cib_status."""
+    for director in deployment.directors:
+        director.host.on(re.compile(r"cibadmin --query --scope status"), stdout=read_sample(cib_status))
+    run = observed(deployment)
+    reset = Reset(deployment)
+    reset.injected_at = time.time() - 1
+    deployment.machine("server4").write(ATTRD_REFUSED)
+    deployment.machine("server4").write(FEATURE_SET_REFUSED)
+    run.poll_logs()
+    reset.rejoined()
+    return run, reset
+
+
+def test_attrd_not_yet_up_at_rejoin_is_excused_once_the_feature_set_is_recorded():
+    deployment = Deployment()
+    run, reset = rejoin_with_attrd_refused(deployment, "pacemaker/cib_status_rejoined.xml")
+    assert run.log_problems(reset.allowed_log, spec=STAGE5) == []
+
+
+def test_attrd_not_yet_up_at_rejoin_is_a_problem_when_the_feature_set_never_comes(monkeypatch):
+    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"cluster_settle": 0.3})())
+    deployment = Deployment()
+    run, reset = rejoin_with_attrd_refused(deployment, "pacemaker/cib_status_rejoining.xml")
+    problems = run.log_problems(reset.allowed_log, spec=STAGE5)
+    assert len(problems) == 1, problems
+    assert "server4 excused only if it came right by itself, and it did not" in problems[0]
+    assert "#feature-set of server4 recorded in the CIB's status section" in problems[0]
+    assert "Could not connect to attrd" in problems[0] and "#feature-set=3.16.1" in problems[0]
+
+
+def test_attrd_not_yet_up_outside_a_rejoin_is_news():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server4").write(FEATURE_SET_REFUSED)
+    problems = run.log_problems(Reset(deployment).allowed_log, spec=STAGE5)
+    assert problems == [f"log error: server4:{PACEMAKER_LOG}: {FEATURE_SET_REFUSED}"]

@@ -696,6 +696,29 @@ def read_cib_configuration(host: Any, *, timeout: float | None = None) -> CibCon
     return parse_cib_configuration(result.stdout, source=source)
 
 
+CIB_STATUS_COMMAND = "cibadmin --query --scope status"
+
+
+def read_transient_attributes(host: Any, *, timeout: float | None = None) -> dict[str, dict[str, str]]:
+    """Every node's transient attributes (those that last until the node reboots) in the live CIB's status
+    section, node -> {name: value}; the internal ones (#feature-set, ...) included, which crm_mon hides."""
+    timeout = BOUNDS.cli_query if timeout is None else timeout
+    command = f"timeout {timeout:g} {CIB_STATUS_COMMAND}"
+    result = host.run(command)
+    source = f"{host_label(host)}: {command}"
+    if result.rc != 0:
+        raise CommandFailed(f"exit {result.rc}: {excerpt(result.stderr)}", where=source,
+                            fix="are corosync and pacemaker running on that host?")
+    return parse_transient_attributes(result.stdout, source=source)
+
+
+def parse_transient_attributes(text: str, *, source: str = "cibadmin") -> dict[str, dict[str, str]]:
+    root = _parse_xml(text, source=source, rc=0, stderr="")
+    return {state.get("uname"): {nvpair.get("name"): nvpair.get("value")
+                                 for nvpair in state.findall("./transient_attributes/instance_attributes/nvpair")}
+            for state in root.iter("node_state") if state.get("uname")}
+
+
 def parse_cib_configuration(text: str, *, source: str = "cibadmin") -> CibConfiguration:
     root = _parse_xml(text, source=source, rc=0, stderr="")
     if root.tag != "configuration":

@@ -684,16 +684,22 @@ class CibConfiguration:
     groups: dict[str, list[str]]               # group id -> member ids, in order
 
 
-def read_cib_configuration(host: Any, *, timeout: float | None = None) -> CibConfiguration:
-    """The live CIB's configuration section (cibadmin's XML), bounded by timeout (default BOUNDS.cli_query)."""
+def _query_cib(host: Any, query: str, timeout: float | None) -> tuple[str, str]:
+    """(cibadmin's XML, where it came from) for one query, bounded by timeout (default BOUNDS.cli_query)."""
     timeout = BOUNDS.cli_query if timeout is None else timeout
-    command = f"timeout {timeout:g} {CIB_CONFIGURATION_COMMAND}"
+    command = f"timeout {timeout:g} {query}"
     result = host.run(command)
     source = f"{host_label(host)}: {command}"
     if result.rc != 0:
         raise CommandFailed(f"exit {result.rc}: {excerpt(result.stderr)}", where=source,
                             fix="are corosync and pacemaker running on that host?")
-    return parse_cib_configuration(result.stdout, source=source)
+    return result.stdout, source
+
+
+def read_cib_configuration(host: Any, *, timeout: float | None = None) -> CibConfiguration:
+    """The live CIB's configuration section (cibadmin's XML), bounded by timeout (default BOUNDS.cli_query)."""
+    text, source = _query_cib(host, CIB_CONFIGURATION_COMMAND, timeout)
+    return parse_cib_configuration(text, source=source)
 
 
 CIB_STATUS_COMMAND = "cibadmin --query --scope status"
@@ -702,14 +708,8 @@ CIB_STATUS_COMMAND = "cibadmin --query --scope status"
 def read_transient_attributes(host: Any, *, timeout: float | None = None) -> dict[str, dict[str, str]]:
     """Every node's transient attributes (those that last until the node reboots) in the live CIB's status
     section, node -> {name: value}; the internal ones (#feature-set, ...) included, which crm_mon hides."""
-    timeout = BOUNDS.cli_query if timeout is None else timeout
-    command = f"timeout {timeout:g} {CIB_STATUS_COMMAND}"
-    result = host.run(command)
-    source = f"{host_label(host)}: {command}"
-    if result.rc != 0:
-        raise CommandFailed(f"exit {result.rc}: {excerpt(result.stderr)}", where=source,
-                            fix="are corosync and pacemaker running on that host?")
-    return parse_transient_attributes(result.stdout, source=source)
+    text, source = _query_cib(host, CIB_STATUS_COMMAND, timeout)
+    return parse_transient_attributes(text, source=source)
 
 
 def parse_transient_attributes(text: str, *, source: str = "cibadmin") -> dict[str, dict[str, str]]:

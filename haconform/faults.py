@@ -114,7 +114,7 @@ LOG_ALLOWANCES = (
 # Logged by pacemaker-fenced when a node rejoins and a CIB diff races its
 # status section; the cluster recovers by itself (a full CIB sync follows).
 # Faults whose victim leaves and rejoins bind these to their rejoin window.
-REJOIN_NOISE = (
+CIB_DIFF_RACE = (
     Allowance("pacemaker-fenced",
               r"apply_v2_patchset\)\s+error: No (create|modify) match for /cib/status/node_state",
               "a CIB diff racing a rejoining node's status section", window="rejoin"),
@@ -161,7 +161,8 @@ ATTRD_NOT_YET_UP = (
               "a rejoining node's controller asking its attribute manager before it accepts connections",
               window="rejoin", healed=feature_set_recorded),
 )
-REJOIN_NOISE = REJOIN_NOISE + ATTRD_NOT_YET_UP
+# What a fault whose victim leaves and rejoins lets pass, within its rejoin window.
+REJOIN_NOISE = CIB_DIFF_RACE + ATTRD_NOT_YET_UP
 
 
 class VipWatch:

@@ -151,16 +151,12 @@ def feature_set_recorded(deployment, node: str) -> str | None:
 # accepts connections when the node is slow to start (seen on a TCG guest fenced and booted again:
 # attrd waited 6 s for the CIB manager); pacemaker 2.1.5 retries that connection only on EAGAIN, not on
 # ECONNREFUSED.  attrd records #feature-set itself about 2 s later; the allowance checks that it did.
-ATTRD_NOT_YET_UP = (
-    Allowance("pacemaker-controld", r"\(connect_and_send_attrd_request\)\s+error: Could not connect to attrd: "
-              r"Connection refused$",
-              "a rejoining node's controller asking its attribute manager before it accepts connections",
-              window="rejoin", healed=feature_set_recorded),
-    Allowance("pacemaker-controld", r"\(update_attrd\)\s+error: Could not update attribute #feature-set=\S+ for "
-              r"cluster node \S+: Connection refused",
-              "a rejoining node's controller asking its attribute manager before it accepts connections",
-              window="rejoin", healed=feature_set_recorded),
-)
+_ATTRD_NOT_YET_UP_WHY = "a rejoining node's controller asking its attribute manager before it accepts connections"
+ATTRD_NOT_YET_UP = tuple(
+    Allowance("pacemaker-controld", pattern, _ATTRD_NOT_YET_UP_WHY, window="rejoin", healed=feature_set_recorded)
+    for pattern in (r"\(connect_and_send_attrd_request\)\s+error: Could not connect to attrd: Connection refused$",
+                    r"\(update_attrd\)\s+error: Could not update attribute #feature-set=\S+ for cluster node \S+: "
+                    r"Connection refused"))
 # What a fault whose victim leaves and rejoins lets pass, within its rejoin window.
 REJOIN_NOISE = CIB_DIFF_RACE + ATTRD_NOT_YET_UP
 

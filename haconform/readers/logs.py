@@ -19,8 +19,9 @@ it logs after its reboot is appended to the older part that survived): reading
 it again from the start skips the leading lines stamped, by the host's own
 clock, before arm() (syslog and pacemaker.log stamps; a file whose lines carry
 none is read whole), so an old line is not taken for a new one.  What neither
-can detect: a file truncated and regrown past the read offset between two polls (copytruncate
-rotation under heavy logging) - the same limit CTS's watcher has.
+can detect: a file truncated and regrown past the read offset between two
+polls (copytruncate rotation under heavy logging) - the same limit CTS's
+watcher has.
 
 A watch that must see the file (`required=True`: an audit's watch) raises
 when the file is missing, at arm() or at a read, instead of reading nothing:

@@ -40,6 +40,7 @@ from urllib3 import HTTPHeaderDict, encode_multipart_formdata
 
 from .agent import first_line as page_first_line
 from .errors import HaconformError, WaitTimeout
+from .readonly_commands import harness_program
 from .secrets import register as register_secret
 from .timeouts import BOUNDS, documented
 
@@ -56,6 +57,11 @@ REDACTED = "<redacted>"
 def agent_source() -> str:
     """Source of the agent, shipped to the client host on the command line."""
     return Path(__file__).with_name("agent.py").read_text(encoding="utf-8")
+
+
+# How the agent reaches its host: a launcher taking the agent's argv and returning the whole argv
+# (Machine.program, which the target's guard checks), or an argv prefix of the harness's own.
+Transport = Callable[[list[str]], list[str]] | list[str]
 
 
 def goes_through_shell(argv_prefix: list[str]) -> bool:
@@ -193,12 +199,16 @@ class AgentProcess:
 
     STDERR_TAIL_LINES = 40
 
-    def __init__(self, argv_prefix: list[str], mode_args: list[str], *, python: str,
+    def __init__(self, argv_prefix: Transport, mode_args: list[str], *, python: str,
                  through_shell: bool | None, label: str):
-        self.argv_prefix = list(argv_prefix)
         self.label = label
-        self._argv = agent_argv(self.argv_prefix, mode_args, python=python,
-                                through_shell=through_shell)
+        if callable(argv_prefix):
+            # A machine's launcher (Machine.program): its target's guard sees the agent's own argv first.
+            self._argv = argv_prefix([python, "-c", harness_program(
+                "python3", agent_source(), "the harness's client agent (HTTP requests and the prober)"),
+                *mode_args])
+        else:
+            self._argv = agent_argv(list(argv_prefix), mode_args, python=python, through_shell=through_shell)
         self._process: subprocess.Popen | None = None
         self._stderr_tail: deque[str] = deque(maxlen=self.STDERR_TAIL_LINES)
         self._write_lock = threading.Lock()
@@ -382,9 +392,12 @@ class HttpAgent:
     runs each in its own thread and replies are matched by id.
     """
 
-    def __init__(self, argv_prefix: list[str], python: str = "python3", *,
+    def __init__(self, argv_prefix: Transport, python: str = "python3", *,
                  through_shell: bool | None = None, label: str | None = None):
-        self.label = label or (shlex.join(argv_prefix) if argv_prefix else "local client agent")
+        """argv_prefix: a machine's launcher (Machine.program, guarded: what suites use), or an argv
+        prefix of the harness's own (tests: [] runs the agent here)."""
+        self.label = label or (("local client agent" if not argv_prefix else shlex.join(argv_prefix))
+                               if not callable(argv_prefix) else "client agent")
         self._process = AgentProcess(argv_prefix, ["serve"], python=python,
                                      through_shell=through_shell, label=self.label)
         self.evidence: list[Exchange] = []

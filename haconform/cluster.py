@@ -229,19 +229,26 @@ class Cluster:
         except NoClusterAnswer:
             return self.directors[0]
 
+    def _may_change(self, machine, command: str):
+        """The guard's word before a change to the cluster: a read-only run refuses it by name."""
+        self.deployment.target.guard.check_action(machine.name, f"change the cluster: `{command}`")
+        return machine
+
     def standby(self, node: str) -> None:
-        self.deployment.machine(node).succeed(standby_command(node))
+        self._may_change(self.deployment.machine(node), standby_command(node)).succeed(standby_command(node))
 
     def unstandby(self, node: str, *, via=None) -> None:
-        (via or self._first_answering()).succeed(unstandby_command(node))
+        self._may_change(via or self._first_answering(), unstandby_command(node)).succeed(unstandby_command(node))
 
     def set_property(self, name: str, value: str | None, *, via=None) -> None:
         """value None: remove the property (back to pacemaker's default)."""
-        (via or self._first_answering()).succeed(property_command(name, value))
+        command = property_command(name, value)
+        self._may_change(via or self._first_answering(), command).succeed(command)
 
     def property_value(self, name: str, director=None) -> str | None:
         """A cluster property as the CIB sets it (None: not set, pacemaker's default applies)."""
         return self.configuration(director).properties.get(name)
 
     def cleanup(self, *, via=None, resource: str | None = None) -> None:
-        (via or self._first_answering()).succeed(cleanup_command(resource))
+        command = cleanup_command(resource)
+        self._may_change(via or self._first_answering(), command).succeed(command)

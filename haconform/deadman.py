@@ -135,13 +135,15 @@ class DeadManSwitch:
         return self._proc is not None and self._proc.poll() is None
 
     def argv(self) -> list[str]:
-        return [*self.target.exec_argv(self.host, keepalive=False), "/bin/sh", "-c",
-                switch_script(self.undo, self.what, self.backstop_s)]
+        return self.target.program_argv(self.host, ["/bin/sh", "-c", switch_script(self.undo, self.what,
+                                                                                     self.backstop_s)],
+                                        keepalive=False)
 
     def arm(self) -> "DeadManSwitch":
         """Start the switch and wait until it says it is armed; raises when it cannot be."""
         if self._proc is not None:
             raise HaconformError(f"{self!r} is already armed", where="haconform.deadman")
+        self.target.guard.check_action(self.host, f"arm a dead-man switch ({self.what})")
         self._proc = subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, start_new_session=True)
         for stream, lines in ((self._proc.stdout, self._stdout), (self._proc.stderr, self._stderr)):

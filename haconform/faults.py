@@ -284,7 +284,7 @@ class FaultRun:
             self.before = Cluster(self.deployment).snapshot()
             self.evidence.data(f"{self.title}: cluster before", self.before)
             client = self.deployment.client
-            self.prober = Prober(client.argv(), self.deployment.url(self.probe_path), interval_s=0.1,
+            self.prober = Prober(client.program, self.deployment.url(self.probe_path), interval_s=0.1,
                                  server_header="X-Real-Server",
                                  label=f"prober on {client.name}").start()
             self.prober.wait_for("the prober saw the service answer", lambda s: any(x.ok for x in s),
@@ -515,6 +515,7 @@ class Fault:
         lasts_s: how long the change is meant to stay beyond a test's own bounds (a perf soak), added
         to the dead-man switch's backstop so it never fires under a live harness."""
         self.victim = victim or self.cluster.active_director()
+        self.deployment.target.guard.check_action(self.victim.name, f"inject the fault {self.name}")
         undo = self.undo()
         if undo is not None:
             host, command = undo

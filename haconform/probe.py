@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from .client import AgentProcess
+from .client import AgentProcess, Transport
 from .errors import HaconformError
 from .timeouts import BOUNDS, documented
 from .wait import wait_until
@@ -96,7 +96,7 @@ class Window:
 class Prober:
     """Runs the agent's probe mode on the client host and collects its samples."""
 
-    def __init__(self, argv_prefix: list[str], url: str, interval_s: float = 0.1,
+    def __init__(self, argv_prefix: Transport, url: str, interval_s: float = 0.1,
                  duration_s: float = 900.0, *, timeout_s: float = BOUNDS.probe_request,
                  server_header: str | None = None, python: str = "python3",
                  through_shell: bool | None = None, label: str | None = None):

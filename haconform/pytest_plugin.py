@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import pytest
 from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
+from .guard import APPLY, GRANTED, GUARD_KEY, READ_ONLY, HostGuard
 from .report.messages import failure_message, skip_message
 from .secrets import install_log_filter, redact, redact_obj
 from .datafile import read_yaml_mapping
@@ -25,6 +27,31 @@ ALGORITHMS = Path("fixtures") / "beyond" / "algorithms"
 DESTRUCTIVE_LEFT_OUT = "destructive:"
 # The evidence table of a test's bounded waits (haconform/wait.py records them).
 WAITS_TITLE = "waits: documented figure, allowance, measured"
+TRANSCRIPT = "transcript.jsonl"
+
+
+def access_mode(config) -> str:
+    """apply on targets haconform builds; on an existing deployment read-only, or writes within
+    grants with --allow-destructive."""
+    if config.getoption("--target") != "ssh":
+        return APPLY
+    return GRANTED if config.getoption("--allow-destructive") else READ_ONLY
+
+
+def session_guard(config) -> HostGuard:
+    """The session's HostGuard: made in pytest_configure, handed to the target, asked around each test."""
+    return config.stash[GUARD_KEY]
+
+
+def grant_for(item) -> str | None:
+    """What a test marked destructive or writes_to_host is granted for its own duration (None: nothing)."""
+    if item.get_closest_marker("destructive") is not None:
+        return f"destructive test {item.nodeid}"
+    marker = item.get_closest_marker("writes_to_host")
+    if marker is not None:
+        what = marker.args[0] if marker.args else marker.kwargs.get("what", "")
+        return f"{item.nodeid} writes to a host: {what}"
+    return None
 
 
 def pytest_addoption(parser):
@@ -111,7 +138,16 @@ def pytest_configure(config):
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
     config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
     config._haconform_names = _names(config.getoption("--names"))
+    guard = HostGuard(access_mode(config))
+    guard.transcript_to(config._haconform_run_dir / TRANSCRIPT)
+    config.stash[GUARD_KEY] = guard
     config.pluginmanager.import_plugin("haconform.report.plugin")   # verdict.json/html at session end
+
+
+def pytest_unconfigure(config):
+    guard = config.stash.get(GUARD_KEY, None)
+    if guard is not None:
+        guard.close_transcript()
 
 
 def _directory(config, option: str, default: Path, *, required: bool = True) -> Path | None:
@@ -182,13 +218,36 @@ def evidence(request) -> Evidence:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Every bounded wait of the test (setup, call, teardown) is recorded for its evidence."""
+    """Every bounded wait of the test (setup, call, teardown) is recorded for its evidence; the guard
+    knows which test runs, and a test marked destructive or writes_to_host holds its grant throughout
+    (on a target haconform built every write is allowed anyway; read-only runs skip such tests)."""
     item._haconform_waits = []
     record_waits(item._haconform_waits)
+    guard = session_guard(item.config)
+    item._haconform_refusals_seen = len(guard.refusals)
+    grant = grant_for(item) if guard.mode == GRANTED else None
     try:
-        yield
+        with guard.running(item.nodeid), (guard.grant(grant) if grant else contextlib.nullcontext()):
+            yield
     finally:
         record_waits(None)
+
+
+def refused_during(item, report) -> None:
+    """A phase that passed although the guard refused something in it (the test caught ReadOnlyRefused,
+    or a helper swallowed it) fails: a refusal is never a pass."""
+    guard = session_guard(item.config)
+    seen = getattr(item, "_haconform_refusals_seen", len(guard.refusals))
+    new = guard.refusals[seen:]
+    item._haconform_refusals_seen = len(guard.refusals)
+    if not new or report.failed:
+        return
+    if report.skipped and report.when == "setup":
+        return
+    report.outcome = "failed"
+    report.longrepr = ("ReadOnlyRefused: the guard refused " + "; ".join(
+        f"{r['action']} on {r['host']} ({r['why']})" for r in new)
+        + " — the test went on as if nothing was refused, so it cannot pass")
 
 
 def _seconds(value: float | None) -> str:
@@ -231,6 +290,7 @@ def _add_waits(item, report, requirement, ev: Evidence | None) -> Evidence | Non
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    refused_during(item, report)
     requirement = requirement_of(item)
     ev = _add_waits(item, report, requirement, getattr(item, "_haconform_evidence", None))
     if report.when == "call":

@@ -185,3 +185,26 @@ class GrowingFile:
         found = re.search(r"tail -c \+'?(\d+)'? .* head -c '?(\d+)'?$", command)
         start, length = int(found.group(1)) - 1, int(found.group(2))
         return FakeResult(stdout=self.content[start:start + length])
+
+
+class GuardedFake:
+    """The guarded side of the Target contract for a fake target: a guard (apply unless a test sets
+    one: the harness's own deployment) and program_argv over the fake's own exec_argv prefix."""
+
+    @property
+    def guard(self):
+        from haconform.guard import HostGuard
+        if "_guard" not in self.__dict__:
+            self.__dict__["_guard"] = HostGuard()
+        return self.__dict__["_guard"]
+
+    @guard.setter
+    def guard(self, value):
+        self.__dict__["_guard"] = value
+
+    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+        return []
+
+    def program_argv(self, name: str, argv: list[str], *, keepalive: bool = True) -> list[str]:
+        self.guard.check_program(name, argv).finished(None)
+        return [*self.exec_argv(name, keepalive=keepalive), *argv]

@@ -15,7 +15,7 @@ from haconform.faults import Crash, NicDown, PropertyChange, Reset, ServiceStop,
 from haconform.readers.cluster import parse_fence_list
 from haconform.stages.model import load_stage
 from haconform.topology import load_topology
-from tests.fakes import FakeHost, FakeResult, read_sample
+from tests.fakes import FakeHost, FakeResult, GuardedFake, read_sample
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology(REPO / "fixtures" / "topology.yaml")
@@ -75,7 +75,7 @@ class Deployment:
         return self.machines[name]
 
 
-class SwitchRecorder:
+class SwitchRecorder(GuardedFake):
     """The deployment's target, as far as dead-man switches go: arm() is recorded, and lands in the
     host's command list too, so a test sees whether the switch came BEFORE the change."""
 

@@ -27,7 +27,7 @@ from haconform.targets.base import Machine
 from haconform.timeouts import BOUNDS
 from haconform.topology import load_topology
 from haconform.wait import wait_until
-from tests.fakes import FakeHost, FakeResult
+from tests.fakes import FakeHost, FakeResult, GuardedFake
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = load_topology(REPO / "fixtures" / "topology.yaml")
@@ -68,7 +68,7 @@ class LocalHost:
         return FakeResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr.decode(), command=command)
 
 
-class FakeTarget:
+class FakeTarget(GuardedFake):
     """Hands each host its fake; fence_device_running() ends FencingStage.apply once the key is copied."""
 
     kind = "fake"

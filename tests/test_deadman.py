@@ -22,6 +22,7 @@ from haconform import deadman, secrets
 from haconform.deadman import DeadManSwitch, LOG_TAG, switch_script
 from haconform.errors import HaconformError
 from haconform.wait import wait_until
+from tests.fakes import GuardedFake
 
 REPO = Path(__file__).resolve().parent.parent
 STUBBED = ("pcs", "systemctl", "service", "logger")
@@ -29,7 +30,7 @@ STUBBED = ("pcs", "systemctl", "service", "logger")
 UNDO_AFTER_DEATH_S = 5.0
 
 
-class StubHosts:
+class StubHosts(GuardedFake):
     """A target whose every host is this machine with stub pcs/systemctl/service/logger first on PATH.
 
     Each stub appends "HOST: COMMAND ARGS" to ran; a command listed in failing fails that many times first."""
@@ -86,6 +87,7 @@ def kill_armed_parent(arming: str, *, armed_within: float, undone, undone_what: 
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from haconform.deadman import arm
+        from haconform.guard import HostGuard
         """) + textwrap.dedent(arming) + 'print("armed", flush=True)\ntime.sleep(600)\n'],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -132,8 +134,10 @@ def test_the_switch_runs_in_its_own_session(stub):
 def test_harness_killed_by_sigkill_the_undo_runs_at_once(stub, tmp_path):
     seconds = kill_armed_parent(f"""
         class Target:
-            def exec_argv(self, host, *, keepalive=True):
-                return {stub.exec_argv("server1")!r}
+            guard = HostGuard()
+
+            def program_argv(self, host, argv, *, keepalive=True):
+                return {stub.exec_argv("server1")!r} + argv
         arm(Target(), "server1", "pcs node unstandby server1", what="standby on server1")
         """, armed_within=20, undone=stub.undos, undone_what="the undo ran after the harness died")
     assert stub.undos() == ["server1: pcs node unstandby server1"]
@@ -169,7 +173,7 @@ def test_an_undo_that_keeps_failing_is_given_up_and_said(tmp_path, monkeypatch):
 
 
 def test_a_host_that_cannot_run_the_switch_is_refused_before_the_change():
-    class Broken:
+    class Broken(GuardedFake):
         def exec_argv(self, host, *, keepalive=True):
             return ["false"]
     with pytest.raises(HaconformError, match="did not arm"):

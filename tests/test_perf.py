@@ -169,9 +169,10 @@ def test_fault_window_is_shaded_in_the_plot():
 
 class FakeMachine:
     name = "client"
+    transport_kind = "nsenter"
 
-    def argv(self):
-        return ["nsenter", "-t", "1", "--"]
+    def program(self, argv):
+        return ["nsenter", "-t", "1", "--", *argv]
 
 
 def test_locust_runs_distributed_master_and_workers():
@@ -582,7 +583,7 @@ def test_a_client_host_over_ssh_runs_python3_never_the_harness_python():
     from haconform.perf.load import generator_python
 
     over_ssh = ssh_target_machine(HostAccess("client", "ssh", address="10.9.0.5", user="root", sudo=False))
-    assert sys.executable in over_ssh.argv()       # the prefix runs ssh_exec.py here: not the host's python
+    assert sys.executable in over_ssh.program(["true"])   # the prefix runs ssh_exec.py here: not the host's python
     assert generator_python(over_ssh, None) == "python3"
     assert ClientHost(over_ssh, None).python == "python3"
     assert generator_python(over_ssh, "/opt/venv/bin/python") == "/opt/venv/bin/python"
@@ -595,12 +596,13 @@ def test_a_client_host_over_ssh_runs_python3_never_the_harness_python():
 class LocalMachine:
     """A generator host that is this machine's own shell (commands really run; files really land)."""
     name = "client"
+    transport_kind = "local"
 
     def __init__(self):
         self.commands: list[str] = []
 
-    def argv(self):
-        return []
+    def program(self, argv):
+        return list(argv)
 
     def execute(self, command: str):
         self.commands.append(command)

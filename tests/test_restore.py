@@ -11,7 +11,7 @@ from haconform import restore as restore_module
 from haconform.errors import HaconformError
 from haconform.restore import ClusterView, cluster_differences, restore, take_snapshot
 from haconform.topology import load_topology
-from tests.fakes import FakeHost, FakeResult
+from tests.fakes import FakeHost, FakeResult, GuardedFake
 
 TOPOLOGY = load_topology()
 pytest_plugins = ["pytester"]
@@ -73,7 +73,7 @@ class FakeMachine:
 
 
 @dataclass
-class FakeTarget:
+class FakeTarget(GuardedFake):
     power: dict = field(default_factory=dict)
     nic: dict = field(default_factory=dict)
     can_power_on: bool = True

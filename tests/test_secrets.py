@@ -366,15 +366,16 @@ def test_discover_ignores_text_without_credentials(fresh_secrets):
 
 
 class EchoBackend:
-    """A RedactingBackend that 'runs' a command by returning fixed output."""
+    """A GuardedBackend that 'runs' a command by returning fixed output."""
 
     def __new__(cls, output: bytes):
-        from haconform.targets.backend import RedactingBackend
+        from haconform.guard import HostGuard
+        from haconform.targets.backend import GuardedBackend
 
-        class Backend(RedactingBackend):
-            def run(self, command, *args, **kwargs):
+        class Backend(GuardedBackend):
+            def run_checked(self, command, *, timeout, input):
                 return self.result(0, self.encode(command), output, b"")
-        return Backend("fake")
+        return Backend("fake", guard=HostGuard())
 
 
 def test_a_key_read_inside_secret_output_is_registered_before_testinfra_logs_it(fresh_secrets, root_handler):

@@ -16,6 +16,7 @@ import testinfra
 from fixtures.left_out import LeftOut, left_out_reason, summarize
 from haconform.client import agent_argv, agent_source
 from haconform.errors import HaconformError
+from haconform.guard import APPLY, HostGuard
 from haconform.inventory import HostAccess, Inventory, PowerCommands
 from haconform.targets import ssh as ssh_module
 from haconform.readers.links import nic_holding
@@ -44,7 +45,8 @@ def inventory(**overrides) -> Inventory:
 
 @pytest.fixture
 def target():
-    t = SshTarget(TOPOLOGY, inventory())
+    """The transport's mechanics, with an open guard (the read-only guard has tests of its own: test_guard.py)."""
+    t = SshTarget(TOPOLOGY, inventory(), guard=HostGuard(APPLY))
     yield t
     shutil.rmtree(t._control_path, ignore_errors=True)
 
@@ -80,7 +82,7 @@ def test_backend_argv_per_kind(target):
 
 def test_exec_argv_preserves_argv_through_ssh(target, tmp_path, monkeypatch):
     """The prefix + an argv must reach the remote side as that argv: ssh_exec.py quotes each word."""
-    prefix = target.exec_argv("server1")
+    prefix = target._exec_prefix("server1")
     assert prefix[:2] == [sys.executable, SSH_EXEC] and prefix[-3:] == ["sudo", "-n", "--"]
     # A fake `ssh` on PATH prints the remote line it was given.
     fake = tmp_path / "ssh"
@@ -94,14 +96,14 @@ def test_exec_argv_preserves_argv_through_ssh(target, tmp_path, monkeypatch):
 
 def test_agent_is_not_quoted_twice(target):
     """goes_through_shell must not fire: the prefix quotes by itself."""
-    argv = agent_argv(target.exec_argv("server4"), ["--serve"])
+    argv = agent_argv(target._exec_prefix("server4"), ["--serve"])
     assert argv[-3:] == ["-c", agent_source(), "--serve"]
 
 
 def test_exec_argv_for_netns_and_none(target):
-    assert target.exec_argv("client") == ["ip", "netns", "exec", "hcclient"]
+    assert target._exec_prefix("client") == ["ip", "netns", "exec", "hcclient"]
     with pytest.raises(HaconformError, match="foundation5"):
-        target.exec_argv("foundation5")
+        target._exec_prefix("foundation5")
 
 
 def test_destructive_needs_the_opt_in():
@@ -309,11 +311,12 @@ def test_a_control_directory_that_is_not_private_is_refused(tmp_path, monkeypatc
 
 def test_input_reaches_local_and_persistent_commands_on_stdin(tmp_path):
     data = bytes(range(256)) + b"hacluster:pw\n"
-    local = AccessBackend("client", access=HostAccess("client", "local"), control_dir=str(tmp_path / "ctl"))
+    local = AccessBackend("client", access=HostAccess("client", "local"), control_dir=str(tmp_path / "ctl"),
+                          guard=HostGuard())
     assert local.run("cat", input=data).stdout_bytes == data
     assert local.run("cat").stdout_bytes == b"", "without input a command reads nothing"
     persistent = AccessBackend("server4", access=HostAccess("server4", "ssh", address="x"),
-                               control_dir=str(tmp_path / "ctl"))
+                               control_dir=str(tmp_path / "ctl"), guard=HostGuard())
     persistent._shells.close()
     persistent._shells = ShellPool(["/bin/sh"], tmp_root=str(tmp_path))   # a local shell stands in for ssh
     try:

@@ -18,14 +18,22 @@ from haconform.topology import load_topology
 from tests.fakes import FakeHost
 
 REPO = Path(__file__).resolve().parent.parent
-CONTRACT = {"up", "down", "testinfra_host", "exec_argv", "power", "set_nic", "power_state", "nic_state", "booted",
-            "start_fence_device", "fence_device_running", "fence_requests", "describe"}
+CONTRACT = {"up", "down", "testinfra_host", "_exec_prefix", "transport_kind", "_power", "_set_nic", "power_state",
+            "nic_state", "booted", "start_fence_device", "fence_device_running", "fence_requests", "describe"}
+# What the base class does itself, asking the guard first: targets implement the _-methods behind them.
+GUARDED = {"program_argv": "_exec_prefix", "power": "_power", "set_nic": "_set_nic"}
 
 
 def test_target_is_abstract_and_declares_the_whole_contract():
     assert Target.__abstractmethods__ == CONTRACT
     with pytest.raises(TypeError):
         Target(load_topology())
+
+
+@pytest.mark.parametrize("cls", [LabTarget, SshTarget, LibvirtGuests, VagrantTarget])
+def test_no_target_overrides_what_the_guard_stands_in_front_of(cls):
+    for public in GUARDED:
+        assert getattr(cls, public) is getattr(Target, public), f"{cls.__name__}.{public} bypasses the guard"
 
 
 @pytest.mark.parametrize("cls", [LabTarget, SshTarget, LibvirtGuests, VagrantTarget])

@@ -511,21 +511,23 @@ def test_each_host_call_goes_to_the_target_owning_the_host(fake_libvirt, monkeyp
     assert target.lab_target.lab is target.lab and sorted(target.lab.only_hosts) == ["client", "foundation5"]
     calls = []
     for owner in (target.guests, target.lab_target):
-        for method in ("testinfra_host", "exec_argv", "power_state", "nic_state", "booted"):
-            monkeypatch.setattr(owner, method, lambda name, m=method, o=owner, **_: calls.append((o.kind, m, name)))
-        for method in ("power", "set_nic"):
+        for method in ("testinfra_host", "_exec_prefix", "transport_kind", "power_state", "nic_state", "booted"):
+            monkeypatch.setattr(owner, method,
+                                lambda name, m=method, o=owner, **_: calls.append((o.kind, m, name)) or [])
+        for method in ("_power", "_set_nic"):
             monkeypatch.setattr(owner, method, lambda name, arg, m=method, o=owner: calls.append((o.kind, m, name, arg)))
     for name in ("server4", "client"):
-        target.testinfra_host(name), target.exec_argv(name), target.power_state(name)
-        target.nic_state(name), target.booted(name), target.power(name, "crash"), target.set_nic(name, "down")
+        target.testinfra_host(name), target.program_argv(name, ["true"]), target.transport_kind(name)
+        target.power_state(name), target.nic_state(name), target.booted(name), target.power(name, "crash")
+        target.set_nic(name, "down")
     kinds = {name: {c[0] for c in calls if c[2] == name} for name in ("server4", "client")}
     assert kinds == {"server4": {"vagrant-guests"}, "client": {"lab"}}
-    assert len(calls) == 14
+    assert len(calls) == 16
 
 
 def test_guests_are_reached_over_ssh_and_lab_hosts_through_nsenter(fake_libvirt):
     target, _, _ = fake_libvirt
-    assert "ssh_exec.py" in " ".join(target.exec_argv("server2"))
+    assert "ssh_exec.py" in " ".join(target.program_argv("server2", ["true"]))
     assert target.testinfra_host("server2").backend.NAME == "haconform-access"
     assert target.testinfra_host("client").backend.NAME == "haconform-lab"
     assert target.inventory is target.guests.inventory and target.inventory.access("client").kind == "none"

@@ -29,7 +29,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -103,8 +102,7 @@ def last_aggregated_row(history_text: str, header: str) -> dict | None:
 def shares_this_machine(machine) -> bool:
     """The host runs on this machine's kernel and file system (the lab's nsenter, `ip netns exec`, a `local`
     inventory host), so the harness's own files, its python among them, are there too."""
-    from ..targets.ssh import SSH_EXEC
-    return not any(arg == SSH_EXEC or os.path.basename(arg) == "ssh" for arg in machine.argv())
+    return machine.transport_kind != "ssh"
 
 
 def generator_python(machine, given: str | None) -> str:
@@ -173,7 +171,7 @@ class ClientHost:
         """argv run in the host (under taskset when pinned); its PID inside the host goes to NAME.pid."""
         script = (f"echo $$ > {shlex.quote(self.path(name + '.pid'))}; "
                   f"exec {shlex.join([*taskset_prefix(self.cpus), *argv])}")
-        return [*self.machine.argv(), "/bin/sh", "-c", script]
+        return self.machine.program(["/bin/sh", "-c", script])
 
     def spawn(self, name: str, argv: list[str], *, capture: bool = False) -> subprocess.Popen:
         return subprocess.Popen(self.spawn_argv(name, argv),

@@ -115,7 +115,7 @@ def worker_host(deployment, name: str, python: str | None, cpus: str | None) -> 
     """A topology host that runs locust workers besides the client host; never the harness
     machine's own root namespace (the lab's traffic comes from lab hosts only)."""
     machine = deployment.machine(name)
-    if not machine.argv():
+    if machine.transport_kind == "local":
         raise HaconformError(f"{name} runs commands on this machine itself: a locust worker there would "
                              "send from the machine's own network namespace", where="--perf-worker-host",
                              fix="name a host reached by ssh or in a network namespace")

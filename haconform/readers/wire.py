@@ -131,7 +131,7 @@ class capture_tcp:
         # --immediate-mode: hand each packet over at once, not when a kernel block fills.
         script = (f'echo $$ >&2; exec timeout {int(self.bound)} tcpdump -i {self.interface} -n -U '
                   f'--immediate-mode -s 0 -w - "tcp port {int(self.capture.port)}"')
-        self._process = subprocess.Popen([*self.capture.machine.argv(), "/bin/sh", "-c", script],
+        self._process = subprocess.Popen(self.capture.machine.program(["/bin/sh", "-c", script]),
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]

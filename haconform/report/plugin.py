@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ..conformance import requirement_of
+from ..guard import GUARD_KEY
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
@@ -177,6 +178,9 @@ class VerdictReport:
                "config": str(config._haconform_config_dir),
                "figures": dict(getattr(config, "_haconform_figures", None) or {}),
                "commit": source_commit(config.rootpath)}
+        guard = config.stash.get(GUARD_KEY, None)
+        if guard is not None:
+            run["host_access"] = guard.summary()
         notes, titles = stage_notes(config._haconform_config_dir)
         golden = read_golden(config.rootpath / "suites" / "conformance.yaml")
         selected = {r.id for r in self.requirements.values()}

@@ -1,4 +1,11 @@
-"""The one testinfra backend base of haconform's transports: outputs pass through the secrets first.
+"""The one testinfra backend base of haconform's transports: guarded, and outputs pass through the secrets first.
+
+Every command any code runs on a host goes through GuardedBackend.run, be it
+a suite's machine.succeed, a reader, a testinfra module (host.file,
+host.service) or testinfra's host.run called directly.  There the target's
+HostGuard (haconform/guard.py) lets it through or refuses it before anything
+reaches the host, and writes it to the run's transcript with its exit status.
+Subclasses implement run_checked, the transport itself.
 
 testinfra logs every command with its output (`RUN CommandResult(...)` at
 DEBUG) the moment the command returns, before the caller has seen the output.
@@ -10,14 +17,36 @@ secrets.secret_output() (Machine.read_secret).
 
 from __future__ import annotations
 
-from typing import Union
+import abc
+from typing import Any, Union
 
 from testinfra.backend import base
 
+from ..guard import HostGuard
 from ..secrets import discover, output_is_secret, register
 
 
-class RedactingBackend(base.BaseBackend):
+class GuardedBackend(base.BaseBackend, abc.ABC):
+    def __init__(self, hostname: str, *args: Any, guard: HostGuard, **kwargs: Any):
+        if not isinstance(guard, HostGuard):
+            raise TypeError(f"{type(self).__name__} needs the target's HostGuard, not {guard!r}")
+        self.guard = guard
+        super().__init__(hostname, *args, **kwargs)
+
+    def run(self, command: str, *args: str, timeout: float | None = None, input: bytes | None = None,
+            **kwargs: Any) -> base.CommandResult:
+        """input: the command's standard input (else none); it never appears in an argv.
+        timeout: the command's bound (default BOUNDS.command, read when called)."""
+        cmd = self.get_command(command, *args)
+        ticket = self.guard.check_command(self.hostname, cmd, input=input)
+        result = self.run_checked(cmd, timeout=timeout, input=input)
+        ticket.finished(result.rc)
+        return result
+
+    @abc.abstractmethod
+    def run_checked(self, command: str, *, timeout: float | None, input: bytes | None) -> base.CommandResult:
+        """Run a command the guard let through, on the host."""
+
     def result(self, rc: int, cmd: bytes, stdout: Union[str, bytes], stderr: Union[str, bytes]) -> base.CommandResult:
         if output_is_secret():
             register(stdout)

@@ -14,10 +14,17 @@ import shlex
 import testinfra
 
 from ..errors import CommandFailed, HaconformError
+from ..guard import APPLY, HostGuard
 from ..secrets import redact, secret_output
 from ..timeouts import BOUNDS
 from ..topology import HostSpec, Topology
 from ..wait import wait_until
+
+
+def tail(output: str, limit: int) -> str:
+    """The last `limit` characters of a command's output, redacted whole before it is cut (a cut first
+    could leave a secret's suffix no registered form matches)."""
+    return redact(output.strip())[-limit:]
 
 
 class Target(abc.ABC):
@@ -39,18 +46,28 @@ class Target(abc.ABC):
 
     (SshTarget and VagrantTarget also carry `inventory`, which fixtures read where present.)
 
+    guard                the HostGuard every command, program, power and NIC action on a host passes
+                         (haconform/guard.py): program_argv, power and set_nic ask it here, the testinfra
+                         backends (backend.py) for every command.
+
     A target without power or NIC control keeps can_power False and may answer
-    power/set_nic/power_state/nic_state/booted with the base implementation
-    (``return super().power(name, action)``), which refuses with one clear error.
+    _power/_set_nic/power_state/nic_state/booted with the base implementation
+    (``return super()._power(name, action)``), which refuses with one clear error.
     """
 
     kind: str = "abstract"
     can_power: bool = False
     destructive_allowed: bool = True
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, *, guard: HostGuard | None = None):
+        """guard: what may be done to the hosts (haconform/guard.py); by default the target's own
+        default_guard() (apply for targets haconform builds, read-only for an existing deployment)."""
         self.topology = topology
+        self.guard = guard if guard is not None else self.default_guard()
         self._hosts: dict[str, testinfra.host.Host] = {}
+
+    def default_guard(self) -> HostGuard:
+        return HostGuard(APPLY)
 
     # ----- lifecycle -----------------------------------------------------------
     @abc.abstractmethod
@@ -66,21 +83,43 @@ class Target(abc.ABC):
     def testinfra_host(self, name: str) -> testinfra.host.Host:
         """testinfra Host running commands as root inside host `name`."""
 
-    @abc.abstractmethod
-    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
-        """argv prefix with nsenter's meaning: what follows is one argv, run as root in host `name`.
+    def program_argv(self, name: str, argv: list[str], *, keepalive: bool = True) -> list[str]:
+        """The argv that starts program `argv` (a long-running one: the client agent, a capture, a
+        dead-man switch) as root in host `name`, once the guard has let it through.
         keepalive=False: a long-lived session that must not end on a network stall (a dead-man switch);
         meaningful where the transport is a network session (ssh), ignored elsewhere."""
+        self.guard.check_program(name, argv).finished(None)
+        return [*self._exec_prefix(name, keepalive=keepalive), *argv]
+
+    @abc.abstractmethod
+    def _exec_prefix(self, name: str, *, keepalive: bool = True) -> list[str]:
+        """argv prefix with nsenter's meaning: what follows is one argv, run as root in host `name`.
+        The transport alone, unguarded: only program_argv (which asks the guard first) uses it."""
+
+    @abc.abstractmethod
+    def transport_kind(self, name: str) -> str:
+        """How host `name` is reached: "nsenter" (a lab host), "netns" (a network namespace of this
+        machine), "local" (this machine itself) or "ssh"."""
 
     # ----- power and NIC ---------------------------------------------------------
-    @abc.abstractmethod
     def power(self, name: str, action: str) -> None:
-        """action: on, off, reset (hard, waits for the boot) or crash (kernel panic, stays down)."""
+        """action: on, off, reset (hard, waits for the boot) or crash (kernel panic, stays down).
+        Asked of the guard first: a read-only run refuses it before anything happens."""
+        self.guard.check_action(name, f"power {action}")
+        self._power(name, action)
+
+    def set_nic(self, name: str, state: str) -> None:
+        """state: up or down, the host's cluster-network link (processes keep running).
+        Asked of the guard first, as power()."""
+        self.guard.check_action(name, f"NIC {state}")
+        self._set_nic(name, state)
+
+    @abc.abstractmethod
+    def _power(self, name: str, action: str) -> None:
         raise HaconformError(f"target {self.kind} has no power control", where="--target")
 
     @abc.abstractmethod
-    def set_nic(self, name: str, state: str) -> None:
-        """state: up or down, the host's cluster-network link (processes keep running)."""
+    def _set_nic(self, name: str, state: str) -> None:
         raise HaconformError(f"target {self.kind} has no NIC control", where="--target")
 
     @abc.abstractmethod
@@ -138,9 +177,15 @@ class Machine:
         """testinfra Host: host.file, host.service, host.process, host.socket, host.run."""
         return self.target.testinfra_host(self.name)
 
-    def argv(self) -> list[str]:
-        """argv prefix starting a long-running program inside this machine."""
-        return self.target.exec_argv(self.name)
+    def program(self, argv: list[str], *, keepalive: bool = True) -> list[str]:
+        """The argv that starts program `argv` (long-running) inside this machine, once the target's
+        guard let it through (Target.program_argv)."""
+        return self.target.program_argv(self.name, argv, keepalive=keepalive)
+
+    @property
+    def transport_kind(self) -> str:
+        """"nsenter", "netns", "local" or "ssh": how the harness reaches this machine."""
+        return self.target.transport_kind(self.name)
 
     # ----- commands ----------------------------------------------------------
     def execute(self, command: str, *, input: bytes | str | None = None):
@@ -153,17 +198,15 @@ class Machine:
     def succeed(self, command: str, *, input: bytes | str | None = None) -> str:
         result = self.execute(command, input=input)
         if result.rc != 0:
-            raise CommandFailed(redact(
-                f"on {self.name}: `{command}` exited {result.rc}; "
-                f"stderr: {result.stderr.strip()[-800:]!r}; stdout: {result.stdout.strip()[-400:]!r}"))
+            raise CommandFailed(redact(f"on {self.name}: `{command}` exited {result.rc}; ") +
+                                f"stderr: {tail(result.stderr, 800)!r}; stdout: {tail(result.stdout, 400)!r}")
         return result.stdout
 
     def fail(self, command: str) -> str:
         result = self.host.run(command)
         if result.rc == 0:
-            raise CommandFailed(redact(
-                f"on {self.name}: `{command}` succeeded but was expected to fail; "
-                f"stdout: {result.stdout.strip()[-400:]!r}"))
+            raise CommandFailed(redact(f"on {self.name}: `{command}` succeeded but was expected to fail; ") +
+                                f"stdout: {tail(result.stdout, 400)!r}")
         return result.stderr
 
     def wait_until_succeeds(self, command: str, *, timeout: float, condition: str | None = None) -> str:
@@ -175,7 +218,7 @@ class Machine:
 
         def seen() -> str:
             result = last.get("result")
-            return f"exit {result.rc}: {(result.stderr or result.stdout).strip()[-300:]}" if result else "-"
+            return f"exit {result.rc}: {tail(result.stderr or result.stdout, 300)}" if result else "-"
 
         wait_until(condition or f"`{command}` succeeds on {self.name}", attempt,
                    timeout=timeout, observe=seen)
@@ -195,7 +238,7 @@ class Machine:
             result = self.host.run(f"cat -- {shlex.quote(path)}")
         if result.rc != 0:
             raise CommandFailed(f"on {self.name}: cannot read {path} (exit {result.rc}): "
-                                f"{redact(result.stderr.strip()[-300:])}")
+                                f"{tail(result.stderr, 300)}")
         return result.stdout_bytes
 
     def write_file(self, path: str, content: bytes | str, *, mode: str = "0644",
@@ -207,6 +250,7 @@ class Machine:
         no other user can guess), so it is never more permissive than asked, not even
         for a moment.  chown before chmod: chown clears the setuid/setgid bits chmod sets.
         """
+        self.target.guard.check_action(self.name, f"write {path}")
         directory = shlex.quote(posixpath.dirname(path) or "/")
         # mkdir before umask 077: a directory made here is made as it would be by hand.
         self.succeed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import testinfra
 
+from ..guard import HostGuard
 from ..lab.lab import NamespaceLab
 from ..topology import Topology
 from .base import Target
@@ -14,10 +15,11 @@ class LabTarget(Target):
     kind = "lab"
     can_power = True
 
-    def __init__(self, topology: Topology, name: str = "haconform", *, lab: NamespaceLab | None = None):
+    def __init__(self, topology: Topology, name: str = "haconform", *, lab: NamespaceLab | None = None,
+                 guard: HostGuard | None = None):
         """lab: a NamespaceLab made elsewhere (VagrantTarget's fence and client hosts, on the
         guests' bridge); by default the lab NAME running the whole topology."""
-        super().__init__(topology)
+        super().__init__(topology, guard=guard)
         self.lab = lab if lab is not None else NamespaceLab(name, topology)
 
     def up(self) -> dict:
@@ -29,17 +31,20 @@ class LabTarget(Target):
     def testinfra_host(self, name: str) -> testinfra.host.Host:
         if name not in self._hosts:
             self.topology.host(name)
-            self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab))
+            self._hosts[name] = testinfra.host.Host(LabBackend(name, lab_object=self.lab, guard=self.guard))
         return self._hosts[name]
 
-    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+    def _exec_prefix(self, name: str, *, keepalive: bool = True) -> list[str]:
         return self.lab.exec_argv(name)
 
-    def power(self, name: str, action: str) -> None:
+    def transport_kind(self, name: str) -> str:
+        return "nsenter"
+
+    def _power(self, name: str, action: str) -> None:
         # A crash leaves the host down, like a real panic: nothing waits for a boot.
         self.lab.power(name, action, wait=action in ("on", "reset"))
 
-    def set_nic(self, name: str, state: str) -> None:
+    def _set_nic(self, name: str, state: str) -> None:
         self.lab.set_nic(name, state)
 
     def power_state(self, name: str) -> str:

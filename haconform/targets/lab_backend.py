@@ -14,18 +14,21 @@ from typing import Any
 import testinfra.backend
 from testinfra.backend import base
 
+from ..guard import HostGuard
 from ..lab.lab import NamespaceLab, run_in_host
 from ..timeouts import BOUNDS
-from .backend import RedactingBackend
+from .backend import GuardedBackend
 
 
-class LabBackend(RedactingBackend):
+class LabBackend(GuardedBackend):
     NAME = "haconform-lab"
 
     def __init__(self, hostname: str, *args: Any, lab: str = "haconform",
-                 lab_object: NamespaceLab | None = None, **kwargs: Any):
+                 lab_object: NamespaceLab | None = None, guard: HostGuard | None = None, **kwargs: Any):
+        """guard: the target's (LabTarget passes it); a lab reached on its own is the harness's own
+        deployment, open to it (apply)."""
         self.lab = lab_object or NamespaceLab(lab)
-        super().__init__(hostname, *args, **kwargs)
+        super().__init__(hostname, *args, guard=guard or HostGuard(), **kwargs)
 
     def get_pytest_id(self) -> str:
         return f"{self.lab.name}:{self.hostname}"
@@ -34,12 +37,9 @@ class LabBackend(RedactingBackend):
     def get_hosts(cls, host: str, **kwargs: Any) -> list[str]:
         return [host]
 
-    def run(self, command: str, *args: str, timeout: float | None = None, input: bytes | None = None,
-            **kwargs: Any) -> base.CommandResult:
-        """input: the command's standard input (else none); it never appears in an argv.
-        A command outliving timeout is killed with every process it started in the host (exit 124)."""
+    def run_checked(self, cmd: str, *, timeout: float | None, input: bytes | None) -> base.CommandResult:
+        """A command outliving timeout is killed with every process it started in the host (exit 124)."""
         timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
-        cmd = self.get_command(command, *args)
         argv = self.lab.exec_argv(self.hostname) + ["/bin/sh", "-c", cmd]
         try:
             proc = run_in_host(argv, timeout=timeout, input=input)

@@ -43,15 +43,15 @@ import testinfra.backend
 from testinfra.backend import base
 
 from ..errors import HaconformError
+from ..guard import GRANTED, READ_ONLY, HostGuard
 from ..inventory import HostAccess, Inventory
 from ..readers.cluster import FENCE_LIST_COMMAND, parse_fence_list
 from ..readers.links import nic_holding
-from ..secrets import redact
 from ..timeouts import BOUNDS
-from .backend import RedactingBackend
+from .backend import GuardedBackend
 from ..topology import Topology
 from ..wait import wait_until
-from .base import Target
+from .base import Target, tail
 from .remote_shell import ShellGone, ShellPool
 
 log = logging.getLogger("haconform.targets.ssh")
@@ -126,8 +126,9 @@ def remote_command(access: HostAccess, command: str) -> str:
     return shlex.join(argv)
 
 
-class AccessBackend(RedactingBackend):
-    """testinfra transport for an inventory host: ssh, the harness machine, or a netns in it."""
+class AccessBackend(GuardedBackend):
+    """testinfra transport for an inventory host: ssh, the harness machine, or a netns in it.
+    guard (required): the target's HostGuard, which every command passes first."""
 
     NAME = "haconform-access"
 
@@ -161,11 +162,8 @@ class AccessBackend(RedactingBackend):
         raise HaconformError(f"{self.hostname} is `none` in the inventory: haconform cannot reach it",
                              where="--inventory", fix="give it an address or `local: true`")
 
-    def run(self, command: str, *args: str, timeout: float | None = None, input: bytes | None = None,
-            **kwargs: Any) -> base.CommandResult:
-        """input: the command's standard input (else none); it never appears in an argv."""
+    def run_checked(self, cmd: str, *, timeout: float | None, input: bytes | None) -> base.CommandResult:
         timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
-        cmd = self.get_command(command, *args)
         if self._shells is not None:
             ensure_private_directory(self.control_dir)
             try:
@@ -173,7 +171,7 @@ class AccessBackend(RedactingBackend):
             except ShellGone as gone:
                 raise HostUnreachable(
                     f"ssh to {self.hostname} ({self.access.address}) failed (exit {gone.returncode}): "
-                    f"{redact(gone.stderr[-300:])}",
+                    f"{tail(gone.stderr, 300)}",
                     where=f"hosts.{self.hostname}",
                     fix="is the host up and the inventory's address/user/key/sudo right?") from None
             return self.result(rc, self.encode(cmd), stdout, stderr)
@@ -186,7 +184,7 @@ class AccessBackend(RedactingBackend):
         if proc.returncode == 255 and self.access.kind == "ssh":
             raise HostUnreachable(
                 f"ssh to {self.hostname} ({self.access.address}) failed: "
-                f"{redact(proc.stderr.decode('utf-8', 'replace').strip()[-300:])}",
+                f"{tail(proc.stderr.decode('utf-8', 'replace'), 300)}",
                 where=f"hosts.{self.hostname}", fix="is the host up and the inventory's address/user/key right?")
         return self.result(proc.returncode, self.encode(cmd), proc.stdout, proc.stderr)
 
@@ -198,10 +196,12 @@ class SshTarget(Target):
     kind = "ssh"
     can_power = True
 
-    def __init__(self, topology: Topology, inventory: Inventory, *, allow_destructive: bool = False):
-        super().__init__(topology)
-        self.inventory = inventory
+    def __init__(self, topology: Topology, inventory: Inventory, *, allow_destructive: bool = False,
+                 guard: HostGuard | None = None):
+        """guard: by default read-only, or writes within grants with allow_destructive (haconform/guard.py)."""
         self.destructive_allowed = allow_destructive
+        super().__init__(topology, guard=guard)
+        self.inventory = inventory
         # Made on first use (a target that never connects leaves nothing behind), by mkdtemp:
         # private and not guessable, so no one can put it there first.
         self._control_path: str | None = None
@@ -226,7 +226,7 @@ class SshTarget(Target):
             if name not in self._backends:
                 self.topology.host(name)
                 self._backends[name] = AccessBackend(name, access=self.inventory.access(name),
-                                                     control_dir=self._control_dir)
+                                                     control_dir=self._control_dir, guard=self.guard)
             return self._backends[name]
 
     def testinfra_host(self, name: str) -> testinfra.host.Host:
@@ -236,7 +236,13 @@ class SshTarget(Target):
                 self._hosts[name] = testinfra.host.Host(backend)
             return self._hosts[name]
 
-    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
+    def default_guard(self) -> HostGuard:
+        return HostGuard(GRANTED if self.destructive_allowed else READ_ONLY)
+
+    def transport_kind(self, name: str) -> str:
+        return self.inventory.access(name).kind
+
+    def _exec_prefix(self, name: str, *, keepalive: bool = True) -> list[str]:
         """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host.
         keepalive=False: a session that must not end on a network stall (a dead-man switch)."""
         access = self.inventory.access(name)
@@ -272,7 +278,7 @@ class SshTarget(Target):
             try:
                 result = self._run(name, "cat /proc/sys/kernel/random/boot_id", timeout=BOUNDS.vm_ssh)
                 if result.rc != 0:
-                    silent[name] = f"exit {result.rc}: {redact(result.stderr.strip()[-200:])}"
+                    silent[name] = f"exit {result.rc}: {tail(result.stderr, 200)}"
             except HostUnreachable as exc:
                 silent[name] = exc.what
         if silent:
@@ -330,12 +336,12 @@ class SshTarget(Target):
             rc, stderr = result.rc, result.stderr
         if rc != 0:
             raise HaconformError(f"power {action} of {name}: `{command}` on {power.via} exited {rc}: "
-                                 f"{redact(stderr.strip()[-300:])}",
+                                 f"{tail(stderr, 300)}",
                                  where=f"{self.inventory.path}: hosts.{name}.power.{action}",
                                  fix="correct the command (it runs on power.via)")
         return command
 
-    def power(self, name: str, action: str) -> None:
+    def _power(self, name: str, action: str) -> None:
         if action == "crash":
             if self._power_command(name, "crash") is None:
                 self._sysrq(name, "c")
@@ -407,14 +413,14 @@ class SshTarget(Target):
             return None
         # Asked without sudo: sudo drops SSH_CONNECTION from the environment.
         plain = AccessBackend(name, access=replace(access, sudo=False), control_dir=self._control_dir,
-                              persistent=False)
+                              persistent=False, guard=self.guard)
         words = plain.run("echo $SSH_CONNECTION").stdout.split()
         if len(words) != 4:
             return None
         links = json.loads(self._run(name, "ip -j -4 addr show").stdout or "[]")
         return nic_holding(links, words[2])
 
-    def set_nic(self, name: str, state: str) -> None:
+    def _set_nic(self, name: str, state: str) -> None:
         if state not in ("up", "down"):
             raise HaconformError(f"unknown NIC state {state!r}", where="SshTarget.set_nic", fix="use up or down")
         nic = self.cluster_nic(name)

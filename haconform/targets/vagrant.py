@@ -23,6 +23,7 @@ import re
 import testinfra
 
 from ..errors import HaconformError
+from ..guard import APPLY, HostGuard
 from ..inventory import HostAccess, Inventory
 from ..timeouts import BOUNDS
 from ..topology import Topology
@@ -58,20 +59,21 @@ class LibvirtGuests(SshTarget):
 
     kind = "vagrant-guests"
 
-    def __init__(self, topology: Topology, env: VmEnvironment):
+    def __init__(self, topology: Topology, env: VmEnvironment, *, guard: HostGuard | None = None):
         self.env = env
-        super().__init__(topology, vm_inventory(topology, env), allow_destructive=True)
+        super().__init__(topology, vm_inventory(topology, env), allow_destructive=True,
+                         guard=guard if guard is not None else HostGuard(APPLY))
         self._crash_domain_ids: dict[str, str | None] = {}
 
     def domain(self, name: str) -> str:
         return self.env.guests()[name]
 
     # ----- power (virsh) and crash (sysrq) --------------------------------------------
-    def power(self, name: str, action: str) -> None:
+    def _power(self, name: str, action: str) -> None:
         domain = self.domain(name)
         if action == "crash":
             self._crash_domain_ids[name] = libvirt.domain_id(domain)
-            super().power(name, "crash")
+            super()._power(name, "crash")
             return
         if action not in ("on", "off", "reset"):
             raise HaconformError(f"unknown power action {action!r}", where="VagrantTarget.power",
@@ -126,10 +128,10 @@ class VagrantTarget(Target):
     can_power = True
     destructive_allowed = True
 
-    def __init__(self, topology: Topology, name: str = DEFAULT_ENV):
-        super().__init__(topology)
+    def __init__(self, topology: Topology, name: str = DEFAULT_ENV, *, guard: HostGuard | None = None):
+        super().__init__(topology, guard=guard)
         self.env = VmEnvironment(name, topology)
-        self.guests = LibvirtGuests(topology, self.env)
+        self.guests = LibvirtGuests(topology, self.env, guard=self.guard)
         self._lab_target: LabTarget | None = None
 
     # ----- who owns a host ---------------------------------------------------------------
@@ -137,7 +139,7 @@ class VagrantTarget(Target):
     def lab_target(self) -> LabTarget:
         """The fence host and the client, as the lab reaches them (made on first use)."""
         if self._lab_target is None:
-            self._lab_target = LabTarget(self.topology, self.env.name, lab=self.env.lab())
+            self._lab_target = LabTarget(self.topology, self.env.name, lab=self.env.lab(), guard=self.guard)
         return self._lab_target
 
     @property
@@ -173,11 +175,14 @@ class VagrantTarget(Target):
     def testinfra_host(self, name: str) -> testinfra.host.Host:
         return self._for(name).testinfra_host(name)
 
-    def exec_argv(self, name: str, *, keepalive: bool = True) -> list[str]:
-        return self._for(name).exec_argv(name, keepalive=keepalive)
+    def _exec_prefix(self, name: str, *, keepalive: bool = True) -> list[str]:
+        return self._for(name)._exec_prefix(name, keepalive=keepalive)
 
-    def power(self, name: str, action: str) -> None:
-        self._for(name).power(name, action)
+    def transport_kind(self, name: str) -> str:
+        return self._for(name).transport_kind(name)
+
+    def _power(self, name: str, action: str) -> None:
+        self._for(name)._power(name, action)
 
     def power_state(self, name: str) -> str:
         return self._for(name).power_state(name)
@@ -185,8 +190,8 @@ class VagrantTarget(Target):
     def booted(self, name: str) -> bool:
         return self._for(name).booted(name)
 
-    def set_nic(self, name: str, state: str) -> None:
-        self._for(name).set_nic(name, state)
+    def _set_nic(self, name: str, state: str) -> None:
+        self._for(name)._set_nic(name, state)
 
     def nic_state(self, name: str) -> str:
         return self._for(name).nic_state(name)

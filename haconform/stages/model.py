@@ -397,7 +397,7 @@ def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, 
 
 def _manifest(directory: Path) -> tuple[Path, StageModel]:
     path = directory / "stage.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise HaconformError("no stage.yaml", where=str(directory),
                              fix="point --config at a directory laid out like fixtures/documented/")
     return path, load_model(StageModel, read_yaml_mapping(path, missing_fix="add stage.yaml", layout=LAYOUT),

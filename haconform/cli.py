@@ -299,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     except HaconformError as exc:
         print(f"haconform: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written (--out in a read-only place).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"haconform: error: {where}{exc.strerror or exc} (fix: check the path and its permissions)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

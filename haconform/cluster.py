@@ -77,7 +77,12 @@ def _known_down(machine) -> bool:
 
 def link_holding(machine, address: str) -> str | None:
     """The machine's link holding `address` (read with `ip -j`); None: it answered and holds no such address,
-    or the target's power control has it off or crashed.  DirectorNotAsked when it could not be asked."""
+    or the target's power control has it off or crashed.  DirectorNotAsked when it could not be asked.
+
+    The power control is asked first: a crashed guest's ssh takes its connect timeout to fail, which would
+    make each of the VIP watch's samples that long."""
+    if _known_down(machine):
+        return None
     try:
         result = machine.execute("ip -j -4 addr show")
     except Exception as exc:   # noqa: BLE001 - powered off, cut off, timed out: the answer is unknown
@@ -90,8 +95,6 @@ def link_holding(machine, address: str) -> str | None:
                 why = f"`ip -j -4 addr show` printed no JSON ({exc})"
         else:
             why = f"`ip -j -4 addr show` exited {result.rc}: {result.stderr.strip()[-200:]}"
-    if _known_down(machine):
-        return None
     raise DirectorNotAsked(f"{machine.name} could not be asked whether it holds {address}: {why}",
                            where="haconform.cluster")
 

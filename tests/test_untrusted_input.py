@@ -324,6 +324,19 @@ def test_the_report_command_shows_no_traceback_for_a_missing_directory():
         result.stdout + result.stderr)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["lab", "status", "--name", "hinbad", "--topology", "{tmp}"],
+     "haconform: error: {tmp}: is a directory, not a file (fix: pass --topology a YAML file)\n"),
+    (["report", "{tmp}/results", "--compare", "a", "b"],
+     "haconform: error: {tmp}/results: no such directory (fix: pass the directory the runs were kept in "
+     "(default: results/ of the checkout))\n"),
+])
+def test_the_cli_says_bad_input_in_one_line_without_a_traceback(tmp_path, argv, message):
+    result = subprocess.run([sys.executable, "-m", "haconform.cli", *(a.format(tmp=tmp_path) for a in argv)],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", message.format(tmp=tmp_path))
+
+
 # ----- haconform lab down with a damaged lab.json ------------------------------------------------
 
 def _ip(*args: str) -> None:

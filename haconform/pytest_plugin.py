@@ -133,6 +133,10 @@ def _load_inputs(config) -> None:
     config._haconform_topology = topology
     config._haconform_stages = load_all_stages(config._haconform_config_dir, config._haconform_algorithms_dir,
                                                topology)
+    declared = config.getoption("--deployment-stage")
+    if config._haconform_stages and declared not in config._haconform_stages:
+        raise HaconformError(f"no stage {declared!r} in {config._haconform_config_dir}", where="--deployment-stage",
+                             fix=f"use one of {', '.join(config._haconform_stages)}")
     defined = names_defined(config._haconform_stages.values())
     config._haconform_names = _names(config.getoption("--names"))
     if config._haconform_names:

@@ -246,6 +246,18 @@ def test_a_names_key_the_runbook_does_not_define_fails_the_run_at_its_start(tmp_
                                     "app1, app2, hagroup, haproxy, main, static, stats, vmfence)")
 
 
+def test_a_deployment_stage_that_is_no_stage_fails_the_run_at_its_start():
+    result = run_pytest("suites", "--deployment-stage", "stage6")
+    assert_refused_at_start(result, f"--deployment-stage: no stage 'stage6' in {DOCUMENTED} (fix: use one of stage1, "
+                                    "stage2, stage3, stage4, stage5, algorithm-hdr")
+
+
+def test_valid_inputs_pass_the_start(tmp_path):
+    result = run_pytest("suites/test_10_roundrobin.py", "--names", str(REPO / "tests" / "data" / "handmade" /
+                                                                     "names.yaml"))
+    assert result.returncode == 0 and "ERROR" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
 def test_a_missing_inventory_fails_the_run_at_its_start(tmp_path):
     result = run_pytest("suites", "--target", "ssh", "--inventory", str(tmp_path / "inventory.yaml"))
     assert_refused_at_start(result, f"{tmp_path}/inventory.yaml: file not found (fix: pass --inventory with an "

@@ -48,7 +48,10 @@ def cmd_install(args) -> int:
 
 def cmd_down(args) -> int:
     from .lab.lab import NamespaceLab
-    lab = NamespaceLab(args.name) if not args.topology else _lab(args)
+    lab = NamespaceLab(args.name, for_removal=True) if not args.topology else _lab(args)
+    if lab.damaged:
+        print(f"haconform: warning: {lab.dir / 'lab.json'} is damaged ({lab.damaged}): removing lab {lab.name} "
+              "by its name; its guard route, if any, stays (pass --topology to remove it too)", file=sys.stderr)
     removed = lab.down()
     print(f"lab {lab.name} removed: {len(removed['processes'])} processes, "
           f"{len(removed['netns'])} namespaces, {len(removed['links'])} links, "
@@ -295,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HaconformError as exc:
         print(f"haconform: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written (--out in a read-only place).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"haconform: error: {where}{exc.strerror or exc} (fix: check the path and its permissions)",
+              file=sys.stderr)
         return 2
 
 

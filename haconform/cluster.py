@@ -5,6 +5,7 @@
     cluster.group_node()                       # the node running the whole group, else None
     cluster.active_director()                  # waits until the group runs on exactly one director
     cluster.vip_holders()                      # directors holding the VIP (their own address tables)
+    cluster.vip_survey()                       # the same, and the directors that could not be asked
     cluster.configuration() / verify()         # the CIB's configuration section / crm_verify -LV
     cluster.transient_attributes()             # every node's transient attributes (cibadmin, status section)
     cluster.fence_list(director)               # `fence_xvm -o list` on a director
@@ -23,7 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from .errors import HaconformError
 from .readers.cluster import (CibConfiguration, ClusterState, VerifyResult, read_cib_configuration,
@@ -59,15 +62,53 @@ class NoClusterAnswer(HaconformError):
     """No director answered crm_mon (all off, cut off, or no cluster yet)."""
 
 
+class DirectorNotAsked(HaconformError):
+    """A director that could not be asked whether it holds an address: unknown, never "not holding"."""
+
+
+def _known_down(machine) -> bool:
+    """The target's own power control has the machine off or crashed (not merely silent)."""
+    target = getattr(machine, "target", None)
+    try:
+        return bool(target is not None and target.known_down(machine.name))
+    except Exception:   # noqa: BLE001 - a power control that cannot say leaves the director unknown
+        return False
+
+
 def link_holding(machine, address: str) -> str | None:
-    """The machine's link holding `address` (read with `ip -j`); None: not held, or no answer."""
+    """The machine's link holding `address` (read with `ip -j`); None: it answered and holds no such address,
+    or the target's power control has it off or crashed.  DirectorNotAsked when it could not be asked.
+
+    The power control is asked first: a crashed guest's ssh takes its connect timeout to fail, which would
+    make each of the VIP watch's samples that long."""
+    if _known_down(machine):
+        return None
     try:
         result = machine.execute("ip -j -4 addr show")
-    except HaconformError:
-        return None  # powered off
-    if result.rc != 0:
-        return None
-    return nic_holding(json.loads(result.stdout or "[]"), address)
+    except Exception as exc:   # noqa: BLE001 - powered off, cut off, timed out: the answer is unknown
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        if result.rc == 0:
+            try:
+                return nic_holding(json.loads(result.stdout or "[]"), address)
+            except ValueError as exc:
+                why = f"`ip -j -4 addr show` printed no JSON ({exc})"
+        else:
+            why = f"`ip -j -4 addr show` exited {result.rc}: {result.stderr.strip()[-200:]}"
+    raise DirectorNotAsked(f"{machine.name} could not be asked whether it holds {address}: {why}",
+                           where="haconform.cluster")
+
+
+@dataclass(frozen=True)
+class VipSurvey:
+    """Who holds the VIP, asked of every director at once: the holders, and the directors that could not
+    be asked (director -> why).  Only a survey with nobody unasked says who does *not* hold it."""
+    holders: tuple[str, ...]
+    unasked: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unasked
 
 
 class Cluster:
@@ -206,13 +247,30 @@ class Cluster:
         interval_ms = primitive.interval_ms("monitor") if primitive else None
         return None if interval_ms is None else interval_ms / 1000
 
-    def vip_holders(self) -> list[str]:
-        """Directors holding the VIP right now.  Asked all at once: read one after another over a
-        slow transport, a VIP that moved between two reads would show on both."""
+    def vip_survey(self) -> VipSurvey:
+        """Which directors hold the VIP right now, and which could not be asked.  Asked all at once: read
+        one after another over a slow transport, a VIP that moved between two reads would show on both."""
         directors = self.deployment.directors
+
+        def ask(director):
+            try:
+                return link_holding(director, self.deployment.vip), None
+            except DirectorNotAsked as exc:
+                return None, exc.what
         with ThreadPoolExecutor(max_workers=len(directors)) as pool:
-            held = list(pool.map(lambda d: link_holding(d, self.deployment.vip), directors))
-        return [d.name for d, link in zip(directors, held) if link]
+            answers = list(pool.map(ask, directors))
+        return VipSurvey(holders=tuple(d.name for d, (link, _) in zip(directors, answers) if link),
+                         unasked={d.name: why for d, (_, why) in zip(directors, answers) if why})
+
+    def vip_holders(self) -> list[str]:
+        """Directors holding the VIP right now; DirectorNotAsked when one could not be asked (a list
+        that left it out would say it does not hold the VIP)."""
+        survey = self.vip_survey()
+        if not survey.complete:
+            raise DirectorNotAsked(f"VIP holders unknown: {'; '.join(survey.unasked.values())} "
+                                   f"(holding it among those asked: {list(survey.holders)})",
+                                   where="haconform.cluster")
+        return list(survey.holders)
 
     def fence_list(self, director) -> dict[str, str]:
         """`fence_xvm -o list` on a director: domain -> state ({} when it gets no answer)."""

@@ -19,6 +19,7 @@ model, in plain code, and raise through `fail`: the same message.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -40,12 +41,33 @@ def fail(path, key: str, what: str, fix: str):
     raise HaconformError(f"{key}: {what}", where=str(path), fix=fix)
 
 
-def read_yaml_mapping(path: Path, *, missing_fix: str, layout: str) -> dict:
-    """A YAML file whose top level is a mapping; one HaconformError naming file (and line) otherwise."""
+def read_text_file(path: Path, *, missing_fix: str, option: str | None = None) -> str:
+    """A data file's text; one HaconformError naming the file and the fix when it is missing, a
+    directory, unreadable or not UTF-8 (option: how the user named it, e.g. `--topology`)."""
+    another = f", or pass {option} another file" if option else ""
     try:
-        data = yaml.safe_load(path.read_text())
+        return path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise HaconformError("file not found", where=str(path), fix=missing_fix) from None
+    except IsADirectoryError:
+        raise HaconformError("is a directory, not a file", where=str(path),
+                             fix=f"pass {option} a YAML file" if option else "make it a YAML file") from None
+    except PermissionError:
+        raise HaconformError("cannot be read (permission denied)", where=str(path),
+                             fix=f"make it readable by the user running haconform{another}") from None
+    except UnicodeDecodeError as exc:
+        raise HaconformError(f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+                             where=str(path), fix=f"save it as UTF-8{another}") from None
+    except OSError as exc:
+        raise HaconformError(f"cannot be read ({exc.strerror or exc})", where=str(path),
+                             fix=f"check the file and its disk{another}") from None
+
+
+def read_yaml_mapping(path: Path, *, missing_fix: str, layout: str, option: str | None = None) -> dict:
+    """A YAML file whose top level is a mapping; one HaconformError naming file (and line) otherwise."""
+    text = read_text_file(path, missing_fix=missing_fix, option=option)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -85,6 +107,47 @@ def checked(test: Callable[[Any], Any], what: str, fix: str | None = None, *, op
             raise invalid(what.replace("{!r}", repr(value)), fix)
         return value
     return PlainValidator(check)
+
+
+# Values that reach a shell command line on a host (service NAME start, chown OWNER:GROUP, chmod MODE):
+# refused at load unless they match, and quoted where they are used as well.
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@._+-]{0,63}$")
+ACCOUNT_NAME = re.compile(r"^(?:[a-z_][a-z0-9_.-]{0,31}\$?|[0-9]{1,10})$")
+MODE = re.compile(r"^[0-7]{3,4}$")
+
+
+def _service_name(value) -> str:
+    if not (isinstance(value, str) and SERVICE_NAME.match(value)):
+        raise invalid(f"{value!r} is not a service name",
+                      "use the init script's name: letters, digits and . _ + - @ only, e.g. haproxy")
+    return value
+
+
+def _account_name(value) -> str:
+    if not (isinstance(value, str) and ACCOUNT_NAME.match(value)):
+        raise invalid(f"{value!r} is not a user or group name",
+                      "use a name as `getent passwd` or `getent group` shows it, without spaces or quotes, e.g. www-data")
+    return value
+
+
+def _octal_guess(number: int) -> str:
+    """What an unquoted mode read as a number was most likely written as: YAML 1.1 reads 0640 as 416."""
+    as_octal = f"0{number:o}"
+    return as_octal if len(as_octal) <= 4 else str(number)
+
+
+def _mode(value) -> str:
+    if type(value) is int:
+        raise invalid(f"{value} is a YAML number, not a mode (YAML reads an unquoted 0640 as 416)",
+                      f"quote it, e.g. \"{_octal_guess(value)}\"")
+    if not (isinstance(value, str) and MODE.match(value)):
+        raise invalid(f"{value!r} is not a mode", "write 3 or 4 octal digits, quoted, e.g. \"0640\"")
+    return value
+
+
+ServiceName = Annotated[str, PlainValidator(_service_name)]
+AccountName = Annotated[str, PlainValidator(_account_name)]
+Mode = Annotated[str, PlainValidator(_mode)]
 
 
 def load_model(model_cls: type[Model], data: Any, *, path, layout: str, at: tuple = ()) -> Model:

@@ -11,7 +11,9 @@ Nothing here asserts.
 
 An audit fails when it could not look: a log it could not read (except on a
 host that was down during the fault and was read once back), a VIP watch
-that died or did not sample the whole fault window.  A log line is excused
+that died, did not sample the whole fault window, or was blind inside it
+(no complete sample: a director that could not be asked) for longer than
+BOUNDS.vip_watch_gap.  A log line is excused
 only by an Allowance: the daemon that logs it, its text, the stages it is
 expected in and, for noise of a node rejoining, the window the fault records.
 
@@ -30,12 +32,12 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import deadman
-from .cluster import Cluster, cleanup_command, link_holding, property_command, unstandby_command
+from .cluster import Cluster, VipSurvey, cleanup_command, link_holding, property_command, unstandby_command
 from .errors import HaconformError, WaitTimeout
 from .patterns import daemon_of
 from .probe import Prober, longest_outage, outage_windows, summarize, timeline_svg
 from .readers.logs import LogWatch, SeenLine
-from .timeouts import BOUNDS, POLL_INTERVAL
+from .timeouts import BOUNDS, POLL_INTERVAL, Bound
 from .wait import wait_until
 
 log = logging.getLogger("haconform.faults")
@@ -164,20 +166,26 @@ REJOIN_NOISE = CIB_DIFF_RACE + ATTRD_NOT_YET_UP
 class VipWatch:
     """Samples, from the hosts' own address tables, which directors hold the VIP.
 
-    It says when it could not look: the thread's error if it died, and when
-    its samples began and ended, so a watch that never covered the fault
-    window cannot pass an audit by having seen no holder."""
+    It says when it could not look: the thread's error if it died, when its
+    samples began and ended, and the longest time inside the fault window
+    with no complete sample (one in which every director answered or was
+    known down) beyond its bound, so a watch that never covered the fault
+    window, or was blind in the middle of it, cannot pass an audit by having
+    seen no second holder.  A director that could not be asked makes its
+    sample incomplete: it is never counted as not holding the VIP."""
 
-    def __init__(self, deployment):
+    def __init__(self, deployment, *, max_gap: float | None = None):
+        """max_gap: the longest blind time the watch still speaks for (default BOUNDS.vip_watch_gap)."""
         self.cluster = Cluster(deployment)
-        self.samples: list[tuple[float, list[str]]] = []
+        self.samples: list[tuple[float, VipSurvey]] = []
         self.error: str | None = None
+        self.max_gap = max_gap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vip-watch", daemon=True)
 
     def _sample(self) -> None:
         began = time.time()
-        self.samples.append((began, self.cluster.vip_holders()))
+        self.samples.append((began, self.cluster.vip_survey()))
 
     def _run(self) -> None:
         try:
@@ -211,9 +219,27 @@ class VipWatch:
     def last_sample_at(self) -> float | None:
         return self.samples[-1][0] if self.samples else None
 
-    def longest_gap_s(self) -> float:
-        times = [t for t, _ in self.samples]
-        return round(max((b - a for a, b in zip(times, times[1:])), default=0.0), 3)
+    def longest_gap(self, start: float | None = None, end: float | None = None) -> tuple[float, float]:
+        """(from, to) of the longest time overlapping start..end (default: the whole watch) between two
+        complete samples; from the window's edge when no complete sample lies beyond it."""
+        complete = [t for t, survey in self.samples if survey.complete]
+        start = self.first_sample_at if start is None else start
+        end = self.last_sample_at if end is None else end
+        if start is None or end is None:
+            return (0.0, 0.0)
+        before = [t for t in complete if t <= start]
+        after = [t for t in complete if t >= end]
+        points = ([before[-1]] if before else [start]) + [t for t in complete if start < t < end] + \
+                 ([after[0]] if after else [end])
+        return max(zip(points, points[1:]), key=lambda pair: pair[1] - pair[0], default=(start, start))
+
+    def longest_gap_s(self, start: float | None = None, end: float | None = None) -> float:
+        began, ended = self.longest_gap(start, end)
+        return round(ended - began, 3)
+
+    def unasked(self) -> list[tuple[float, dict]]:
+        """The samples in which a director could not be asked: (when, director -> why)."""
+        return [(t, dict(survey.unasked)) for t, survey in self.samples if not survey.complete]
 
     def problems(self, start: float, end: float) -> list[str]:
         """Why the samples cannot speak for the window start..end (empty: they cover it)."""
@@ -230,18 +256,30 @@ class VipWatch:
         if self.last_sample_at < end:
             found.append(f"the VIP watch's last sample came {end - self.last_sample_at:.2f}s before the "
                          "fault window ended")
+        bound = BOUNDS.vip_watch_gap if self.max_gap is None else self.max_gap
+        began, ended = self.longest_gap(start, end)
+        if ended - began > bound:
+            blind = [(t, who) for t, who in self.unasked() if began <= t <= ended]
+            why = f"; a director could not be asked: {blind[0][1]}" if blind else ""
+            found.append(f"the VIP watch could not look for {ended - began:.2f}s inside the fault window "
+                         f"({began - start:+.2f}s to {ended - start:+.2f}s from its start), longer than "
+                         f"{_bound_text(bound)}{why}")
         return found
 
     def describe(self) -> dict:
         return {"samples": len(self.samples), "first_sample_at": self.first_sample_at,
                 "last_sample_at": self.last_sample_at, "longest_gap_s": self.longest_gap_s(),
-                "error": self.error}
+                "incomplete_samples": len(self.unasked()), "error": self.error}
 
     def max_holders(self) -> int:
-        return max((len(h) for _, h in self.samples), default=0)
+        return max((len(survey.holders) for _, survey in self.samples), default=0)
 
     def double_ownership(self) -> list[tuple[float, list[str]]]:
-        return [(t, h) for t, h in self.samples if len(h) > 1]
+        return [(t, list(survey.holders)) for t, survey in self.samples if len(survey.holders) > 1]
+
+
+def _bound_text(bound: float) -> str:
+    return bound.describe() if isinstance(bound, Bound) else f"bound {bound:.1f} s"
 
 
 def operations_since(before: dict, after: dict) -> list[dict]:

@@ -6,7 +6,8 @@ from .cluster import link_holding
 
 
 def frontend_director(deployment):
-    """The director that serves the deployment's frontend: its own address (stages 1-3) or the VIP's holder."""
+    """The director that serves the deployment's frontend: its own address (stages 1-3) or the VIP's holder
+    (DirectorNotAsked when a director could not be asked: it might be the holder)."""
     for director in deployment.directors:
         if director.address == deployment.frontend_address:
             return director

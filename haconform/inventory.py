@@ -289,7 +289,7 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
     path = Path(path)
     data = read_yaml_mapping(
         path, missing_fix="pass --inventory with an existing file (see fixtures/inventory.example.yaml)",
-        layout=LAYOUT)
+        layout=LAYOUT, option="--inventory")
     model = load_model(InventoryModel, data, path=path, layout=LAYOUT)
     if model.vip is None:
         fail(path, "vip", "missing field", f"add `vip: {topology.vip}` (the topology's VIP)")

@@ -23,6 +23,7 @@ from .wait import record_waits
 # Where a checkout keeps the documented configuration, relative to pytest's rootdir.
 DOCUMENTED = Path("fixtures") / "documented"
 ALGORITHMS = Path("fixtures") / "beyond" / "algorithms"
+TOPOLOGY = Path("fixtures") / "topology.yaml"
 # The skip this plugin gives a destructive test against an SSH target: the test is left out.
 DESTRUCTIVE_LEFT_OUT = "destructive:"
 # The evidence table of a test's bounded waits (haconform/wait.py records them).
@@ -137,7 +138,10 @@ def pytest_configure(config):
     config._haconform_run_dir = Path(config.getoption("--history-dir") or config.rootpath / "results") / stamp
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
     config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
-    config._haconform_names = _names(config.getoption("--names"))
+    try:
+        _load_inputs(config)
+    except HaconformError as exc:
+        raise pytest.UsageError(f"haconform: {exc}") from None
     guard = HostGuard(access_mode(config))
     guard.transcript_to(config._haconform_run_dir / TRANSCRIPT)
     config.stash[GUARD_KEY] = guard
@@ -148,6 +152,38 @@ def pytest_unconfigure(config):
     guard = config.stash.get(GUARD_KEY, None)
     if guard is not None:
         guard.close_transcript()
+
+
+def _load_inputs(config) -> None:
+    """Every input of the run read and validated now, before any test (and so any target) starts: the
+    topology, each stage of --config and --algorithms, --names, the inventory.  A bad one ends the run
+    here with one line, whichever tests -k selected."""
+    from .inventory import load_inventory
+    from .stages.manager import check_names, load_all_stages, names_defined
+    from .topology import load_topology
+
+    given = config.getoption("--topology")
+    default = config.rootpath / TOPOLOGY
+    # A session of the harness's own tests runs from a directory without a topology: nothing to check then.
+    topology = load_topology(given or default) if given or default.exists() else None
+    config._haconform_topology = topology
+    config._haconform_stages = load_all_stages(config._haconform_config_dir, config._haconform_algorithms_dir,
+                                               topology)
+    declared = config.getoption("--deployment-stage")
+    if config._haconform_stages and declared not in config._haconform_stages:
+        raise HaconformError(f"no stage {declared!r} in {config._haconform_config_dir}", where="--deployment-stage",
+                             fix=f"use one of {', '.join(config._haconform_stages)}")
+    defined = names_defined(config._haconform_stages.values())
+    config._haconform_names = _names(config.getoption("--names"))
+    if config._haconform_names:
+        check_names(config._haconform_names, defined, where=config.getoption("--names"))
+    config._haconform_inventory = None
+    # Without --inventory, --target ssh fails in make_target (fixtures/deployment.py), still before anything starts.
+    if config.getoption("--target") == "ssh" and config.getoption("--inventory"):
+        topology = topology or load_topology(default)   # says the file is missing, and the fix
+        inventory = load_inventory(config.getoption("--inventory"), topology)
+        check_names(inventory.names, defined, where=str(inventory.path), key_prefix="names.")
+        config._haconform_inventory = inventory
 
 
 def _directory(config, option: str, default: Path, *, required: bool = True) -> Path | None:
@@ -168,14 +204,11 @@ def _directory(config, option: str, default: Path, *, required: bool = True) -> 
 def _names(path: str | None) -> dict[str, str]:
     if not path:
         return {}
-    try:
-        data = read_yaml_mapping(Path(path), missing_fix="pass --names with an existing file",
-                                 layout="README.md (Verify by meaning)")
-    except HaconformError as exc:
-        raise pytest.UsageError(f"haconform: {exc}") from None
+    data = read_yaml_mapping(Path(path), missing_fix="pass --names with an existing file",
+                             layout="README.md (Verify by meaning)", option="--names")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise pytest.UsageError(f"haconform: {path}: names must map the runbook's names to the deployment's "
-                                "(fix: write e.g. `VIP: WebIP`)")
+        raise HaconformError("names must map the runbook's names to the deployment's", where=path,
+                             fix="write e.g. `VIP: WebIP`")
     return data
 
 

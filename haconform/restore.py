@@ -28,6 +28,7 @@ armed: the session stops, and as the harness exits they undo once more.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -219,7 +220,7 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float | None = None
             try:
                 if machine.host.service(service).is_running:
                     continue
-                machine.succeed(f"service {service} start")
+                machine.succeed(f"service {shlex.quote(service)} start")
                 actions.append(f"started {service} on {machine.name}")
             except HaconformError as exc:
                 problems.append(f"{service} on {machine.name} not running and not startable: {exc}")

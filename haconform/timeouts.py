@@ -139,6 +139,9 @@ class Bounds:
     vm_qemu_exit: float = 10.0         # a qemu process gone after SIGKILL
     vm_daemon: float = 30.0            # libvirtd/virtlogd/virtlockd answer on their sockets
     vm_ssh: float = 20.0               # one short ssh probe to a guest over the management network
+    vip_watch_gap: float = 5.0         # the longest time the VIP watch may go without a complete sample
+                                       # (each: `ip -j addr` on every director at once) and still speak
+                                       # for the fault window; a double holding shorter than it could pass
 
 
 # Which allowances a calibration scales, by the category of work behind them
@@ -154,6 +157,8 @@ SCALED: dict[str, str] = {
     "cli_query": "process",
     # A syslog line is seen one log-poll round trip (through the transport) after it is written.
     "log_line": "transport",
+    # A VIP sample is one command per director through the transport.
+    "vip_watch_gap": "transport",
     # The work behind a request: PHP on the real servers.
     "http_request": "php",
     # pcs and pcsd are Python: auth, cluster setup, corosync and pacemaker brought up by pcs.

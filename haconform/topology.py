@@ -14,13 +14,16 @@ from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import PlainValidator, model_validator
 
-from .datafile import DataModel, checked, invalid, key_field, load_model, read_yaml_mapping
+from .datafile import DataModel, ServiceName, checked, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
 
 Role = Literal["director", "realserver", "fence", "client"]
 ROLES = get_args(Role)
 LAYOUT = "fixtures/topology.yaml"
 HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+# A fence domain (virsh start NAME, fence_xvm -H NAME) and an HAProxy server name reach command lines.
+FENCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # Relative to the working directory (a checkout); the package itself holds no data.
 DEFAULT_TOPOLOGY = Path("fixtures") / "topology.yaml"
 
@@ -118,12 +121,18 @@ class NetworkModel(DataModel):
 class HostModel(DataModel):
     role: Role = key_field(kind=f"one of {', '.join(ROLES)}")
     address: IPv4 = key_field(kind="IPv4 in the subnet")
-    fence_name: str | None = None
-    server_name: str | None = None
+    fence_name: Annotated[str | None, checked(lambda v: isinstance(v, str) and FENCE_NAME.match(v),
+                                              "{!r} is not a fence domain name",
+                                              "use the domain's name as `virsh list` shows it, e.g. Node1",
+                                              optional=True)] = None
+    server_name: Annotated[str | None, checked(lambda v: isinstance(v, str) and SERVER_NAME.match(v),
+                                               "{!r} is not an HAProxy server name",
+                                               "use the name of its `server` line in haproxy.cfg, e.g. app1",
+                                               optional=True)] = None
 
 
 class RoleModel(DataModel):
-    services: list[str] = key_field([], fix="write e.g. `services: [rsyslog, haproxy]` (init script names)")
+    services: list[ServiceName] = key_field([], fix="write e.g. `services: [rsyslog, haproxy]` (init script names)")
 
 
 class RolesModel(DataModel):
@@ -208,7 +217,7 @@ def _in_subnet(address: str, subnet: ipaddress.IPv4Network, *, at: tuple):
 def load_topology(path: str | Path | None = None) -> Topology:
     path = Path(path or DEFAULT_TOPOLOGY).resolve()
     data = read_yaml_mapping(path, missing_fix="run from a haconform checkout or pass --topology with an existing file",
-                             layout=LAYOUT)
+                             layout=LAYOUT, option="--topology")
     model = load_model(TopologyModel, data, path=path, layout=LAYOUT)
     hosts = {name: HostSpec(name=name, role=host.role, address=host.address, index=index,
                             fence_name=host.fence_name, server_name=host.server_name)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from haconform.cluster import VipSurvey
 from haconform.errors import HaconformError
 from haconform.faults import (COROSYNC_LOG, LOG_ALLOWANCES, PACEMAKER_LOG, REJOIN_NOISE, Allowance, FaultRun,
                               Reset, VipWatch, audit, stonith_not_documented)
@@ -243,9 +244,18 @@ def test_allow_lists_are_data_tied_to_daemons():
 
 # ----- the VIP watch -----------------------------------------------------------------------------
 
-def vip_watch(holders) -> VipWatch:
+def vip_watch(holders, **unasked) -> VipWatch:
+    """A watch whose every sample finds holders() holding the VIP, and the directors in unasked not asked."""
     watch = VipWatch(Deployment())
-    watch.cluster.vip_holders = holders
+    watch.cluster.vip_survey = lambda: VipSurvey(tuple(holders()), unasked)
+    return watch
+
+
+def recorded_watch(samples, *, max_gap: float = 1.0) -> VipWatch:
+    """A watch that took samples (when, holders, unasked) and stopped (no thread)."""
+    watch = VipWatch(Deployment(), max_gap=max_gap)
+    watch.samples = [(t, VipSurvey(tuple(holders), unasked)) for t, holders, unasked in samples]
+    watch._stop.set()
     return watch
 
 
@@ -288,6 +298,43 @@ def test_a_vip_watch_stuck_in_a_sample_is_a_problem(monkeypatch):
         assert flagged(watch.problems(time.time() - 1, time.time()), "did not stop"), watch.problems(0, 0)
     finally:
         release.set()
+
+
+def test_a_sampling_gap_inside_the_fault_window_longer_than_the_bound_is_could_not_look():
+    # samples every 0.5 s, then nothing from 12.0 to 15.0: a second holder at 13 would have passed unseen
+    times = [10.0, 10.5, 11.0, 11.5, 12.0, 15.0, 15.5, 16.0]
+    watch = recorded_watch([(t, ["server1"], {}) for t in times], max_gap=2.0)
+    assert watch.problems(10.0, 16.0) == [
+        "the VIP watch could not look for 3.00s inside the fault window (+2.00s to +5.00s from its start), "
+        "longer than bound 2.0 s"]
+    assert watch.problems(12.5, 14.5) != []          # inside the gap: the samples around it bound it
+    assert watch.problems(15.0, 16.0) == []          # the same gap, outside this window
+    assert watch.longest_gap_s() == 3.0
+
+
+def test_a_sample_with_a_director_not_asked_is_a_gap_not_a_non_holder():
+    asked_none = {"server4": "server4 could not be asked whether it holds 172.25.5.100: ssh timed out"}
+    samples = [(10.0, ["server1"], {}), (10.5, ["server1"], {})] + \
+              [(11.0 + i * 0.5, ["server1"], asked_none) for i in range(6)] + [(14.0, ["server1"], {})]
+    watch = recorded_watch(samples, max_gap=2.0)
+    problems = watch.problems(10.0, 14.0)
+    assert problems == [
+        "the VIP watch could not look for 3.50s inside the fault window (+0.50s to +4.00s from its start), "
+        f"longer than bound 2.0 s; a director could not be asked: {asked_none}"]
+    assert watch.max_holders() == 1 and watch.describe()["incomplete_samples"] == 6
+
+
+def test_a_gap_within_the_bound_is_no_problem():
+    watch = recorded_watch([(t, ["server4"], {}) for t in (10.0, 10.9, 11.8, 12.7)], max_gap=1.0)
+    assert watch.problems(10.0, 12.7) == []
+
+
+def test_the_gap_bound_defaults_to_the_timeouts_table(monkeypatch):
+    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"vip_watch_gap": 0.4})())
+    watch = VipWatch(Deployment())
+    watch.samples = [(t, VipSurvey(("server1",))) for t in (0.0, 0.3, 0.9)]
+    watch._stop.set()
+    assert [p.split(" inside")[0] for p in watch.problems(0.0, 0.9)] == ["the VIP watch could not look for 0.60s"]
 
 
 # ----- audit() with a run ----------------------------------------------------------------------

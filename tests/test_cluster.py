@@ -128,6 +128,53 @@ def test_vip_holders_are_read_from_each_director():
     assert Cluster(running(holder=None)).vip_holders() == []
 
 
+class PowerControl:
+    """A target whose power control has some hosts off."""
+
+    def __init__(self, *down):
+        self.down = set(down)
+
+    def known_down(self, name):
+        return name in self.down
+
+
+def cut_off(director, *, target=None):
+    """director answers nothing (its transport fails); target: what its power control says of it."""
+    def unreachable(command):
+        raise HaconformError(f"ssh to {director.name}: Connection timed out")
+    director.execute = unreachable
+    director.target = target
+    return director
+
+
+def test_a_director_that_cannot_be_asked_is_unknown_never_not_holding():
+    deployment = running(holder="server1")
+    cut_off(deployment.machine("server4"), target=PowerControl())
+    cluster = Cluster(deployment)
+    survey = cluster.vip_survey()
+    assert survey.holders == ("server1",) and not survey.complete
+    assert survey.unasked == {"server4": f"server4 could not be asked whether it holds {TOPOLOGY.vip}: "
+                                         "HaconformError: ssh to server4: Connection timed out"}
+    with pytest.raises(HaconformError) as caught:
+        cluster.vip_holders()
+    assert str(caught.value) == (f"haconform.cluster: VIP holders unknown: server4 could not be asked whether it "
+                                 f"holds {TOPOLOGY.vip}: HaconformError: ssh to server4: Connection timed out "
+                                 "(holding it among those asked: ['server1'])")
+
+
+def test_a_director_its_power_control_has_off_holds_nothing():
+    deployment = running(holder="server1")
+    cut_off(deployment.machine("server4"), target=PowerControl("server4"))
+    assert Cluster(deployment).vip_survey().complete
+    assert Cluster(deployment).vip_holders() == ["server1"]
+
+
+def test_a_director_printing_garbage_is_not_asked():
+    deployment = running(holder="server1")
+    deployment.machine("server4").host.on("ip -j -4 addr show", stdout="Segmentation fault")
+    assert list(Cluster(deployment).vip_survey().unasked) == ["server4"]
+
+
 def test_fence_list_parses_fence_xvm_output():
     text = "Node1                            3c1f...  on\nNode4                            9a2e...  off\n"
     assert parse_fence_list(text) == {"Node1": "on", "Node4": "off"}

@@ -151,11 +151,13 @@ class NamespaceLab:
     """One lab: create, power, inspect and destroy its hosts."""
 
     def __init__(self, name: str = DEFAULT_LAB, topology: Topology | None = None, *,
-                 bridge: str | None = None, hosts: list[str] | None = None):
+                 bridge: str | None = None, hosts: list[str] | None = None, for_removal: bool = False):
         """bridge: plug the hosts into this existing bridge (made by someone else, e.g.
         libvirt's cluster network) instead of creating NAME-br; hosts: run only these
         hosts of the topology (the others live elsewhere, e.g. in VMs).  Both are kept
-        in lab.json, so `down` after a SIGKILL needs only the name."""
+        in lab.json, so `down` after a SIGKILL needs only the name.  for_removal: the lab is only
+        to be taken down, which works from its name alone when lab.json is damaged (a SIGKILL
+        mid-write) and no topology is given."""
         if not LAB_NAME.match(name):
             raise HaconformError(
                 f"bad lab name {name!r}", where="--name",
@@ -163,14 +165,33 @@ class NamespaceLab:
         self.name = name
         self.dir = STATE_ROOT / name
         saved_path = self.dir / "lab.json"
-        saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+        saved = self._saved_state(saved_path)
         if topology is None:
-            topology = load_topology(saved.get("topology"))
+            if self.damaged is not None and not for_removal:
+                raise HaconformError(f"lab.json is damaged ({self.damaged})", where=str(saved_path),
+                                     fix=f"haconform lab down --name {name} (it finds the lab by its name)")
+            # Removal needs no topology: everything the lab made is found by its name.
+            topology = load_topology(saved.get("topology")) if self.damaged is None else None
         self.topology = topology
         self.external_bridge = bridge if bridge is not None else saved.get("external_bridge")
         self.only_hosts = list(hosts) if hosts is not None else saved.get("hosts")
         for host in self.only_hosts or []:
             self.topology.host(host)
+
+    def _saved_state(self, path: Path) -> dict:
+        """lab.json as `up` wrote it ({} when absent); self.damaged says why it could not be read."""
+        self.damaged: str | None = None
+        if not path.exists():
+            return {}
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.damaged = f"{type(exc).__name__}: {exc}"
+            return {}
+        if not isinstance(saved, dict):
+            self.damaged = f"a JSON {type(saved).__name__}, not an object"
+            return {}
+        return saved
 
     @property
     def host_names(self) -> list[str]:
@@ -377,7 +398,13 @@ class NamespaceLab:
                 run_tool(["umount", "-l", mount_point])
                 removed["mounts"].append(mount_point)
             shutil.rmtree(self.dir, ignore_errors=True)
-            self._drop_guard_route()
+            if self.topology is not None:
+                self._drop_guard_route()
+            else:
+                # The subnet was in the damaged lab.json.  A guard left behind only makes a send from the
+                # machine to that subnet fail at once, which is what it is for; removing the wrong one is not.
+                log.info("lab %s: lab.json was damaged (%s): its guard route, if any, is left in place",
+                         self.name, self.damaged)
         (STATE_ROOT / f"{self.name}.lock").unlink(missing_ok=True)
         return removed
 

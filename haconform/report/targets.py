@@ -90,8 +90,9 @@ def load_side(path: Path, *, golden: list[dict] | None = None, config_dir: Path 
         raise HaconformError("not a directory", where=str(path), fix=BAD_DIR_FIX)
     try:
         verdict = load_verdict(path, golden=golden, config_dir=config_dir)
-    except (OSError, ValueError, KeyError) as exc:
-        raise HaconformError(f"its verdict.json or history.jsonl cannot be read ({exc})", where=str(path),
+    except (OSError, ValueError, KeyError, HaconformError) as exc:
+        why = f"{exc.where}: {exc.what}" if isinstance(exc, HaconformError) else exc
+        raise HaconformError(f"its verdict.json or history.jsonl cannot be read ({why})", where=str(path),
                              fix=BAD_DIR_FIX) from None
     if not isinstance(verdict, dict) or not isinstance(verdict.get("musts"), list):
         raise HaconformError("neither a verdict.json nor a history.jsonl with conformance tests", where=str(path),
@@ -103,7 +104,7 @@ def load_side(path: Path, *, golden: list[dict] | None = None, config_dir: Path 
             try:
                 side.records = read_history(history)
                 side.history = history
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, HaconformError):
                 continue   # a history cut short by a killed session: the verdict's figures still stand
             break
     return side

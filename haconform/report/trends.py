@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import HaconformError
 from ..secrets import redact
 from .html import anchor, duration_text, esc, page, verdict_class
-from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, stage_key
+from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, read_json_mapping, stage_key
 
 # unit -> (relative change, absolute floor): a figure "moved" when |B - A| reaches both.
 THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -117,11 +119,8 @@ def load_run(path: Path, *, golden: list[dict] | None = None, config_dir: Path |
     run = Run(path.name, path)
     run.verdict = load_verdict(path, golden=golden, config_dir=config_dir)
     summary = path / "summary.json"
-    if summary.is_file():
-        try:
-            run.perf = json.loads(summary.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            run.perf = None
+    if summary.exists():
+        run.perf = read_json_mapping(summary, what="a perf summary")
     if run.verdict is None and run.perf is None:
         return None
     figures = (verdict_figures(run.verdict) if run.verdict else []) + (perf_figures(run.perf) if run.perf else [])
@@ -129,10 +128,22 @@ def load_run(path: Path, *, golden: list[dict] | None = None, config_dir: Path |
     return run
 
 
-def load_runs(results: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None) -> list[Run]:
+def load_runs(results: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None,
+              warn=None) -> list[Run]:
+    """Every run under results; a damaged one (a file cut short by a killed session) is left out with
+    one line to warn(), and the others are still read."""
+    results = Path(results)
+    if not results.is_dir():
+        raise HaconformError("no such directory" if not results.exists() else "not a directory", where=str(results),
+                             fix="pass the directory the runs were kept in (default: results/ of the checkout)")
     runs = []
-    for path in sorted(p for p in Path(results).iterdir() if p.is_dir()) if Path(results).is_dir() else []:
-        run = load_run(path, golden=golden, config_dir=config_dir)
+    for path in sorted(p for p in results.iterdir() if p.is_dir()):
+        try:
+            run = load_run(path, golden=golden, config_dir=config_dir)
+        except HaconformError as exc:
+            if warn is not None:
+                warn(f"haconform report: warning: skipped run {path.name}: {exc}")
+            continue
         if run is not None:
             runs.append(run)
     return runs
@@ -467,7 +478,8 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
     results_path = Path(results)
     golden_rows = read_golden(Path(golden))
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
-    runs = load_runs(results_path, golden=golden_rows, config_dir=config_path)
+    runs = load_runs(results_path, golden=golden_rows, config_dir=config_path,
+                     warn=lambda line: say(line, file=sys.stderr))
     comparison = None
     if compare_dirs:
         a_dir, b_dir = (_resolve(name, results_path) for name in compare_dirs)

@@ -35,6 +35,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..datafile import read_text_file
+from ..errors import HaconformError
 from ..secrets import redact, redact_obj
 
 SCHEMA_VERSION = 1
@@ -82,11 +84,16 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
     """history.jsonl lines -> one record per node id, in first-seen order (a left-out setup skip
     and a call record of one test are merged)."""
     merged: dict[str, dict] = {}
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
-        raw = json.loads(line)
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"line {number} is not JSON ({exc})") from None
+        if not isinstance(raw, dict) or "nodeid" not in raw:
+            raise ValueError(f"line {number} is not a history row (no nodeid)")
         record = {"nodeid": raw["nodeid"], "outcome": raw.get("outcome", "passed"),
                   "reason": raw.get("reason") or raw.get("left_out"), "left_out": bool(raw.get("left_out")),
                   "duration": raw.get("duration") or 0.0, "requirement": raw.get("requirement"),
@@ -99,8 +106,14 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
 
 
 def read_history(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return records_from_history(fh)
+    """A run's history.jsonl; HaconformError naming the file and line when one is damaged (a run killed
+    mid-write leaves a truncated last line)."""
+    lines = read_text_file(Path(path), missing_fix="pass a run directory that has history.jsonl").splitlines()
+    try:
+        return records_from_history(lines)
+    except ValueError as exc:
+        raise HaconformError(str(exc), where=str(path),
+                             fix="the run was cut short: remove its directory, or that line") from None
 
 
 # ----- figures -----------------------------------------------------------------------------------
@@ -444,9 +457,23 @@ def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None,
 
 def load_verdict(run_dir: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None) -> dict | None:
     path = Path(run_dir) / "verdict.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+    if path.exists():
+        return read_json_mapping(path, what="a verdict")
     return verdict_from_history(run_dir, golden=golden, config_dir=config_dir)
+
+
+def read_json_mapping(path: Path, *, what: str) -> dict:
+    """A run's JSON file (verdict.json, summary.json); HaconformError naming it when it is damaged."""
+    text = read_text_file(Path(path), missing_fix="pass a run directory of results/")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise HaconformError(f"not valid JSON ({exc})", where=str(path),
+                             fix="the run was cut short: remove its directory, or run the session again") from None
+    if not isinstance(data, dict):
+        raise HaconformError(f"not {what} (a JSON {type(data).__name__}, not an object)", where=str(path),
+                             fix="remove the run's directory, or run the session again")
+    return data
 
 
 def write_json(verdict: dict, path: Path) -> None:

@@ -85,11 +85,12 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
             continue
         for host in _hosts_of_selector(stage, mode.get("selector"), topology, plan):
             machine = machines[host]
-            want = f"{mode.get('owner', 'root')}:{mode.get('group', 'root')} {int(str(mode.get('mode', '0755')), 8):o}"
+            owner_group = f"{mode.get('owner', 'root')}:{mode.get('group', 'root')}"
+            want = f"{owner_group} {int(str(mode.get('mode', '0755')), 8):o}"
             have = machine.execute(f"stat -c '%U:%G %a' {shlex.quote(path)} 2>/dev/null").stdout.strip()
             if have != want:
-                machine.succeed(f"mkdir -p {shlex.quote(path)} && chown {want.split()[0]} {shlex.quote(path)}"
-                                f" && chmod {mode.get('mode', '0755')} {shlex.quote(path)}")
+                machine.succeed(f"mkdir -p {shlex.quote(path)} && chown {shlex.quote(owner_group)} {shlex.quote(path)}"
+                                f" && chmod {shlex.quote(str(mode.get('mode', '0755')))} {shlex.quote(path)}")
                 result.changed.setdefault(host, []).append(path + "/")
     for selector, rules in stage.services.items():
         for host in stage.hosts_for(selector, topology):
@@ -98,15 +99,16 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
             changed = result.changed.get(host, [])
             for rule in rules:
                 service = machine.host.service(rule.name)
+                quoted = shlex.quote(rule.name)
                 if not service.is_enabled:
-                    machine.succeed(f"update-rc.d {rule.name} enable")
+                    machine.succeed(f"update-rc.d {quoted} enable")
                     actions.append(f"enabled {rule.name}")
                 touched = any(c == w or c.startswith(w.rstrip("/") + "/") for c in changed for w in rule.watches)
                 if not service.is_running:
-                    machine.succeed(f"service {rule.name} start")
+                    machine.succeed(f"service {quoted} start")
                     actions.append(f"started {rule.name}")
                 elif touched and rule.on_change != "none":
-                    machine.succeed(f"service {rule.name} {rule.on_change}")
+                    machine.succeed(f"service {quoted} {rule.on_change}")
                     actions.append(f"{rule.on_change}ed {rule.name}")
     return result
 

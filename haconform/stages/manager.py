@@ -19,16 +19,68 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
+from ..datafile import read_text_file
 from ..errors import HaconformError
 from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
-from .verify import cluster_drift, fencing_drift, file_drift
+from .semantic import parse_haproxy_cfg
+from .verify import HAPROXY_CFG, cluster_drift, fencing_drift, file_drift
 
 log = logging.getLogger("haconform.stages")
 RUNBOOK_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
+
+
+# haproxy.cfg sections whose names a deployment may spell its own way (servers too: `server NAME ...`).
+NAMED_PROXIES = ("frontend", "backend", "listen")
+
+
+def load_all_stages(config_dir: Path, algorithms_dir: Path | None, topology) -> dict[str, Stage]:
+    """Every stage of config_dir and algorithms_dir, validated now, keyed as StageManager.stage asks for
+    them: a malformed stage fails the run at its start, whichever tests it selects.  A config_dir that
+    holds any stage must hold all of RUNBOOK_STAGES."""
+    config_dir = Path(config_dir)
+    found = {d.name: d for d in sorted(config_dir.iterdir()) if (d / "stage.yaml").exists()}
+    missing = [name for name in RUNBOOK_STAGES if name not in found]
+    if found and missing:
+        raise HaconformError(f"no {', '.join(missing)} (has {', '.join(found)})", where=str(config_dir),
+                             fix=f"add {config_dir / missing[0]}/stage.yaml (see fixtures/documented/README.md)")
+    stages = {name: load_stage(d, topology, search=(config_dir,)) for name, d in found.items()}
+    if algorithms_dir is not None:
+        for d in sorted(Path(algorithms_dir).iterdir()):
+            name = f"algorithm-{d.name}"
+            if (d / "stage.yaml").exists() and name not in stages:
+                stages[name] = load_stage(d, topology, search=(config_dir,))
+    return stages
+
+
+def names_defined(stages: Iterable[Stage]) -> set[str]:
+    """The runbook's names a deployment may call its own way (--names, the inventory's `names:`): the
+    cluster's resource, device and group ids, and haproxy.cfg's proxies and servers."""
+    names: set[str] = set()
+    for stage in stages:
+        if stage.cluster is not None:
+            spec = stage.cluster
+            names.update(r.id for r in [*spec.resources.values(), *spec.stonith.values()])
+            names.update([spec.group_id] if spec.group_id else [])
+        for f in stage.files:
+            if f.dest != HAPROXY_CFG:
+                continue
+            for section in parse_haproxy_cfg(read_text_file(f.source, missing_fix="restore the stage's file")):
+                if section.kind in NAMED_PROXIES and section.name:
+                    names.add(section.name)
+                names.update(d.words[1] for d in section.directives if d.words[0] == "server" and len(d.words) > 1)
+    return names
+
+
+def check_names(names: Mapping[str, str], defined: set[str], *, where: str, key_prefix: str = "") -> None:
+    """Every key of a names mapping is a name the runbook defines: an unknown one would be ignored."""
+    for key in names:
+        if key not in defined:
+            raise HaconformError(f"{key_prefix}{key}: not a name the runbook defines", where=where,
+                                 fix=f"map one of {', '.join(sorted(defined)) or '(none: the --config has no stage)'}")
 
 
 class StageLeftOut(Exception):
@@ -46,7 +98,8 @@ class StageInForce:
 class StageManager:
     def __init__(self, deployment, config_dir: Path, hacluster_password: str, *, mode: str = "apply",
                  deployment_stage: str = "stage5", algorithms_dir: Path | None = None,
-                 names: Mapping[str, str] | None = None):
+                 names: Mapping[str, str] | None = None, preloaded: Mapping[str, Stage] | None = None):
+        """preloaded: the stages load_all_stages validated at the session's start (same topology)."""
         self.deployment = deployment
         self.config_dir = Path(config_dir)
         self.algorithms_dir = Path(algorithms_dir) if algorithms_dir else None
@@ -56,7 +109,7 @@ class StageManager:
         self.deployment_stage = deployment_stage
         self.names = dict(names or {})
         self._password = hacluster_password
-        self._stages: dict[str, Stage] = {}
+        self._stages: dict[str, Stage] = dict(preloaded or {})
         self._verified: dict[str, dict] = {}
         if mode == "verify":
             declared = self.stage(deployment_stage)

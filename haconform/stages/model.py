@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal, Mapping, get_args
 
 from pydantic import Field, PlainValidator, field_validator, model_validator
 
-from ..datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
+from ..datafile import (AccountName, DataModel, Mode, ServiceName, checked, fail, invalid, key_field, load_model,
+                        read_yaml_mapping)
 from ..errors import HaconformError
 from ..readers.cluster import pcmk_seconds
 from ..secrets import discover as discover_secrets
@@ -266,16 +267,16 @@ class FencingModel(DataModel):
 
 
 class ServiceRuleModel(DataModel):
-    name: Name = key_field(kind="the init script's name")
+    name: ServiceName = key_field(kind="the init script's name")
     on_change: OnChange = "none"
     watches: list[Text] | None = key_field(None, fix="write e.g. `watches: [/etc/haproxy/haproxy.cfg]`")
 
 
 class ModeModel(DataModel):
     selector: Selector | None = None
-    owner: Scalar | None = None
-    group: Scalar | None = None
-    mode: Scalar | None = None
+    owner: AccountName | None = None
+    group: AccountName | None = None
+    mode: Mode | None = None
     directory: bool = False
 
 
@@ -396,7 +397,7 @@ def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, 
 
 def _manifest(directory: Path) -> tuple[Path, StageModel]:
     path = directory / "stage.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise HaconformError("no stage.yaml", where=str(directory),
                              fix="point --config at a directory laid out like fixtures/documented/")
     return path, load_model(StageModel, read_yaml_mapping(path, missing_fix="add stage.yaml", layout=LAYOUT),
@@ -413,6 +414,34 @@ def _own_files(directory: Path) -> list[StageFile]:
             if path.is_file():
                 files.append(StageFile(selector_dir.name, "/" + str(path.relative_to(selector_dir)), path))
     return files
+
+
+def _selects_a_host(selector: str, topology: Topology) -> bool:
+    kind, value = SELECTOR.match(selector).groups()
+    return value in topology.hosts if kind == "host" else bool(topology.by_role(value))
+
+
+def _selector_fix(topology: Topology) -> str:
+    roles = sorted({h.role for h in topology.hosts.values()})
+    return f"use role-<role> (roles there: {', '.join(roles)}) or host-<host> (hosts: {', '.join(topology.hosts)})"
+
+
+def _check_selectors(path: Path, directory: Path, manifest: StageModel, topology: Topology | None) -> None:
+    """Every selector of the stage's own names a host: one that names none would apply nothing, silently."""
+    if topology is None:
+        return
+    for selector_dir in sorted(p for p in directory.iterdir() if p.is_dir() and SELECTOR.match(p.name)):
+        if not _selects_a_host(selector_dir.name, topology):
+            raise HaconformError(f"selector {selector_dir.name!r} matches no host of {topology.path}",
+                                 where=str(selector_dir), fix=_selector_fix(topology))
+    for selector in manifest.services or {}:
+        if not _selects_a_host(selector, topology):
+            fail(path, f"services.{selector}", f"selector {selector!r} matches no host of {topology.path}",
+                 _selector_fix(topology))
+    for target, mode in (manifest.modes or {}).items():
+        if mode.selector and not _selects_a_host(mode.selector, topology):
+            fail(path, f"modes.{target}.selector", f"selector {mode.selector!r} matches no host of {topology.path}",
+                 _selector_fix(topology))
 
 
 def load_stage(directory: str | Path, topology: Topology | None = None, *,
@@ -437,6 +466,7 @@ def _load(directory: Path, topology, search, *, seen: tuple[str, ...]) -> Stage:
     if manifest.base:
         base = _load(_find_base(manifest.base, directory, search, path), topology, search, seen=(*seen, name))
     own = _own_files(directory)
+    _check_selectors(path, directory, manifest, topology)
     for f in own:
         # A documented file may carry credentials (`stats auth`): registered before any of it is logged.
         if f.source.stat().st_size < 1 << 20:

@@ -127,6 +127,11 @@ class Target(abc.ABC):
         """'on', 'off' or 'crashed', as the target's power control sees the host."""
         raise HaconformError(f"target {self.kind} has no power control", where="--target")
 
+    def known_down(self, name: str) -> bool:
+        """The target's own power control has the host off or crashed, so it holds nothing; a host that
+        merely does not answer is not known down.  A target without such a power control: never."""
+        return False
+
     @abc.abstractmethod
     def nic_state(self, name: str) -> str:
         """'up', 'down' or 'absent': the host's cluster-network link."""

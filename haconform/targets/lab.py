@@ -50,6 +50,9 @@ class LabTarget(Target):
     def power_state(self, name: str) -> str:
         return self.lab.power_state(name)
 
+    def known_down(self, name: str) -> bool:
+        return self.lab.power_state(name) in ("off", "crashed")   # the lab's own record, not a guess
+
     def nic_state(self, name: str) -> str:
         return self.lab.nic_state(name)
 

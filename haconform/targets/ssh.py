@@ -378,6 +378,11 @@ class SshTarget(Target):
             return "on"
         return "crashed" if name in self._crashed else "off"
 
+    def known_down(self, name: str) -> bool:
+        # Only a crash the harness itself caused, and the host silent since: an existing deployment's host
+        # that does not answer may still hold addresses (its "off" above is inferred from the silence).
+        return name in self._crashed and self.answers(name, timeout=2) is None
+
     def booted(self, name: str) -> bool:
         try:
             result = self._run(name, "if test -d /run/systemd/system; then systemctl is-system-running; "

@@ -107,6 +107,9 @@ class LibvirtGuests(SshTarget):
             return "crashed"
         return "on"
 
+    def known_down(self, name: str) -> bool:
+        return self.power_state(name) in ("off", "crashed")   # libvirt's domain state and the crash record
+
     def booted(self, name: str) -> bool:
         if libvirt.domain_state(self.domain(name)) != "running":
             return False
@@ -189,6 +192,9 @@ class VagrantTarget(Target):
 
     def booted(self, name: str) -> bool:
         return self._for(name).booted(name)
+
+    def known_down(self, name: str) -> bool:
+        return self._for(name).known_down(name)
 
     def _set_nic(self, name: str, state: str) -> None:
         self._for(name)._set_nic(name, state)

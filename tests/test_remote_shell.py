@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import threading
@@ -203,3 +204,43 @@ def test_input_is_never_on_a_command_line_and_its_file_is_private_and_removed(tm
     [directory] = shell_directories(tmp_path)
     assert not (directory / "i").exists()
     pool.close()
+
+
+# ----- streaming: a read-only run writes nothing on the host ------------------------------------------
+
+@pytest.fixture
+def streaming(tmp_path):
+    p = ShellPool(["/bin/sh"], tmp_root=str(tmp_path), streaming=True)
+    yield p
+    p.close()
+
+
+def test_streamed_output_exit_code_stderr_and_input_come_back_intact(streaming, tmp_path):
+    assert streaming.run("printf 'a\\0b\\n'; echo oops >&2; exit 3", 10) == (3, b"a\x00b\n", b"oops\n")
+    key = os.urandom(512)
+    assert streaming.run("cat", 10, input=key) == (0, key, b"")
+    assert streaming.run("printf 'no newline'", 10) == (0, b"no newline", b"")
+    big = streaming.run("head -c 300000 /dev/zero", 10)
+    assert big[0] == 0 and big[1] == b"\0" * 300000
+    assert streaming.run("sleep 30", 0.5)[0] == 124
+    assert streaming.run("echo next; echo err >&2", 10) == (0, b"next\n", b"err\n")
+    assert not list(tmp_path.iterdir()), "a streaming shell made files in its tmp root"
+
+
+def test_a_streaming_shell_makes_no_file_anywhere(tmp_path):
+    """Every file the shell and its commands open for writing, traced: none (the input goes through a pipe)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (`haconform lab install` installs it)")
+    trace = tmp_path / "trace"
+    pool = ShellPool([strace, "-f", "-qq", "-e", "trace=openat,creat,mkdir,mkdirat,rename,unlink,unlinkat",
+                      "-o", str(trace), "/bin/sh"], tmp_root=str(tmp_path / "tmp"), streaming=True)
+    try:
+        assert pool.run("cat", 10, input=b"secret input\n") == (0, b"secret input\n", b"")
+        assert pool.run("crm_mon --version >/dev/null 2>&1; echo done", 10)[1] == b"done\n"
+    finally:
+        pool.close()
+    writes = [line for line in trace.read_text().splitlines()
+              if ("O_WRONLY" in line or "O_RDWR" in line or "O_CREAT" in line or "mkdir" in line
+                  or "unlink" in line or "rename" in line) and "/dev/null" not in line and "/dev/tty" not in line]
+    assert not writes, writes

@@ -12,6 +12,9 @@ The reply is read back by length, so output is binary-safe, and within a
 deadline: a command that outlives it gets its shell killed (exit 124, like
 `timeout`), and the next command gets a fresh shell.
 
+Two ways to bring a command's output back:
+
+spooled (the default; targets haconform built, and --allow-destructive):
 $d is the shell's one private directory (mktemp -d, 0700), made when the shell
 starts and removed when it exits (trap on EXIT: a harness that dies closes the
 shell's stdin, so the shell reads EOF, exits and cleans up).  Its name carries
@@ -20,6 +23,16 @@ that are gone (killed with SIGKILL, or cut off with their host) in the same
 start-up script: no extra round trip.  A command's input (IN) travels in the
 script itself as a here-document of its base64, decoded on the host into $d/i
 (umask 077) and removed after the command: it is never part of any argv.
+
+streamed (a read-only run: nothing may be written to the host, not even to /tmp):
+nothing is made on the host.  stdout is held in a shell variable, base64-encoded
+(so binary output survives), the exit code appended after a newline, and sent as
+`TOKEN length` and the encoded text; stderr goes as it is onto the ssh session's
+own stderr channel between two marker lines.  The input is a here-document of
+its base64 decoded into the command's stdin through a pipe (dash makes
+here-documents with pipes, not files).  A command that leaves a daemon holding
+its stdout would keep the shell waiting, which is why only read-only runs (whose
+commands start nothing) stream.
 """
 
 from __future__ import annotations
@@ -78,6 +91,29 @@ def start_script(tmp_root: str) -> str:
         ': >"$__d/o"; : >"$__d/e"; umask "$__m"\n')
 
 
+# What a streaming shell runs first: nothing on the host's disks, only the umask of its commands.
+STREAMING_START = ""
+
+
+def streamed_command_script(command: str, token: str, input: bytes | None) -> str:
+    """One command for a streaming shell (see the module docstring): writes nothing on the host."""
+    run = f"/bin/sh -c {shlex.quote(command)}"
+    begin, end = stderr_markers(token)
+    if input is None:
+        body = f"__o=$( {{ {run} </dev/null; printf '\\n%s' \"$?\"; }} | base64 )\n"
+    else:
+        delimiter = f"HACONFORM_INPUT_{token.removeprefix('haconform-')}"
+        data = base64.encodebytes(input).decode("ascii")
+        body = (f"__o=$( {{ base64 -d <<'{delimiter}' | {run}; printf '\\n%s' \"$?\"; }} | base64\n"
+                f"{data}{delimiter}\n)\n")
+    return (f"printf '%s\\n' {begin} >&2\n" + body +
+            f"printf '\\n%s\\n' {end} >&2; printf '%s %s\\n' {token} \"${{#__o}}\"; printf '%s' \"$__o\"\n")
+
+
+def stderr_markers(token: str) -> tuple[str, str]:
+    return f"{token}-begin", f"{token}-end"
+
+
 def command_script(command: str, token: str, input: bytes | None) -> str:
     """One command for the shell: its reply starts with a line `TOKEN rc len(stdout) len(stderr)`."""
     reply = (f'printf "{token} %s %s %s\\n" "$__r" "$(wc -c <"$__d/o")" "$(wc -c <"$__d/e")"; '
@@ -96,27 +132,59 @@ def command_script(command: str, token: str, input: bytes | None) -> str:
 
 
 class RemoteShell:
-    """One shell process; not thread-safe (ShellPool hands each to one caller at a time)."""
+    """One shell process; not thread-safe (ShellPool hands each to one caller at a time).
+    streaming: bring output back without writing anything on the host (see the module docstring)."""
 
-    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT):
+    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT, streaming: bool = False):
         self.argv = argv
         self.tmp_root = tmp_root
+        self.streaming = streaming
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True)
         self._buffer = bytearray()
         self._stderr: deque[str] = deque(maxlen=20)
+        self._errors = bytearray()                  # streaming: the stderr channel not yet handed out
+        self._errors_grew = threading.Condition()
         self._stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr_reader.start()
         try:
             # Queued behind the login: the first command's reply waits for it, no round trip of its own.
-            self.process.stdin.write(start_script(tmp_root).encode())
+            self.process.stdin.write((STREAMING_START if streaming else start_script(tmp_root)).encode())
             self.process.stdin.flush()
         except (BrokenPipeError, ValueError):
             pass   # the shell is already gone: the first run() says why
 
     def _drain_stderr(self) -> None:
-        for raw in self.process.stderr:
-            self._stderr.append(raw.decode("utf-8", "replace").rstrip())
+        if not self.streaming:
+            for raw in self.process.stderr:
+                self._stderr.append(raw.decode("utf-8", "replace").rstrip())
+            return
+        fd = self.process.stderr.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            with self._errors_grew:
+                if chunk:
+                    self._errors += chunk
+                self._errors_grew.notify_all()
+            if not chunk:
+                return
+
+    def _command_stderr(self, token: str, deadline: float) -> bytes:
+        """Streaming: the bytes the command wrote on stderr, between its two marker lines."""
+        begin, end = (f"{marker}\n".encode() for marker in stderr_markers(token))
+        closing = b"\n" + end
+        with self._errors_grew:
+            while closing not in self._errors:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (not self._stderr_reader.is_alive() and closing not in self._errors):
+                    raise ShellTimeout()
+                self._errors_grew.wait(remaining)
+            noise, _, rest = bytes(self._errors).partition(begin)
+            command_err, _, after = rest.partition(closing)
+            self._errors = bytearray(after)
+        for line in noise.decode("utf-8", "replace").splitlines():
+            self._stderr.append(line.rstrip())   # the login's own words (a banner), for error messages
+        return command_err
 
     @property
     def alive(self) -> bool:
@@ -162,6 +230,8 @@ class RemoteShell:
     def run(self, command: str, timeout: float, *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr); input: the command's stdin (else /dev/null)."""
         token = "haconform-" + tokens.token_hex(8)
+        if self.streaming:
+            return self._run_streamed(command, token, timeout, input)
         script = command_script(command, token, input)
         try:
             self.process.stdin.write(script.encode())
@@ -175,6 +245,22 @@ class RemoteShell:
                 break   # anything before the token is the shell's own noise (a login banner)
         rc, out_size, err_size = (int(w) for w in words[1:])
         return rc, self._read_exact(out_size, deadline), self._read_exact(err_size, deadline)
+
+    def _run_streamed(self, command: str, token: str, timeout: float, input: bytes | None) -> tuple[int, bytes, bytes]:
+        try:
+            self.process.stdin.write(streamed_command_script(command, token, input).encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise self._gone() from None
+        deadline = time.monotonic() + timeout
+        while True:
+            words = self._read_line(deadline).decode("utf-8", "replace").split()
+            if len(words) == 2 and words[0] == token:
+                break
+        encoded = self._read_exact(int(words[1]), deadline)
+        payload = base64.b64decode(encoded)
+        stdout, _, rc = payload.rpartition(b"\n")
+        return int(rc), stdout, self._command_stderr(token, deadline)
 
     def end_input(self) -> None:
         """EOF on the shell's stdin: an idle shell exits and removes its directory."""
@@ -213,11 +299,13 @@ class RemoteShell:
 
 
 class ShellPool:
-    """Idle shells of one host; a caller takes one (or starts one), runs, gives it back."""
+    """Idle shells of one host; a caller takes one (or starts one), runs, gives it back.
+    streaming: the shells write nothing on the host (a read-only run; see the module docstring)."""
 
-    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT):
+    def __init__(self, argv: list[str], *, tmp_root: str = DEFAULT_TMP_ROOT, streaming: bool = False):
         self.argv = argv
         self.tmp_root = tmp_root
+        self.streaming = streaming
         self._idle: list[RemoteShell] = []
         self._lock = threading.Lock()
         self._all: list[RemoteShell] = []
@@ -229,7 +317,7 @@ class ShellPool:
                 if shell.alive:
                     return shell, False
                 self._all.remove(shell)
-            shell = RemoteShell(self.argv, tmp_root=self.tmp_root)
+            shell = RemoteShell(self.argv, tmp_root=self.tmp_root, streaming=self.streaming)
             self._all.append(shell)
             return shell, True
 

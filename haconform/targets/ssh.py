@@ -138,9 +138,11 @@ class AccessBackend(GuardedBackend):
         self.control_dir = control_dir
         # ssh hosts: commands go to long-lived shells (remote_shell.py), not one session each.
         # A command's input goes to the shell inside its script, never into an argv.
-        self._shells = (ShellPool(["ssh", *ssh_options(access), remote_command(access, "exec /bin/sh")])
-                        if persistent and access.kind == "ssh" else None)
         super().__init__(hostname, *args, **kwargs)
+        # A read-only run streams every output back: nothing, not even a spool file, lands on the host.
+        self._shells = (ShellPool(["ssh", *ssh_options(access), remote_command(access, "exec /bin/sh")],
+                                  streaming=self.guard.read_only)
+                        if persistent and access.kind == "ssh" else None)
 
     def close(self) -> None:
         if self._shells:

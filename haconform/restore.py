@@ -74,9 +74,14 @@ class Snapshot:
 class Restoration:
     found: list[str] = field(default_factory=list)      # cluster differences seen before acting
     actions: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # what was not put back
     switches: list[str] = field(default_factory=list)   # what became of each dead-man switch
     seconds: float = 0.0
+    stopped_by: str | None = None                       # the exception that ended the restore early
+
+    def as_evidence(self) -> dict:
+        return {"found": self.found, "did": self.actions, "not put back": self.problems,
+                "dead-man switches": self.switches, "stopped by": self.stopped_by, "seconds": self.seconds}
 
 
 def _fault_hosts(deployment) -> list:
@@ -178,11 +183,34 @@ def _whole(view: ClusterView, members: list[str]) -> bool:
 
 def restore(deployment, before: Snapshot, *, settle_timeout: float | None = None) -> Restoration:
     """Bring back what before recorded (see the module docstring); say what could not be.
-    settle_timeout: how long the cluster may take to settle (default BOUNDS.cluster_settle)."""
-    settle_timeout = BOUNDS.cluster_settle if settle_timeout is None else settle_timeout
+    settle_timeout: how long the cluster may take to settle (default BOUNDS.cluster_settle).
+
+    Fail-stop: whatever ends the restore early (a wait that ran out on a slow guest, a refused
+    command, a bug) is a problem like any other: it is recorded with what was done and found so
+    far, and the switches stay armed, so the caller stops the session and the switches undo what
+    the restore did not."""
     began = time.monotonic()
-    target = deployment.target
     outcome = Restoration()
+    try:
+        _restore(deployment, before, outcome,
+                 BOUNDS.cluster_settle if settle_timeout is None else settle_timeout)
+    except Exception as exc:
+        outcome.stopped_by = f"{type(exc).__name__}: {exc}"
+        outcome.problems.append(f"the restore itself stopped ({outcome.stopped_by})")
+    target = deployment.target
+    if outcome.problems:
+        outcome.switches = [f"left armed (restore failed): {s!r}" for s in deadman.armed(target)]
+    else:
+        outcome.switches = deadman.disarm_all(target)
+        # A switch that fired while the harness lived undid the test's change under it: say so.
+        outcome.problems += [f"dead-man switch fired before disarm: {s}" for s in outcome.switches
+                             if "fired before disarm" in s]
+    outcome.seconds = round(time.monotonic() - began, 2)
+    return outcome
+
+
+def _restore(deployment, before: Snapshot, outcome: Restoration, settle_timeout: float) -> None:
+    target = deployment.target
     rebooted = False
 
     def bring_back(machine) -> tuple[list[str], list[str], bool]:
@@ -230,15 +258,6 @@ def restore(deployment, before: Snapshot, *, settle_timeout: float | None = None
         for actions, problems in pool.map(start_services, machines):
             outcome.actions += actions
             outcome.problems += problems
-    if outcome.problems:
-        outcome.switches = [f"left armed (restore failed): {s!r}" for s in deadman.armed(target)]
-    else:
-        outcome.switches = deadman.disarm_all(target)
-        # A switch that fired while the harness lived undid the test's change under it: say so.
-        outcome.problems += [f"dead-man switch fired before disarm: {s}" for s in outcome.switches
-                             if "fired before disarm" in s]
-    outcome.seconds = round(time.monotonic() - began, 2)
-    return outcome
 
 
 def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, timeout: float) -> None:

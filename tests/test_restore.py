@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from haconform.topology import load_topology
 from tests.fakes import FakeHost, FakeResult, GuardedFake
 
 TOPOLOGY = load_topology()
+DOCUMENTED = Path(__file__).resolve().parent.parent / "fixtures" / "documented"
 pytest_plugins = ["pytester"]
 
 
@@ -253,10 +256,85 @@ def test_fixture_stops_the_session_when_restore_fails(pytester):
         def test_two():
             pass
     """)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:haconform")
-    assert result.ret == 3
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--config", str(DOCUMENTED),
+                                          "--history-dir", str(pytester.path / "h"))
+    assert result.ret == 7   # fixtures/restore.py EXIT_NOT_RESTORED: none of pytest's own 0..5
     result.stdout.fnmatch_lines(["*could not be restored*nodes not online*server4*"])
     assert "test_two" not in result.stdout.str().split("could not be restored")[1]
+    rows = [json.loads(line) for line in next((pytester.path / "h").glob("*/history.jsonl")).read_text().splitlines()]
+    stopped = [row for row in rows if row.get("stopped_session")]
+    assert [(r["nodeid"], r["phase"], r["outcome"]) for r in stopped] == [("test_fixture_stops_the_session_when_restore_fails.py::test_one", "teardown", "error")]
+    assert "nodes not online" in stopped[0]["reason"]
+
+
+def test_a_restore_that_times_out_stops_the_session_with_the_switches_armed(pytester, monkeypatch):
+    """A slow guest: the restore's wait runs out (WaitTimeout, an AssertionError, not a HaconformError).
+    The session stops at once with its own exit status, says what was found and not put back, and the
+    dead-man switches stay armed so they still undo the test's change."""
+    pytester.makeconftest("""
+        import pytest
+        from haconform import deadman, restore as restore_module
+        from haconform.errors import WaitTimeout
+        from haconform.restore import Snapshot
+        import fixtures.restore as restore_fixture
+
+        pytest_plugins = ["fixtures.restore"]
+
+        class Target:
+            pass
+
+        class Switch:
+            disarmed = False
+            def disarm(self):
+                Switch.disarmed = True
+                return "disarmed"
+            def __repr__(self):
+                return "<switch: pcs node unstandby server1>"
+
+        TARGET = Target()
+
+        class Deployment:
+            target = TARGET
+
+        @pytest.fixture
+        def deployment():
+            return Deployment()
+
+        def slow_guest(deployment, before, outcome, settle_timeout):
+            outcome.found.append("nodes in standby: ['server1']")
+            outcome.actions.append("pcs node unstandby server1")
+            raise WaitTimeout("the cluster as it was before the test (placement aside): not within 0.1 s")
+
+        def pytest_configure(config):
+            restore_fixture.take_snapshot = lambda d: Snapshot()
+            restore_module._restore = slow_guest
+            deadman._armed[id(TARGET)] = [Switch()]
+
+        def pytest_unconfigure(config):
+            print("SWITCHES AT EXIT:", deadman.armed(TARGET), "disarmed" if Switch.disarmed else "never disarmed")
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.destructive
+        def test_one():
+            pass
+
+        def test_two():
+            raise AssertionError("ran after a failed restore")
+    """)
+    monkeypatch.setenv("PYTHONPATH", str(DOCUMENTED.parent.parent))   # a process of its own: the patches stay there
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--config", str(DOCUMENTED),
+                                           "--history-dir", str(pytester.path / "h"), "-s")
+    assert result.ret == 7
+    out = result.stdout.str()
+    assert "the restore itself stopped (WaitTimeout: the cluster as it was before the test" in out
+    assert "ran after a failed restore" not in out
+    assert "SWITCHES AT EXIT: [<switch: pcs node unstandby server1>] never disarmed" in out
+    row = next(json.loads(line) for line in next((pytester.path / "h").glob("*/history.jsonl")).read_text().splitlines()
+               if json.loads(line).get("stopped_session"))
+    shown = json.dumps(row["evidence"])
+    assert "nodes in standby" in shown and "pcs node unstandby server1" in shown and "left armed" in shown
 
 
 def test_fixture_records_after_setup_and_skips_tests_that_never_ran(pytester):

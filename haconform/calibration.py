@@ -40,6 +40,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable
 
 from .errors import HaconformError
+from .readonly_commands import harness_program
 from .timeouts import BASE, CATEGORIES, CEILING, MARGIN, MARGIN_CATEGORY, NOT_SCALED, SCALED
 
 log = logging.getLogger("haconform.calibration")
@@ -63,18 +64,23 @@ class Probe:
     why: str
 
 
+# The probes' code, on the read-only allow-list by its exact text: a read-only run may time them too.
+PYTHON_IMPORTS = harness_program("python3", "import ssl, json, http.client, xml.etree.ElementTree",
+                                 "the calibration's python start-up probe")
+PHP_ECHO = harness_program("php", "echo 1;", "the calibration's PHP start-up probe")
+
 PROBES = (
     Probe("fork_exec", "process", PROBED_ROLES,
           "i=0; while [ $i -lt 30 ]; do /bin/true; i=$((i + 1)); done",
           "30 fork/exec: what init scripts, resource agents and every command are made of"),
     Probe("python_imports", "python", ("director",),   # -B: read-only even where a .pyc is missing
-          "python3 -B -c 'import ssl, json, http.client, xml.etree.ElementTree'",
+          f"python3 -B -c {shlex.quote(PYTHON_IMPORTS)}",
           "the start-up of pcs and pcsd"),
     Probe("ocf_meta_data", "agent", ("director",),
           "OCF_ROOT=/usr/lib/ocf /usr/lib/ocf/resource.d/heartbeat/IPaddr2 meta-data",
           "a resource operation's shell start-up (read-only)"),
     Probe("php_cli", "php", ("realserver",),
-          "php -r 'echo 1;'",
+          f"php -r {shlex.quote(PHP_ECHO)}",
           "PHP's start-up, the work behind an HTTP request"),
     Probe("transport", "transport", PROBED_ROLES, None,
           "a round trip of `true` through the target's transport"),

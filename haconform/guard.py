@@ -30,8 +30,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from . import readonly_commands
 from .secrets import redact
 
@@ -88,6 +86,7 @@ class HostGuard:
         self.counts: Counter = Counter()             # decision -> commands
         self.grants_used: Counter = Counter()        # grant -> commands and actions let through by it
         self.refusals: list[dict] = []
+        self._own_processes: dict[str, set[int]] = {}   # host -> PIDs of processes the harness started there
 
     def __repr__(self) -> str:
         return f"<HostGuard {self.mode}>"
@@ -130,10 +129,15 @@ class HostGuard:
     def refusals_since(self, mark: int) -> list[dict]:
         return self.refusals[mark:]
 
+    def own_process(self, host: str, pid: int) -> None:
+        """The harness started process `pid` in `host` (a capture): it may signal that one, and only it."""
+        with self._lock:
+            self._own_processes.setdefault(host, set()).add(int(pid))
+
     # ----- the checks --------------------------------------------------------------------------
     def check_command(self, host: str, command: str, *, input: bytes | str | None = None) -> Ticket:
         """A shell command for `host` (what /bin/sh -c gets); raises ReadOnlyRefused, else a Ticket."""
-        decision, rule = self._decide_command(command, input)
+        decision, rule = self._decide_command(host, command, input)
         entry = self._entry(host, command, decision, rule, input)
         if decision == REFUSED:
             self._write({**entry, "rc": None})
@@ -160,10 +164,10 @@ class HostGuard:
         if decision == REFUSED:
             self._refuse(host, action, rule, logged=True)
 
-    def _decide_command(self, command: str, input: bytes | str | None) -> tuple[str, str]:
+    def _decide_command(self, host: str, command: str, input: bytes | str | None) -> tuple[str, str]:
         if self.mode == APPLY:
             return BY_APPLY, "the harness built this deployment"
-        verdict = readonly_commands.judge(command, input=input)
+        verdict = readonly_commands.judge(command, input=input, own_pids=self._own_processes.get(host, frozenset()))
         if verdict.read_only:
             return ALLOW_LISTED, verdict.rule
         if self._grant is not None:
@@ -237,7 +241,3 @@ class HostGuard:
         if self.refusals:
             parts.append(f"{len(self.refusals)} refused")
         return ", ".join(parts)
-
-
-# Where a pytest session keeps its HostGuard (the haconform plugin makes it; fixtures hand it to the target).
-GUARD_KEY = pytest.StashKey[HostGuard]()

@@ -14,7 +14,8 @@ import pytest
 from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
-from .guard import APPLY, GRANTED, GUARD_KEY, READ_ONLY, HostGuard
+from .guard import APPLY, GRANTED, READ_ONLY, HostGuard
+from .stash import GUARD, SESSION_STOPPED
 from .report.messages import failure_message, skip_message
 from .secrets import install_log_filter, redact, redact_obj
 from .datafile import read_yaml_mapping
@@ -41,7 +42,7 @@ def access_mode(config) -> str:
 
 def session_guard(config) -> HostGuard:
     """The session's HostGuard: made in pytest_configure, handed to the target, asked around each test."""
-    return config.stash[GUARD_KEY]
+    return config.stash[GUARD]
 
 
 def grant_for(item) -> str | None:
@@ -144,12 +145,12 @@ def pytest_configure(config):
         raise pytest.UsageError(f"haconform: {exc}") from None
     guard = HostGuard(access_mode(config))
     guard.transcript_to(config._haconform_run_dir / TRANSCRIPT)
-    config.stash[GUARD_KEY] = guard
+    config.stash[GUARD] = guard
     config.pluginmanager.import_plugin("haconform.report.plugin")   # verdict.json/html at session end
 
 
 def pytest_unconfigure(config):
-    guard = config.stash.get(GUARD_KEY, None)
+    guard = config.stash.get(GUARD, None)
     if guard is not None:
         guard.close_transcript()
 
@@ -335,6 +336,23 @@ def pytest_runtest_makereport(item, call):
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
             fh.write(redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False)) + "\n")
+
+
+def stop_session(item, message: str, evidence: dict) -> None:
+    """Before pytest.exit ends the session from a test's teardown (which then gets no report): the test's
+    history row says what happened, and the verdict says why the session stopped."""
+    requirement = requirement_of(item)
+    ev = getattr(item, "_haconform_evidence", None) or Evidence(item.nodeid)
+    ev.data("the session stopped here: what the restore found, did and did not put back", evidence)
+    written = getattr(item, "_haconform_evidence_written", 0)
+    row = {"nodeid": item.nodeid, "phase": "teardown", "outcome": "error", "reason": f"teardown: {message}",
+           "duration": None, "requirement": requirement.__dict__ if requirement else None,
+           "evidence": ev.to_json()[written:], "stopped_session": True}
+    run_dir: Path = item.config._haconform_run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False)) + "\n")
+    item.config.stash[SESSION_STOPPED] = redact_obj({"test": item.nodeid, "message": message, "evidence": evidence})
 
 
 def redact_report(report) -> None:

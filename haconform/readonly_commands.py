@@ -25,6 +25,7 @@ source text, registered by the module that builds them (harness_program).
 
 from __future__ import annotations
 
+import contextvars
 import posixpath
 import re
 import shlex
@@ -291,6 +292,29 @@ def fence_xvm_rule(args: list[str]) -> str:
     return f"fence_xvm -o {action}"
 
 
+# The PIDs the current judge() may let `kill` signal (its own_pids).
+_OWN_PIDS: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("own_pids", default=frozenset())
+
+
+def kill_rule(args: list[str]) -> str:
+    """kill -SIGNAL PID...: only processes the harness started in this host itself (a capture it stops)."""
+    _literal(args, "kill")
+    pids = [a for a in args if not a.startswith("-")]
+    own = _OWN_PIDS.get()
+    if not pids or not all(p.isdigit() and int(p) in own for p in pids):
+        raise NotReadOnly(f"kill {' '.join(pids)}: not a process the harness started in this host")
+    return "kill of the harness's own process"
+
+
+def version_only(program: str, flags: set[str]) -> Rule:
+    def rule(args: list[str]) -> str:
+        _literal(args, program)
+        if not args or not set(args) <= flags:
+            raise NotReadOnly(f"{program} {' '.join(args)}: only {program} {'/'.join(sorted(flags))} is read-only")
+        return f"{program} {args[0]}"
+    return rule
+
+
 def interpreter_rule(interpreter: str, code_flag: str) -> Rule:
     """python3 / php only with the harness's own registered code (harness_program)."""
     def rule(args: list[str]) -> str:
@@ -367,7 +391,7 @@ RULES: dict[str, Rule] = {
         "fgrep", "zcat", "zgrep", "cut", "tr", "uniq", "seq", "uname", "id", "whoami", "groups", "getent", "ps",
         "pgrep", "pidof", "ss", "netstat", "df", "free", "uptime", "nproc", "sha256sum", "sha1sum", "md5sum",
         "cksum", "base64", "od", "hexdump", "strings", "file", "which", "type", "echo", "printf", "test", "[",
-        "true", "false", ":", "sleep", "lsof", "diff", "cmp", "comm", "expr", "getconf", "arch", "lscpu",
+        "true", "false", ":", "exit", "return", "cd", "wait", "sleep", "lsof", "diff", "cmp", "comm", "expr", "getconf", "arch", "lscpu",
         "lsmod", "printenv", "jq")},
     # Readers with one way to write.
     "sort": reads_without("sort", {"-o", "--output"}),
@@ -393,6 +417,9 @@ RULES: dict[str, Rule] = {
     "python3": interpreter_rule("python3", "-c"),
     "php": interpreter_rule("php", "-r"),
     "pcs": pcs_rule,
+    "kill": kill_rule,
+    "pacemakerd": version_only("pacemakerd", {"--version", "-$"}),
+    "corosync": version_only("corosync", {"-v"}),
     # Pacemaker and corosync: their query forms.
     "crm_mon": reads_without("crm_mon", {"-d", "--daemonize", "--output-to", "-E", "--external-agent",
                                          "-e", "--external-recipient", "-h", "--as-html", "-p", "--pid-file"}),
@@ -465,9 +492,18 @@ def _replace_arithmetic(command: str) -> str:
         index = position
 
 
-def judge(command: str, *, input: bytes | str | None = None) -> Verdict:
+def judge(command: str, *, input: bytes | str | None = None, own_pids: frozenset[int] | set[int] = frozenset()
+          ) -> Verdict:
     """Is this shell command read-only?  input: the command's standard input, where a rule needs it
-    (socat's verbs)."""
+    (socat's verbs); own_pids: processes the harness started in this host itself (it may signal those)."""
+    token = _OWN_PIDS.set(frozenset(own_pids))
+    try:
+        return _judge(command, input)
+    finally:
+        _OWN_PIDS.reset(token)
+
+
+def _judge(command: str, input: bytes | str | None) -> Verdict:
     data = input.decode("utf-8", "replace") if isinstance(input, (bytes, bytearray)) else input
     rules: list[str] = []
     try:
@@ -626,7 +662,7 @@ def _wrapper(name: str, args: list[str], rules: list[str], *, stdin: str | None)
     if name in ("sh", "bash", "dash"):
         if not rest or rest[0] != "-c" or len(rest) < 2 or isinstance(rest[1], Unknown):
             raise NotReadOnly(f"{name} without `-c COMMAND`: what it runs cannot be seen")
-        verdict = judge(rest[1], input=stdin)
+        verdict = _judge(rest[1], stdin)
         if not verdict.read_only:
             raise NotReadOnly(verdict.why)
         return f"{name} -c: {verdict.rule}"

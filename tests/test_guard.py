@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -245,10 +243,11 @@ def test_reads_run_on_a_read_only_target(read_only_deployment):
 
 def test_a_test_that_swallows_a_refusal_still_fails(pytester):
     pytester.makepyfile(test_swallow=textwrap.dedent("""
-        from haconform.guard import GUARD_KEY, ReadOnlyRefused
+        from haconform.guard import ReadOnlyRefused
+        from haconform.stash import GUARD
 
         def test_swallows(request):
-            guard = request.config.stash[GUARD_KEY]
+            guard = request.config.stash[GUARD]
             guard.mode = "read-only"
             try:
                 guard.check_command("server1", "touch /etc/motd")
@@ -256,7 +255,7 @@ def test_a_test_that_swallows_a_refusal_still_fails(pytester):
                 pass
 
         def test_reads(request):
-            request.config.stash[GUARD_KEY].check_command("server1", "cat /etc/motd").finished(0)
+            request.config.stash[GUARD].check_command("server1", "cat /etc/motd").finished(0)
         """))
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--config", str(REPO / "fixtures" / "documented"),
                                           "--history-dir", str(pytester.path / "h"))

@@ -14,10 +14,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.sshlab import built_deployment, compare_snapshots, junit_outcomes
+
+ATTEMPTS = Path(__file__).resolve().parent / "data" / "read_only" / "attempts_to_write.py"
+
+
+def junit_failure_texts(junit: Path) -> dict[str, str]:
+    """test name -> the whole text of its failure (JUnit's message attribute is cut short)."""
+    import xml.etree.ElementTree as ET
+    return {case.get("name"): (case.find("failure").text or "") for case in ET.parse(junit).getroot().iter("testcase")
+            if case.find("failure") is not None}
+
+
+def attempt_names() -> list[str]:
+    return [line.split("(")[0].removeprefix("def ") for line in ATTEMPTS.read_text().splitlines()
+            if line.startswith("def test_")]
 
 # Programs of the deployment itself: what they append to their logs during a run is the deployment working
 # (the harness's ssh logins, the requests it sends, pacemaker's own timers, the kernel noting tcpdump's
@@ -40,11 +55,15 @@ def ssh_deployment(tmp_path_factory):
 
 
 def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
+    """The suites, and beside them tests that try to write in ten ways without a marker
+    (tests/data/read_only/attempts_to_write.py): the guard refuses each at run time, nothing on the hosts
+    changes, and the transcript holds only allow-listed commands."""
     before, cib_before = ssh_deployment.snapshot(), ssh_deployment.cib_epochs()
-    ssh_deployment.ssh_run([], "read-only")
+    ssh_deployment.ssh_run([str(ATTEMPTS)], "read-only")
     after, cib_after = ssh_deployment.snapshot(), ssh_deployment.cib_epochs()
     log = (ssh_deployment.workdir / "read-only.log").read_text()
     outcomes = junit_outcomes(ssh_deployment.workdir / "read-only.xml")
+    attempts = {name: outcomes.pop(name) for name in attempt_names()}
     ran = {cid for cid, (outcome, _) in outcomes.items() if outcome == "passed"}
     broken = {cid: message[:300] for cid, (outcome, message) in outcomes.items() if outcome in ("failed", "error")}
     # JUnit shows an xfail (a known finding, "finding: ...") as skipped too.
@@ -54,6 +73,18 @@ def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
         json.dumps({"changes": changes, "left_out": left_out, "passed": sorted(ran)}, indent=1))
 
     assert not broken, f"read-only tests failed against the ssh deployment: {broken}\n{log[-3000:]}"
+    texts = junit_failure_texts(ssh_deployment.workdir / "read-only.xml")
+    not_refused = {name: outcome[0] for name, outcome in attempts.items()
+                   if outcome[0] != "failed" or "ReadOnlyRefused" not in texts.get(name, "")}
+    assert not not_refused, f"attempts to write that were not refused by the guard: {not_refused}"
+    verdict = json.loads(next((ssh_deployment.workdir / "results").glob("*/verdict.json")).read_text())
+    access = verdict["run"]["host_access"]
+    assert access["mode"] == "read-only" and not access["granted"], access
+    assert len(access["refused"]) == len(attempts), access["refused"]
+    transcript = [json.loads(line) for line in Path(access["transcript"]).read_text().splitlines()]
+    let_through = {entry["decision"] for entry in transcript if entry["decision"] != "refused"}
+    assert let_through == {"allow-listed"}, let_through
+    assert len(transcript) == access["commands"] and access["allow_listed"] >= 100, access
     assert len(ran) >= 15, f"only {sorted(ran)} passed: the run proves little\n{log[-3000:]}"
     # The cluster's configuration lives in the CIB, not in /etc: a `pcs property set`, a constraint or a
     # resource change by the run would raise its epoch.

@@ -120,6 +120,7 @@ class capture_tcp:
             line = raw.decode("utf-8", "replace").rstrip()
             if self._pid is None and line.isdigit():
                 self._pid = int(line)
+                self.capture.machine.started_process(self._pid)
             self._stderr_lines.append(line)
 
     def _parse(self) -> WireCapture:
@@ -154,7 +155,7 @@ class capture_tcp:
                 pass
         if self._pid is not None and self._process.poll() is None:
             # SIGINT: tcpdump writes what it holds and exits; timeout(1) passes the signal on.
-            self.capture.machine.execute(f"kill -INT {self._pid}")
+            self.capture.machine.signal_own_process(self._pid, "INT")
         try:
             self._process.wait(timeout=BOUNDS.service_stop)
         except subprocess.TimeoutExpired:

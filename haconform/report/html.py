@@ -214,8 +214,19 @@ def run_header(verdict: dict) -> str:
             ("run time", esc(duration)),
             ("test cases", esc(", ".join(f"{n} {o}" for o, n in sorted(tests.items())) or "none")),
             ("calibration", calibration_text(verdict.get("calibration"))),
+            ("host access", esc(host_access_text(run))),
+            *([("stopped", esc(run["stopped"].get("message", "")))] if run.get("stopped") else []),
             ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
     return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def host_access_text(run: dict) -> str:
+    """What the run did to the hosts: read-only and how many commands, or the grants (haconform/guard.py)."""
+    access = run.get("host_access")
+    if not access:
+        return "— (not recorded)"
+    transcript = f"; every command in {access['transcript']}" if access.get("transcript") else ""
+    return access.get("statement", access.get("mode", "")) + transcript
 
 
 def calibration_text(calibration: dict | None) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ..conformance import requirement_of
-from ..guard import GUARD_KEY
+from ..stash import GUARD, SESSION_STOPPED
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
@@ -178,9 +178,16 @@ class VerdictReport:
                "config": str(config._haconform_config_dir),
                "figures": dict(getattr(config, "_haconform_figures", None) or {}),
                "commit": source_commit(config.rootpath)}
-        guard = config.stash.get(GUARD_KEY, None)
+        guard = config.stash.get(GUARD, None)
         if guard is not None:
             run["host_access"] = guard.summary()
+        stopped = config.stash.get(SESSION_STOPPED, None)
+        if stopped is not None:
+            run["stopped"] = stopped
+            case = self.cases.get(stopped["test"])
+            if case is not None and case["outcome"] in (None, "passed", "xpassed"):
+                case.update(outcome="error", reason="teardown: " + stopped["message"])
+                records = self.records()
         notes, titles = stage_notes(config._haconform_config_dir)
         golden = read_golden(config.rootpath / "suites" / "conformance.yaml")
         selected = {r.id for r in self.requirements.values()}
@@ -196,7 +203,8 @@ class VerdictReport:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(verdict, run_dir / "verdict.json")
         self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}
-        self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"]}
+        self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"],
+                                                     "host_access": (run.get("host_access") or {}).get("statement")}
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.summary:
@@ -209,3 +217,5 @@ class VerdictReport:
         terminalreporter.write_line(
             f"haconform verdict: {s[HELD]} held, {s[BROKEN]} broken{known}, {s[NOT_TESTED]} not tested -> "
             f"{self.written['html']} ({self.written['json'].name}; copy in {self.written['run'].parent})")
+        if s.get("host_access"):
+            terminalreporter.write_line(f"haconform host access: {s['host_access']}")

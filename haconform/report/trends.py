@@ -16,7 +16,6 @@ flipped from held to broken, else 0: a moved figure is reported, not failed.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field

@@ -15,6 +15,7 @@ the drift test's to report (`drift()`); behaviour is tested regardless.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Iterable, Mapping
 
 from ..datafile import read_text_file
 from ..errors import HaconformError
+from ..guard import GRANTED
 from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
@@ -152,7 +154,11 @@ class StageManager:
             if name != self.deployment_stage:
                 raise StageLeftOut(self._not_applied(name))
             return self.in_force(name, self._verify_once(name))
-        return self.in_force(name, self._apply(name))
+        # Applying writes the deployment's configuration: on an existing deployment (--allow-destructive) the
+        # guard lets it through as a grant of its own, whichever test asked; read-only runs never apply.
+        guard = self.deployment.target.guard
+        with guard.grant(f"applying {name}") if guard.mode == GRANTED else contextlib.nullcontext():
+            return self.in_force(name, self._apply(name))
 
     def ensure_setting(self, setting: str, introduced_in: str) -> StageInForce:
         """A setting's tests run in the stage that introduces it (apply) or in any declared stage keeping it (verify)."""

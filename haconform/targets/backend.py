@@ -43,6 +43,11 @@ class GuardedBackend(base.BaseBackend, abc.ABC):
         ticket.finished(result.rc)
         return result
 
+    def get_encoding(self) -> str:
+        # testinfra would ask the host's python for its locale (a program of its own on the host, in every
+        # run); the runbook's hosts, their configurations and logs are UTF-8, as every Debian host here is.
+        return "utf-8"
+
     @abc.abstractmethod
     def run_checked(self, command: str, *, timeout: float | None, input: bytes | None) -> base.CommandResult:
         """Run a command the guard let through, on the host."""

@@ -187,6 +187,15 @@ class Machine:
         guard let it through (Target.program_argv)."""
         return self.target.program_argv(self.name, argv, keepalive=keepalive)
 
+    def started_process(self, pid: int) -> None:
+        """A process the harness itself started in this machine (a capture): the guard lets the harness
+        signal it later, and nothing else (see signal_own_process)."""
+        self.target.guard.own_process(self.name, pid)
+
+    def signal_own_process(self, pid: int, signal: str = "TERM") -> None:
+        """Stop a process the harness started here (started_process); any other PID is refused."""
+        self.execute(f"kill -{signal} {int(pid)}")
+
     @property
     def transport_kind(self) -> str:
         """"nsenter", "netns", "local" or "ssh": how the harness reaches this machine."""

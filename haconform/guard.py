@@ -68,8 +68,10 @@ class Ticket:
         self._guard = guard
         self._entry = entry
 
-    def finished(self, rc: int | None) -> None:
+    def finished(self, rc: int | None, *, error: str | None = None) -> None:
         self._entry["rc"] = rc
+        if error is not None:
+            self._entry["error"] = error
         self._guard._write(self._entry)
 
 

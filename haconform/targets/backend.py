@@ -39,7 +39,11 @@ class GuardedBackend(base.BaseBackend, abc.ABC):
         timeout: the command's bound (default BOUNDS.command, read when called)."""
         cmd = self.get_command(command, *args)
         ticket = self.guard.check_command(self.hostname, cmd, input=input)
-        result = self.run_checked(cmd, timeout=timeout, input=input)
+        try:
+            result = self.run_checked(cmd, timeout=timeout, input=input)
+        except BaseException as exc:   # the host could not be reached: the transcript says so, too
+            ticket.finished(None, error=f"{type(exc).__name__}: {exc}")
+            raise
         ticket.finished(result.rc)
         return result
 

@@ -41,7 +41,8 @@ from typing import Any, Iterable
 
 from .errors import HaconformError
 from .readonly_commands import harness_program
-from .timeouts import BASE, CATEGORIES, CEILING, MARGIN, MARGIN_CATEGORY, NOT_SCALED, SCALED
+from .timeouts import (BASE, CATEGORIES, CEILING, HANG_CEILING, HANG_GUARDS, MARGIN, MARGIN_CATEGORY, NOT_SCALED,
+                       SCALED)
 
 log = logging.getLogger("haconform.calibration")
 
@@ -144,15 +145,35 @@ class Calibration:
     def capped(self) -> dict[str, bool]:
         return {category: ratio is not None and ratio > self.ceiling for category, ratio in self.ratios.items()}
 
-    def factor(self, category: str) -> float:
-        return self.factors.get(category, 1.0)
+    @property
+    def hang_factors(self) -> dict[str, float]:
+        """Per category, for the allowances that only guard against a hang (timeouts.HANG_GUARDS): the
+        factor, or beyond the ceiling the ratio itself (up to HANG_CEILING, past which calibrate refuses
+        the target)."""
+        factors = self.factors
+        return {category: factors[category] if not self.capped[category] else min(ratio, HANG_CEILING)
+                for category, ratio in self.ratios.items()}
+
+    def beyond_the_ceiling(self) -> list[str]:
+        """What the verdict says of each category slower than the ceiling: the hang guards it stretched."""
+        hang = self.hang_factors
+        return [f"{category} ratio {ratio:.1f} is beyond the ceiling ×{self.ceiling:g}: the hang guards "
+                f"({', '.join(g for g in HANG_GUARDS if SCALED.get(g) == category)}) scale ×{hang[category]:.1f}, "
+                f"every other allowance stays ×{self.ceiling:g}"
+                for category, ratio in self.ratios.items() if self.capped[category]
+                and any(SCALED.get(g) == category for g in HANG_GUARDS)]
+
+    def factor(self, category: str, *, hang_guard: bool = False) -> float:
+        return (self.hang_factors if hang_guard else self.factors).get(category, 1.0)
 
     def allowances(self) -> list[dict]:
         """Each scaled figure: base, factor, applied (MARGIN first)."""
         rows = [("MARGIN", MARGIN_CATEGORY, MARGIN)]
         rows += [(name, category, getattr(BASE, name)) for name, category in SCALED.items()]
-        return [{"field": name, "category": category, "base_s": base, "factor": round(self.factor(category), 3),
-                 "applied_s": round(base * self.factor(category), 3)} for name, category, base in rows]
+        return [{"field": name, "category": category, "base_s": base, "hang_guard": name in HANG_GUARDS,
+                 "factor": round(self.factor(category, hang_guard=name in HANG_GUARDS), 3),
+                 "applied_s": round(base * self.factor(category, hang_guard=name in HANG_GUARDS), 3)}
+                for name, category, base in rows]
 
     def to_json(self) -> dict:
         ratios, factors, capped = self.ratios, self.factors, self.capped
@@ -171,6 +192,8 @@ class Calibration:
                             + (["MARGIN"] if c == MARGIN_CATEGORY else [])}
                            for c in CATEGORIES],
             "allowances": self.allowances(),
+            "hang_guards": list(HANG_GUARDS), "hang_ceiling": HANG_CEILING,
+            "beyond_the_ceiling": self.beyond_the_ceiling() if self.enabled else [],
             "not_scaled": list(NOT_SCALED),
             "summary": self.summary(),
         }
@@ -187,7 +210,9 @@ class Calibration:
             else:
                 parts.append(f"{category} ×{factor:.2f}" + (f" (capped; ratio {ratio:.2f})" if capped[category]
                                                             else f" (ratio {ratio:.2f})"))
-        return f"calibration: {', '.join(parts)}; ceiling ×{self.ceiling:g}"
+        beyond = self.beyond_the_ceiling()
+        return (f"calibration: {', '.join(parts)}; ceiling ×{self.ceiling:g}"
+                + (f"; {'; '.join(beyond)}" if beyond else ""))
 
 
 # ----- measuring ---------------------------------------------------------------------------------
@@ -308,6 +333,17 @@ def calibrate(target_or_machines: Any, *, reference: dict | None = None) -> Cali
               for p in PROBES if found[p.name]]
     calibration = Calibration(enabled=True, probes=probes, reference=about, took_s=time.monotonic() - began)
     log.info("%s (%.1f s)", calibration.summary(), calibration.took_s)
+    too_slow = [p for p in probes if p.ratio > HANG_CEILING]
+    if too_slow:
+        raise CalibrationError(
+            "the target is too slow to judge: " + "; ".join(
+                f"{p.name} ({p.category}) took {p.measured_s:.3f} s on {p.slowest_host}, {p.ratio:.0f} times the "
+                f"lab's {p.reference_s:.3f} s" for p in too_slow)
+            + f"; beyond ×{HANG_CEILING:g} the runbook's own intervals (a 30 s monitor) cannot hold, and a red "
+              "verdict would be about the machine, not the deployment",
+            where="calibration at bring-up",
+            fix="run it where the hosts are faster (KVM instead of TCG, fewer guests per core, an idle machine), "
+                f"or {ENV}=off to judge it against the lab's figures anyway")
     return calibration
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from .errors import HaconformError
 from .readers.cluster import (CibConfiguration, ClusterState, VerifyResult, read_cib_configuration,
                               read_cluster_state, read_crm_verify, read_fence_history, read_transient_attributes,
-                              FENCE_LIST_COMMAND, parse_fence_list)
+                              fence_list_command, parse_fence_list)
 from .readers.links import nic_holding
 from .timeouts import BOUNDS
 from .wait import wait_until
@@ -274,7 +274,7 @@ class Cluster:
 
     def fence_list(self, director) -> dict[str, str]:
         """`fence_xvm -o list` on a director: domain -> state ({} when it gets no answer)."""
-        result = director.execute(FENCE_LIST_COMMAND)
+        result = director.execute(fence_list_command())
         return parse_fence_list(result.stdout) if result.rc == 0 else {}
 
     def fence_history(self, director) -> list:

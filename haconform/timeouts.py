@@ -139,6 +139,10 @@ class Bounds:
     vm_qemu_exit: float = 10.0         # a qemu process gone after SIGKILL
     vm_daemon: float = 30.0            # libvirtd/virtlogd/virtlockd answer on their sockets
     vm_ssh: float = 20.0               # one short ssh probe to a guest over the management network
+    pcs_request: float = 60.0          # pcs's --request-timeout: one request pcs sends a node's pcsd (host auth,
+                                       # cluster setup, start/enable --all); pcs's own default, which the VM
+                                       # nightly's `pcs cluster setup` (46-54 s) came within seconds of
+    fence_list: float = 5.0            # fence_xvm -t: how long `fence_xvm -o list` waits for the device's answer
     vip_watch_gap: float = 5.0         # the longest time the VIP watch may go without a complete sample
                                        # (each: `ip -j addr` on every director at once) and still speak
                                        # for the fault window; a double holding shorter than it could pass
@@ -163,6 +167,7 @@ SCALED: dict[str, str] = {
     "http_request": "php",
     # pcs and pcsd are Python: auth, cluster setup, corosync and pacemaker brought up by pcs.
     "pcsd_ready": "python",
+    "pcs_request": "python",
     "cluster_form": "python",
     # Pacemaker's actions start resource and fence agents (shell and Python start-up per operation).
     "cluster_settle": "agent",
@@ -171,6 +176,7 @@ SCALED: dict[str, str] = {
     "node_rejoin": "agent",
     # fence_xvm's client, the fence daemon's callback and power action: processes started per request.
     "fence_request": "process",
+    "fence_list": "process",
     # Processes in the client host, which is not probed: the slowest probed host's process factor stands in.
     "agent_start": "process",
     "locust_exit": "process",
@@ -180,6 +186,16 @@ SCALED: dict[str, str] = {
 }
 # MARGIN covers scheduling and process start-up (see above).
 MARGIN_CATEGORY = "process"
+# Allowances that only guard the harness's own steps against a hang (a command that never returns, a
+# pcs request, the cluster never forming): no MUST is judged by them, so on a target slower than CEILING
+# they scale by the measured ratio itself, up to HANG_CEILING.  Running out of one of these on a slow
+# target is the harness's impatience, not a finding; the verdict's calibration says when they went
+# beyond CEILING.
+HANG_GUARDS = ("command", "cli_query", "pcs_request", "pcsd_ready", "cluster_form", "fence_list")
+# Beyond this ratio a target is refused at bring-up (haconform/calibration.py): a host a hundred times
+# slower than the lab at starting processes cannot keep the runbook's own 30 s and 60 s monitors, and
+# its verdict would be about the machine, not the deployment.
+HANG_CEILING = 100.0
 # Not scaled, and why: probe_request is the outage measurement's resolution (scaling it would
 # blur what is measured); apt_* are
 # package runs on the machine itself; shell_exit is a clean-up; vm_* are already VM figures;
@@ -192,25 +208,34 @@ BASE = Bounds()
 
 _calibration: Any = None
 _factors: dict[str, float] = {}
+_hang_factors: dict[str, float] = {}
 
 
 def set_calibration(calibration: Any) -> None:
-    """Scale the allowances by calibration.factors ({category: factor}); None: every factor 1.0."""
-    global _calibration, _factors
+    """Scale the allowances by calibration.factors ({category: factor}) and the hang guards by
+    calibration.hang_factors (where present); None: every factor 1.0."""
+    global _calibration, _factors, _hang_factors
     factors = dict(calibration.factors) if calibration is not None else {}
+    hang = dict(getattr(calibration, "hang_factors", None) or factors)
     for category, value in factors.items():
         if category not in CATEGORIES or not 1.0 <= value <= CEILING:
             raise ValueError(f"calibration factor {category}={value!r}: must be a known category "
                              f"({', '.join(CATEGORIES)}) within [1.0, {CEILING:g}]")
-    _calibration, _factors = calibration, factors
+    for category, value in hang.items():
+        if category not in CATEGORIES or not factors.get(category, 1.0) <= value <= HANG_CEILING:
+            raise ValueError(f"hang-guard factor {category}={value!r}: must be a known category within "
+                             f"[its factor, {HANG_CEILING:g}]")
+    _calibration, _factors, _hang_factors = calibration, factors, hang
 
 
 def current_calibration() -> Any:
     return _calibration
 
 
-def factor(category: str | None) -> float:
-    return float(_factors.get(category, 1.0)) if category else 1.0
+def factor(category: str | None, *, hang_guard: bool = False) -> float:
+    if not category:
+        return 1.0
+    return float((_hang_factors if hang_guard else _factors).get(category, 1.0))
 
 
 class CalibratedBounds:
@@ -223,7 +248,7 @@ class CalibratedBounds:
         if name.startswith("_"):
             raise AttributeError(name)
         base = getattr(self._base, name)
-        return Bound(0.0, base * factor(SCALED.get(name)), base=base, name=name)
+        return Bound(0.0, base * factor(SCALED.get(name), hang_guard=name in HANG_GUARDS), base=base, name=name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"BOUNDS.{name}: change the figure in haconform/timeouts.py Bounds")

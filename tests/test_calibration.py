@@ -196,7 +196,7 @@ def test_the_json_has_probes_categories_and_allowances():
     allowances = {a["field"]: a for a in data["allowances"]}
     assert set(allowances) == set(SCALED) | {"MARGIN"}
     assert allowances["http_request"] == {"field": "http_request", "category": "php", "base_s": 5.0,
-                                          "factor": CEILING, "applied_s": 20.0}
+                                          "hang_guard": False, "factor": CEILING, "applied_s": 20.0}
     assert allowances["MARGIN"]["applied_s"] == 30.0 and "probe_request" in data["not_scaled"]
 
 
@@ -226,3 +226,58 @@ def test_a_ratio_within_the_lab_s_own_spread_counts_as_one():
     assert result.ratios["process"] == pytest.approx(1.2, rel=1e-3) and result.factors["process"] == 1.0
     assert result.ratios["python"] == pytest.approx(1.3, rel=1e-3) and result.factors["python"] == pytest.approx(1.3, rel=1e-3)
     assert cal.NOISE == 1.25
+
+
+# ----- beyond the ceiling: hang guards stretch, MUST allowances stay capped; far beyond, a refusal -----
+
+def slow_python_calibration(ratio: float) -> Calibration:
+    """pcs's language ratio times slower than the lab (the fresh machine's TCG guests measured 31 to 91)."""
+    probes = [ProbeResult("python_imports", "python", 0.1, {"server1": [0.1 * ratio] * 3}),
+              ProbeResult("fork_exec", "process", 0.1, {"server1": [0.3] * 3})]
+    return Calibration(enabled=True, probes=probes, reference=REFERENCE, took_s=1.0)
+
+
+def test_hang_guards_scale_with_the_ratio_beyond_the_ceiling_and_the_verdict_says_so():
+    calibration = slow_python_calibration(31.0)
+    assert calibration.factors["python"] == CEILING and calibration.hang_factors["python"] == pytest.approx(31.0)
+    set_calibration(calibration)
+    try:
+        assert float(BOUNDS.pcs_request) == pytest.approx(60.0 * 31.0)        # a hang guard: pcs's request limit
+        assert float(BOUNDS.cluster_form) == pytest.approx(120.0 * 31.0)
+        assert float(BOUNDS.resource_move) == pytest.approx(60.0 * 1.0)       # "agent": not probed here
+        assert float(BOUNDS.pcsd_ready) == pytest.approx(60.0 * 31.0)
+        assert float(BOUNDS.command) == pytest.approx(120.0 * 3.0)            # process ratio 3: within the ceiling
+    finally:
+        set_calibration(None)
+    said = calibration.to_json()
+    assert said["beyond_the_ceiling"] == [
+        "python ratio 31.0 is beyond the ceiling ×4: the hang guards (pcs_request, pcsd_ready, cluster_form) "
+        "scale ×31.0, every other allowance stays ×4"]
+    assert "beyond the ceiling" in calibration.summary()
+    rows = {a["field"]: a for a in said["allowances"]}
+    assert rows["pcs_request"]["hang_guard"] and rows["pcs_request"]["applied_s"] == pytest.approx(1860.0)
+
+
+def test_a_target_beyond_the_hang_ceiling_is_refused_at_bring_up(monkeypatch):
+    monkeypatch.setattr(cal, "measure", lambda machines: {
+        p.name: ({"server1": [p.command and 0.02 * 150] * 3} if p.category == "python" else {}) for p in PROBES})
+    reference = {"probes": {p.name: 0.02 for p in PROBES}, "measured_on": "a test"}
+    with pytest.raises(CalibrationError, match=r"too slow to judge: python_imports \(python\) took 3.000 s on "
+                                               r"server1, 150 times the lab's 0.020 s.*fix: run it where the hosts"):
+        calibrate([], reference=reference)
+
+
+def test_pcs_gets_the_harness_request_limit_not_its_own_default():
+    from haconform.readers.cluster import fence_list_command, pcs_dialect
+    dialect = pcs_dialect((0, 11, 5))
+    set_calibration(slow_python_calibration(10.0))
+    try:
+        assert dialect.setup_argv("TestCluster", ["server1", "server4"]) == [
+            "pcs", "--request-timeout=600", "cluster", "setup", "TestCluster", "server1", "server4"]
+        assert dialect.auth_argv(["server1"])[:4] == ["pcs", "--request-timeout=600", "host", "auth"]
+        assert dialect.argv("cluster", "start", "--all")[1] == "--request-timeout=600"
+        assert fence_list_command() == "fence_xvm -o list -t 15"     # process ratio 3: 5 s × 3
+    finally:
+        set_calibration(None)
+    assert pcs_dialect((0, 9, 169)).setup_argv("c", ["a"]) == ["pcs", "--request-timeout=60", "cluster", "setup",
+                                                                "--name", "c", "a"]

@@ -218,6 +218,7 @@ def test_the_hacluster_password_reaches_chpasswd_the_check_and_pcs_auth_on_stdin
         assert host.input_of(r"^chpasswd$") == [f"hacluster:{PASSWORD}\n".encode()]
         assert host.input_of(r"^python3 -W ignore -c ") == [PASSWORD.encode()]
     first = hosts[nodes[0]]
+    auth = auth.replace("pcs ", "pcs --request-timeout=60 ")
     assert first.input_of(rf"^{auth} ") == [f"{PASSWORD}\n".encode()]
     assert [c for c in first.commands if c.startswith(auth)] == [f"{auth} {' '.join(nodes)} -u hacluster"]
     commands = every_command(hosts)

@@ -337,13 +337,14 @@ def test_pcs_versions_and_dialects():
 def test_pcs_dialect_commands():
     old, new = pcs_dialect((0, 9, 169)), pcs_dialect((0, 11, 5))
     nodes = ["server1", "server4"]
-    assert old.auth_argv(nodes) == ["pcs", "cluster", "auth", "server1", "server4",
+    limit = "--request-timeout=60"   # BOUNDS.pcs_request, uncalibrated: never pcs's own default left implicit
+    assert old.auth_argv(nodes) == ["pcs", limit, "cluster", "auth", "server1", "server4",
                                     "-u", "hacluster"]
-    assert new.auth_argv(nodes) == ["pcs", "host", "auth", "server1", "server4",
+    assert new.auth_argv(nodes) == ["pcs", limit, "host", "auth", "server1", "server4",
                                     "-u", "hacluster"]
-    assert old.setup_argv("TestCluster", nodes) == ["pcs", "cluster", "setup", "--name",
+    assert old.setup_argv("TestCluster", nodes) == ["pcs", limit, "cluster", "setup", "--name",
                                                     "TestCluster", "server1", "server4"]
-    assert new.setup_argv("TestCluster", nodes) == ["pcs", "cluster", "setup", "TestCluster",
+    assert new.setup_argv("TestCluster", nodes) == ["pcs", limit, "cluster", "setup", "TestCluster",
                                                     "server1", "server4"]
 
 

@@ -90,7 +90,7 @@ def test_the_scaled_fields_are_the_listed_ones():
     assert set(SCALED) == {"service_start", "service_stop", "haproxy_reload", "http_request", "log_line", "command",
                            "cli_query", "pcsd_ready", "cluster_form", "cluster_settle", "resource_move",
                            "fence_complete", "node_rejoin", "fence_request", "agent_start", "locust_exit", "dead_man",
-                           "vip_watch_gap"}
+                           "vip_watch_gap", "pcs_request", "fence_list"}
     assert set(SCALED.values()) <= set(CATEGORIES)
     assert {"probe_request", "apt_lock", "apt_run", "shell_exit", "vm_boot", "vm_ssh"} <= set(NOT_SCALED)
     assert set(SCALED) | set(NOT_SCALED) == {f.name for f in fields(Bounds)}

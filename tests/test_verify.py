@@ -315,3 +315,31 @@ def test_drift_is_recorded_not_raised_and_uses_the_names():
     mapped = manager("stage3", Deployment(deployed(**on_directors(HANDWRITTEN.format(app="dynamic").encode()))),
                      names={"app": "dynamic"})
     assert mapped.drift("stage3") == []
+
+
+def test_a_stage_that_failed_to_apply_is_not_applied_again(monkeypatch):
+    """The VM nightly on a slower machine: stage 4's `pcs cluster setup` ran out, and every later stage-4 test
+    applied the whole cluster stage again, two minutes each, to fail the same way.  Now the first test
+    fails with the stage's error and every later one at once, naming it and the test it failed in."""
+    from haconform.errors import HaconformError
+    from haconform.guard import HostGuard
+    from haconform.stages.manager import StageFailedEarlier
+
+    deployment = Deployment()
+    deployment.target = type("Target", (), {"guard": HostGuard()})()
+    m = StageManager(deployment, DOCUMENTED, "pw")
+    tries = []
+
+    def pcs_times_out(name):
+        tries.append(name)
+        raise HaconformError("pcs cluster setup: Connection timeout", where="server1")
+    monkeypatch.setattr(m, "_apply", pcs_times_out)
+    with deployment.target.guard.running("suites/test_60_cluster.py::test_first"):
+        with pytest.raises(HaconformError, match="Connection timeout"):
+            m.ensure("stage4")
+    for _ in range(3):
+        with pytest.raises(StageFailedEarlier, match=r"stage4 did not apply earlier in this session \(in "
+                                                     r"suites/test_60_cluster.py::test_first\): HaconformError: "
+                                                     r"server1: pcs cluster setup: Connection timeout"):
+            m.ensure("stage4")
+    assert tries == ["stage4"]

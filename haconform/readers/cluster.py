@@ -609,14 +609,19 @@ class PcsDialect:
     name: str                     # "0.9" or "0.10+"
     version: tuple[int, ...]
 
+    def argv(self, *words: str) -> list[str]:
+        """pcs with the harness's time limit on each request to a node's pcsd (--request-timeout, both
+        dialects; pcs's own default is 60 s): BOUNDS.pcs_request, calibrated, read when called."""
+        return ["pcs", f"--request-timeout={max(1, round(BOUNDS.pcs_request))}", *words]
+
     def auth_argv(self, nodes: Iterable[str], user: str = "hacluster") -> list[str]:
-        verb = ["pcs", "cluster", "auth"] if self.name == "0.9" else ["pcs", "host", "auth"]
-        return verb + list(nodes) + ["-u", user]
+        verb = ["cluster", "auth"] if self.name == "0.9" else ["host", "auth"]
+        return self.argv(*verb, *nodes, "-u", user)
 
     def setup_argv(self, cluster_name: str, nodes: Iterable[str]) -> list[str]:
         if self.name == "0.9":
-            return ["pcs", "cluster", "setup", "--name", cluster_name, *nodes]
-        return ["pcs", "cluster", "setup", cluster_name, *nodes]
+            return self.argv("cluster", "setup", "--name", cluster_name, *nodes)
+        return self.argv("cluster", "setup", cluster_name, *nodes)
 
 
 def parse_pcs_version(text: str) -> tuple[int, ...]:
@@ -645,7 +650,9 @@ def read_pcs_dialect(host: Any) -> PcsDialect:
 
 # --- fence_xvm -o list -------------------------------------------------------------
 
-FENCE_LIST_COMMAND = "fence_xvm -o list -t 5"
+def fence_list_command() -> str:
+    """`fence_xvm -o list`, waiting BOUNDS.fence_list for the device's answer (read when called: calibrated)."""
+    return f"fence_xvm -o list -t {max(1, round(BOUNDS.fence_list))}"
 
 
 def parse_fence_list(text: str) -> dict[str, str]:

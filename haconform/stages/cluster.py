@@ -247,11 +247,11 @@ class ClusterStage:
         if not all(n.host.service("corosync").is_running and n.host.service("pacemaker").is_running
                    for n in self.nodes):
             with record.timed("pcs cluster start --all"):
-                self.first.succeed("pcs cluster start --all")
+                self.first.succeed(shlex.join(dialect.argv("cluster", "start", "--all")))
             record.steps.append("pcs cluster start --all")
         if not all(n.host.service("corosync").is_enabled and n.host.service("pacemaker").is_enabled
                    for n in self.nodes):
-            self.first.succeed("pcs cluster enable --all")
+            self.first.succeed(shlex.join(dialect.argv("cluster", "enable", "--all")))
             record.steps.append("pcs cluster enable --all")
         with record.timed("cluster formed"):
             wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,

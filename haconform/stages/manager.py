@@ -97,6 +97,15 @@ class StageInForce:
     cluster: ClusterSpec | None      # the stage's cluster, with the deployment's own names
 
 
+class StageFailedEarlier(HaconformError):
+    """A stage that did not apply earlier in the session: the tests that need it fail at once, saying why."""
+
+    def __init__(self, name: str, *, reason: str, test: str | None):
+        super().__init__(f"{name} did not apply earlier in this session (in {test or 'the session set-up'}): "
+                         f"{reason}; it is not applied again", where=name,
+                         fix="see that test's failure for the whole story")
+
+
 class StageManager:
     def __init__(self, deployment, config_dir: Path, hacluster_password: str, *, mode: str = "apply",
                  deployment_stage: str = "stage5", algorithms_dir: Path | None = None,
@@ -113,6 +122,7 @@ class StageManager:
         self._password = hacluster_password
         self._stages: dict[str, Stage] = dict(preloaded or {})
         self._verified: dict[str, dict] = {}
+        self.failed: dict[str, dict] = {}   # stage -> {"reason", "test"}: it did not apply, and is not tried again
         if mode == "verify":
             declared = self.stage(deployment_stage)
             if declared.is_cluster_stage:
@@ -157,8 +167,16 @@ class StageManager:
         # Applying writes the deployment's configuration: on an existing deployment (--allow-destructive) the
         # guard lets it through as a grant of its own, whichever test asked; read-only runs never apply.
         guard = self.deployment.target.guard
-        with guard.grant(f"applying {name}") if guard.mode == GRANTED else contextlib.nullcontext():
-            return self.in_force(name, self._apply(name))
+        if name in self.failed:
+            raise StageFailedEarlier(name, **self.failed[name])
+        try:
+            with guard.grant(f"applying {name}") if guard.mode == GRANTED else contextlib.nullcontext():
+                return self.in_force(name, self._apply(name))
+        except Exception as exc:
+            # Once: every later test needing this stage fails at once with this reason, instead of applying
+            # it again (minutes each on a slow target, and the same failure).
+            self.failed[name] = {"reason": f"{type(exc).__name__}: {exc}", "test": guard.test}
+            raise
 
     def ensure_setting(self, setting: str, introduced_in: str) -> StageInForce:
         """A setting's tests run in the stage that introduces it (apply) or in any declared stage keeping it (verify)."""

@@ -45,7 +45,7 @@ from testinfra.backend import base
 from ..errors import HaconformError
 from ..guard import GRANTED, READ_ONLY, HostGuard
 from ..inventory import HostAccess, Inventory
-from ..readers.cluster import FENCE_LIST_COMMAND, parse_fence_list
+from ..readers.cluster import fence_list_command, parse_fence_list
 from ..readers.links import nic_holding
 from ..timeouts import BOUNDS
 from .backend import GuardedBackend
@@ -464,7 +464,7 @@ class SshTarget(Target):
         """`fence_xvm -o list` from the first cluster node that answers: domain -> state."""
         for node in self.topology.cluster_nodes:
             try:
-                result = self._run(node, FENCE_LIST_COMMAND, timeout=BOUNDS.fence_request)
+                result = self._run(node, fence_list_command(), timeout=BOUNDS.fence_request)
             except HostUnreachable:
                 continue
             if result.rc == 0:
@@ -481,7 +481,7 @@ class SshTarget(Target):
         if not set(wanted) <= set(listed):
             fence = self.topology.fence_host
             raise HaconformError(
-                f"the deployment's fence device does not answer for {wanted}: `{FENCE_LIST_COMMAND}` on a director "
+                f"the deployment's fence device does not answer for {wanted}: `{fence_list_command()}` on a director "
                 f"lists {listed or 'nothing'}",
                 where=str(self.inventory.path),
                 fix=f"start fence_virtd on {fence.name if fence else 'the physical host'} "

@@ -344,7 +344,7 @@ def test_pcs_dialect_commands():
                                     "-u", "hacluster"]
     assert old.setup_argv("TestCluster", nodes) == ["pcs", limit, "cluster", "setup", "--name",
                                                     "TestCluster", "server1", "server4"]
-    assert new.setup_argv("TestCluster", nodes) == ["pcs", limit, "cluster", "setup", "TestCluster",
+    assert new.setup_argv("TestCluster", nodes) == ["pcs", "cluster", "setup", "TestCluster",   # pcs refuses it there
                                                     "server1", "server4"]
 
 

@@ -14,8 +14,11 @@ import html
 import json
 import logging
 import os
+import hashlib
 import secrets as random_tokens
+import string
 import textwrap
+import uuid
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -60,13 +63,22 @@ def leaked(text: str) -> list[str]:
     return [name for name, form in FORMS.items() if form in text]
 
 
+@pytest.fixture(scope="module")
+def secrets_of_these_tests():
+    """A set of forms holding the password and the key, made once: the patterns of a 4 KiB key's forms
+    take about a second to build, and redact() builds them again for every new set."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redaction, "_secrets", set(redaction._secrets))
+        register(PASSWORD)
+        register(KEY)
+        return redaction._secrets
+
+
 @pytest.fixture
-def registered(monkeypatch):
+def registered(monkeypatch, secrets_of_these_tests):
     """The password and the key registered for this test only, and the log record factory installed."""
-    monkeypatch.setattr(redaction, "_secrets", set(redaction._secrets))
+    monkeypatch.setattr(redaction, "_secrets", secrets_of_these_tests)
     install_log_filter()
-    register(PASSWORD)
-    register(KEY)
 
 
 class Collected(logging.Handler):
@@ -205,31 +217,131 @@ def test_base64_of_a_blob_holding_the_secret_hides_it(registered, prefix):
         assert len(shown) <= len(base64.b64encode(prefix.encode())) + 8, f"left of {len(blob)}: {shown!r}"
 
 
-def test_short_secrets_and_forms_are_not_registered(monkeypatch):
+@pytest.mark.parametrize("secret", ["abc", b"\x01\x02\x03", "é", "ab"])
+def test_a_secret_too_short_to_redact_is_refused_loudly(monkeypatch, secret):
     monkeypatch.setattr(redaction, "_secrets", set())
-    register("abc")
-    register(b"\x01\x02\x03")
+    with pytest.raises(redaction.ShortSecret, match=r"has \d characters?: too short .* \(fix: use a secret of at least 4"):
+        register(secret)
+    assert not redaction._secrets
+
+
+def test_no_secret_is_nothing_to_register(monkeypatch):
+    monkeypatch.setattr(redaction, "_secrets", set())
     register("")
     register(None)
-    assert not redaction._secrets, "a secret that short shows as it is: masking its hex would mask other text"
-    assert redact("abc 616263") == "abc 616263"
+    register(b"")
+    assert not redaction._secrets
+
+
+def test_the_refusal_names_the_secret_where_and_fix_but_never_shows_it(monkeypatch):
+    monkeypatch.setattr(redaction, "_secrets", set())
+    with pytest.raises(redaction.ShortSecret) as refused:
+        register("xyz", what="the hacluster password", where="HACONFORM_HACLUSTER_PASSWORD",
+                 fix="export a password of at least 4 characters")
+    assert str(refused.value).startswith("HACONFORM_HACLUSTER_PASSWORD: the hacluster password has 3 characters")
+    assert "xyz" not in str(refused.value) and str(refused.value).endswith("at least 4 characters)")
+
+
+def test_forms_of_four_to_seven_characters_are_masked_whole(monkeypatch):
+    monkeypatch.setattr(redaction, "_secrets", set())
     register("abcd")
-    assert redact("xabcdx") == f"x{MASK}x"
+    assert redact("xabcdx abc") == f"x{MASK}x abc"
     assert all(len(form) >= redaction.MIN_FORM for form in redaction._secrets)
     register("\u00e9\u00e9\u00e9\u00e9")   # its URL form is 24 chars, its JSON 24, its raw 4: all kept
     assert redact(quote("\u00e9" * 4, safe="")) == MASK
+    assert redact(quote("\u00e9" * 4, safe="")[3:]) == MASK, "a run of 8 of its URL form"
 
 
 def test_forms_registered_later_are_redacted(monkeypatch):
-    """The cache of ordered forms follows register() and a replaced set (as tests' monkeypatch does)."""
+    """The patterns follow register() and a replaced set (as tests' monkeypatch does)."""
     monkeypatch.setattr(redaction, "_secrets", set())
     assert redact("alpha-secret beta-secret") == "alpha-secret beta-secret"
     register("alpha-secret")
-    assert redact("alpha-secret beta-secret") == f"{MASK} beta-secret"
-    register("beta-secret")
-    assert redact("alpha-secret beta-secret") == f"{MASK} {MASK}"
+    assert redact("alpha-secret beta-gamma") == f"{MASK} beta-gamma"
+    register("beta-gamma")
+    assert redact("alpha-secret beta-gamma") == f"{MASK} {MASK}"
     monkeypatch.setattr(redaction, "_secrets", set())
     assert redact("alpha-secret") == "alpha-secret"
+    register("alpha-secret")
+    assert redact("alpha-secret") == MASK, "registered again into the new set"
+
+
+# ----- fragments: a secret cut, wrapped or half shown ----------------------------------------------
+
+def fragments(form: str, size: int = redaction.FRAGMENT) -> set[str]:
+    return {form[i:i + size] for i in range(len(form) - size + 1)}
+
+
+def fragments_shown(text: str, forms: dict[str, str] = FORMS) -> list[str]:
+    """The names of the forms of which a run of FRAGMENT characters shows in text."""
+    shown = fragments(text)
+    return sorted(name for name, form in forms.items() if not shown.isdisjoint(fragments(form)))
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_a_cut_prefix_or_suffix_of_every_form_is_masked(registered, name):
+    form = FORMS[name]
+    for piece in (form[:8], form[-8:], form[:len(form) // 2], form[len(form) // 2:], form[3:-3]):
+        redacted = redact(f"stderr: ...{piece}")
+        assert redacted == f"stderr: ...{MASK}", (name, piece)
+
+
+@pytest.mark.parametrize("name", sorted(FORMS))
+def test_every_run_of_eight_is_masked_and_seven_may_show(registered, name):
+    form = FORMS[name]
+    start = len(form) // 3
+    assert redact(f"<{form[start:start + 8]}>") == f"<{MASK}>"
+    assert not fragments_shown(redact("x".join(form[i:i + 7] for i in range(0, len(form), 7))))
+
+
+def test_wrapped_and_cut_base64_of_the_key_is_masked(registered):
+    wrapped = base64.encodebytes(KEY).decode()
+    for text in (wrapped, wrapped[37:], wrapped[:-41], "\n".join(textwrap.wrap(base64.b64encode(KEY).decode(), 64))):
+        redacted = redact(text)
+        assert not fragments_shown(redacted), fragments_shown(redacted)
+        assert set(redacted) <= set(MASK + "\n"), redacted[:200]
+
+
+def test_half_of_a_hex_key_as_pytests_saferepr_shows_it_is_masked(registered):
+    from _pytest._io.saferepr import saferepr
+
+    for value in (KEY.hex(), KEY, base64.b64encode(KEY).decode(), PASSWORD * 20):
+        shown = saferepr(value, maxsize=240)
+        assert "..." in shown, "saferepr did not cut: the test would prove nothing"
+        assert not fragments_shown(redact(shown)), (fragments_shown(redact(shown)), redact(shown))
+
+
+def test_ordinary_text_is_left_alone(registered):
+    text = ("Jun 12 10:00:01 server1 pacemaker-controld[812]: notice: State transition S_IDLE -> "
+            "S_POLICY_ENGINE | sha256 " + hashlib.sha256(b"x").hexdigest() + " " + str(uuid.uuid4()))
+    assert redact(text) == text
+
+
+def test_redacted_tail_cuts_after_redacting_and_keeps_a_mask_whole(registered):
+    output = "pcs: Error: unable to authenticate with " + PASSWORD
+    assert PASSWORD[-5:] in output[-5:]
+    for limit in range(1, 60):
+        tail = redaction.redacted_tail(output, limit)
+        assert PASSWORD[-4:] not in tail and TOKEN[-4:] not in tail, (limit, tail)
+        assert tail.endswith(MASK) and len(tail) <= max(limit, len(MASK))
+        assert MASK not in tail or tail.count("«") == tail.count("»")
+    head = redaction.redacted_head(PASSWORD + " was refused", 5)
+    assert head == MASK
+    assert redaction.redacted_tail(b"ok " + KEY, 300).startswith(("ok ", MASK))
+    assert redaction.redacted_tail(None, 10) == ""
+
+
+def test_a_long_text_is_redacted_quickly(registered):
+    """redact() runs on every log record and every report: a megabyte of ordinary text and of secrets."""
+    import time
+
+    ordinary = (string.ascii_letters + string.digits + " \n:/.-_=") * (1_000_000 // 70)
+    secret = (KEY.hex() + " " + PASSWORD + " " + base64.encodebytes(KEY).decode()) * (1_000_000 // 14_000)
+    for text in (ordinary, secret):
+        began = time.perf_counter()
+        redact(text)
+        redact_bytes(text.encode())
+        assert time.perf_counter() - began < 3.0, "redact() of 1 MB is too slow for reports"
 
 
 # ----- a whole pytest session ----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from haconform import secrets as redaction
+from haconform.errors import HaconformError
 from haconform.secrets import MASK, install_log_filter, redact, redact_bytes, redact_obj, register
 
 pytest_plugins = ["pytester"]
@@ -290,7 +291,10 @@ def test_a_cut_prefix_or_suffix_of_every_form_is_masked(registered, name):
 def test_every_run_of_eight_is_masked_and_seven_may_show(registered, name):
     form = FORMS[name]
     start = len(form) // 3
-    assert redact(f"<{form[start:start + 8]}>") == f"<{MASK}>"
+    run = form[start:start + 8]
+    redacted = redact(f"<{run}>")
+    # (the characters around it may be runs of a form too: the key's latin-1 form holds every character)
+    assert run not in redacted and MASK in redacted and len(redacted) <= len(MASK) + 2, redacted
     assert not fragments_shown(redact("x".join(form[i:i + 7] for i in range(0, len(form), 7))))
 
 
@@ -510,3 +514,129 @@ def test_a_config_read_with_cat_is_logged_without_its_stats_password(fresh_secre
     backend = EchoBackend(b"listen stats\n    stats auth admin:Cat-Read-Pw1\n")
     backend.run("cat /etc/haproxy/haproxy.cfg")
     assert "Cat-Read-Pw1" not in root_handler.lines[-1] and MASK in root_handler.lines[-1]
+
+
+# ----- pcsd tokens and the CIB's secrets ---------------------------------------------------------------
+
+KNOWN_HOSTS = """{
+  "format_version": 1,
+  "data_version": 3,
+  "known_hosts": {
+    "server1": {"dest_list": [{"addr": "server1", "port": 2224}], "token": "5f8c2a1e-0b7d-4c3e-9a61-2d4f7e8b9c10"},
+    "server4": {"dest_list": [{"addr": "server4", "port": 2224}], "token": "a1b2c3d4-e5f6-4789-8abc-def012345678"}
+  }
+}
+"""
+
+CIB = """<cib crm_feature_set="3.17.4" validate-with="pacemaker-3.9" epoch="12">
+  <configuration>
+    <resources>
+      <primitive id="vmfence" class="stonith" type="fence_xvm">
+        <instance_attributes id="vmfence-instance_attributes">
+          <nvpair id="vmfence-key_file" name="key_file" value="/etc/cluster/fence_xvm.key"/>
+          <nvpair id="vmfence-pcmk_host_map" name="pcmk_host_map" value="server1:Node1;server4:Node4"/>
+        </instance_attributes>
+      </primitive>
+      <primitive id="ipmi1" class="stonith" type="fence_ipmilan">
+        <instance_attributes id="ipmi1-ia">
+          <nvpair value="Ipmi&amp;Pass&quot;42" name="password" id="ipmi1-password"/>
+          <nvpair id="ipmi1-password_script" name="password_script" value="/usr/local/bin/ipmi-pass"/>
+          <nvpair id="ipmi1-lanplus" name="lanplus" value="1"/>
+        </instance_attributes>
+      </primitive>
+      <primitive id="aws" class="stonith" type="fence_aws">
+        <instance_attributes id="aws-ia">
+          <nvpair id="aws-access_key" name="access_key" value="AKIAEXAMPLE12345"/>
+          <nvpair id="aws-secret_key" name="secret_key" value='wJalrXUtnFEMI/K7MDENG'/>
+          <nvpair id="aws-region" name="region" value="eu-west-1"/>
+        </instance_attributes>
+      </primitive>
+    </resources>
+  </configuration>
+</cib>
+"""
+
+PCS_JSON = json.dumps({"primitives": [{"id": "vmware", "agent_name": {"type": "fence_vmware_rest"},
+                                       "instance_attributes": [{"id": "vmware-ia", "nvpairs": [
+                                           {"id": "vmware-passwd", "name": "passwd", "value": "vmw-Pass-77"},
+                                           {"id": "vmware-ssl", "name": "ssl_insecure", "value": "1"},
+                                           {"id": "vmware-apikey", "name": "apiKey", "value": "k-0123456789"}]}]}],
+                       "totem_options": {"token": "3000", "token_coefficient": "650"}})
+
+
+def test_pcsd_tokens_of_known_hosts_are_registered_when_read(fresh_secrets):
+    redaction.discover(KNOWN_HOSTS.encode(), source="/var/lib/pcsd/known-hosts")
+    shown = redact(KNOWN_HOSTS)
+    assert "5f8c2a1e" not in shown and "def012345678" not in shown and shown.count(MASK) == 2, shown
+    assert '"port": 2224' in shown
+
+
+def test_pcs_09_tokens_are_registered(fresh_secrets):
+    redaction.discover('{"format_version": 2, "tokens": {"server1": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"}}')
+    assert redact("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d") == MASK
+
+
+def test_cib_nvpairs_that_hold_secrets_are_registered_and_paths_are_not(fresh_secrets):
+    redaction.discover(CIB.encode(), source="cibadmin -Q on server1")
+    for secret in ('Ipmi&Pass"42', "AKIAEXAMPLE12345", "wJalrXUtnFEMI/K7MDENG"):
+        assert redact(f"x {secret} x") == f"x {MASK} x", secret
+    shown = redact(CIB)
+    assert "Ipmi&amp;Pass&quot;42" not in shown and "AKIAEXAMPLE" not in shown and "wJalrXUtnFEMI" not in shown
+    # where a secret is kept is evidence, not a secret; so are the other parameters
+    for kept in ("/etc/cluster/fence_xvm.key", "/usr/local/bin/ipmi-pass", "server1:Node1;server4:Node4",
+                 "eu-west-1", 'name="lanplus" value="1"'):
+        assert kept in shown, kept
+
+
+def test_pcs_json_parameters_that_hold_secrets_are_registered(fresh_secrets):
+    redaction.discover(PCS_JSON)
+    shown = redact(PCS_JSON)
+    assert "vmw-Pass-77" not in shown and "k-0123456789" not in shown, shown
+    assert '"token": "3000"' in shown, "corosync's token is a timeout, not a secret"
+    assert '"value": "1"' in shown
+
+
+@pytest.mark.parametrize("name, secret", [
+    ("password", True), ("ipmi_password", True), ("passwd", True), ("passphrase", True), ("apikey", True),
+    ("apiKey", True), ("secret_key", True), ("access_key", True), ("token", True), ("auth_token", True),
+    ("key_file", False), ("keyfile", False), ("password_script", False), ("passwd_script", False),
+    ("identity_file", False), ("ssh_key_path", False), ("key_dir", False), ("pcmk_host_map", False),
+    ("ipaddr", False), ("login", False)])
+def test_which_parameters_hold_secrets(name, secret):
+    assert redaction.secret_parameter(name) is secret
+
+
+def test_a_short_secret_in_the_cib_is_refused_naming_where(fresh_secrets):
+    cib = '<cib>\n<nvpair id="f-password" name="password" value="ab"/>\n</cib>'
+    with pytest.raises(redaction.ShortSecret, match=r"^cibadmin -Q line 2: nvpair 'password': the value of password "
+                                                   r"has 2 characters"):
+        redaction.discover(cib, source="cibadmin -Q")
+
+
+def test_a_short_stats_password_in_stage_data_is_refused_naming_file_line_and_fix(tmp_path):
+    stage = tmp_path / "stage2"
+    (stage / "role-director" / "etc" / "haproxy").mkdir(parents=True)
+    (stage / "stage.yaml").write_text("stage: stage2\ntitle: t\nrunbook_sections: [s]\n")
+    cfg = stage / "role-director" / "etc" / "haproxy" / "haproxy.cfg"
+    cfg.write_text("global\n    daemon\nlisten stats\n    bind *:8080\n    stats auth admin:pw1\n")
+    from haconform.stages.model import load_stage
+    with pytest.raises(HaconformError) as refused:
+        load_stage(stage)
+    assert str(refused.value) == (
+        f"{cfg} line 5: the password of `stats auth` has 3 characters: too short to keep out of logs and reports "
+        "(a form under 4 characters cannot be masked without masking ordinary text everywhere) "
+        "(fix: use a password of at least 4 characters)")
+
+
+def test_a_short_hacluster_password_ends_the_session_before_anything_runs(pytester, monkeypatch):
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    monkeypatch.setenv("HACONFORM_HACLUSTER_PASSWORD", "xyz")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "fixtures.stages", "--config", str(ROOT / "fixtures" / "documented"),
+        "--history-dir", str(pytester.path / "results"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    error = result.stderr.str()
+    assert ("HACONFORM_HACLUSTER_PASSWORD (environment): the hacluster password has 3 characters" in error
+            and "(fix: export HACONFORM_HACLUSTER_PASSWORD" in error), error
+    assert "Traceback" not in error and "xyz" not in error

@@ -53,6 +53,8 @@ FRAGMENT = 8
 # secret's own base64); shorter ones would be whole-form matches of ordinary base64 text.
 MIN_BASE64_CORE = FRAGMENT
 _URLSAFE = str.maketrans("+/", "-_")
+# A deployment's own hacluster password (fixtures/stages.py; the lab makes a fresh one per session).
+HACLUSTER_PASSWORD_VARIABLE = "HACONFORM_HACLUSTER_PASSWORD"
 
 
 class ShortSecret(HaconformError):
@@ -503,17 +505,18 @@ def redact_obj(obj: Any) -> Any:
 
 
 def redact_file(path: Path) -> bool:
-    """Redact a file in place (a report written before a secret was registered); True if it changed."""
+    """Redact a text file in place (a report written before a secret was registered); True if it changed.
+
+    Redacted as UTF-8 text (undecodable bytes kept as they are), so a mask never splits a character."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    redacted = redact_bytes(data)
-    if redacted == data:
+    data = path.read_bytes()
+    text = data.decode("utf-8", "surrogateescape")
+    redacted = redact(text)
+    if redacted == text:
         return False
     temporary = path.with_name(f".{path.name}.redacting")
-    temporary.write_bytes(redacted)
+    temporary.write_bytes(redacted.encode("utf-8", "surrogateescape"))
+    os.chmod(temporary, path.stat().st_mode & 0o7777)
     os.replace(temporary, path)
     return True
 
@@ -563,7 +566,11 @@ class RedactingStream:
             return
         shown = _masked(self._pending[:end], [s for s in spans if s[1] <= end], MASK)
         self._pending = self._pending[end:]
-        self.stream.write(shown)
+        try:
+            self.stream.write(shown)
+        except UnicodeEncodeError:   # a terminal that cannot show the mask (or the text): as pytest does
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            self.stream.write(shown.encode(encoding, "backslashreplace").decode(encoding))
 
     def writelines(self, lines) -> None:
         for line in lines:

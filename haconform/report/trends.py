@@ -462,13 +462,13 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
            say=print) -> int:
     """`haconform report`: writes the trends page; with compare_dirs (A, B) prints what changed and
     returns 1 when a verdict flipped from held to broken."""
-    from .verdict import read_golden
+    from .verdict import read_golden, register_configuration_secrets
 
     results_path = Path(results)
     golden_rows = read_golden(Path(golden))
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
     runs = load_runs(results_path, golden=golden_rows, config_dir=config_path)
-    comparison = None
+    pair = None
     if compare_dirs:
         a_dir, b_dir = (_resolve(name, results_path) for name in compare_dirs)
         a = load_run(a_dir, golden=golden_rows, config_dir=config_path)
@@ -477,12 +477,15 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
             if run is None:
                 raise FileNotFoundError(f"{path}: neither verdict.json, a history.jsonl with conformance tests, "
                                         "nor summary.json (fix: pass a run directory of results/)")
-        comparison = compare(a, b)
-        say(compare_text(comparison), end="")
         known = {r.path.resolve() for r in runs}
         runs = sorted(runs + [r for r in (a, b) if r.path.resolve() not in known], key=lambda r: r.name)
+        pair = (a, b)
+    register_configuration_secrets([r.verdict for r in runs], config_path)
+    comparison = compare(*pair) if pair else None
+    if comparison is not None:
+        say(redact(compare_text(comparison)), end="")
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(redact(render_trends(runs, comparison, results=str(results))), encoding="utf-8")
-    say(f"trends: {len(runs)} run(s) from {results} -> {out_path}")
+    say(redact(f"trends: {len(runs)} run(s) from {results} -> {out_path}"))
     return 1 if comparison and comparison["regression"] else 0

@@ -328,9 +328,8 @@ class _Patterns:
 
     def short_pattern(self) -> re.Pattern | None:
         if self._short_pattern is None and self.short:
-            escape = re.escape
-            self._short_pattern = re.compile(
-                (b"|" if self.kind is bytes else "|").join(escape(f) for f in sorted(self.short, key=len, reverse=True)))
+            longest_first = sorted(self.short, key=len, reverse=True)
+            self._short_pattern = re.compile((b"|" if self.kind is bytes else "|").join(map(re.escape, longest_first)))
         return self._short_pattern
 
     def _aligned_hits(self, text) -> Iterable[int]:

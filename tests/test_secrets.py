@@ -222,7 +222,8 @@ def test_base64_of_a_blob_holding_the_secret_hides_it(registered, prefix):
 @pytest.mark.parametrize("secret", ["abc", b"\x01\x02\x03", "é", "ab"])
 def test_a_secret_too_short_to_redact_is_refused_loudly(monkeypatch, secret):
     monkeypatch.setattr(redaction, "_secrets", set())
-    with pytest.raises(redaction.ShortSecret, match=r"has \d characters?: too short .* \(fix: use a secret of at least 4"):
+    refusal = r"has \d characters?: too short .* \(fix: use a secret of at least 4"
+    with pytest.raises(redaction.ShortSecret, match=refusal):
         register(secret)
     assert not redaction._secrets
 

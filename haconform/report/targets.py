@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HaconformError
-from ..secrets import redact
+from ..secrets import redact, redacted_head
 from .html import duration_text, esc, page, target_text, verdict_badge, versions_text
 from .trends import verdict_label
 from .verdict import (NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history,
@@ -356,7 +356,7 @@ def side_summary(side: Side) -> str:
 def verdict_text(entry: dict, side: str) -> str:
     must = entry[side]
     label = entry[f"label_{side}"]
-    return label if must is None or label == "held" else f"{label}: {str(must.get('reason') or '')[:240]}"
+    return label if must is None or label == "held" else f"{label}: {redacted_head(str(must.get('reason') or ''), 240)}"
 
 
 def targets_text(result: dict) -> str:

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..secrets import redact
+from ..secrets import redact, redacted_head
 from .html import anchor, duration_text, esc, page, verdict_class
 from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, stage_key
 
@@ -208,7 +208,7 @@ def compare_text(result: dict) -> str:
     for tag, entries in (("FLIPPED", result["flipped"]), ("fixed", result["fixed"])):
         for e in entries:
             reason = f": {e['reason']}" if e.get("reason") and e["to"] != HELD else ""
-            lines.append(f"  {tag:8} {e['id']} ({e['stage']}) {e['from']} -> {e['to']}{reason[:300]}")
+            lines.append(f"  {tag:8} {e['id']} ({e['stage']}) {e['from']} -> {e['to']}{redacted_head(reason, 300)}")
     transitions: dict[tuple[str, str], list[dict]] = {}
     for e in result["changed"]:
         transitions.setdefault((e["from"], e["to"]), []).append(e)
@@ -216,7 +216,7 @@ def compare_text(result: dict) -> str:
         if len(entries) == 1:
             e = entries[0]
             reason = f": {e['reason']}" if e.get("reason") and now != HELD else ""
-            lines.append(f"  {'changed':8} {e['id']} ({e['stage']}) {was} -> {now}{reason[:300]}")
+            lines.append(f"  {'changed':8} {e['id']} ({e['stage']}) {was} -> {now}{redacted_head(reason, 300)}")
         else:
             lines.append(f"  {'changed':8} {len(entries)} MUSTs {was} -> {now}: {', '.join(e['id'] for e in entries)}")
     lines.append(f"figures beyond thresholds: {len(result['moved'])} ({result['steady']} within; "
@@ -341,8 +341,8 @@ def _matrix(runs: list[Run]) -> str:
             if must is None:
                 cells.append("<td class='cell'><span class='sq absent' title='not in this run'></span></td>")
             else:
-                tip = f"{run.name}: {must['verdict']} — {must['reason']}"
-                cells.append(f"<td class='cell'><span class='sq {verdict_class(must)}' title='{esc(tip[:400])}'>"
+                tip = redacted_head(f"{run.name}: {must['verdict']} — {must['reason']}", 400)
+                cells.append(f"<td class='cell'><span class='sq {verdict_class(must)}' title='{esc(tip)}'>"
                              f"</span></td>")
         rows.append(f"<tr><td class='id'>{esc(must_id)}</td><td class='muted'>{esc(ids[must_id])}</td>"
                     + "".join(cells) + "</tr>")

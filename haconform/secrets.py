@@ -438,6 +438,22 @@ def _patterns(kind: type = str) -> _Patterns:
         return patterns
 
 
+class SecretRuns:
+    """Where runs of FRAGMENT characters of one secret's forms (or the whole of a shorter form) show in
+    bytes: what redact_bytes() masks, for one secret on its own, whether registered or not.  The leak
+    tests count these in every file and command line a run leaves behind."""
+
+    def __init__(self, secret: str | bytes):
+        self._patterns = _Patterns(bytes)
+        for form in secret_forms(secret):
+            for encoded in _encodings(form):
+                if len(encoded) >= MIN_FORM:
+                    self._patterns.add(encoded)
+
+    def spans(self, data: bytes) -> list[tuple[int, int]]:
+        return self._patterns.spans(bytes(data))
+
+
 def redaction_spans(text: str) -> list[tuple[int, int]]:
     """The (start, end) runs redact() would mask in text."""
     if not _secrets:

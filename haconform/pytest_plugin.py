@@ -141,10 +141,10 @@ def _redact_terminal(config) -> None:
         writer._file = _redacting_stream(config, writer._file)
 
 
-def pytest_plugin_registered(plugin, plugin_name, manager):
+def pytest_plugin_registered(plugin, manager):
     # The terminal reporter is made in the terminal plugin's pytest_configure, which may run after ours.
     config = getattr(plugin, "config", None)
-    if plugin_name == "terminalreporter" and config is not None:
+    if config is not None and manager.get_name(plugin) == "terminalreporter":
         _redact_terminal(config)
 
 

@@ -709,3 +709,50 @@ def test_a_short_hacluster_password_ends_the_session_before_anything_runs(pytest
     assert ("HACONFORM_HACLUSTER_PASSWORD (environment): the hacluster password has 3 characters" in error
             and "(fix: export HACONFORM_HACLUSTER_PASSWORD" in error), error
     assert "Traceback" not in error and "xyz" not in error
+
+
+# ----- the terminal: a stream that redacts what passes ----------------------------------------------------
+
+class Written:
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_a_secret_written_in_pieces_is_masked_whole(registered):
+    sink = Written()
+    stream = redaction.RedactingStream(sink)
+    stream.write("progress ...")
+    stream.flush()
+    for piece in (PASSWORD[:3], PASSWORD[3:5], PASSWORD[5:]):   # each too short to recognise alone
+        stream.write(piece)
+        stream.flush()
+    stream.write(" done\nnext " + KEY.hex()[:6])
+    stream.flush()
+    stream.write(KEY.hex()[6:40])
+    stream.drain()
+    shown = "".join(sink.parts)
+    assert shown == f"progress ...{MASK} done\nnext {MASK}", shown
+    assert stream.isatty(), "the wrapped stream's own attributes"
+
+
+def test_a_flush_passes_on_all_but_the_last_characters_and_never_splits_a_mask(registered):
+    sink = Written()
+    stream = redaction.RedactingStream(sink)
+    stream.write(f"collected 3 items {PASSWORD} and then some")
+    stream.flush()
+    assert "".join(sink.parts) == f"collected 3 items {MASK} and th", sink.parts
+    stream.write(f"\nkey {KEY.hex()[:30]}")
+    stream.flush()
+    # the line up to its newline; then the run reaching the end is held whole (it may go on)
+    assert "".join(sink.parts) == f"collected 3 items {MASK} and then some\nkey ", sink.parts
+    stream.drain()
+    assert "".join(sink.parts) == f"collected 3 items {MASK} and then some\nkey {MASK}", sink.parts

@@ -26,6 +26,7 @@ Two lines of defence:
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import html
 import itertools
@@ -291,7 +292,10 @@ def output_is_secret() -> bool:
 # ----- redaction ---------------------------------------------------------------------------------
 
 _PROBE = FRAGMENT // 2
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# Text is probed as bytes, one per character: a character outside ASCII becomes 0x80 in the text and in
+# the forms alike, so a probe that holds one still finds its runs (and merely looks up more windows).
+_OUTSIDE_ASCII = "haconform.secrets.outside-ascii"
+codecs.register_error(_OUTSIDE_ASCII, lambda error: (b"\x80" * (error.end - error.start), error.end))
 _WORD = "I"   # memoryview format of a native 4-byte unsigned int (4 on every platform we run on): one probe
 
 
@@ -307,8 +311,7 @@ class _Patterns:
     def __init__(self, kind: type):
         self.kind = kind
         self.grams: set = set()
-        self.probes: set = set()           # 4-unit runs of every form, as the type of the text
-        self.probe_words: set[int] = set()  # the same, as native ints of their bytes (ASCII runs only)
+        self.probe_words: set[int] = set()  # 4-unit runs of every form, as native ints of their bytes
         self.short: set = set()            # forms shorter than FRAGMENT: matched whole
         self._short_pattern: re.Pattern | None = None
 
@@ -318,10 +321,7 @@ class _Patterns:
             self._short_pattern = None
             return
         self.grams.update({form[i:i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)})
-        self.probes.update({form[i:i + _PROBE] for i in range(len(form) - _PROBE + 1)})
-        # Read as ints like the text's aligned probes; a character outside ASCII becomes 0x80, a byte no
-        # ASCII text has, so only the ASCII runs of a form can ever match.
-        raw = form if self.kind is bytes else _NON_ASCII.sub("\x80", form).encode("latin-1")
+        raw = form if self.kind is bytes else form.encode("ascii", _OUTSIDE_ASCII)
         for offset in range(_PROBE):
             usable = (len(raw) - offset) // _PROBE * _PROBE
             self.probe_words.update(memoryview(raw)[offset:offset + usable].cast(_WORD))
@@ -334,12 +334,9 @@ class _Patterns:
 
     def _aligned_hits(self, text) -> Iterable[int]:
         usable = len(text) - len(text) % _PROBE
-        if self.kind is bytes or text.isascii():
-            data = text if self.kind is bytes else text.encode("ascii")
-            words = memoryview(data)[:usable].cast(_WORD)
-            return itertools.compress(range(0, usable, _PROBE), map(self.probe_words.__contains__, words))
-        probes = self.probes
-        return [j for j in range(0, usable, _PROBE) if text[j:j + _PROBE] in probes]
+        data = text if self.kind is bytes else text.encode("ascii", _OUTSIDE_ASCII)
+        words = memoryview(data)[:usable].cast(_WORD)
+        return itertools.compress(range(0, usable, _PROBE), map(self.probe_words.__contains__, words))
 
     def spans(self, text) -> list[tuple[int, int]]:
         """The maximal runs of text to mask, in order, as (start, end)."""

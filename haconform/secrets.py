@@ -306,7 +306,7 @@ class _Patterns:
     FRAGMENT units starting there is a gram.  Looking up every window would cost a set lookup per
     character; instead only windows near an aligned probe (the units at positions 0, 4, 8, ...) that is
     a 4-unit run of some form are looked up: any run of 8 contains an aligned 4-run.  Aligned probes are
-    read as native ints through a memoryview (ASCII text and bytes), one lookup per 4 units."""
+    read as native ints through a memoryview of the text's bytes, one lookup per 4 units."""
 
     def __init__(self, kind: type):
         self.kind = kind

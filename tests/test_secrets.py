@@ -431,6 +431,15 @@ LEAKY_TESTS = """
         warnings.warn(UserWarning(f"fence key {KEY.hex()[:100]}"))
 
 
+    def test_prints_what_a_later_test_registers():
+        print("not yet a secret:", (HERE / "later.txt").read_text(encoding="utf-8"))
+
+
+    def test_registers_what_an_earlier_test_printed():
+        # its captured output is already in JUnit's and pytest-html's data: only the last pass masks it there
+        register((HERE / "later.txt").read_text(encoding="utf-8"))
+
+
     def test_prints_the_secrets():
         print("-s shows", PASSWORD, "and", KEY.hex()[:500])
         sys.stdout.write(PASSWORD[:9])   # one secret in two writes
@@ -477,24 +486,27 @@ def session_outputs(pytester, result) -> dict[str, str]:
     return outputs
 
 
-def write_the_secrets(pytester) -> str:
-    late = "late-" + random_tokens.token_urlsafe(12)
+def write_the_secrets(pytester) -> tuple[str, str]:
+    """The files LEAKY_TESTS reads: the password, the key, and two secrets registered late."""
+    late, later = ("late-" + random_tokens.token_urlsafe(12)), ("later-" + random_tokens.token_urlsafe(12))
     (pytester.path / "password.txt").write_text(PASSWORD, encoding="utf-8")
     (pytester.path / "fence.key").write_bytes(KEY)
     (pytester.path / "late.txt").write_text(late, encoding="utf-8")
-    return late
+    (pytester.path / "later.txt").write_text(later, encoding="utf-8")
+    return late, later
 
 
 def test_a_session_shows_no_secret_anywhere(pytester):
-    late = write_the_secrets(pytester)
+    late, later = write_the_secrets(pytester)
     result, reports = run_session(
         pytester, LEAKY_TESTS, "-l", "--log-level=DEBUG", "-o", "log_cli=true", "--log-cli-level=DEBUG",
         "--log-file", str(pytester.path / "reports" / "debug.log"), "--log-file-level=DEBUG",
         "--junitxml", str(pytester.path / "reports" / "junit.xml"), "-o", "junit_logging=all",
         "--html", str(pytester.path / "reports" / "report.html"), "--self-contained-html")
-    result.assert_outcomes(passed=3, failed=3, skipped=1, xfailed=1, warnings=3)   # and JUnit xunit2 on record_property
+    result.assert_outcomes(passed=5, failed=3, skipped=1, xfailed=1, warnings=3)   # and JUnit xunit2 on record_property
     outputs = session_outputs(pytester, result)
     terminal = outputs["terminal"]
+    assert "not yet a secret: «redacted»" in terminal and "not yet a secret: " in outputs["reports/junit.xml"]
     # the secrets did reach every output (so their absence below means they were redacted)
     assert terminal.count(MASK) >= 5, terminal
     for shown in ("Captured stdout call", "Captured log call", "key_hex ", "credentials ", "XFAIL",
@@ -510,7 +522,8 @@ def test_a_session_shows_no_secret_anywhere(pytester):
         ("test_fails_with_the_secrets", "call"), ("test_passes_and_registers_late", "call"),
         ("test_skips_with_the_password", "call")]
 
-    forms = {**FORMS, **{f"late {name}": form for name, form in text_forms(late).items()}}
+    forms = {**FORMS, **{f"late {name}": form for name, form in text_forms(late).items()},
+             **{f"later {name}": form for name, form in text_forms(later).items()}}
     found = runs_shown(forms, outputs)
     assert found == set(), f"runs of {redaction.FRAGMENT} characters of secrets shown: {sorted(found)}"
 
@@ -520,7 +533,7 @@ def test_a_session_with_s_shows_no_secret_on_the_terminal(pytester):
     write_the_secrets(pytester)
     result, _ = run_session(pytester, LEAKY_TESTS, "-s", "-l", "--junitxml",
                             str(pytester.path / "reports" / "junit.xml"))
-    result.assert_outcomes(passed=3, failed=3, skipped=1, xfailed=1, warnings=3)   # and JUnit xunit2 on record_property
+    result.assert_outcomes(passed=5, failed=3, skipped=1, xfailed=1, warnings=3)   # and JUnit xunit2 on record_property
     outputs = session_outputs(pytester, result)
     assert "-s shows «redacted» and «redacted»" in outputs["terminal"], outputs["terminal"]
     assert "setting up with «redacted»" in outputs["terminal"]

@@ -15,6 +15,7 @@ import html
 import json
 import logging
 import os
+import random
 import re
 import secrets as random_tokens
 import string
@@ -32,10 +33,13 @@ from haconform.secrets import MASK, install_log_filter, redact, redact_bytes, re
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seeded, not fresh each run: the escaped forms of random bytes have runs of little entropy (`\\xc3\\xa9 `),
+# and one that happens to continue into the text around a form would make a test fail one run in a hundred.
+SEEDED = random.Random(23)
 # Characters every escaping treats differently: quotes, markup, space, '+', '/', '%', non-ASCII.
-TOKEN = random_tokens.token_urlsafe(12)
+TOKEN = base64.urlsafe_b64encode(SEEDED.randbytes(12)).decode()
 PASSWORD = "hc-" + TOKEN + "\"'<&> +/%é"
-KEY = os.urandom(4096)
+KEY = SEEDED.randbytes(4096)
 
 
 def text_forms(secret: str) -> dict[str, str]:
@@ -276,8 +280,9 @@ def fragments(form: str, size: int = redaction.FRAGMENT) -> set[str]:
 
 
 def fragments_shown(text: str, forms: dict[str, str] = FORMS) -> list[str]:
-    """The names of the forms of which a run of FRAGMENT characters shows in text."""
-    shown = fragments(text)
+    """The names of the forms of which a run of FRAGMENT characters shows in text, between its masks (the
+    key's latin-1 form holds every character: the mask's own '»' and what follows may be a run of it)."""
+    shown = set().union(*(fragments(piece) for piece in text.split(MASK)))
     return sorted(name for name, form in forms.items() if not shown.isdisjoint(fragments(form)))
 
 
@@ -286,7 +291,8 @@ def test_a_cut_prefix_or_suffix_of_every_form_is_masked(registered, name):
     form = FORMS[name]
     for piece in (form[:8], form[-8:], form[:len(form) // 2], form[len(form) // 2:], form[3:-3]):
         redacted = redact(f"stderr: ...{piece}")
-        assert redacted == f"stderr: ...{MASK}", (name, piece)
+        # (a dot before the piece may be masked with it: the key's latin-1 form holds every character)
+        assert redacted in (f"stderr: ...{MASK}", f"stderr: ..{MASK}"), (name, piece)
 
 
 @pytest.mark.parametrize("name", sorted(FORMS))
@@ -320,7 +326,7 @@ def test_half_of_a_hex_key_as_pytests_saferepr_shows_it_is_masked(registered):
 def test_ordinary_text_is_left_alone(registered):
     text = ("Jun 12 10:00:01 server1 pacemaker-controld[812]: notice: State transition S_IDLE -> "
             "S_POLICY_ENGINE | sha256 " + hashlib.sha256(b"x").hexdigest() + " " + str(uuid.uuid4()))
-    assert redact(text) == text
+    assert redact(text) == text, redact(text)
 
 
 def test_redacted_tail_cuts_after_redacting_and_keeps_a_mask_whole(registered):

@@ -41,6 +41,7 @@ from typing import Any, Iterable
 
 from .errors import HaconformError
 from .readonly_commands import harness_program
+from .secrets import redacted_tail
 from .timeouts import (BASE, CATEGORIES, CEILING, HANG_CEILING, HANG_GUARDS, MARGIN, MARGIN_CATEGORY, NOT_SCALED,
                        SCALED)
 
@@ -256,7 +257,7 @@ def run_probe(machine: Any, probe: Probe) -> list[float]:
             runs.append(time.monotonic() - began)
             if result.rc != 0:
                 raise CalibrationError(f"probe {probe.name} on {machine.name}: `true` exited {result.rc}: "
-                                       f"{(result.stderr or '').strip()[-300:]!r}", where="calibration",
+                                       f"{redacted_tail((result.stderr or '').strip(), 300)!r}", where="calibration",
                                        fix="a host that cannot run `true` is not usable")
         return runs
     command = timed_command(probe)
@@ -264,9 +265,10 @@ def run_probe(machine: Any, probe: Probe) -> list[float]:
     runs = parse_timed(result.stdout) if result.rc == 0 else None
     if runs is None:
         why = "timed out" if result.rc == 124 else f"exit {result.rc}"
+        stderr = redacted_tail((result.stderr or "").strip(), 300)
+        stdout = redacted_tail((result.stdout or "").strip(), 200)
         raise CalibrationError(
-            f"probe {probe.name} on {machine.name}: {why}; stderr: {(result.stderr or '').strip()[-300:]!r}; "
-            f"stdout: {(result.stdout or '').strip()[-200:]!r}", where="calibration",
+            f"probe {probe.name} on {machine.name}: {why}; stderr: {stderr!r}; stdout: {stdout!r}", where="calibration",
             fix=f"the probe is `{probe.command}` ({probe.why}); it needs GNU date (+%N) and the package "
                 f"that provides it on a {'/'.join(probe.roles)}")
     return runs

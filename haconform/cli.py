@@ -19,6 +19,7 @@ import os
 import sys
 
 from .errors import HaconformError
+from .secrets import redact
 
 
 def _lab(args):
@@ -204,7 +205,7 @@ def cmd_report(args) -> int:
                                   fail_on_failed_session=args.fail_on_failed_session)
         return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html")
     except FileNotFoundError as exc:
-        print(f"haconform report: {exc}", file=sys.stderr)
+        print(f"haconform report: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HaconformError as exc:
-        print(f"haconform: error: {exc}", file=sys.stderr)
+        print(f"haconform: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         # A path given on the command line that cannot be read or written (--out in a read-only place).

@@ -41,7 +41,7 @@ from urllib3 import HTTPHeaderDict, encode_multipart_formdata
 from .agent import first_line as page_first_line
 from .errors import HaconformError, WaitTimeout
 from .readonly_commands import harness_program
-from .secrets import register as register_secret
+from .secrets import redacted_head, register as register_secret
 from .timeouts import BOUNDS, documented
 
 log = logging.getLogger("haconform.client")
@@ -245,7 +245,7 @@ class AgentProcess:
                 try:
                     message = json.loads(raw)
                 except ValueError:
-                    self._stderr_tail.append(f"(not JSON on stdout) {raw[:200]!r}")
+                    self._stderr_tail.append(f"(not JSON on stdout) {redacted_head(raw, 200)!r}")
                     continue
                 on_line(message)
         finally:

@@ -39,7 +39,7 @@ import threading
 import time
 
 from .errors import HaconformError, WaitTimeout
-from .secrets import redact
+from .secrets import redact, redacted_tail
 from .timeouts import BOUNDS
 from .wait import wait_until
 
@@ -204,7 +204,7 @@ class DeadManSwitch:
 
     def _seen(self) -> str:
         state = "running" if self.running else f"exit {self._proc.returncode if self._proc else None}"
-        stderr = " ".join(self._stderr)[-300:]
+        stderr = redacted_tail(" ".join(self._stderr), 300)
         return redact(f"{state}; stdout {self._stdout[-3:]}; stderr {stderr!r}")
 
     def _kill(self) -> None:

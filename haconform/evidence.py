@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .secrets import redact
+from .secrets import redact, redacted_head
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Evidence:
             elif item.kind == "log":
                 parts.append("<pre>" + html.escape("\n".join(item.content[-300:])) + "</pre>")
             elif item.kind == "json":
-                parts.append("<pre>" + html.escape(json.dumps(item.content, indent=1)[:20000]) + "</pre>")
+                parts.append("<pre>" + html.escape(redacted_head(json.dumps(item.content, indent=1), 20000)) + "</pre>")
             else:
-                parts.append("<pre>" + html.escape(str(item.content)[:20000]) + "</pre>")
+                parts.append("<pre>" + html.escape(redacted_head(str(item.content), 20000)) + "</pre>")
         return "<div class='haconform-evidence'>" + "\n".join(parts) + "</div>"

@@ -37,6 +37,7 @@ from .errors import HaconformError, WaitTimeout
 from .patterns import daemon_of
 from .probe import Prober, longest_outage, outage_windows, summarize, timeline_svg
 from .readers.logs import LogWatch, SeenLine
+from .secrets import redacted_head
 from .timeouts import BOUNDS, POLL_INTERVAL, Bound
 from .wait import wait_until
 
@@ -472,14 +473,14 @@ class FaultRun:
                     continue
                 excusing = next((a for a in allowances if a.allows(line, spec)), None)
                 if excusing is None:
-                    problems.append(f"log error: {host}:{path}: {line.text.strip()[:300]}")
+                    problems.append(f"log error: {host}:{path}: {redacted_head(line.text.strip(), 300)}")
                 elif excusing.healed is not None:
                     to_heal.setdefault((host, excusing.healed), []).append(line.text.strip())
         for (host, healed), lines in to_heal.items():
             wrong = healed(self.deployment, host)
             if wrong is not None:
                 problems.append(f"log error on {host} excused only if it came right by itself, and it did not: "
-                                f"{wrong}; the lines: {[text[:300] for text in lines]}")
+                                f"{wrong}; the lines: {[redacted_head(text, 300) for text in lines]}")
         return problems
 
     def _rebooted(self, host: str) -> bool:

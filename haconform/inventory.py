@@ -53,6 +53,7 @@ from pydantic import PlainValidator, model_validator
 
 from .datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
+from .secrets import redacted_tail
 from .topology import IPv4, Topology
 
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
@@ -246,7 +247,8 @@ def ssh_resolved(access: HostAccess) -> dict[str, str]:
         raise HaconformError("ssh is not installed on the harness machine", where="--target ssh",
                              fix="apt-get install -y openssh-client") from None
     if result.returncode != 0:
-        raise HaconformError(f"hosts.{access.name}: ssh -G refused the settings: {result.stderr.strip()[-300:]}",
+        raise HaconformError(f"hosts.{access.name}: ssh -G refused the settings: "
+                             f"{redacted_tail(result.stderr.strip(), 300)}",
                              where=access.ssh_config or "ssh", fix="correct the ssh_config or the address")
     resolved: dict[str, str] = {}
     for line in result.stdout.splitlines():

@@ -17,7 +17,7 @@ from .evidence import Evidence
 from .guard import APPLY, GRANTED, READ_ONLY, HostGuard
 from .stash import GUARD, SESSION_STOPPED
 from .report.messages import failure_message, skip_message
-from .secrets import install_log_filter, redact, redact_obj
+from .secrets import RedactingStream, install_log_filter, redact, redact_file, redact_obj
 from .datafile import read_yaml_mapping
 from .wait import record_waits
 
@@ -135,6 +135,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "conformance(requirement): a conformance test with a stable ID and MUST")
     config.addinivalue_line("markers", "destructive: injects faults or changes cluster state")
     install_log_filter()
+    if config.getoption("capture", None) == "no":
+        # -s: what tests print goes straight to the terminal, past every report
+        sys.stdout = _redacting_stream(config, sys.stdout)
+        sys.stderr = _redacting_stream(config, sys.stderr)
+    _redact_terminal(config)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     config._haconform_run_dir = Path(config.getoption("--history-dir") or config.rootpath / "results") / stamp
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
@@ -147,12 +152,6 @@ def pytest_configure(config):
     guard.transcript_to(config._haconform_run_dir / TRANSCRIPT)
     config.stash[GUARD] = guard
     config.pluginmanager.import_plugin("haconform.report.plugin")   # verdict.json/html at session end
-
-
-def pytest_unconfigure(config):
-    guard = config.stash.get(GUARD, None)
-    if guard is not None:
-        guard.close_transcript()
 
 
 def _load_inputs(config) -> None:
@@ -185,6 +184,86 @@ def _load_inputs(config) -> None:
         inventory = load_inventory(config.getoption("--inventory"), topology)
         check_names(inventory.names, defined, where=str(inventory.path), key_prefix="names.")
         config._haconform_inventory = inventory
+
+
+# ----- sinks pytest writes itself: the terminal, warnings, the files of the session --------------------
+
+def _redacting_stream(config, stream) -> RedactingStream:
+    """One RedactingStream per stream: the terminal writer and sys.stdout under -s share the real
+    stdout, and one buffer keeps what they write in order."""
+    streams: dict[int, RedactingStream] = config.__dict__.setdefault("_haconform_streams", {})
+    if isinstance(stream, RedactingStream):
+        return stream
+    if id(stream) not in streams:
+        streams[id(stream)] = RedactingStream(stream)
+    return streams[id(stream)]
+
+
+def _redact_terminal(config) -> None:
+    """Everything pytest prints (failures with -l locals, xfail reasons, the warnings summary, live logs)
+    passes redact() on its way to the terminal."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    writer = getattr(reporter, "_tw", None)
+    if writer is not None and not isinstance(getattr(writer, "_file", None), RedactingStream):
+        writer._file = _redacting_stream(config, writer._file)
+
+
+def pytest_plugin_registered(plugin, manager):
+    # The terminal reporter is made in the terminal plugin's pytest_configure, which may run after ours.
+    config = getattr(plugin, "config", None)
+    if config is not None and manager.get_name(plugin) == "terminalreporter":
+        _redact_terminal(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_warning_recorded(warning_message, when, nodeid, location):
+    """A warning's message redacted before the terminal's warnings summary (or any plugin) reads it."""
+    text = str(warning_message.message)
+    redacted = redact(text)
+    if redacted == text:
+        return
+    try:
+        replacement = warning_message.category(redacted)
+    except Exception:   # a warning class with a signature of its own: its text is what is shown
+        replacement = redacted
+    warning_message.message = replacement if str(replacement) == redacted else redacted
+
+
+def session_files(config) -> list[Path]:
+    """The files this session wrote that may hold text of the tests: JUnit XML, pytest-html, the log
+    file, a report log, verdict.json/html and the run's directory (history.jsonl, verdict.json)."""
+    invoked = Path(config.invocation_params.dir)
+    named = [getattr(config.option, option, None) for option in ("xmlpath", "htmlpath", "report_log")]
+    files = [invoked / os.path.expandvars(os.path.expanduser(name)) for name in named if name]
+    log_handler = getattr(config.pluginmanager.get_plugin("logging-plugin"), "log_file_handler", None)
+    if getattr(log_handler, "baseFilename", None) and log_handler.baseFilename != os.devnull:
+        files.append(Path(log_handler.baseFilename))
+    verdict = config.pluginmanager.get_plugin("haconform-verdict-report")
+    files += list((getattr(verdict, "written", None) or {}).values())
+    run_dir = getattr(config, "_haconform_run_dir", None)
+    if run_dir is not None and run_dir.is_dir():
+        files += [path for path in run_dir.rglob("*") if path.is_file()]
+    return [path for path in dict.fromkeys(files) if path.is_file()]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The last pass, after every plugin has written its files: a secret registered after a report was
+    written (late in the session) is masked in it too; then what the terminal holds back is let out."""
+    guard = config.stash.get(GUARD, None)
+    if guard is not None:
+        guard.close_transcript()   # before the pass below, which reads the transcript too
+    for path in session_files(config):
+        try:
+            redact_file(path)
+        except OSError as exc:
+            print(f"haconform: {path}: could not redact it at the end of the session ({exc})", file=sys.stderr)
+    for stream in getattr(config, "_haconform_streams", {}).values():
+        stream.drain()
+    if isinstance(sys.stdout, RedactingStream):
+        sys.stdout = sys.stdout.stream
+    if isinstance(sys.stderr, RedactingStream):
+        sys.stderr = sys.stderr.stream
 
 
 def _directory(config, option: str, default: Path, *, required: bool = True) -> Path | None:
@@ -356,9 +435,11 @@ def stop_session(item, message: str, evidence: dict) -> None:
 
 
 def redact_report(report) -> None:
-    """Everything a report carries as text, redacted: failure or skip text, the captured
-    stdout/stderr/log of each phase (report.capstdout/caplog/... derive from sections),
-    user properties (JUnit writes them) and pytest-html extras."""
+    """Everything a report carries as text, redacted: failure or skip text (with -l's locals), the
+    xfail reason, the captured stdout/stderr/log of each phase (report.capstdout/caplog/... derive from
+    sections), user properties (JUnit writes them) and pytest-html extras."""
+    if isinstance(getattr(report, "wasxfail", None), str):
+        report.wasxfail = redact(report.wasxfail)
     if isinstance(report.longrepr, tuple):   # a skip: (path, line, reason), kept a tuple for JUnit
         report.longrepr = (*report.longrepr[:2], redact(str(report.longrepr[2])))
     elif report.longrepr is not None:

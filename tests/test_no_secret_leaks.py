@@ -1,9 +1,13 @@
 """No secret in any form, in any file a conformance run writes or on any command line while it runs.
 
 The whole conformance job runs on a lab of its own at DEBUG (log file, live
-log on the terminal, JUnit, HTML, verdict, history), with a known hacluster
-password; the fence key is the one the run generated (read back from the
-director afterwards), the stats credentials the documented ones.  The run is
+log on the terminal, JUnit, HTML, verdict, history) with `-l` (failures show
+their locals), with a known hacluster password; the fence key is the one the
+run generated (read back from the director afterwards), the stats credentials
+the documented ones.  Two deliberately failing tests join the run: one holds
+the fence key and the password in its locals (-l shows them through saferepr,
+which cuts a long value to its two ends), one runs a command whose output ends
+with the key, cut to its tail by the transport.  The run is
 traced with strace (execve only): the argv of every program the harness and
 everything it starts execute, however short-lived; meanwhile /proc/*/cmdline
 of every process on the machine (the lab's hosts included: their PID
@@ -11,7 +15,9 @@ namespaces are children of ours) is sampled, which also sees what was not
 started by the harness.  Every form the
 secrets take (haconform.secrets.secret_forms: raw, hex, base64, bytes repr,
 JSON-escaped, URL-encoded...) is then looked for in every file the run wrote
-and in every command line seen: 0 occurrences.
+and in every command line seen, whole and as any run of 8 characters
+(haconform.secrets.SecretRuns: a cut, wrapped or half-shown secret): 0
+occurrences.
 
 The scan proves it can see: the key's own file on the director's disk must be
 found, the trace must hold the runbook's short-lived `dd` that made the key,
@@ -34,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from haconform.lab.lab import NamespaceLab, STATE_ROOT
-from haconform.secrets import secret_forms
+from haconform.secrets import MASK, SecretRuns, secret_forms
 from haconform.timeouts import BOUNDS
 from haconform.topology import load_topology
 from haconform.wait import wait_until
@@ -48,6 +54,33 @@ KEY_FILE = "/etc/cluster/fence_xvm.key"
 # Where the runbook keeps its secrets on purpose: the key files, the directors' haproxy.cfg (`stats auth`),
 # the password database.
 SECRET_HOMES = ("/fence_xvm.key", "/etc/haproxy/haproxy.cfg", "/etc/shadow", "/etc/shadow-")
+
+# The runbook's stats password is the English word "password": a run of 8 characters that is just that word
+# is the word (in a daemon's log, a file on a host), not a leak; the USER:PASSWORD pair is still looked for whole.
+STATS_PASSWORD_WORD = b"password"
+# Joins the conformance run: each fails on purpose, showing the secrets the way a real failure would.
+DELIBERATE_FAILURES = '''
+import os
+
+KEY_FILE = "/etc/cluster/fence_xvm.key"
+
+
+def test_fails_holding_the_fence_key_and_password_in_locals(stage5, deployment):
+    director = deployment.directors[0]
+    key = director.read_secret(KEY_FILE)
+    key_hex, password = key.hex(), os.environ["HACONFORM_HACLUSTER_PASSWORD"]
+    both = {"fence key": key, "hacluster": password}
+    assert key_hex == password, "deliberate: -l shows key, key_hex, password and both"
+
+
+def test_fails_on_a_command_whose_output_ends_with_a_secret(stage5, deployment):
+    director = deployment.directors[0]
+    # The password on stdin (never on a command line); the output: the password, the key in base64, then
+    # in hex, so the transport's cut to the last 400 characters falls inside the base64.
+    director.succeed(f"cat; echo; base64 -w0 {KEY_FILE}; echo; od -An -tx1 {KEY_FILE} | tr -d ' \\n'; exit 3",
+                     input=os.environ["HACONFORM_HACLUSTER_PASSWORD"])
+'''
+DELIBERATE_MODULE = "test_deliberate_secret_failures"
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
@@ -97,6 +130,25 @@ def occurrences(data: bytes, patterns: dict[bytes, str]) -> list[str]:
     return sorted({label for pattern, label in patterns.items() if pattern in data})
 
 
+def _without_the_word(name: str, data: bytes) -> bytes:
+    if not name.startswith("stats"):
+        return data
+    return data.replace(STATS_PASSWORD_WORD, b"\0" * len(STATS_PASSWORD_WORD))
+
+
+def runs_found(data: bytes, runs: dict[str, SecretRuns]) -> list[str]:
+    """The secrets of which a run of 8 characters of a form (or a whole shorter form) shows in data."""
+    return [name for name, secret_runs in runs.items() if secret_runs.spans(_without_the_word(name, data))]
+
+
+def lines_with_runs(data: bytes, runs: dict[str, SecretRuns]) -> list[bytes]:
+    """The lines of data (a trace) holding a run of a secret, each once."""
+    starts = {data.rfind(b"\n", 0, start) + 1 for name, secret_runs in runs.items()
+              for start, _ in secret_runs.spans(_without_the_word(name, data))}
+    ends = {start: data.find(b"\n", start) for start in starts}
+    return [data[start:end if end != -1 else len(data)] for start, end in sorted(ends.items())]
+
+
 def patterns_of(secrets: dict[str, str | bytes]) -> dict[bytes, str]:
     patterns = {}
     for name, secret in secrets.items():
@@ -125,8 +177,9 @@ def ended(pid: int) -> bool:
         return True
 
 
-def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int]:
-    """Run the session under strace; (seconds, failures + errors from its JUnit report).
+def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int, list[str]]:
+    """Run the session under strace; (seconds, failures + errors from its JUnit report but the deliberate
+    ones, the deliberate tests that failed).
 
     The lab is kept after the session (the key and the hosts' disks are read afterwards), so its daemons,
     traced too, outlive the session: strace -f would wait for them.  Once the session has ended, strace is
@@ -145,17 +198,20 @@ def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int
             tracer.kill()
         tracer.wait(timeout=BOUNDS.host_halt)
     seconds = time.monotonic() - began
-    suites = ET.parse(tmp / "conformance.xml").getroot()
-    suites = [suites] if suites.tag == "testsuite" else list(suites)
-    tests = sum(int(s.get("tests", 0)) for s in suites)
-    failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
-    return seconds, failed if tests else -1
+    cases = list(ET.parse(tmp / "conformance.xml").getroot().iter("testcase"))
+    failing = [case for case in cases if case.find("failure") is not None or case.find("error") is not None]
+    deliberate = [case.get("name") for case in failing if DELIBERATE_MODULE in (case.get("classname") or "")]
+    failed = len(failing) - len(deliberate)
+    return seconds, failed if cases else -1, deliberate
 
 
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("leaks")
-    password = "hacluster-" + tokens.token_urlsafe(12)
+    # Random all through: a password starting "hacluster-" would have every "hacluster" masked as a run of it.
+    password = tokens.token_urlsafe(18)
+    deliberate = tmp / f"{DELIBERATE_MODULE}.py"
+    deliberate.write_text(DELIBERATE_FAILURES)
     sampler = CmdlineSampler()
     sampler.start()
     # Every exec of the harness and of everything it starts (the lab's hosts, their daemons, every command
@@ -163,13 +219,15 @@ def debug_run(tmp_path_factory):
     # stops the tracee (seccomp-bpf), so the run keeps its pace.
     trace = ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=execve,execveat", "-e", "signal=none",
              "-s", "1048576", "-o", str(tmp / "execve.trace")]
-    command = [*trace, sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--lab-name", LAB, "--keep-lab",
+    # The deliberate failures run last, outside the checkout: --rootdir keeps the checkout's conftest and ini.
+    command = [*trace, sys.executable, "-m", "pytest", "suites", str(deliberate), "--rootdir", str(REPO),
+               "-c", str(REPO / "pytest.ini"), "-l", "-p", "no:cacheprovider", "--lab-name", LAB, "--keep-lab",
                "--log-level=DEBUG", f"--log-file={tmp / 'debug.log'}", "--log-file-level=DEBUG",
                "-o", "log_cli=true", "--log-cli-level=DEBUG",
                f"--junitxml={tmp / 'conformance.xml'}", f"--html={tmp / 'conformance.html'}", "--self-contained-html",
                "--history-dir", str(tmp / "results")]
     try:
-        run_seconds, failed = traced_run(command, tmp, password)
+        run_seconds, failed, deliberate_failed = traced_run(command, tmp, password)
         lab = NamespaceLab(LAB, load_topology(REPO / "fixtures" / "topology.yaml"))
         director = lab.topology.cluster_nodes[0]
         key = subprocess.run([*lab.exec_argv(director), "cat", KEY_FILE], capture_output=True, timeout=60).stdout
@@ -180,7 +238,7 @@ def debug_run(tmp_path_factory):
         sampler.stop()
         subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", LAB], cwd=REPO,
                        capture_output=True, timeout=300)
-    yield {"tmp": tmp, "failed": failed, "run_seconds": run_seconds, "key": key,
+    yield {"tmp": tmp, "failed": failed, "deliberate_failed": deliberate_failed, "run_seconds": run_seconds, "key": key,
            "password": password, "sampler": sampler, "lab_files": lab_files, "director": director}
 
 
@@ -191,15 +249,26 @@ def test_a_debug_conformance_run_leaks_no_secret(debug_run):
     secrets = {"hacluster password": debug_run["password"], "fence key": key,
                **{f"stats credentials {i}": p for i, p in enumerate(sorted(documented_stats_credentials()))}}
     patterns = patterns_of(secrets)
+    runs = {name: SecretRuns(secret) for name, secret in secrets.items()}
 
-    # The scanner sees what it looks for: the key's file on the director's disk holds the key.
+    # The scanner sees what it looks for: the key's file on the director's disk holds the key, whole and in runs.
     disk = f"hosts/{debug_run['director']}/"
     key_files = [p for p in debug_run["lab_files"] if disk in str(p) and str(p).endswith(KEY_FILE)]
     assert key_files and "fence key" in occurrences(debug_run["lab_files"][key_files[0]], patterns), \
         f"the scan did not find the key in its own file ({key_files}): it would miss a leak"
+    assert "fence key" in runs_found(debug_run["lab_files"][key_files[0]][40:-40], runs), \
+        "the scan of runs did not find a cut of the key: it would miss a fragment"
     sampler = debug_run["sampler"]
     assert sampler.samples > 100 and any(b"pacemaker" in argv for argv in sampler.seen), \
         f"the cmdline sampler saw too little ({sampler.samples} samples)"
+    # The deliberate failures ran, failed, and -l showed their locals (masked).
+    assert sorted(debug_run["deliberate_failed"]) == ["test_fails_holding_the_fence_key_and_password_in_locals",
+                                                      "test_fails_on_a_command_whose_output_ends_with_a_secret"], \
+        f"the deliberate failures did not both fail: {debug_run['deliberate_failed']}\n{terminal[-3000:]}"
+    # (not `password`: the local's very name is the runbook's stats password, masked too)
+    shown_locals = [line for line in terminal.splitlines() if line.startswith(("key ", "key_hex ", "both "))]
+    assert len(shown_locals) >= 3 and all(MASK in line for line in shown_locals), \
+        f"-l did not show the deliberate test's locals, masked: {shown_locals}"
 
     # The exec trace is the test's own record of argvs: scanned as argvs below, not as a file the run wrote.
     written = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file() and p.name != "execve.trace"}
@@ -207,8 +276,10 @@ def test_a_debug_conformance_run_leaks_no_secret(debug_run):
     written.update({p: data for p, data in debug_run["lab_files"].items() if not str(p).endswith(SECRET_HOMES)})
     leaks = {str(p): occurrences(data, patterns) for p, data in written.items()}
     leaks = {p: found for p, found in leaks.items() if found}
+    run_leaks = {str(p): runs_found(data, runs) for p, data in written.items()}
+    run_leaks = {p: found for p, found in run_leaks.items() if found}
     argv_leaks = sorted({argv.replace(b"\0", b" ").decode("utf-8", "replace")[:200]
-                         for argv in sampler.seen if occurrences(argv, patterns)})
+                         for argv in sampler.seen if occurrences(argv, patterns) or runs_found(argv, runs)})
     traced = (tmp / "execve.trace").read_bytes()
     execs = traced.count(b"execve(")
     # The trace sees what it looks for: the runbook's own key command ran, short-lived, in the fence host.
@@ -216,13 +287,17 @@ def test_a_debug_conformance_run_leaks_no_secret(debug_run):
         f"the exec trace saw too little ({execs} execs): it would miss a leak"
     argv_leaks += sorted({line[:200].decode("utf-8", "replace") for line in traced.splitlines()
                           if occurrences(line, patterns)})
+    argv_leaks += sorted({line[:200].decode("utf-8", "replace") for line in lines_with_runs(traced, runs)})
     summary = {"run_seconds": round(debug_run["run_seconds"], 1), "failed": debug_run["failed"],
+               "deliberate_failed": debug_run["deliberate_failed"],
                "files_scanned": len(written), "bytes_scanned": sum(map(len, written.values())),
                "forms_searched": len(patterns), "execs_traced": execs, "cmdline_samples": sampler.samples,
-               "distinct_cmdlines": len(sampler.seen), "file_leaks": leaks, "cmdline_leaks": argv_leaks}
+               "distinct_cmdlines": len(sampler.seen), "file_leaks": leaks, "file_run_leaks": run_leaks,
+               "cmdline_leaks": argv_leaks}
     (tmp / "leaks.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if "leaks" not in k}))
 
     assert not leaks, f"secrets found in files the run wrote: {leaks}"
+    assert not run_leaks, f"runs of 8 characters of secrets found in files the run wrote: {run_leaks}"
     assert not argv_leaks, f"secrets found on command lines during the run: {argv_leaks}"
     assert debug_run["failed"] == 0, f"the DEBUG conformance run itself failed:\n{terminal[-3000:]}"

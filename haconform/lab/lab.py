@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import HaconformError
+from ..secrets import redacted_tail
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until
@@ -314,7 +315,7 @@ class NamespaceLab:
                                              raw.stderr.decode("utf-8", "replace"))
         if check and result.returncode != 0:
             raise HaconformError(f"`{command}` on {host} exited {result.returncode}: "
-                                 f"{result.stderr.strip()[-500:]}", where=f"lab {self.name}")
+                                 f"{redacted_tail(result.stderr.strip(), 500)}", where=f"lab {self.name}")
         return result
 
     # ----- lifecycle ---------------------------------------------------------

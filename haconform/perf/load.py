@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HaconformError
+from ..secrets import redacted_tail
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 from .placement import (HOST_SAMPLE_COMMAND, cpu_count, generator_cpu, host_usage, locust_generator_cpu,
@@ -130,7 +131,7 @@ class ClientHost:
         checked = self.machine.execute(f"{shlex.quote(self.python)} -c {shlex.quote(HAS_LOCUST)}")
         if checked.rc != 0:
             why = ("has no locust" if checked.rc == 1
-                   else f"does not run (exit {checked.rc}: {checked.stderr.strip()[-200:]})")
+                   else f"does not run (exit {checked.rc}: {redacted_tail(checked.stderr.strip(), 200)})")
             raise HaconformError(f"{self.python} in {self.machine.name} {why}", where="--perf-python",
                                  fix=f"install locust for a python in {self.machine.name} (pip install locust) "
                                      "and pass it as --perf-python PATH")
@@ -148,7 +149,7 @@ class ClientHost:
             self.cpus_allowed = int(nproc)
         elif self.cpus:
             raise HaconformError(f"cannot run `taskset -c {self.cpus}` in {self.machine.name}: "
-                                 f"{found.stderr.strip()[-300:]}", where=f"host {self.machine.name}",
+                                 f"{redacted_tail(found.stderr.strip(), 300)}", where=f"host {self.machine.name}",
                                  fix="install util-linux's taskset there, or pass --perf-placement none")
 
     def cleanup(self) -> str | None:
@@ -370,7 +371,7 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
     result.cpu = watch.result()
     master = processes["master"]
     result.master_exit = master.returncode
-    result.stderr_tail = (master.stderr.read() if master.stderr else "")[-2000:]
+    result.stderr_tail = redacted_tail(master.stderr.read() if master.stderr else "", 2000)
     for suffix in LOCUST_FILES:
         text = client.fetch(f"{phase}_{suffix}")
         if text is not None:
@@ -382,7 +383,7 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
     result.cpu["generator"] = locust_generator_cpu(records, shared=shared)
     if f"{phase}_final.json" not in result.files:
         raise HaconformError(f"locust phase {phase} wrote no stats (master exit {result.master_exit}): "
-                             f"{result.stderr_tail[-600:]}", where=f"client host {client.machine.name}",
+                             f"{redacted_tail(result.stderr_tail, 600)}", where=f"client host {client.machine.name}",
                              fix="run the master's command in the client host by hand to see why")
     return result
 
@@ -404,7 +405,7 @@ def parse_wrk_report(stdout: str) -> dict:
     for line in stdout.splitlines():
         if line.startswith(WRK_MARK):
             return json.loads(line[len(WRK_MARK):])
-    raise ValueError(f"wrk printed no {WRK_MARK.strip()} line: {stdout[-300:]!r}")
+    raise ValueError(f"wrk printed no {WRK_MARK.strip()} line: {redacted_tail(stdout, 300)!r}")
 
 
 def run_wrk(client: ClientHost, url: str, shape: LoadShape, duration_s: int, *, name: str = "wrk",
@@ -427,7 +428,7 @@ def run_wrk(client: ClientHost, url: str, shape: LoadShape, duration_s: int, *, 
         raise HaconformError(f"wrk did not finish within {duration_s + BOUNDS.locust_exit:.0f}s",
                              where=f"client host {client.machine.name}") from None
     if process.returncode != 0:
-        raise HaconformError(f"wrk exited {process.returncode}: {stderr.strip()[-400:]}",
+        raise HaconformError(f"wrk exited {process.returncode}: {redacted_tail(stderr.strip(), 400)}",
                              where=f"client host {client.machine.name}",
                              fix="check that wrk is installed in the client host")
     report = parse_wrk_report(stdout)

@@ -82,7 +82,8 @@ def stats_credentials(config_text: str) -> dict:
         auth = section.directives("stats", "auth")
         if section.kind in ("listen", "frontend") and auth:
             user, _, password = auth[-1][0].partition(":")
-            register(password)
+            register(password, what="the password of `stats auth`", where=f"haproxy.cfg, {section.kind} {section.name}",
+                     fix="use a stats password of at least 4 characters")
             register(f"{user}:{password}")
             uri = section.directives("stats", "uri")
             binds = section.directives("bind")

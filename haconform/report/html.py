@@ -18,6 +18,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from ..secrets import redacted_head
 from .verdict import BROKEN, HELD, NOT_TESTED, format_value, stage_key
 
 CSS = """
@@ -382,7 +383,7 @@ def _scalar_text(value: Any, key: str | None = None) -> str:
         if not value.is_integer():
             return esc(f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) >= 0.01 else f"{value:.3g}")
     if isinstance(value, str) and ("\n" in value or len(value) > 240):
-        return f"<pre>{esc(value[:MAX_TEXT])}</pre>"
+        return f"<pre>{esc(redacted_head(value, MAX_TEXT))}</pre>"
     return esc(value)
 
 
@@ -432,7 +433,7 @@ def render_json(value: Any, depth: int = 0, key: str | None = None) -> str:
     if _scalar(value):
         return _scalar_text(value, key)
     if depth >= 3:
-        return f"<code>{esc(json.dumps(value, ensure_ascii=False)[:600])}</code>"
+        return f"<code>{esc(redacted_head(json.dumps(value, ensure_ascii=False), 600))}</code>"
     if isinstance(value, list):
         if not value:
             return "<span class='muted'>(none)</span>"
@@ -444,7 +445,7 @@ def render_json(value: Any, depth: int = 0, key: str | None = None) -> str:
             return f"<div class='chips'>{shown}{more}</div>"
         if all(isinstance(v, dict) for v in value):
             return rows_table(value, depth)
-        return f"<pre>{esc(json.dumps(value, indent=1, ensure_ascii=False)[:MAX_TEXT])}</pre>"
+        return f"<pre>{esc(redacted_head(json.dumps(value, indent=1, ensure_ascii=False), MAX_TEXT))}</pre>"
     if isinstance(value, dict):
         if not value:
             return "<span class='muted'>(empty)</span>"
@@ -477,7 +478,7 @@ def render_item(item: dict) -> str:
         if _number_like(content):
             return f"<h4>{esc(title)}: <span class='value'>{esc(content)}</span></h4>"
         return head + render_json(content)
-    return head + f"<pre>{esc(str(content)[:MAX_TEXT])}</pre>"
+    return head + f"<pre>{esc(redacted_head(str(content), MAX_TEXT))}</pre>"
 
 
 def _number_like(value: Any) -> bool:

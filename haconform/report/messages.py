@@ -6,15 +6,15 @@ and a module pytest loads as a plugin must not be imported before (assertion rew
 
 from __future__ import annotations
 
-from ..secrets import redact
+from ..secrets import redact, redacted_head
 
 
 def failure_message(report) -> str:
     """The assertion's or exception's own lines ("E   ..."), else the last line of the report."""
-    text = redact(str(report.longrepr or ""))
+    text = str(report.longrepr or "")
     lines = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
     message = " ".join(lines) if lines else next((l.strip() for l in reversed(text.splitlines()) if l.strip()), "")
-    return message[:600]
+    return redacted_head(message, 600)
 
 
 def skip_message(report) -> str:

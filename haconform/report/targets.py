@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HaconformError
-from ..secrets import redact
+from ..secrets import redact, redacted_head
 from .html import duration_text, esc, page, target_text, verdict_badge, versions_text
 from .trends import verdict_label
-from .verdict import NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history, stage_key
+from .verdict import (NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history,
+                      register_configuration_secrets, stage_key)
 
 MISSING = "—"
 # A target kind (verdict.json's run.target.target) -> its name in the table.
@@ -356,7 +357,7 @@ def side_summary(side: Side) -> str:
 def verdict_text(entry: dict, side: str) -> str:
     must = entry[side]
     label = entry[f"label_{side}"]
-    return label if must is None or label == "held" else f"{label}: {str(must.get('reason') or '')[:240]}"
+    return label if must is None or label == "held" else f"{label}: {redacted_head(str(must.get('reason') or ''), 240)}"
 
 
 def targets_text(result: dict) -> str:
@@ -497,16 +498,17 @@ def report_targets(a_name: str, b_name: str, *, results: str = "results", out: s
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
     a, b = (load_side(_resolve(name, Path(results)), golden=golden_rows, config_dir=config_path)
             for name in (a_name, b_name))
+    register_configuration_secrets([a.verdict, b.verdict], config_path)
     name_sides(a, b)
     result = compare_targets(a, b)
     say(redact(targets_text(result)), end="")
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(redact(render_targets_html(result)), encoding="utf-8")
-    say(f"targets: {a.label} and {b.label} -> {out_path}")
+    say(redact(f"targets: {a.label} and {b.label} -> {out_path}"))
     failed = [f"{s.label} (pytest exit status {s.run.get('exit_status', 'not recorded')})"
               for s in (a, b) if s.run.get("exit_status") != 0]
     if fail_on_failed_session and failed:
-        say(f"a session failed: {', '.join(failed)}")
+        say(redact(f"a session failed: {', '.join(failed)}"))
         return 1
     return 0

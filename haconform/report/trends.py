@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HaconformError
-from ..secrets import redact
+from ..secrets import redact, redacted_head
 from .html import anchor, duration_text, esc, page, verdict_class
 from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, read_json_mapping, stage_key
 
@@ -218,7 +218,7 @@ def compare_text(result: dict) -> str:
     for tag, entries in (("FLIPPED", result["flipped"]), ("fixed", result["fixed"])):
         for e in entries:
             reason = f": {e['reason']}" if e.get("reason") and e["to"] != HELD else ""
-            lines.append(f"  {tag:8} {e['id']} ({e['stage']}) {e['from']} -> {e['to']}{reason[:300]}")
+            lines.append(f"  {tag:8} {e['id']} ({e['stage']}) {e['from']} -> {e['to']}{redacted_head(reason, 300)}")
     transitions: dict[tuple[str, str], list[dict]] = {}
     for e in result["changed"]:
         transitions.setdefault((e["from"], e["to"]), []).append(e)
@@ -226,7 +226,7 @@ def compare_text(result: dict) -> str:
         if len(entries) == 1:
             e = entries[0]
             reason = f": {e['reason']}" if e.get("reason") and now != HELD else ""
-            lines.append(f"  {'changed':8} {e['id']} ({e['stage']}) {was} -> {now}{reason[:300]}")
+            lines.append(f"  {'changed':8} {e['id']} ({e['stage']}) {was} -> {now}{redacted_head(reason, 300)}")
         else:
             lines.append(f"  {'changed':8} {len(entries)} MUSTs {was} -> {now}: {', '.join(e['id'] for e in entries)}")
     lines.append(f"figures beyond thresholds: {len(result['moved'])} ({result['steady']} within; "
@@ -351,8 +351,8 @@ def _matrix(runs: list[Run]) -> str:
             if must is None:
                 cells.append("<td class='cell'><span class='sq absent' title='not in this run'></span></td>")
             else:
-                tip = f"{run.name}: {must['verdict']} — {must['reason']}"
-                cells.append(f"<td class='cell'><span class='sq {verdict_class(must)}' title='{esc(tip[:400])}'>"
+                tip = redacted_head(f"{run.name}: {must['verdict']} — {must['reason']}", 400)
+                cells.append(f"<td class='cell'><span class='sq {verdict_class(must)}' title='{esc(tip)}'>"
                              f"</span></td>")
         rows.append(f"<tr><td class='id'>{esc(must_id)}</td><td class='muted'>{esc(ids[must_id])}</td>"
                     + "".join(cells) + "</tr>")
@@ -472,14 +472,14 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
            say=print) -> int:
     """`haconform report`: writes the trends page; with compare_dirs (A, B) prints what changed and
     returns 1 when a verdict flipped from held to broken."""
-    from .verdict import read_golden
+    from .verdict import read_golden, register_configuration_secrets
 
     results_path = Path(results)
     golden_rows = read_golden(Path(golden))
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
     runs = load_runs(results_path, golden=golden_rows, config_dir=config_path,
-                     warn=lambda line: say(line, file=sys.stderr))
-    comparison = None
+                     warn=lambda line: say(redact(line), file=sys.stderr))
+    pair = None
     if compare_dirs:
         a_dir, b_dir = (_resolve(name, results_path) for name in compare_dirs)
         a = load_run(a_dir, golden=golden_rows, config_dir=config_path)
@@ -488,12 +488,15 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
             if run is None:
                 raise FileNotFoundError(f"{path}: neither verdict.json, a history.jsonl with conformance tests, "
                                         "nor summary.json (fix: pass a run directory of results/)")
-        comparison = compare(a, b)
-        say(compare_text(comparison), end="")
         known = {r.path.resolve() for r in runs}
         runs = sorted(runs + [r for r in (a, b) if r.path.resolve() not in known], key=lambda r: r.name)
+        pair = (a, b)
+    register_configuration_secrets([r.verdict for r in runs], config_path)
+    comparison = compare(*pair) if pair else None
+    if comparison is not None:
+        say(redact(compare_text(comparison)), end="")
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(redact(render_trends(runs, comparison, results=str(results))), encoding="utf-8")
-    say(f"trends: {len(runs)} run(s) from {results} -> {out_path}")
+    say(redact(f"trends: {len(runs)} run(s) from {results} -> {out_path}"))
     return 1 if comparison and comparison["regression"] else 0

@@ -29,6 +29,7 @@ server" is counted for MUSTs that say which server MUST serve a request.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime
@@ -37,7 +38,7 @@ from typing import Any, Iterable
 
 from ..datafile import read_text_file
 from ..errors import HaconformError
-from ..secrets import redact, redact_obj
+from ..secrets import HACLUSTER_PASSWORD_VARIABLE, discover_tree, redact, redact_obj, register
 
 SCHEMA_VERSION = 1
 HELD, BROKEN, NOT_TESTED = "held", "broken", "not tested"
@@ -407,6 +408,27 @@ def stage_notes(config_dir: Path | None) -> tuple[list[dict], dict[str, str]]:
         for text in data.get("notes") or []:
             notes.append({"stage": stage, "section": sections, "text": str(text)})
     return notes, titles
+
+
+def register_configuration_secrets(verdicts: Iterable[dict | None], default_config: Path | None) -> list[Path]:
+    """Register the secrets of the configurations these runs used, before anything about them is written
+    (`haconform report`: a run written before a secret was known, a stats password in its evidence).
+
+    Each run's recorded configuration directory (verdict.json's run.config) where it still exists, else
+    default_config (fixtures/documented); and a deployment's hacluster password from the environment.
+    Returns the directories read."""
+    directories = []
+    for verdict in verdicts:
+        recorded = ((verdict or {}).get("run") or {}).get("config")
+        directory = Path(recorded) if recorded and Path(recorded).is_dir() else default_config
+        if directory is not None and Path(directory).is_dir() and Path(directory) not in directories:
+            directories.append(Path(directory))
+    for directory in directories:
+        discover_tree(directory)
+    register(os.environ.get(HACLUSTER_PASSWORD_VARIABLE), what="the hacluster password",
+             where=f"{HACLUSTER_PASSWORD_VARIABLE} (environment)",
+             fix=f"export {HACLUSTER_PASSWORD_VARIABLE} with a password of at least 4 characters, or unset it")
+    return directories
 
 
 def read_golden(path: Path | None) -> list[dict]:

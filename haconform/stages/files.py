@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HaconformError
+from ..secrets import redacted_tail
 from ..topology import Topology
 from .model import Stage, StageFile
 
@@ -58,7 +59,7 @@ def _validate(machine, stage: Stage, f: StageFile, data: bytes) -> None:
     if result.rc != 0:
         message = (result.stderr + result.stdout).replace(candidate, str(f.source)).strip()
         raise HaconformError(
-            f"refused by `{command.format(path=f.dest)}` on {machine.name}: {message[-1500:]}",
+            f"refused by `{command.format(path=f.dest)}` on {machine.name}: {redacted_tail(message, 1500)}",
             where=str(f.source), fix="correct the file; nothing was put in place")
 
 

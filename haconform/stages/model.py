@@ -468,9 +468,10 @@ def _load(directory: Path, topology, search, *, seen: tuple[str, ...]) -> Stage:
     own = _own_files(directory)
     _check_selectors(path, directory, manifest, topology)
     for f in own:
-        # A documented file may carry credentials (`stats auth`): registered before any of it is logged.
+        # A documented file may carry credentials (`stats auth`): registered before any of it is logged,
+        # and one too short to redact is refused here, naming the file and the line.
         if f.source.stat().st_size < 1 << 20:
-            discover_secrets(f.source.read_bytes())
+            discover_secrets(f.source.read_bytes(), source=str(f.source))
     overridden = {(f.selector, f.dest) for f in own}
     files = [f for f in (base.files if base else []) if (f.selector, f.dest) not in overridden] + own
     cluster_raw = manifest.cluster

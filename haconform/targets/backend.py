@@ -57,7 +57,8 @@ class GuardedBackend(base.BaseBackend, abc.ABC):
         """Run a command the guard let through, on the host."""
 
     def result(self, rc: int, cmd: bytes, stdout: Union[str, bytes], stderr: Union[str, bytes]) -> base.CommandResult:
+        source = f"{self.hostname}: `{self.decode(cmd) if isinstance(cmd, bytes) else cmd}`"
         if output_is_secret():
-            register(stdout)
-        discover(stdout)
+            register(stdout, what="a secret read", where=source)
+        discover(stdout, source=source)
         return super().result(rc, cmd, stdout, stderr)

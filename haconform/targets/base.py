@@ -15,7 +15,7 @@ import testinfra
 
 from ..errors import CommandFailed, HaconformError
 from ..guard import APPLY, HostGuard
-from ..secrets import redact, secret_output
+from ..secrets import redact, redacted_tail, secret_output
 from ..timeouts import BOUNDS
 from ..topology import HostSpec, Topology
 from ..wait import wait_until
@@ -24,7 +24,7 @@ from ..wait import wait_until
 def tail(output: str, limit: int) -> str:
     """The last `limit` characters of a command's output, redacted whole before it is cut (a cut first
     could leave a secret's suffix no registered form matches)."""
-    return redact(output.strip())[-limit:]
+    return redacted_tail(output.strip(), limit)
 
 
 class Target(abc.ABC):

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import HaconformError, WaitTimeout
+from ..secrets import redacted_tail
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until
@@ -187,7 +188,7 @@ def run_probe_guest(argv: list[str], console: Path, bound: float) -> ProbeRun:
     try:
         wait_until(f"the probe guest prints {KVM_PROBE_MARKER!r} or qemu ends",
                    lambda: KVM_PROBE_MARKER in console_text() or process.poll() is not None,
-                   timeout=bound, observe=lambda: console_text()[-200:])
+                   timeout=bound, observe=lambda: redacted_tail(console_text(), 200))
         marker_seen = KVM_PROBE_MARKER in console_text()
     except WaitTimeout:
         pass

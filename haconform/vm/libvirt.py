@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import HaconformError
+from ..secrets import redacted_tail
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 
@@ -85,7 +86,7 @@ def ensure_daemons(state_dir: Path) -> dict[str, int]:
         # -d: the daemon forks into the background and this returns at once.
         result = subprocess.run([binary, "-d"], capture_output=True, text=True, timeout=BOUNDS.vm_daemon)
         if result.returncode != 0:
-            raise HaconformError(f"{name} did not start: {result.stderr.strip()[-300:]}", where="libvirt",
+            raise HaconformError(f"{name} did not start: {redacted_tail(result.stderr.strip(), 300)}", where="libvirt",
                                  fix=f"run `{name} -v` by hand to see why; `haconform vm install` installs it")
         pid = wait_until(f"{name} running with its pid file", lambda n=name: daemon_pid(n),
                          timeout=BOUNDS.vm_daemon)

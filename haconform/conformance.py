@@ -27,14 +27,26 @@ class Requirement:
     section: str
     stage: str
     destructive: bool = False
+    lab: str | None = None
+
+    @property
+    def lab_group(self) -> str:
+        """Which tests share a lab when the MUSTs run side by side (pytest-xdist's --dist loadgroup): a test
+        that declares a lab of its own gets one, the others share their stage's."""
+        return self.lab or self.stage
 
 
-def conformance(id: str, *, must: str, section: str, stage: str, destructive: bool = False):
+def conformance(id: str, *, must: str, section: str, stage: str, destructive: bool = False,
+                lab: str | None = None):
+    """lab: a lab of its own for this MUST when the suites run side by side (the slowest destructive
+    ones, so the whole run is not one after another behind them); by default the stage's lab."""
     if not ID_FORMAT.match(id):
         raise ValueError(f"conformance id {id!r} does not match HAC-AREA-NNN")
     if " MUST " not in f" {must} ":
         raise ValueError(f"{id}: the statement must say MUST: {must!r}")
-    requirement = Requirement(id, must, section, stage, destructive)
+    if lab is not None and not re.fullmatch(r"[a-z0-9-]+", lab):
+        raise ValueError(f"{id}: lab={lab!r}: a short name of lowercase letters, digits and -")
+    requirement = Requirement(id, must, section, stage, destructive, lab)
 
     def mark(fn):
         fn = pytest.mark.conformance(requirement)(fn)

@@ -15,7 +15,9 @@ from .conformance import requirement_of
 from .errors import HaconformError
 from .evidence import Evidence
 from .guard import APPLY, GRANTED, READ_ONLY, HostGuard
-from .stash import GUARD, SESSION_STOPPED
+from .restore import EXIT_NOT_RESTORED
+from .side_by_side import auto_labs, is_worker, plain_nodeid, side_by_side, worker_id
+from .stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from .report.messages import failure_message, skip_message
 from .secrets import RedactingStream, install_log_filter, redact, redact_file, redact_obj
 from .datafile import read_yaml_mapping
@@ -131,7 +133,12 @@ def pytest_addoption(parser):
     perf.addoption("--perf-smoke", action="store_true", help="a ~10 s run that checks the pipeline (CI)")
 
 
+# logreport gets no config: the session's, from pytest_configure.
+_SESSION_CONFIG: dict = {}
+
+
 def pytest_configure(config):
+    _SESSION_CONFIG["config"] = config
     config.addinivalue_line("markers", "conformance(requirement): a conformance test with a stable ID and MUST")
     config.addinivalue_line("markers", "destructive: injects faults or changes cluster state")
     install_log_filter()
@@ -142,6 +149,8 @@ def pytest_configure(config):
     _redact_terminal(config)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     config._haconform_run_dir = Path(config.getoption("--history-dir") or config.rootpath / "results") / stamp
+    if is_worker(config):   # side by side: one run, the controller's directory (haconform/side_by_side.py)
+        config._haconform_run_dir = Path(config.workerinput["haconform_run_dir"])
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
     config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
     try:
@@ -149,7 +158,8 @@ def pytest_configure(config):
     except HaconformError as exc:
         raise pytest.UsageError(f"haconform: {exc}") from None
     guard = HostGuard(access_mode(config))
-    guard.transcript_to(config._haconform_run_dir / TRANSCRIPT)
+    worker = worker_id(config)
+    guard.transcript_to(config._haconform_run_dir / (f"transcript.{worker}.jsonl" if worker else TRANSCRIPT))
     config.stash[GUARD] = guard
     config.pluginmanager.import_plugin("haconform.report.plugin")   # verdict.json/html at session end
 
@@ -241,10 +251,65 @@ def session_files(config) -> list[Path]:
     verdict = config.pluginmanager.get_plugin("haconform-verdict-report")
     files += list((getattr(verdict, "written", None) or {}).values())
     run_dir = getattr(config, "_haconform_run_dir", None)
-    if run_dir is not None and run_dir.is_dir():
+    if is_worker(config):
+        # Side by side a worker's files are its transcript; the run's directory is the controller's to
+        # rewrite (it is appending to history.jsonl while a worker ends).
+        guard = config.stash.get(GUARD, None)
+        files = [guard.transcript_path] if guard is not None and guard.transcript_path else []
+    elif run_dir is not None and run_dir.is_dir():
         files += [path for path in run_dir.rglob("*") if path.is_file()]
     return [path for path in dict.fromkeys(files) if path.is_file()]
 
+
+# ----- side by side (pytest-xdist; haconform/side_by_side.py) ------------------------------------------
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    try:
+        return auto_labs(config)
+    except HaconformError as exc:
+        raise pytest.UsageError(f"haconform: {exc}") from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    given = getattr(config.option, "numprocesses", None)
+    if given not in (None, 0, "auto", "logical") and config.getoption("--target") != "lab":
+        raise pytest.UsageError(f"haconform: -n {given}: only the embedded lab can be split into labs side by "
+                                f"side; --target {config.getoption('--target')} is one deployment "
+                                "(fix: -n 0, or leave -n out)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Each worker writes into the controller's run: one results/<ts>/ for the whole run."""
+    node.workerinput["haconform_run_dir"] = str(node.config._haconform_run_dir)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """A worker's part of the verdict (report/plugin.py report_back); a restore it could not complete stops
+    the run: the test's history row written here, the session's exit status the one a stop has."""
+    config = node.config
+    output = (getattr(node, "workeroutput", None) or {}).get("haconform")
+    if not output:
+        return
+    config.stash.setdefault(WORKER_OUTPUTS, []).append(output)
+    stopped = output.get("stopped")
+    if stopped:
+        append_history(config, stopped.get("history") or [])
+        config.stash[SESSION_STOPPED] = stopped
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Side by side, a worker whose restore failed stopped the run (xdist: interrupted); its status is the
+    one a failed restore gives, as in one process (fixtures/restore.py)."""
+    if side_by_side(session.config) and session.config.stash.get(SESSION_STOPPED, None) is not None:
+        session.exitstatus = EXIT_NOT_RESTORED
+
+
+# ----- sinks pytest writes itself: after every plugin has written its files ---------------------------
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
@@ -292,7 +357,13 @@ def _names(path: str | None) -> dict[str, str]:
     return data
 
 
+# tryfirst: the lab groups are marked before xdist's own hook reads them (it appends @group to each id).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        requirement = requirement_of(item)
+        if requirement is not None:   # which tests share a lab side by side: the suites' data (side_by_side.py)
+            item.add_marker(pytest.mark.xdist_group(requirement.lab_group))
     seen: dict[str, str] = {}
     problems = []
     for item in items:
@@ -409,12 +480,41 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call":
         _add_html_extras(report, requirement, ev)
     redact_report(report)
+    # What the verdict and the history need of the test travels with its report: side by side, only the
+    # controller sees every report, and it alone writes the run's files (haconform/side_by_side.py).
+    report.haconform_requirement = requirement.__dict__ if requirement else None
     row = history_row(item, report, requirement, ev)
-    if row is not None:
-        run_dir: Path = item.config._haconform_run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False)) + "\n")
+    report.haconform_history = [history_line(row)] if row is not None else []
+
+
+def history_line(row: dict) -> str:
+    return redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False))
+
+
+def append_history(config, lines: list[str]) -> None:
+    if not lines:
+        return
+    run_dir: Path = config._haconform_run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in lines)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    """Where reports arrive (the controller side by side, the one process otherwise): the test's plain id
+    (without xdist's @group, for JUnit, HTML, verdict and history alike), its history rows written."""
+    report.nodeid = plain_nodeid(report.nodeid)
+    config = _SESSION_CONFIG.get("config")
+    if config is None or is_worker(config):
+        return
+    lines = getattr(report, "haconform_history", None) or []
+    for index, line in enumerate(lines):
+        if "@" in line:
+            row = json.loads(line)
+            row["nodeid"] = plain_nodeid(row["nodeid"])
+            lines[index] = history_line(row)
+    append_history(config, lines)
 
 
 def stop_session(item, message: str, evidence: dict) -> None:
@@ -424,14 +524,18 @@ def stop_session(item, message: str, evidence: dict) -> None:
     ev = getattr(item, "_haconform_evidence", None) or Evidence(item.nodeid)
     ev.data("the session stopped here: what the restore found, did and did not put back", evidence)
     written = getattr(item, "_haconform_evidence_written", 0)
-    row = {"nodeid": item.nodeid, "phase": "teardown", "outcome": "error", "reason": f"teardown: {message}",
+    nodeid = plain_nodeid(item.nodeid)
+    row = {"nodeid": nodeid, "phase": "teardown", "outcome": "error", "reason": f"teardown: {message}",
            "duration": None, "requirement": requirement.__dict__ if requirement else None,
            "evidence": ev.to_json()[written:], "stopped_session": True}
-    run_dir: Path = item.config._haconform_run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "history.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(redact(json.dumps(redact_obj(row), default=str, ensure_ascii=False)) + "\n")
-    item.config.stash[SESSION_STOPPED] = redact_obj({"test": item.nodeid, "message": message, "evidence": evidence})
+    stopped = redact_obj({"test": nodeid, "message": message, "evidence": evidence, "history": [history_line(row)]})
+    item.config.stash[SESSION_STOPPED] = stopped
+    if is_worker(item.config):
+        # The controller writes the row and stops the run when this worker reports back (its workeroutput);
+        # shouldstop is what xdist reads there to stop handing out tests.
+        item.session.shouldstop = f"haconform: {message}"
+        return
+    append_history(item.config, stopped["history"])
 
 
 def redact_report(report) -> None:

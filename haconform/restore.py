@@ -41,6 +41,8 @@ from .wait import wait_until
 
 log = logging.getLogger("haconform.restore")
 
+# The exit status of a session stopped because a restore failed: pytest's own are 0 to 5.
+EXIT_NOT_RESTORED = 7
 CLUSTER_OWNED_SERVICES = ("haproxy",)   # started by the cluster on one director, not per host
 TOUCHED_PROPERTIES = ("stonith_enabled", "maintenance_mode")   # ClusterOptions fields suites change
 

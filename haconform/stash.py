@@ -15,3 +15,5 @@ from .guard import HostGuard
 GUARD = pytest.StashKey[HostGuard]()
 # Why the session stopped early (a restore that failed): {"test", "message", "evidence"}.
 SESSION_STOPPED = pytest.StashKey[dict]()
+# Side by side (haconform/side_by_side.py): what each worker reported back, on the controller.
+WORKER_OUTPUTS = pytest.StashKey[list]()

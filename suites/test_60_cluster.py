@@ -59,7 +59,7 @@ def test_data_plane_through_the_vip(deployment, http, cluster_settings, client_e
     assert posted.headers.get("X-Real-Server") == app2, posted
 
 
-@conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True,
+@conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True, lab="ha-vip",   # waits a 30 s monitor
              must="When the VIP is deleted by hand on the active director the cluster MUST restore it "
                   "within the VIP's monitor interval")
 def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, cluster, evidence):
@@ -88,7 +88,7 @@ def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, clust
     assert not problems, problems
 
 
-@conformance("HAC-HA-004", stage="stage4", section=SECTION, destructive=True,
+@conformance("HAC-HA-004", stage="stage4", section=SECTION, destructive=True, lab="ha-haproxy",   # a 60 s one
              must="When HAProxy is stopped on the active director the cluster's monitor MUST notice, "
                   "restart it and count one failure")
 def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster, evidence):

@@ -39,7 +39,9 @@ from ..wait import wait_until
 
 log = logging.getLogger("haconform.lab")
 STATE_ROOT = Path("/var/lib/haconform/labs")
-LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+# At most 11 characters: NAME-br and a host's veth NAME-NNp stay within the kernel's 15 for a link name
+# (a side-by-side run's labs are the session's lab name and a worker's number: haconform12).
+LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,10}$")
 DEFAULT_LAB = "haconform"
 GUARD_METRIC = "4242"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -162,7 +164,7 @@ class NamespaceLab:
         if not LAB_NAME.match(name):
             raise HaconformError(
                 f"bad lab name {name!r}", where="--name",
-                fix="use 1-10 lower-case letters or digits, starting with a letter")
+                fix="use 1-11 lower-case letters or digits, starting with a letter")
         self.name = name
         self.dir = STATE_ROOT / name
         saved_path = self.dir / "lab.json"
@@ -481,19 +483,30 @@ class NamespaceLab:
     def _guard_route(self) -> list[str]:
         return ["unreachable", str(self.topology.subnet), "metric", GUARD_METRIC]
 
+    @contextmanager
+    def _guard_route_lock(self):
+        """One lab at a time looks at and changes the guard route: labs side by side come up and go down
+        together, and two adding it at once, or one dropping it while another is adding, must not race."""
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        with open(STATE_ROOT / ".guard-route.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def _ensure_guard_route(self) -> None:
-        existing = ip("route", "show", "table", "main", "exact", str(self.topology.subnet)).stdout
-        if "unreachable" not in existing:
-            ip("route", "add", *self._guard_route())
+        with self._guard_route_lock():
+            existing = ip("route", "show", "table", "main", "exact", str(self.topology.subnet)).stdout
+            if "unreachable" not in existing:
+                ip("route", "add", *self._guard_route())
 
     def _drop_guard_route(self) -> None:
-        for other in STATE_ROOT.glob("*/lab.json"):
-            try:
-                if json.loads(other.read_text()).get("subnet") == str(self.topology.subnet):
-                    return  # another lab on this subnet still relies on the guard
-            except (OSError, ValueError):
-                continue
-        ip("route", "del", *self._guard_route(), check=False)
+        with self._guard_route_lock():
+            for other in STATE_ROOT.glob("*/lab.json"):
+                try:
+                    if json.loads(other.read_text()).get("subnet") == str(self.topology.subnet):
+                        return  # another lab on this subnet still relies on the guard
+                except (OSError, ValueError):
+                    continue
+            ip("route", "del", *self._guard_route(), check=False)
 
     def _power_on(self, host: str) -> None:
         spec = self.topology.host(host)

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from ..conformance import requirement_of
-from ..stash import GUARD, SESSION_STOPPED
+from ..conformance import Requirement
+from ..side_by_side import is_worker, merge_host_access, plain_nodeid, worker_id
+from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
@@ -76,13 +78,20 @@ class VerdictReport:
         self._attempts = 0
         self.written: dict[str, Path] = {}
         self.summary: dict | None = None
+        self.collected: set[str] = set()      # side by side: the test ids the workers collected
 
     # ----- what ran -----
     def pytest_collection_finish(self, session):
         for item in session.items:
             requirement = requirement_of(item)
             if requirement is not None:
-                self.requirements[item.nodeid] = requirement
+                self.requirements[plain_nodeid(item.nodeid)] = requirement
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids):
+        """Side by side the controller collects nothing itself: what the workers collected, by id (the
+        golden list maps a test to its MUST, for "not selected" against "did not run")."""
+        self.collected.update(plain_nodeid(nodeid) for nodeid in ids)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_setup(self, item):
@@ -111,6 +120,9 @@ class VerdictReport:
 
     def pytest_runtest_logreport(self, report):
         requirement = self.requirements.get(report.nodeid)
+        if requirement is None and getattr(report, "haconform_requirement", None):
+            # Side by side: the controller learns each test's MUST from its reports, in the order they come.
+            requirement = self.requirements[report.nodeid] = Requirement(**report.haconform_requirement)
         if requirement is None:
             return
         case = self.cases.setdefault(report.nodeid, {
@@ -157,6 +169,9 @@ class VerdictReport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        if is_worker(self.config):
+            self.report_back()
+            return
         if not self.requirements or self.config.option.collectonly:
             return   # no conformance test in this session (unit tests, perf), or nothing ran
         try:
@@ -165,22 +180,68 @@ class VerdictReport:
             log.warning("haconform: verdict not written: %s", exc)
             self.summary = {"error": str(exc)}
 
+    def report_back(self) -> None:
+        """A worker's part of the verdict, for the controller (haconform/side_by_side.py): its lab, bring-up,
+        calibration, the versions it read, its guard's account, and a restore that failed."""
+        config = self.config
+        guard = config.stash.get(GUARD, None)
+        config.workeroutput["haconform"] = {
+            "worker": worker_id(config), "target": self.target, "versions": self.versions,
+            "figures": dict(getattr(config, "_haconform_figures", None) or {}),
+            "calibration": getattr(config, "_haconform_calibration", None),
+            "host_access": guard.summary() if guard is not None else None,
+            "stopped": config.stash.get(SESSION_STOPPED, None)}
+
+    def worker_parts(self) -> list[dict]:
+        return [output for output in self.config.stash.get(WORKER_OUTPUTS, []) if output]
+
+    def merged_parts(self) -> dict:
+        """The target, figures, calibration, versions and host access of the run: this process's own, or
+        side by side what each worker reported back, as one (each lab kept under "labs")."""
+        config = self.config
+        guard = config.stash.get(GUARD, None)
+        own = {"target": self.target, "versions": self.versions,
+               "figures": dict(getattr(config, "_haconform_figures", None) or {}),
+               "calibration": getattr(config, "_haconform_calibration", None),
+               "host_access": guard.summary() if guard is not None else None}
+        parts = self.worker_parts()
+        if not parts:
+            return own
+        labs = [{"worker": p["worker"], "lab": (p.get("target") or {}).get("lab"), "figures": p.get("figures") or {},
+                 "calibration": (p.get("calibration") or {}).get("summary")} for p in parts]
+        targets = [p["target"] for p in parts if p.get("target")]
+        target = dict(targets[0]) if targets else {"target": config.getoption("--target")}
+        if len(targets) > 1:
+            target["labs"] = [t.get("lab") for t in targets]
+        ups = [p["figures"].get("target_up_s") for p in parts if (p.get("figures") or {}).get("target_up_s")]
+        calibrations = [p["calibration"] for p in parts if p.get("calibration")]
+        # The verdict shows one calibration: the slowest lab's (its allowances were the widest).
+        slowest = max(calibrations, key=lambda c: max((x["factor"] for x in c.get("categories", [])), default=1.0),
+                      default=None)
+        return {"target": target,
+                "versions": {k: v for p in parts for k, v in (p.get("versions") or {}).items()},
+                "figures": {"labs": len(parts), **({"target_up_s": max(ups)} if ups else {})},
+                "calibration": slowest, "labs": labs,
+                "host_access": merge_host_access([p.get("host_access") for p in parts])}
+
     def write(self, exitstatus) -> None:
         config = self.config
         records = self.records()
         finished = time.time()
-        versions = {**versions_from_evidence(records), **self.versions}
+        merged = self.merged_parts()
+        versions = {**versions_from_evidence(records), **merged["versions"]}
         run_dir: Path = config._haconform_run_dir
-        run = {"target": self.target or {"target": config.getoption("--target")},
+        run = {"target": merged["target"] or {"target": config.getoption("--target")},
                "run_dir": run_dir.name, "run_path": str(run_dir), "started": iso(self.started), "started_unix": round(self.started, 3),
                "finished": iso(finished), "duration_s": round(finished - self.started, 1),
                "versions": versions, "exit_status": int(exitstatus), "source": "session",
                "config": str(config._haconform_config_dir),
-               "figures": dict(getattr(config, "_haconform_figures", None) or {}),
+               "figures": merged["figures"],
                "commit": source_commit(config.rootpath)}
-        guard = config.stash.get(GUARD, None)
-        if guard is not None:
-            run["host_access"] = guard.summary()
+        if merged.get("labs"):
+            run["labs"] = merged["labs"]
+        if merged["host_access"] is not None:
+            run["host_access"] = merged["host_access"]
         stopped = config.stash.get(SESSION_STOPPED, None)
         if stopped is not None:
             run["stopped"] = stopped
@@ -190,9 +251,11 @@ class VerdictReport:
                 records = self.records()
         notes, titles = stage_notes(config._haconform_config_dir)
         golden = read_golden(config.rootpath / "suites" / "conformance.yaml")
-        selected = {r.id for r in self.requirements.values()}
+        collected = {nodeid.split("[")[0].split("/")[-1] for nodeid in self.collected}
+        selected = {r.id for r in self.requirements.values()} | {row["id"] for row in golden
+                                                                  if row.get("test") in collected}
         verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles,
-                                calibration=getattr(config, "_haconform_calibration", None))
+                                calibration=merged["calibration"])
         for must in verdict["musts"]:
             if must["verdict"] == NOT_TESTED and not must["cases"]:
                 must["reason"] = ("not selected in this run" if must["id"] not in selected

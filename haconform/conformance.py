@@ -29,11 +29,6 @@ class Requirement:
     destructive: bool = False
     lab: str | None = None
 
-    @property
-    def lab_group(self) -> str:
-        """Which tests share a lab when the MUSTs run side by side (pytest-xdist's --dist loadgroup): a test
-        that declares a lab of its own gets one, the others share their stage's."""
-        return self.lab or self.stage
 
 
 def conformance(id: str, *, must: str, section: str, stage: str, destructive: bool = False,
@@ -62,13 +57,13 @@ def requirement_of(item) -> Requirement | None:
     return marker.args[0] if marker else None
 
 
-def declared(suites_dir) -> list[dict]:
-    """Every conformance test the suites declare, in file order, as golden-list rows."""
+def declared_requirements(suites_dir) -> dict[str, Requirement]:
+    """Every conformance test the suites declare: "test_file.py::test_name" -> its Requirement, in file order."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    rows = []
+    found: dict[str, Requirement] = {}
     root = Path(suites_dir).resolve()
     sys.path.insert(0, str(root.parent))
     try:
@@ -79,11 +74,16 @@ def declared(suites_dir) -> list[dict]:
             for name, fn in vars(module).items():
                 for mark in getattr(fn, "pytestmark", []):
                     if mark.name == "conformance":
-                        r = mark.args[0]
-                        rows.append({"id": r.id, "test": f"{path.name}::{name}", "stage": r.stage,
-                                     "section": r.section, "destructive": r.destructive, "must": r.must})
+                        found[f"{path.name}::{name}"] = mark.args[0]
     finally:
         sys.path.remove(str(root.parent))
+    return found
+
+
+def declared(suites_dir) -> list[dict]:
+    """Every conformance test the suites declare, in file order, as golden-list rows."""
+    rows = [{"id": r.id, "test": test, "stage": r.stage, "section": r.section, "destructive": r.destructive,
+             "must": r.must} for test, r in declared_requirements(suites_dir).items()]
     return sorted(rows, key=lambda row: row["id"])
 
 

@@ -16,7 +16,7 @@ from .errors import HaconformError
 from .evidence import Evidence
 from .guard import APPLY, GRANTED, READ_ONLY, HostGuard
 from .restore import EXIT_NOT_RESTORED
-from .side_by_side import auto_labs, is_worker, plain_nodeid, side_by_side, worker_id
+from .side_by_side import auto_labs, is_worker, lab_scheduler, side_by_side, worker_id
 from .stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from .report.messages import failure_message, skip_message
 from .secrets import RedactingStream, install_log_filter, redact, redact_file, redact_obj
@@ -280,6 +280,12 @@ def pytest_cmdline_main(config):
                                 "(fix: -n 0, or leave -n out)")
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each lab's tests to one worker, in their order (side_by_side.py: LabScheduling)."""
+    return lab_scheduler(config, log)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """Each worker writes into the controller's run: one results/<ts>/ for the whole run."""
@@ -357,13 +363,7 @@ def _names(path: str | None) -> dict[str, str]:
     return data
 
 
-# tryfirst: the lab groups are marked before xdist's own hook reads them (it appends @group to each id).
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    for item in items:
-        requirement = requirement_of(item)
-        if requirement is not None:   # which tests share a lab side by side: the suites' data (side_by_side.py)
-            item.add_marker(pytest.mark.xdist_group(requirement.lab_group))
     seen: dict[str, str] = {}
     problems = []
     for item in items:
@@ -502,19 +502,12 @@ def append_history(config, lines: list[str]) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logreport(report):
-    """Where reports arrive (the controller side by side, the one process otherwise): the test's plain id
-    (without xdist's @group, for JUnit, HTML, verdict and history alike), its history rows written."""
-    report.nodeid = plain_nodeid(report.nodeid)
+    """Where reports arrive (the controller side by side, the one process otherwise): the test's history
+    rows written."""
     config = _SESSION_CONFIG.get("config")
     if config is None or is_worker(config):
         return
-    lines = getattr(report, "haconform_history", None) or []
-    for index, line in enumerate(lines):
-        if "@" in line:
-            row = json.loads(line)
-            row["nodeid"] = plain_nodeid(row["nodeid"])
-            lines[index] = history_line(row)
-    append_history(config, lines)
+    append_history(config, getattr(report, "haconform_history", None) or [])
 
 
 def stop_session(item, message: str, evidence: dict) -> None:
@@ -524,7 +517,7 @@ def stop_session(item, message: str, evidence: dict) -> None:
     ev = getattr(item, "_haconform_evidence", None) or Evidence(item.nodeid)
     ev.data("the session stopped here: what the restore found, did and did not put back", evidence)
     written = getattr(item, "_haconform_evidence_written", 0)
-    nodeid = plain_nodeid(item.nodeid)
+    nodeid = item.nodeid
     row = {"nodeid": nodeid, "phase": "teardown", "outcome": "error", "reason": f"teardown: {message}",
            "duration": None, "requirement": requirement.__dict__ if requirement else None,
            "evidence": ev.to_json()[written:], "stopped_session": True}

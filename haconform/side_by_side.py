@@ -4,11 +4,15 @@
     tox -e conformance -- -n 0              # one lab, one test after another (as before)
     HACONFORM_LABS=3 tox -e conformance     # three labs
 
-Which tests share a lab is the suites' data: each conformance test's stage (a
-test of stage 2 runs with the others of stage 2, applying what it needs), or a
-lab of its own that its @conformance(lab=...) declares (the slowest destructive
-MUSTs, so the run is not one after another behind them).  xdist's loadgroup
-scheduling sends each group to one worker; each worker brings up a lab of its
+Which tests share a lab is data, the suites' and the stages': a MUST may
+declare a lab of its own (@conformance(lab=...): the slowest destructive ones,
+so the run is not one after another behind them); the tests of each cluster
+stage share its lab (a cluster's set-up is what costs, once per lab); the tests
+of every stage without a cluster share one lab (they switch stages in seconds).
+More labs than that cost more than they save on a small machine: every lab
+brings up the runbook's six hosts and applies the stages it needs.  A scheduler of
+xdist's kind (LabScheduling: its scope scheduling with the labs as scopes)
+sends each group to one worker; each worker brings up a lab of its
 own, named after the session's lab and its number (haconform0, haconform1...),
 so every rule of a lab (its names, its teardown, nothing in the root namespace)
 holds per lab.
@@ -25,7 +29,6 @@ one over ssh, the VMs) always runs with one worker: -n auto gives 0 there.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from .errors import HaconformError
@@ -34,11 +37,24 @@ from .lab.lab import LAB_NAME
 # What `-n auto` may give, per what the machine has: labs are mostly waiting (documented intervals),
 # so several share a core; each runs the runbook's six hosts, the two directors with the whole cluster
 # stack (corosync, pacemaker, pcsd) once a cluster stage is applied.
-LABS_PER_CPU = 4
+LABS_PER_CPU = 2
 LAB_MEMORY_BYTES = 1 << 30
-MOST_LABS = 8          # the suites declare eight groups today (six stages, two labs of their own)
+MOST_LABS = 8          # a ceiling; the groups the suites declare decide how many labs actually come up
 ENV = "HACONFORM_LABS"
-GROUP_SUFFIX = re.compile(r"@[A-Za-z0-9_.-]+$")
+
+
+# The lab the tests of every stage without a cluster share: they switch between files stages in seconds.
+FILES_LAB = "files"
+
+
+def lab_group(requirement, stages: dict) -> str:
+    """Which tests share a lab side by side: a MUST that declares a lab of its own (@conformance(lab=...):
+    the slowest destructive ones) gets it; each cluster stage has one (setting a cluster up is what takes
+    the time, once per lab); the tests of every other stage share one."""
+    if requirement.lab:
+        return requirement.lab
+    stage = stages.get(requirement.stage)
+    return requirement.stage if stage is not None and stage.is_cluster_stage else FILES_LAB
 
 
 def is_worker(config) -> bool:
@@ -91,9 +107,29 @@ def worker_lab_name(base: str, worker: str | None) -> str:
     return name
 
 
-def plain_nodeid(nodeid: str) -> str:
-    """A test's id without the `@group` xdist's loadgroup appends (reports and history name the test)."""
-    return GROUP_SUFFIX.sub("", nodeid)
+def lab_groups(config) -> dict[str, str]:
+    """"test_file.py::test_name" -> its lab group, for every conformance test of the suites."""
+    from .conformance import declared_requirements
+    stages = getattr(config, "_haconform_stages", None) or {}
+    return {test: lab_group(requirement, stages)
+            for test, requirement in declared_requirements(config.rootpath / "suites").items()}
+
+
+def lab_scheduler(config, log):
+    """xdist's scope scheduling with the labs as scopes: each group's tests go to one worker, in their
+    order (xdist's own loadgroup marks ids with @group, which pytest 9 no longer lets it do)."""
+    if not side_by_side(config):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups = lab_groups(config)
+
+    class LabScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            test = nodeid.split("[", 1)[0].rsplit("/", 1)[-1]
+            return groups.get(test, nodeid)
+
+    return LabScheduling(config, log)
 
 
 def merge_host_access(summaries: list[dict]) -> dict | None:

@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from .errors import WaitTimeout
-from .timeouts import POLL_INTERVAL, Bound
+from .timeouts import MAX_POLL_INTERVAL, POLL_INTERVAL, POLL_SHARE, Bound
 
 log = logging.getLogger("haconform.wait")
 
@@ -94,7 +94,8 @@ def wait_until(
                 f"timed out after {timeout:.1f}s ({polls} polls) waiting for: {condition}; "
                 f"{composition}last observed: {seen!r}"
             )
-        time.sleep(min(interval, max(0.0, deadline - now)))
+        pause = min(max(interval, (now - start) * POLL_SHARE), max(interval, MAX_POLL_INTERVAL))
+        time.sleep(min(pause, max(0.0, deadline - now)))
 
 
 def elapsed_until(condition: str, predicate: Callable[[], Any], *, timeout: float, **kw) -> float:

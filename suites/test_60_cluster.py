@@ -59,7 +59,7 @@ def test_data_plane_through_the_vip(deployment, http, cluster_settings, client_e
     assert posted.headers.get("X-Real-Server") == app2, posted
 
 
-@conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True, lab="ha-vip",   # waits a 30 s monitor
+@conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True,
              must="When the VIP is deleted by hand on the active director the cluster MUST restore it "
                   "within the VIP's monitor interval")
 def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, cluster, evidence):

@@ -71,12 +71,15 @@ def handmade_config(tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def handmade_lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("handmade")
-    # Built as its operator would have it: their own files, their own names (HAC-CFG-001 against itself).
-    built = run_suites(tmp, "build", "--config", str(handmade_config(tmp)), "--keep-lab", "-k", "test_80_configuration")
-    assert built.get("HAC-CFG-001") == {"passed"}, (tmp / "build.log").read_text()[-3000:]
-    yield tmp
-    subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", LAB], cwd=REPO,
-                   capture_output=True, timeout=300)
+    try:
+        # Built as its operator would have it: their own files, their own names (HAC-CFG-001 against itself).
+        built = run_suites(tmp, "build", "--config", str(handmade_config(tmp)), "--keep-lab", "-k",
+                           "test_80_configuration")
+        assert built.get("HAC-CFG-001") == {"passed"}, (tmp / "build.log").read_text()[-3000:]
+        yield tmp
+    finally:   # a build that failed half-way kept its lab too (--keep-lab): it goes as well
+        subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", LAB], cwd=REPO,
+                       capture_output=True, timeout=300)
 
 
 def test_handmade_deployment_verified_by_meaning_and_behaviour(handmade_lab):

@@ -16,7 +16,7 @@ import pytest
 
 from haconform.conformance import Requirement, conformance
 from haconform.errors import HaconformError
-from haconform.side_by_side import auto_labs, merge_host_access, plain_nodeid, worker_lab_name
+from haconform.side_by_side import auto_labs, lab_group, merge_host_access, lab_groups, worker_lab_name
 
 pytest_plugins = ["pytester"]
 
@@ -51,17 +51,33 @@ def test_the_number_of_labs_follows_the_machine_the_env_and_the_target(monkeypat
         auto_labs(Options())
 
 
-def test_a_test_shares_its_stage_s_lab_unless_it_declares_its_own():
-    assert Requirement("HAC-X-001", "It MUST", "s", "stage2").lab_group == "stage2"
-    assert Requirement("HAC-X-002", "It MUST", "s", "stage4", True, "ha-haproxy").lab_group == "ha-haproxy"
+def test_a_cluster_stage_has_a_lab_the_files_stages_share_one_a_mus_may_declare_its_own():
+    from haconform.stages.manager import load_all_stages
+    from haconform.topology import load_topology
+    stages = load_all_stages(DOCUMENTED, REPO / "fixtures" / "beyond" / "algorithms", load_topology())
+    groups = {stage: lab_group(Requirement("HAC-X-001", "It MUST", "s", stage), stages) for stage in stages}
+    assert groups["stage4"] == "stage4" and groups["stage5"] == "stage5"
+    assert {groups[s] for s in ("stage1", "stage2", "stage3", "algorithm-leastconn")} == {"files"}
+    assert lab_group(Requirement("HAC-X-002", "It MUST", "s", "stage4", True, "ha-haproxy"), stages) == "ha-haproxy"
     with pytest.raises(ValueError, match="lab='Bad Name'"):
         conformance("HAC-X-003", must="It MUST", section="s", stage="stage4", lab="Bad Name")
 
 
-def test_ids_lose_xdist_s_group_suffix_only():
-    assert plain_nodeid("suites/test_60_cluster.py::test_x@ha-haproxy") == "suites/test_60_cluster.py::test_x"
-    assert plain_nodeid("suites/test_40.py::test_y[wrong user]@stage2") == "suites/test_40.py::test_y[wrong user]"
-    assert plain_nodeid("suites/test_40.py::test_y[a@b]") == "suites/test_40.py::test_y[a@b]"
+def test_the_suites_tests_map_to_their_labs():
+    class Config:
+        rootpath = REPO
+
+    from haconform.stages.manager import load_all_stages
+    from haconform.topology import load_topology
+    Config._haconform_stages = load_all_stages(DOCUMENTED, REPO / "fixtures" / "beyond" / "algorithms",
+                                               load_topology())
+    groups = lab_groups(Config())
+    assert groups["test_60_cluster.py::test_haproxy_stopped_is_restarted"] == "ha-haproxy"
+    assert groups["test_60_cluster.py::test_vip_deleted_by_hand_is_restored"] == "stage4"
+    assert groups["test_70_fencing.py::test_crashed_director_is_fenced"] == "stage5"
+    assert groups["test_20_static_routing.py::test_static_prefix_goes_to_app2"] == "files"
+    assert groups["test_50_algorithms.py::test_roundrobin_alternates"] == "files"
+    assert set(groups.values()) == {"files", "stage4", "stage5", "ha-haproxy"}
 
 
 def test_the_labs_host_access_is_one_statement():
@@ -120,7 +136,7 @@ def run_side_by_side(pytester, suite: str, conftest: str = QUIET_RESTORE, *args:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rootdir", str(pytester.path),
                                          "--config", str(DOCUMENTED), "--history-dir",
                                          str(history), f"--junitxml={pytester.path / 'r' / 'c.xml'}",
-                                         "-n", "2", "--dist", "loadgroup", "suites", *args), history
+                                         "-n", "2", "suites", *args), history
 
 
 def test_two_workers_make_one_history_one_verdict_one_junit(pytester, monkeypatch):

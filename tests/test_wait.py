@@ -3,6 +3,8 @@ timeout message says what the bound is made of, and the pytest plugin shows a te
 
 from __future__ import annotations
 
+import time
+
 import json
 import re
 import subprocess
@@ -121,3 +123,19 @@ def test_the_plugin_shows_each_test_s_waits_as_evidence(tmp_path):
     (timed_out,) = tables["test_timed_out"]
     assert timed_out["outcome"] == "timed out" and timed_out["figure"] == "0.2×probe_request"
     assert "bound 0.2 s = allowance 0.2 s (0.2 s × 1.00)" in result.stdout
+
+
+def test_a_long_wait_looks_less_often_but_within_a_tenth_of_its_time():
+    """A condition that holds after 3 s: seen within 10 % of that (and within 1 s), asked far fewer
+    times than every 0.1 s (labs side by side share two cores with their pollers)."""
+    start = time.monotonic()
+    polls = []
+
+    def held():
+        polls.append(time.monotonic() - start)
+        return polls[-1] >= 3.0
+
+    wait_until("three seconds passed", held, timeout=10)
+    assert polls[-1] - 3.0 <= 0.3 + 0.05, polls[-3:]
+    assert len(polls) <= 24, len(polls)      # every 0.1 s: 30; a 20 s wait: some 40 against 200
+    assert polls[1] - polls[0] < 0.2, "a short wait still looks every 0.1 s"

@@ -24,7 +24,7 @@ import pytest
 
 from ..conformance import requirement_of
 from ..conformance import Requirement
-from ..side_by_side import is_worker, merge_host_access, plain_nodeid, worker_id
+from ..side_by_side import is_worker, merge_host_access, worker_id
 from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from ..secrets import redact
 from ..timeouts import BOUNDS
@@ -85,13 +85,13 @@ class VerdictReport:
         for item in session.items:
             requirement = requirement_of(item)
             if requirement is not None:
-                self.requirements[plain_nodeid(item.nodeid)] = requirement
+                self.requirements[item.nodeid] = requirement
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids):
         """Side by side the controller collects nothing itself: what the workers collected, by id (the
         golden list maps a test to its MUST, for "not selected" against "did not run")."""
-        self.collected.update(plain_nodeid(nodeid) for nodeid in ids)
+        self.collected.update(ids)
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_setup(self, item):

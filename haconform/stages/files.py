@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,40 +65,46 @@ def _validate(machine, stage: Stage, f: StageFile, data: bytes) -> None:
 
 
 def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult:
-    """machines: host name -> Machine.  Returns what changed, per host."""
+    """machines: host name -> Machine.  Returns what changed, per host.
+
+    Hosts are independent (each gets its own files, directories and services): they are applied side by
+    side, each in order: files, then directories, then services (a service reloads for what changed on its
+    host).  Every candidate is validated first, on every host, so a refused file changes no host at all."""
     result = ApplyResult(stage.name)
     plan = stage.plan(topology)
-    # Validate everything first: a refused file stops the stage before any host changes.
     for host, files in plan.items():
         for f in files:
             _validate(machines[host], stage, f, f.source.read_bytes())
-    for host, files in plan.items():
+    directories = {path: mode for path, mode in stage.modes.items() if mode.get("directory")}
+    hosts = list(dict.fromkeys([
+        *plan,
+        *(h for mode in directories.values() for h in _hosts_of_selector(stage, mode.get("selector"), topology, plan)),
+        *(h for selector in stage.services for h in stage.hosts_for(selector, topology))]))
+
+    def apply_to(host: str) -> tuple[list[str], list[str]]:
         machine = machines[host]
-        changed = result.changed.setdefault(host, [])
-        for f in files:
+        changed: list[str] = []
+        for f in plan.get(host, []):
             data = f.source.read_bytes()
             if _sha256_on(machine, f.dest) != hashlib.sha256(data).hexdigest():
                 mode = stage.modes.get(f.dest, {})
                 machine.write_file(f.dest, data, mode=str(mode.get("mode", "0644")),
                                    owner=mode.get("owner", "root"), group=mode.get("group", "root"))
                 changed.append(f.dest)
-    for path, mode in stage.modes.items():
-        if not mode.get("directory"):
-            continue
-        for host in _hosts_of_selector(stage, mode.get("selector"), topology, plan):
-            machine = machines[host]
+        for path, mode in directories.items():
+            if host not in _hosts_of_selector(stage, mode.get("selector"), topology, plan):
+                continue
             owner_group = f"{mode.get('owner', 'root')}:{mode.get('group', 'root')}"
             want = f"{owner_group} {int(str(mode.get('mode', '0755')), 8):o}"
             have = machine.execute(f"stat -c '%U:%G %a' {shlex.quote(path)} 2>/dev/null").stdout.strip()
             if have != want:
                 machine.succeed(f"mkdir -p {shlex.quote(path)} && chown {shlex.quote(owner_group)} {shlex.quote(path)}"
                                 f" && chmod {shlex.quote(str(mode.get('mode', '0755')))} {shlex.quote(path)}")
-                result.changed.setdefault(host, []).append(path + "/")
-    for selector, rules in stage.services.items():
-        for host in stage.hosts_for(selector, topology):
-            machine = machines[host]
-            actions = result.actions.setdefault(host, [])
-            changed = result.changed.get(host, [])
+                changed.append(path + "/")
+        actions: list[str] = []
+        for selector, rules in stage.services.items():
+            if host not in stage.hosts_for(selector, topology):
+                continue
             for rule in rules:
                 service = machine.host.service(rule.name)
                 quoted = shlex.quote(rule.name)
@@ -111,6 +118,23 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
                 elif touched and rule.on_change != "none":
                     machine.succeed(f"service {quoted} {rule.on_change}")
                     actions.append(f"{rule.on_change}ed {rule.name}")
+        return changed, actions
+
+    with ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:
+        futures = {host: pool.submit(apply_to, host) for host in hosts}
+    failed = {host: future.exception() for host, future in futures.items() if future.exception()}
+    if failed:
+        first = next(iter(failed.values()))
+        if len(failed) == 1:
+            raise first
+        raise HaconformError(f"{stage.name} did not apply on " + "; ".join(f"{h}: {e}" for h, e in failed.items()),
+                             where=str(stage.directory), fix="see each host's error")
+    for host, future in futures.items():
+        changed, actions = future.result()
+        if host in plan or changed:
+            result.changed[host] = changed
+        if actions or any(host in stage.hosts_for(selector, topology) for selector in stage.services):
+            result.actions[host] = actions
     return result
 
 

@@ -138,15 +138,60 @@ def _without_the_word(name: str, data: bytes) -> bytes:
     return data.replace(STATS_PASSWORD_WORD, b"\0" * len(STATS_PASSWORD_WORD))
 
 
+# Characters of the hex and base64 forms: a token of them holds a run by chance or by leak (see below).
+TOKEN_BYTES = frozenset(b"0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ+/=-_")
+
+
+def token_around(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """The whole hex or base64 token a run lies in (the run itself when it is not one)."""
+    if not all(b in TOKEN_BYTES for b in data[start:end]):
+        return start, end
+    while start > 0 and data[start - 1] in TOKEN_BYTES:
+        start -= 1
+    while end < len(data) and data[end] in TOKEN_BYTES:
+        end += 1
+    return start, end
+
+
+def leaked_spans(name: str, data: bytes, secret_runs: SecretRuns) -> list[tuple[int, int]]:
+    """The runs that are a leak, not chance.  A random fence key's hex and base64 forms share some 2000 runs
+    of 8 characters with every random token of their alphabet; a DEBUG run prints thousands of hex digests
+    and ids, many before the key exists (so nothing could mask them).  A run inside a longer token of that
+    alphabet is a leak when the token is the secret's own: a cut key (`...a3b1c2d4'`) ends where the key's
+    form ends or at a non-token character, and so is wholly a run of its forms; an unrelated digest is not."""
+    clean = _without_the_word(name, data)
+    leaked = []
+    for start, end in secret_runs.spans(clean):
+        token_start, token_end = token_around(clean, start, end)
+        if (token_start, token_end) == (start, end) or secret_runs.spans(clean[token_start:token_end]) == [
+                (0, token_end - token_start)]:
+            leaked.append((start, end))
+    return leaked
+
+
 def runs_found(data: bytes, runs: dict[str, SecretRuns]) -> list[str]:
     """The secrets of which a run of 8 characters of a form (or a whole shorter form) shows in data."""
-    return [name for name, secret_runs in runs.items() if secret_runs.spans(_without_the_word(name, data))]
+    return [name for name, secret_runs in runs.items() if leaked_spans(name, data, secret_runs)]
+
+
+def where_runs(data: bytes, runs: dict[str, SecretRuns]) -> list[str]:
+    """For the report: each leaked run's line, the run itself blanked out (#), so a failure says where."""
+    shown = []
+    for name, secret_runs in runs.items():
+        for start, end in leaked_spans(name, data, secret_runs):
+            line_start = data.rfind(b"\n", 0, start) + 1
+            line_end = data.find(b"\n", end)
+            line_end = len(data) if line_end == -1 else line_end
+            text = (data[max(line_start, start - 60):start] + b"#" * (end - start) + data[end:min(line_end, end + 60)])
+            line = data.count(b"\n", 0, start) + 1
+            shown.append(f"{name}, line {line}: {text.decode('utf-8', 'replace')}")
+    return shown
 
 
 def lines_with_runs(data: bytes, runs: dict[str, SecretRuns]) -> list[bytes]:
     """The lines of data (a trace) holding a run of a secret, each once."""
     starts = {data.rfind(b"\n", 0, start) + 1 for name, secret_runs in runs.items()
-              for start, _ in secret_runs.spans(_without_the_word(name, data))}
+              for start, _ in leaked_spans(name, data, secret_runs)}
     ends = {start: data.find(b"\n", start) for start in starts}
     return [data[start:end if end != -1 else len(data)] for start, end in sorted(ends.items())]
 
@@ -279,7 +324,7 @@ def test_a_debug_conformance_run_leaks_no_secret(debug_run):
     written.update({p: data for p, data in debug_run["lab_files"].items() if not str(p).endswith(SECRET_HOMES)})
     leaks = {str(p): occurrences(data, patterns) for p, data in written.items()}
     leaks = {p: found for p, found in leaks.items() if found}
-    run_leaks = {str(p): runs_found(data, runs) for p, data in written.items()}
+    run_leaks = {str(p): where_runs(data, runs) for p, data in written.items()}
     run_leaks = {p: found for p, found in run_leaks.items() if found}
     argv_leaks = sorted({argv.replace(b"\0", b" ").decode("utf-8", "replace")[:200]
                          for argv in sampler.seen if occurrences(argv, patterns) or runs_found(argv, runs)})

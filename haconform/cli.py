@@ -9,6 +9,9 @@
     haconform lab install
     haconform vm install|up|down|status|inventory [--name NAME] [--topology FILE]
     haconform vm box build [--force]
+    haconform conformance list [--write]
+    haconform conformance coverage [--config DIR] [--topology FILE] [--json]
+    haconform report [RESULTS] [--compare A B | --targets A B] [--target KIND] [--config-digest PREFIX]
 """
 
 from __future__ import annotations
@@ -123,6 +126,28 @@ def cmd_conformance_list(args) -> int:
         print(f"wrote {suites / 'conformance.yaml'}")
     else:
         print(text, end="")
+    return 0
+
+
+def cmd_conformance_coverage(args) -> int:
+    """Runbook coverage as text (haconform/coverage.py): the same as verdict.json's "coverage"."""
+    from pathlib import Path
+
+    from .coverage import coverage_for, coverage_text
+    from .topology import load_topology
+    config = Path(args.config or "fixtures/documented")
+    golden = Path("suites") / "conformance.yaml"
+    if not config.is_dir():
+        raise HaconformError("not a directory", where=str(config),
+                             fix="run from a haconform checkout, or pass --config DIR laid out like fixtures/documented")
+    if not golden.is_file():
+        raise HaconformError("no golden list", where=str(golden),
+                             fix="run `haconform conformance coverage` from a haconform checkout")
+    topology_path = Path(args.topology or "fixtures/topology.yaml")
+    topology = load_topology(topology_path) if args.topology or topology_path.is_file() else None
+    coverage = coverage_for(config, golden, topology)
+    print(redact(json.dumps(coverage, indent=1, ensure_ascii=False)) if args.json else redact(coverage_text(coverage)),
+          end="\n" if args.json else "")
     return 0
 
 
@@ -270,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = conf_sub.add_parser("list", help="print (or --write) suites/conformance.yaml")
     listing.add_argument("--write", action="store_true")
     listing.set_defaults(func=cmd_conformance_list)
+    cover = conf_sub.add_parser("coverage", help="runbook coverage: each section's MUSTs, each documented setting's "
+                                                 "MUSTs, the settings only the configuration diff checks")
+    cover.add_argument("--config", help="the stages, laid out like fixtures/documented (default: that)")
+    cover.add_argument("--topology", help="topology file (default: fixtures/topology.yaml)")
+    cover.add_argument("--json", action="store_true", help="as verdict.json's \"coverage\"")
+    cover.set_defaults(func=cmd_conformance_coverage)
 
     rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed; "
                                         "--targets A B: one commit on two targets side by side")

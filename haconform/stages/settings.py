@@ -86,8 +86,8 @@ def haproxy_settings(text: str) -> list[tuple[str, str]]:
 
     found: list[tuple[str, str]] = []
     for section in parse_haproxy_cfg(text):
+        # A section itself is no setting (a missing one is a difference keyed by it all the same).
         label = f"{section.kind} {section.name}" if section.name else section.kind
-        found.append((haproxy_key(label), ""))
         positions: dict[tuple[str, ...], int] = {}
         for directive in section.directives:
             words = directive.words

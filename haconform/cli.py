@@ -228,7 +228,12 @@ def cmd_report(args) -> int:
         if args.targets:
             return report_targets(*args.targets, results=args.results, out=args.out or "reports/targets.html",
                                   fail_on_failed_session=args.fail_on_failed_session)
-        return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html")
+        if (args.target or args.config_digest) and args.targets:
+            print("haconform report: --target and --config-digest filter the trends; --targets compares two runs "
+                  "as given (fix: leave the filters out)", file=sys.stderr)
+            return 2
+        return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html",
+                      target=args.target, config_digest=args.config_digest)
     except FileNotFoundError as exc:
         print(f"haconform report: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -318,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--fail-on-failed-session", action="store_true",
                      help="with --targets: exit 1 when either run's pytest session did not exit 0 (as its "
                           "verdict.json records)")
+    rep.add_argument("--target", metavar="KIND[:NAME]",
+                     help="only the runs on this target: lab, vagrant or ssh, optionally with the lab's, VM's or "
+                          "inventory's name (lab:haconform, ssh:prod.yaml)")
+    rep.add_argument("--config-digest", metavar="PREFIX",
+                     help="only the runs whose configuration directory had this digest (its first hex digits, as "
+                          "the runs table shows them)")
     rep.add_argument("--out", default=None,
                      help="the page (default: reports/trends.html; with --targets: reports/targets.html)")
     rep.set_defaults(func=cmd_report)

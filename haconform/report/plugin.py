@@ -31,7 +31,8 @@ from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message
 from .verdict import (BROKEN, HELD, NOT_TESTED, WAIVED, build_verdict, iso, parse_version_probe, read_golden,
-                      read_history, stage_notes, version_probe_command, versions_from_evidence, write_json)
+                      read_history, stage_notes, tree_digest, version_probe_command, versions_from_evidence,
+                      write_json)
 
 log = logging.getLogger("haconform.report")
 VERSION_ATTEMPTS = 3
@@ -48,6 +49,29 @@ def source_commit(root: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def stage_mode(config) -> dict:
+    """How the run put the deployment in its stages: applied, or verified at the declared stage (as
+    fixtures/stages.py decides it), so trends can tell runs of different modes apart."""
+    mode = config.getoption("--stages") or ("verify" if config.getoption("--target") == "ssh" else "apply")
+    inventory = getattr(config, "_haconform_inventory", None)
+    declared = inventory.stage if inventory is not None else config.getoption("--deployment-stage")
+    return {"mode": mode, "deployment_stage": declared if mode == "verify" else None}
+
+
+def waiver_sources(config) -> dict:
+    """Where the run's waivers came from and a digest of them: waivers change verdicts as a configuration does."""
+    import hashlib
+    import json
+
+    waivers = getattr(config, "_haconform_waivers", None)
+    if not waivers:
+        return {"sources": [], "count": 0, "digest": None}
+    text = json.dumps([{k: v for k, v in w.__dict__.items() if k != "source"} for w in waivers.waivers],
+                      default=str, sort_keys=True)
+    return {"sources": list(waivers.sources), "count": len(waivers.waivers),
+            "digest": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def pytest_configure(config):
@@ -241,6 +265,9 @@ class VerdictReport:
                "finished": iso(finished), "duration_s": round(finished - self.started, 1),
                "versions": versions, "exit_status": int(exitstatus), "source": "session",
                "config": str(config._haconform_config_dir),
+               "config_digest": tree_digest(config._haconform_config_dir),
+               "stage_mode": stage_mode(config),
+               "waivers": waiver_sources(config),
                "figures": merged["figures"],
                "commit": source_commit(config.rootpath)}
         if merged.get("labs"):

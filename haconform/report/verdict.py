@@ -523,6 +523,20 @@ def register_configuration_secrets(verdicts: Iterable[dict | None], default_conf
     return directories
 
 
+def tree_digest(directory: Path | None) -> str | None:
+    """sha256 over every file under a directory (its path relative to it and its bytes): two runs with the
+    same digest read the same configuration, wherever the directory was."""
+    import hashlib
+
+    if directory is None or not Path(directory).is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def read_golden(path: Path | None) -> list[dict]:
     import yaml
 

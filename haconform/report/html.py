@@ -295,12 +295,20 @@ def verdict_tables(verdict: dict) -> str:
                 f"<tr class='must {verdict_class(must)}' id='{anchor('must', must['id'])}'>"
                 f"<td class='id'>{esc(must['id'])}</td><td>{esc(must['section'])}</td><td>{esc(must['must'])}</td>"
                 f"<td class='verdict'>{verdict_badge(must)}{waiver_notes(must)}"
-                f"<div class='reason'>{esc(must['reason'])}</div></td>"
+                f"<div class='reason'>{esc(shown_reason(must))}</div></td>"
                 f"<td class='figures'>{figures_html(must['figures']) or '<span class=muted>—</span>'}</td>"
                 f"<td><a class='ev' href='#{anchor('ev', must['id'])}'>evidence</a></td></tr>")
         out.append("</tbody></table>")
     out.append("</section>")
     return "\n".join(out)
+
+
+def shown_reason(must: dict) -> str:
+    """A waived MUST's row shows its waivers apart (waiver_notes); the reason line keeps the failure."""
+    reason = must["reason"]
+    if must["verdict"] == WAIVED and must.get("waivers") and " — failed: " in reason:
+        return "failed: " + reason.split(" — failed: ", 1)[1]
+    return reason
 
 
 def waiver_notes(must: dict) -> str:
@@ -325,7 +333,8 @@ def waivers_section(verdict: dict) -> str:
                    if w.get("difference") else "any failure of its checks")
         status = w["status"] + (f": {w['stale_because']}" if w.get("stale_because") else "")
         cases = ", ".join(w.get("waived_cases") or w.get("seen_in") or []) or "—"
-        rows.append(f"<tr class='{esc(w['status'])}{' stale' if w.get('stale') else ''}'>"
+        stale = " stale" if w.get("stale") and w["status"] != "stale" else ""   # an expired one can be stale too
+        rows.append(f"<tr class='{esc(w['status'])}{stale}'>"
                     f"<td><a href='#{anchor('must', w['id'])}'>{esc(w['id'])}</a></td><td>{accepts}</td>"
                     f"<td>{esc(w['reason'])}</td><td>{esc(w.get('ticket') or '—')}</td>"
                     f"<td>{esc(waiver_terms(w))}</td><td>{esc(status)}</td><td class='mono'>{esc(cases)}</td>"

@@ -221,6 +221,10 @@ def cmd_vm_inventory(args) -> int:
 def cmd_report(args) -> int:
     from .report.targets import report_targets
     from .report.trends import report
+    if (args.target or args.config_digest) and args.targets:
+        print("haconform report: --target and --config-digest filter the trends; --targets compares two runs "
+              "as given (fix: leave the filters out)", file=sys.stderr)
+        return 2
     if args.fail_on_failed_session and not args.targets:
         print("haconform report: --fail-on-failed-session needs --targets A B", file=sys.stderr)
         return 2
@@ -228,10 +232,6 @@ def cmd_report(args) -> int:
         if args.targets:
             return report_targets(*args.targets, results=args.results, out=args.out or "reports/targets.html",
                                   fail_on_failed_session=args.fail_on_failed_session)
-        if (args.target or args.config_digest) and args.targets:
-            print("haconform report: --target and --config-digest filter the trends; --targets compares two runs "
-                  "as given (fix: leave the filters out)", file=sys.stderr)
-            return 2
         return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html",
                       target=args.target, config_digest=args.config_digest)
     except FileNotFoundError as exc:

@@ -548,7 +548,7 @@ def apply_waivers(item, call, report, requirement, *, refused: bool) -> dict | N
     found = {**judgement.to_json(today), "must": requirement.id, "failure": failure_message(report)}
     if judgement.outcome == "waived":
         report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] + 1, redact(waived_text(found)))
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1, redact(waived_text(found)))
     else:
         report.longrepr = f"{report.longrepr}\n\nhaconform: {redact(judgement.note)}"
     return redact_obj(found)

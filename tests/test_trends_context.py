@@ -128,3 +128,8 @@ def test_a_session_records_what_it_ran_against(tmp_path):
     assert recorded["stage_mode"] == {"mode": "apply", "deployment_stage": None}
     assert recorded["waivers"] == {"sources": [], "count": 0, "digest": None}
     assert "commit" in recorded and recorded["target"] == {"target": "lab"}
+
+
+def test_filters_do_not_apply_to_the_targets_table(capsys):
+    assert cli_main(["report", str(DATA), "--targets", "a", "b", "--target", "lab"]) == 2
+    assert "--target and --config-digest filter the trends" in capsys.readouterr().err

@@ -344,3 +344,21 @@ def test_a_malformed_waiver_file_stops_the_session_before_any_test(tmp_path):
     assert (f"haconform: {tmp_path / 'waivers.yaml'}: waivers[0].expires: missing field (fix: add `expires:` "
             "(the last day it counts, YYYY-MM-DD))") in result.stderr
     assert "Traceback" not in result.stderr + result.stdout and not (tmp_path / "results").exists()
+
+
+def test_the_example_file_is_valid_against_the_golden_list_and_the_documented_stages():
+    from haconform.coverage import RUNBOOK_STAGES
+    from haconform.report.verdict import read_golden
+    from haconform.stages.model import load_stage
+    from haconform.stages.settings import documented_settings
+    from haconform.topology import load_topology
+
+    repo = Path(__file__).resolve().parent.parent
+    topology = load_topology(repo / "fixtures" / "topology.yaml")
+    documented = repo / "fixtures" / "documented"
+    settings = {s.key for name in RUNBOOK_STAGES
+                for s in documented_settings(load_stage(documented / name, topology, search=(documented,)))}
+    waivers = load_waiver_file(repo / "fixtures" / "waivers.example.yaml")
+    check_waivers(waivers, musts=[row["id"] for row in read_golden(repo / "suites" / "conformance.yaml")],
+                  settings=settings)
+    assert [w.must for w in waivers] == ["HAC-HA-007", "HAC-CFG-001", "HAC-LIM-002"]

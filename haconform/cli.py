@@ -139,7 +139,8 @@ def cmd_conformance_coverage(args) -> int:
     golden = Path("suites") / "conformance.yaml"
     if not config.is_dir():
         raise HaconformError("not a directory", where=str(config),
-                             fix="run from a haconform checkout, or pass --config DIR laid out like fixtures/documented")
+                             fix="run from a haconform checkout, or pass --config DIR laid out like "
+                                 "fixtures/documented")
     if not golden.is_file():
         raise HaconformError("no golden list", where=str(golden),
                              fix="run `haconform conformance coverage` from a haconform checkout")

@@ -22,7 +22,8 @@ from ..secrets import redacted_head
 from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, stage_key, waiver_terms
 
 CSS = """
-:root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--waived:#ffbf00;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;
+:root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--waived:#ffbf00;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;
+--line:#d1d9e0;
 --soft:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;background:#eef1f4;color:var(--fg);

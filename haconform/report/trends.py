@@ -404,7 +404,8 @@ table.matrix td.cell{width:22px;text-align:center;padding:2px}table.matrix th.ru
 transform:rotate(180deg);font-weight:normal;font-size:11px;padding:4px 2px}
 .sq{display:inline-block;width:14px;height:14px;border-radius:3px}
 .sq.held{background:var(--held)}.sq.broken{background:var(--broken)}.sq.known{background:var(--known)}
-.sq.nt{background:#d0d7de}.sq.waived{background:var(--waived)}.sq.absent{background:transparent;border:1px dashed #d0d7de}
+.sq.nt{background:#d0d7de}.sq.waived{background:var(--waived)}
+.sq.absent{background:transparent;border:1px dashed #d0d7de}
 pre.compare{max-height:none}
 .flip{color:var(--broken);font-weight:700}
 """

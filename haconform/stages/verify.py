@@ -7,7 +7,8 @@ selectors, limits.conf as effective limits, the cluster as the CIB's
 configuration against the stage's `cluster:` block.  Files of no such kind
 (web content, the harness's own Apache header snippet) are compared by bytes.
 Each difference is a row: what, expected, found, where (host:file:line or a
-CIB path).
+CIB path), and key: the key path of the setting it is about
+(haconform/stages/settings.py), which a waiver names.
 """
 
 from __future__ import annotations

@@ -331,6 +331,8 @@ def test_a_session_reports_a_waived_case_as_skipped_with_its_reason(tmp_path):
     assert by_id["HAC-T-003"]["verdict"] == BROKEN and "waiver expired on" in by_id["HAC-T-003"]["reason"]
     assert verdict["run"]["verdicts"] == {HELD: 1, BROKEN: 2, WAIVED: 1, NOT_TESTED: 0}
     assert [w["id"] for w in verdict["waivers"] if w["stale"]] == ["HAC-T-004"]
+    assert {w["id"]: w["status"] for w in verdict["waivers"]} == {
+        "HAC-T-001": "applied", "HAC-T-002": "seen", "HAC-T-003": "expired", "HAC-T-004": "stale"}
     (run_dir,) = (tmp_path / "results").iterdir()
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     waived_row = next(r for r in history if r["nodeid"].endswith("test_only_the_waived_difference"))

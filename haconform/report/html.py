@@ -326,8 +326,8 @@ def waivers_section(verdict: dict) -> str:
         out.append("<p class='muted'>none in this run</p></section>")
         return "\n".join(out)
     out.append("<p class='note'>A case that fails only by what a waiver accepts is <b>waived</b>; any other "
-               "failure of the MUST stays broken; an expired waiver counts for nothing; a stale one matched "
-               "nothing in this run.</p>")
+               "failure of the MUST stays broken (status <i>seen</i>: the waiver's difference was there beside "
+               "it); an expired waiver counts for nothing; a stale one matched nothing in this run.</p>")
     rows = []
     for w in waivers:
         accepts = (f"<code>{esc(w['difference']['key'])}</code> = <code>{esc(w['difference']['found'])}</code>"

@@ -301,7 +301,8 @@ def _with_waiver_notes(cases: list[dict]) -> list[dict]:
 
 def waiver_account(waivers: list[dict], musts: list[dict]) -> list[dict]:
     """Each waiver of the run (WaiverSet.to_json) with what it did: the cases it waived, the cases that
-    showed its difference, and its status: applied, expired, or stale (it matched nothing in this run)."""
+    showed its difference, and its status: applied, expired, seen (its difference was there beside a failure no
+    waiver accepts), or stale (it matched nothing in this run)."""
     by_id = {m["id"]: m for m in musts}
     account = []
     for waiver in waivers:
@@ -319,6 +320,8 @@ def waiver_account(waivers: list[dict], musts: list[dict]) -> list[dict]:
             status = "expired"
         elif waived:
             status = "applied"
+        elif seen:
+            status = "seen"    # its difference was there, beside another failure: the case stayed broken
         else:
             status = "stale"
         why = None

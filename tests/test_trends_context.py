@@ -133,3 +133,9 @@ def test_a_session_records_what_it_ran_against(tmp_path):
 def test_filters_do_not_apply_to_the_targets_table(capsys):
     assert cli_main(["report", str(DATA), "--targets", "a", "b", "--target", "lab"]) == 2
     assert "--target and --config-digest filter the trends" in capsys.readouterr().err
+
+
+def test_a_perf_run_shows_and_filters_by_the_target_its_summary_records():
+    perf = Run("P", Path("P"), perf={"target": {"target": "lab", "lab": "pf"}})
+    assert perf.context["target"] == "lab pf" and perf.context["commit"] is None
+    assert matches_filter(perf, target="lab:pf") and not matches_filter(perf, target="ssh")

@@ -80,7 +80,17 @@ class Run:
 
     @property
     def context(self) -> dict[str, str | None]:
-        return run_context(self.verdict)
+        context = run_context(self.verdict)
+        if context["target"] is None:   # a perf run: its summary.json says where it ran, nothing more
+            context["target"] = target_identity(self.recorded_target)
+        return context
+
+    @property
+    def recorded_target(self) -> dict | None:
+        for recorded in (((self.verdict or {}).get("run") or {}).get("target"), (self.perf or {}).get("target")):
+            if isinstance(recorded, dict):
+                return recorded
+        return None
 
     @property
     def source(self) -> str:
@@ -132,7 +142,7 @@ def matches_filter(run: "Run", *, target: str | None = None, config_digest: str 
     """--target KIND or KIND:NAME (lab, vagrant, ssh; NAME: the lab, VM or inventory), --config-digest PREFIX."""
     recorded = ((run.verdict or {}).get("run") or {})
     if target:
-        described = recorded.get("target") if isinstance(recorded.get("target"), dict) else {}
+        described = run.recorded_target or {}
         kind, _, name = target.partition(":")
         if described.get("target") != kind:
             return False

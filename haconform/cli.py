@@ -9,6 +9,9 @@
     haconform lab install
     haconform vm install|up|down|status|inventory [--name NAME] [--topology FILE]
     haconform vm box build [--force]
+    haconform conformance list [--write]
+    haconform conformance coverage [--config DIR] [--topology FILE] [--json]
+    haconform report [RESULTS] [--compare A B | --targets A B] [--target KIND] [--config-digest PREFIX]
 """
 
 from __future__ import annotations
@@ -126,6 +129,29 @@ def cmd_conformance_list(args) -> int:
     return 0
 
 
+def cmd_conformance_coverage(args) -> int:
+    """Runbook coverage as text (haconform/coverage.py): the same as verdict.json's "coverage"."""
+    from pathlib import Path
+
+    from .coverage import coverage_for, coverage_text
+    from .topology import load_topology
+    config = Path(args.config or "fixtures/documented")
+    golden = Path("suites") / "conformance.yaml"
+    if not config.is_dir():
+        raise HaconformError("not a directory", where=str(config),
+                             fix="run from a haconform checkout, or pass --config DIR laid out like "
+                                 "fixtures/documented")
+    if not golden.is_file():
+        raise HaconformError("no golden list", where=str(golden),
+                             fix="run `haconform conformance coverage` from a haconform checkout")
+    topology_path = Path(args.topology or "fixtures/topology.yaml")
+    topology = load_topology(topology_path) if args.topology or topology_path.is_file() else None
+    coverage = coverage_for(config, golden, topology)
+    print(redact(json.dumps(coverage, indent=1, ensure_ascii=False)) if args.json else redact(coverage_text(coverage)),
+          end="\n" if args.json else "")
+    return 0
+
+
 def _vm_env(args):
     from .topology import load_topology
     from .vm.env import VmEnvironment
@@ -196,6 +222,10 @@ def cmd_vm_inventory(args) -> int:
 def cmd_report(args) -> int:
     from .report.targets import report_targets
     from .report.trends import report
+    if (args.target or args.config_digest) and args.targets:
+        print("haconform report: --target and --config-digest filter the trends; --targets compares two runs "
+              "as given (fix: leave the filters out)", file=sys.stderr)
+        return 2
     if args.fail_on_failed_session and not args.targets:
         print("haconform report: --fail-on-failed-session needs --targets A B", file=sys.stderr)
         return 2
@@ -203,7 +233,8 @@ def cmd_report(args) -> int:
         if args.targets:
             return report_targets(*args.targets, results=args.results, out=args.out or "reports/targets.html",
                                   fail_on_failed_session=args.fail_on_failed_session)
-        return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html")
+        return report(args.results, compare_dirs=args.compare, out=args.out or "reports/trends.html",
+                      target=args.target, config_digest=args.config_digest)
     except FileNotFoundError as exc:
         print(f"haconform report: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -270,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = conf_sub.add_parser("list", help="print (or --write) suites/conformance.yaml")
     listing.add_argument("--write", action="store_true")
     listing.set_defaults(func=cmd_conformance_list)
+    cover = conf_sub.add_parser("coverage", help="runbook coverage: each section's MUSTs, each documented setting's "
+                                                 "MUSTs, the settings only the configuration diff checks")
+    cover.add_argument("--config", help="the stages, laid out like fixtures/documented (default: that)")
+    cover.add_argument("--topology", help="topology file (default: fixtures/topology.yaml)")
+    cover.add_argument("--json", action="store_true", help="as verdict.json's \"coverage\"")
+    cover.set_defaults(func=cmd_conformance_coverage)
 
     rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed; "
                                         "--targets A B: one commit on two targets side by side")
@@ -287,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--fail-on-failed-session", action="store_true",
                      help="with --targets: exit 1 when either run's pytest session did not exit 0 (as its "
                           "verdict.json records)")
+    rep.add_argument("--target", metavar="KIND[:NAME]",
+                     help="only the runs on this target: lab, vagrant or ssh, optionally with the lab's, VM's or "
+                          "inventory's name (lab:haconform, ssh:prod.yaml)")
+    rep.add_argument("--config-digest", metavar="PREFIX",
+                     help="only the runs whose configuration directory had this digest (its first hex digits, as "
+                          "the runs table shows them)")
     rep.add_argument("--out", default=None,
                      help="the page (default: reports/trends.html; with --targets: reports/targets.html)")
     rep.set_defaults(func=cmd_report)

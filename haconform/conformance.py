@@ -1,8 +1,17 @@
 """Conformance metadata: every suite test carries a stable ID and a MUST.
 
     @conformance("HAC-RR-001", stage="stage1", section="配置文件实例",
+                 settings=("haproxy.cfg[backend app].balance", "haproxy.cfg[backend app].server *"),
                  must="Consecutive requests through the frontend MUST alternate app1, app2.")
     def test_round_robin_alternates(...): ...
+
+`settings` says which documented settings the test depends on: key paths
+(haconform/stages/settings.py), `*` standing for any text.  A setting is one
+the test depends on when the outcome it judges follows from that setting's
+value (the balance algorithm for round robin, the monitor interval for a
+restore within it); a test that reads every setting (HAC-CFG-001, the
+configuration diff) says `("*",)`.  Runbook coverage (haconform/coverage.py)
+is built from them.
 
 IDs are permanent (a test that changes meaning gets a new ID, the old one is
 retired, never reused).  suites/conformance.yaml is the golden list, checked
@@ -28,11 +37,15 @@ class Requirement:
     stage: str
     destructive: bool = False
     lab: str | None = None
+    settings: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        # Rebuilt from JSON side by side (a list): kept a tuple, so the requirement stays hashable.
+        object.__setattr__(self, "settings", tuple(self.settings))
 
 
 def conformance(id: str, *, must: str, section: str, stage: str, destructive: bool = False,
-                lab: str | None = None):
+                lab: str | None = None, settings: tuple[str, ...] = ()):
     """lab: a lab of its own for this MUST when the suites run side by side (the slowest destructive
     ones, so the whole run is not one after another behind them); by default the stage's lab."""
     if not ID_FORMAT.match(id):
@@ -41,7 +54,9 @@ def conformance(id: str, *, must: str, section: str, stage: str, destructive: bo
         raise ValueError(f"{id}: the statement must say MUST: {must!r}")
     if lab is not None and not re.fullmatch(r"[a-z0-9-]+", lab):
         raise ValueError(f"{id}: lab={lab!r}: a short name of lowercase letters, digits and -")
-    requirement = Requirement(id, must, section, stage, destructive, lab)
+    if isinstance(settings, str) or not all(isinstance(s, str) and s for s in settings):
+        raise ValueError(f"{id}: settings={settings!r}: a tuple of key paths (haconform/stages/settings.py)")
+    requirement = Requirement(id, must, section, stage, destructive, lab, tuple(settings))
 
     def mark(fn):
         fn = pytest.mark.conformance(requirement)(fn)
@@ -83,7 +98,7 @@ def declared_requirements(suites_dir) -> dict[str, Requirement]:
 def declared(suites_dir) -> list[dict]:
     """Every conformance test the suites declare, in file order, as golden-list rows."""
     rows = [{"id": r.id, "test": test, "stage": r.stage, "section": r.section, "destructive": r.destructive,
-             "must": r.must} for test, r in declared_requirements(suites_dir).items()]
+             "must": r.must, "settings": list(r.settings)} for test, r in declared_requirements(suites_dir).items()]
     return sorted(rows, key=lambda row: row["id"])
 
 

@@ -7,6 +7,7 @@ The inventory says how the harness reaches each of those hosts:
     vip: 172.25.5.100          # must equal the topology's VIP: guards against the wrong file
     stage: stage5              # the runbook stage the deployment is in (what verification expects)
     names: {VIP: WebIP}        # optional: the deployment's own names for the runbook's resources, groups, backends
+    waivers: waivers.yaml      # optional: accepted deviations (haconform/waivers.py), a file or the list inline
     defaults: {user: root, key: ~/.ssh/id_ed25519, port: 22, sudo: false, ssh_config: ~/.ssh/config}
     hosts:
       server1: {address: 10.0.0.11, cluster_nic: eth1,
@@ -55,6 +56,7 @@ from .datafile import DataModel, checked, fail, invalid, key_field, load_model, 
 from .errors import HaconformError
 from .secrets import redacted_tail
 from .topology import IPv4, Topology
+from .waivers import waivers_of_inventory
 
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
 StageName = Literal["stage1", "stage2", "stage3", "stage4", "stage5"]
@@ -107,6 +109,7 @@ class Inventory:
     stage: str
     hosts: dict[str, HostAccess] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)   # the runbook's name -> the deployment's (VIP: WebIP)
+    waivers: tuple = ()        # haconform.waivers.Waiver, from `waivers:`
 
     def access(self, name: str) -> HostAccess:
         try:
@@ -201,6 +204,8 @@ class InventoryModel(DataModel):
     names: dict[Text, str] | None = key_field(None, fix="write e.g. `names: {VIP: WebIP, hagroup: web, app: dynamic}` "
                                                         "(the runbook's names to the deployment's)")
     defaults: SshSettings | None = key_field(None, fix="write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")
+    waivers: Any = key_field(None, fix="write `waivers: FILE` (relative to this inventory) or the list of waivers "
+                                       "itself (README.md: Waivers)")
     hosts: dict[Text, Any] = key_field(kind="every topology host name mapped to how it is reached", min_length=1,
                                        fix="map every topology host name to how it is reached")
 
@@ -367,4 +372,6 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
             fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
                   "log in as root or set `sudo: true` (passwordless sudo: haconform runs `sudo -n`)")
         hosts[name] = replace(access, sudo=sudo)
-    return Inventory(path=path, stage=model.stage, hosts=hosts, names=dict(model.names or {}))
+    waivers = waivers_of_inventory(model.waivers, path) if model.waivers is not None else []
+    return Inventory(path=path, stage=model.stage, hosts=hosts, names=dict(model.names or {}),
+                     waivers=tuple(waivers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -93,6 +94,9 @@ def pytest_addoption(parser):
                     help="use the lab as it is instead of starting from a fresh one (development)")
     group.addoption("--history-dir", default=os.environ.get("HACONFORM_HISTORY"),
                     help="where each run keeps its history (default: results/ under pytest's rootdir)")
+    group.addoption("--waivers", default=os.environ.get("HACONFORM_WAIVERS"), metavar="FILE",
+                    help="accepted deviations: per MUST, optionally the difference accepted, a reason, an expiry "
+                         "(README.md: Waivers); --target ssh also reads the inventory's `waivers:`")
 
 
     perf = parser.getgroup("haconform perf", "locust performance runs (pytest perf; tox -e perf)")
@@ -153,6 +157,8 @@ def pytest_configure(config):
         config._haconform_run_dir = Path(config.workerinput["haconform_run_dir"])
     config._haconform_config_dir = _directory(config, "--config", DOCUMENTED)
     config._haconform_algorithms_dir = _directory(config, "--algorithms", ALGORITHMS, required=False)
+    # One date for the whole run: a waiver expiring at midnight does not change its mind mid-session.
+    config._haconform_today = dt.date.today()
     try:
         _load_inputs(config)
     except HaconformError as exc:
@@ -194,6 +200,31 @@ def _load_inputs(config) -> None:
         inventory = load_inventory(config.getoption("--inventory"), topology)
         check_names(inventory.names, defined, where=str(inventory.path), key_prefix="names.")
         config._haconform_inventory = inventory
+    config._haconform_waivers = _waivers(config)
+
+
+def _waivers(config):
+    """The inventory's waivers and --waivers', checked against the golden list and the stage data."""
+    from .stages.settings import documented_settings
+    from .waivers import WaiverSet, check_waivers, load_waiver_file
+
+    inventory = config._haconform_inventory
+    waivers = list(inventory.waivers) if inventory is not None else []
+    sources = [f"{inventory.path} (waivers:)"] if waivers else []
+    given = config.getoption("--waivers")
+    if given:
+        waivers += load_waiver_file(given)
+        sources.append(str(given))
+    if not waivers:
+        return WaiverSet()
+    golden = config.rootpath / "suites" / "conformance.yaml"
+    musts = None
+    if golden.is_file():
+        from .report.verdict import read_golden
+        musts = [row["id"] for row in read_golden(golden)]
+    settings = {s.key for stage in (config._haconform_stages or {}).values() for s in documented_settings(stage)}
+    check_waivers(waivers, musts=musts, settings=settings or None)
+    return WaiverSet(waivers, sources)
 
 
 # ----- sinks pytest writes itself: the terminal, warnings, the files of the session --------------------
@@ -417,21 +448,22 @@ def pytest_runtest_protocol(item, nextitem):
         record_waits(None)
 
 
-def refused_during(item, report) -> None:
+def refused_during(item, report) -> bool:
     """A phase that passed although the guard refused something in it (the test caught ReadOnlyRefused,
-    or a helper swallowed it) fails: a refusal is never a pass."""
+    or a helper swallowed it) fails: a refusal is never a pass.  True when the guard refused anything."""
     guard = session_guard(item.config)
     seen = getattr(item, "_haconform_refusals_seen", len(guard.refusals))
     new = guard.refusals[seen:]
     item._haconform_refusals_seen = len(guard.refusals)
     if not new or report.failed:
-        return
+        return bool(new)
     if report.skipped and report.when == "setup":
-        return
+        return True
     report.outcome = "failed"
     report.longrepr = ("ReadOnlyRefused: the guard refused " + "; ".join(
         f"{r['action']} on {r['host']} ({r['why']})" for r in new)
         + " — the test went on as if nothing was refused, so it cannot pass")
+    return True
 
 
 def _seconds(value: float | None) -> str:
@@ -474,17 +506,52 @@ def _add_waits(item, report, requirement, ev: Evidence | None) -> Evidence | Non
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    refused_during(item, report)
+    refused = refused_during(item, report)
     requirement = requirement_of(item)
     ev = _add_waits(item, report, requirement, getattr(item, "_haconform_evidence", None))
     if report.when == "call":
         _add_html_extras(report, requirement, ev)
     redact_report(report)
+    report.haconform_waiver = apply_waivers(item, call, report, requirement, refused=refused)
     # What the verdict and the history need of the test travels with its report: side by side, only the
     # controller sees every report, and it alone writes the run's files (haconform/side_by_side.py).
     report.haconform_requirement = requirement.__dict__ if requirement else None
     row = history_row(item, report, requirement, ev)
     report.haconform_history = [history_line(row)] if row is not None else []
+
+
+def waived_text(judgement: dict) -> str:
+    """The skip reason of a waived case (JUnit's <skipped message>, the terminal): the waiver, in a line."""
+    parts = []
+    for waiver in judgement["waivers"]:
+        ticket = f"; ticket {waiver['ticket']}" if waiver.get("ticket") else ""
+        accepted = (f"{waiver['difference']['key']} = {waiver['difference']['found']}" if waiver["difference"]
+                    else "any failure of its checks")
+        parts.append(f"{waiver['reason']} (accepts {accepted}{ticket}; expires {waiver['expires']}, "
+                     f"{waiver['days_left']} day(s) left; {waiver['source']})")
+    return f"waived: {judgement['must']} failed only as its waiver accepts: " + " · ".join(parts)
+
+
+def apply_waivers(item, call, report, requirement, *, refused: bool) -> dict | None:
+    """A failed call of a MUST that has waivers, judged (haconform/waivers.py): waived, it is reported as
+    skipped with the waiver as its reason (JUnit, the terminal) and the failure kept in the history and
+    the verdict; broken, its failure says why no waiver accepted it (an expired one: "waiver expired on")."""
+    waivers = getattr(item.config, "_haconform_waivers", None)
+    if not waivers or requirement is None or report.when != "call" or not report.failed:
+        return None
+    today = item.config._haconform_today
+    # A refused write failed the test from outside it: never the test's own finding, never waived.
+    failure = None if refused or call.excinfo is None else call.excinfo.value
+    judgement = waivers.judge(requirement.id, failure, today)
+    if judgement is None:
+        return None
+    found = {**judgement.to_json(today), "must": requirement.id, "failure": failure_message(report)}
+    if judgement.outcome == "waived":
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1, redact(waived_text(found)))
+    else:
+        report.longrepr = f"{report.longrepr}\n\nhaconform: {redact(judgement.note)}"
+    return redact_obj(found)
 
 
 def history_line(row: dict) -> str:
@@ -590,7 +657,10 @@ def history_row(item, report, requirement, ev: Evidence | None) -> dict | None:
     if left_out and report.when == "setup" and item.config.pluginmanager.has_plugin("haconform-left-out"):
         return None
     outcome, reason = report.outcome, None
-    if hasattr(report, "wasxfail"):   # an expected failure is a finding, not a skip
+    waiver = getattr(report, "haconform_waiver", None)
+    if waiver is not None and waiver["outcome"] == "waived":
+        outcome, reason = "waived", waiver["failure"]
+    elif hasattr(report, "wasxfail"):   # an expected failure is a finding, not a skip
         outcome = "xfailed" if report.skipped else "xpassed"
         reason = redact(report.wasxfail) or None
     elif report.failed:
@@ -610,4 +680,6 @@ def history_row(item, report, requirement, ev: Evidence | None) -> dict | None:
            "evidence": evidence}
     if left_out:
         row["left_out"] = left_out   # the key fixtures/left_out.py writes and report/verdict.py reads
+    if waiver is not None:
+        row["waiver"] = waiver
     return row

@@ -22,6 +22,8 @@ def alternates(seen: list) -> bool:
 
 
 @conformance("HAC-RR-001", stage="stage1", section=SECTION,
+             settings=("haproxy.cfg[frontend main].bind", "haproxy.cfg[frontend main].default_backend",
+                       "haproxy.cfg[backend app].balance", "haproxy.cfg[backend app].server *"),
              must="Consecutive requests through the frontend MUST alternate app1, app2, app1, ...")
 def test_requests_alternate_between_real_servers(deployment, http, stage1, client_evidence, evidence):
     seen = answers(http, deployment.url("/"), 8)
@@ -32,6 +34,8 @@ def test_requests_alternate_between_real_servers(deployment, http, stage1, clien
 
 
 @conformance("HAC-RR-002", stage="stage1", section=SECTION, destructive=True,
+             settings=("haproxy.cfg[frontend main].bind", "haproxy.cfg[frontend main].default_backend",
+                       "haproxy.cfg[backend app].balance", "haproxy.cfg[backend app].server *"),
              must="A real server that fails its health check MUST stop receiving traffic within the "
                   "check timing, and MUST receive traffic again once it passes")
 def test_failed_health_check_takes_server_out(deployment, http, stage1, client_evidence, evidence, request):

@@ -78,6 +78,8 @@ def check_routed_to(server_name: str, path: str, deployment, http, evidence) -> 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 @conformance("HAC-ACL-001", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl url_static", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="A request whose path begins with a url_static prefix (/static /images /javascript "
                   "/stylesheets) MUST be served by app2 (server3), backend static")
 def test_static_prefix_goes_to_app2(prefix, deployment, http, stage2, client_evidence, evidence):
@@ -86,6 +88,8 @@ def test_static_prefix_goes_to_app2(prefix, deployment, http, stage2, client_evi
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 @conformance("HAC-ACL-002", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl url_static", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="A request whose path ends with a url_static suffix (.jpg .gif .png .css .js) MUST be "
                   "served by app2 (server3), backend static")
 def test_static_suffix_goes_to_app2(suffix, deployment, http, stage2, client_evidence, evidence):
@@ -94,6 +98,8 @@ def test_static_suffix_goes_to_app2(suffix, deployment, http, stage2, client_evi
 
 @pytest.mark.parametrize("path", CASED_PATHS)
 @conformance("HAC-ACL-003", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl url_static", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="The url_static prefixes and suffixes MUST match in any letter case (-i), sending "
                   "/IMAGES/..., /iMaGeS/..., /x.JPG, /x.JpG ... to app2 (server3)")
 def test_static_match_ignores_case(path, deployment, http, stage2, client_evidence, evidence):
@@ -104,6 +110,8 @@ def test_static_match_ignores_case(path, deployment, http, stage2, client_eviden
 
 @pytest.mark.parametrize("path", OTHER_PATHS)
 @conformance("HAC-ACL-004", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl url_static", "haproxy.cfg[frontend main].default_backend",
+                       "haproxy.cfg[backend app].server *"),
              must="A request whose path matches no url_static prefix or suffix MUST be served by app1 "
                   "(server2), the default backend app")
 def test_other_paths_go_to_app1(path, deployment, http, stage2, client_evidence, evidence):

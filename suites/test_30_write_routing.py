@@ -76,6 +76,8 @@ def check_routed(deployment, http, evidence, method: str, expected_server: str) 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 @conformance("HAC-RW-001", stage="stage3", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl write", "haproxy.cfg[frontend main].default_backend",
+                       "haproxy.cfg[backend app].server *"),
              must="GET and HEAD requests MUST be served by app1 (server2) and MUST NOT reach app2 (server3)")
 def test_reads_go_to_app1(method, deployment, http, write_routing_settings, client_evidence, evidence):
     check_routed(deployment, http, evidence, method, "app1")
@@ -83,6 +85,8 @@ def test_reads_go_to_app1(method, deployment, http, write_routing_settings, clie
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @conformance("HAC-RW-002", stage="stage3", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl write", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="POST and PUT requests MUST be served by app2 (server3) and MUST NOT reach app1 (server2)")
 def test_writes_go_to_app2(method, deployment, http, write_routing_settings, client_evidence, evidence):
     check_routed(deployment, http, evidence, method, "app2")
@@ -116,6 +120,8 @@ def gif_of_size(size: int) -> bytes:
 @pytest.mark.parametrize("size", [len(PIXEL_GIF), SIZE_LIMIT - 1])
 @pytest.mark.writes_to_host(f"a GIF posted to upload_file.php, stored in {UPLOAD_DIR}/ on app2 (removed after)")
 @conformance("HAC-RW-003", stage="stage3", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl write", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="A GIF under 20000 bytes posted to upload_file.php MUST be stored in upload/ on app2 "
                   "(server3) with the bytes sent, and MUST NOT appear on app1 (server2)")
 def test_upload_lands_on_app2_only(size, deployment, http, write_routing_settings, client_evidence, evidence, upload_name):
@@ -165,6 +171,8 @@ def check_refused(deployment, http, evidence, name: str, data: bytes, content_ty
 
 @pytest.mark.parametrize("content_type", ["text/plain", "image/png", "application/x-php"])
 @conformance("HAC-RW-004", stage="stage3", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl write", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="An upload whose declared type is not image/gif, image/jpeg or image/pjpeg MUST be answered "
                   "'Invalid file' and MUST NOT be stored on any real server")
 def test_upload_of_wrong_type_refused(content_type, deployment, http, write_routing_settings, client_evidence, evidence,
@@ -174,6 +182,8 @@ def test_upload_of_wrong_type_refused(content_type, deployment, http, write_rout
 
 @pytest.mark.parametrize("size", [SIZE_LIMIT, SIZE_LIMIT + 1, 3 * SIZE_LIMIT])
 @conformance("HAC-RW-005", stage="stage3", section=SECTION,
+             settings=("haproxy.cfg[frontend main].acl write", "haproxy.cfg[frontend main].use_backend[*]",
+                       "haproxy.cfg[backend static].server *"),
              must="An upload of 20000 bytes or more MUST be answered 'Invalid file' and MUST NOT be stored "
                   "on any real server")
 def test_upload_too_large_refused(size, deployment, http, write_routing_settings, client_evidence, evidence, upload_name):

@@ -65,6 +65,7 @@ WRONG_CREDENTIALS = {
 
 @pytest.mark.parametrize("case", list(WRONG_CREDENTIALS))
 @conformance("HAC-STATS-001", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[listen stats].*",),
              must="The stats URI MUST answer 401 with a Basic WWW-Authenticate challenge to a request "
                   "without credentials or with wrong ones")
 def test_stats_page_challenges_without_valid_credentials(case, deployment, http, stats,
@@ -81,6 +82,7 @@ def test_stats_page_challenges_without_valid_credentials(case, deployment, http,
 
 
 @conformance("HAC-STATS-002", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[listen stats].*",),
              must="The stats URI MUST serve HAProxy's statistics page to the credentials of the "
                   "configured `stats auth` line")
 def test_stats_page_with_configured_credentials(deployment, http, stats, client_evidence, evidence):
@@ -92,6 +94,8 @@ def test_stats_page_with_configured_credentials(deployment, http, stats, client_
 
 
 @conformance("HAC-STATS-003", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[listen stats].*", "haproxy.cfg[global].stats socket",
+                       "haproxy.cfg[backend *].server *"),
              must="The stats page's CSV export MUST list every proxy and server of the applied config "
                   "with its state, and MUST agree with `show stat` on the runtime socket")
 def test_stats_csv_lists_everything_and_agrees_with_runtime(deployment, http, director, applied_config,

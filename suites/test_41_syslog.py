@@ -132,6 +132,8 @@ def request_and_collect(deployment, http, kind: str, log):
 @pytest.mark.parametrize("kind", list(REQUESTS))
 @pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-001", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[global].log", "haproxy.cfg[defaults].log",
+                       "haproxy.cfg[defaults].option httplog", "rsyslog[imudp port]", "rsyslog[local2 -> *]"),
              must="Each proxied request MUST yield exactly one httplog line in /var/log/haproxy.log on the "
                   "director that served it, naming its frontend, backend, server, status and path")
 def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_settings, documented_log, client_evidence,
@@ -159,6 +161,7 @@ def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_se
 @pytest.mark.parametrize("kind", list(REQUESTS))
 @pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-002", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[global].log", "rsyslog[local2 -> *]", "rsyslog[local2.none on *]"),
              must="HAProxy's request lines MUST NOT appear in /var/log/messages (local2.none), nor in "
                   "Debian's /var/log/syslog, while both files keep receiving other messages")
 def test_request_lines_stay_out_of_general_logs(kind, deployment, http, documented_log, client_evidence, evidence):
@@ -175,6 +178,7 @@ def test_request_lines_stay_out_of_general_logs(kind, deployment, http, document
 
 @pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-003", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[global].log", "haproxy.cfg[defaults].option dontlognull", "rsyslog[local2 -> *]"),
              must="A connection that sends nothing MUST NOT be logged (option dontlognull), while the "
                   "next request on the same frontend is")
 def test_empty_connection_not_logged(deployment, http, documented_log, client_evidence, evidence):
@@ -211,6 +215,7 @@ def test_empty_connection_not_logged(deployment, http, documented_log, client_ev
 
 
 @conformance("HAC-LOG-004", stage="stage2", section="配置文件实例",
+             settings=("haproxy.cfg[defaults].option forwardfor",),
              must="A request MUST reach the real server with one X-Forwarded-For header carrying the client "
                   "host's address (option forwardfor)")
 def test_real_server_sees_client_address(deployment, http, logging_settings, client_evidence, evidence):

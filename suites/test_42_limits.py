@@ -13,6 +13,7 @@ limits.conf under --config); the deployment's own files are evidence.
 """
 
 from haconform.conformance import conformance
+from haconform.differences import fail_on_differences
 from haconform.readers.haproxy import runtime
 from haconform.readers.haproxy_config import config_maxconn
 from haconform.readers.limits import limits_entries, process_limits
@@ -31,22 +32,24 @@ def documented_maxconn(stage, kind: str) -> int:
 
 
 @conformance("HAC-LIM-001", stage="stage2", section=SECTION,
+             settings=("limits.conf[*]",),
              must="/etc/security/limits.conf on each director MUST hold the entry `haproxy - nofile 65535`")
 def test_nofile_entry_in_limits_conf(deployment, limits_settings, evidence):
     documented = limits_settings.text(DIRECTORS, LIMITS_CONF)
     evidence.table("documented entries", [e.__dict__ for e in limits_entries(documented)])
-    problems = {}
+    rows = []
     for director in deployment.directors:
         found = director.read_file(LIMITS_CONF)
         evidence.table(f"{LIMITS_CONF} entries on {director.name}", [e.__dict__ for e in limits_entries(found)])
-        differences = compare_limits(documented, found, expected_source=f"{limits_settings.name}:{LIMITS_CONF}",
-                                     found_source=f"{director.name}:{LIMITS_CONF}")
-        if differences:
-            problems[director.name] = [d.row() for d in differences]
-    assert not problems, f"effective limits differ from the documented {LIMITS_CONF}: {problems}"
+        rows += [d.row() for d in compare_limits(documented, found,
+                                                 expected_source=f"{limits_settings.name}:{LIMITS_CONF}",
+                                                 found_source=f"{director.name}:{LIMITS_CONF}")]
+    fail_on_differences(rows, f"effective limits differ from the documented {LIMITS_CONF}", evidence=evidence,
+                        title=f"differences from the documented {LIMITS_CONF}")
 
 
 @conformance("HAC-LIM-002", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[global].maxconn",),
              must="HAProxy's process-wide Maxconn (show info) MUST equal the documented global maxconn "
                   "(4000), whatever the defaults section says (65535)")
 def test_global_maxconn_caps_the_process(deployment, limits_settings, evidence):
@@ -87,6 +90,7 @@ def check_process_maxconn(director, documented: int, evidence):
 
 
 @conformance("HAC-LIM-003", stage="stage2", section=SECTION,
+             settings=("haproxy.cfg[defaults].maxconn",),
              must="The frontend's own session limit (show stat slim) MUST equal the documented defaults "
                   "maxconn (65535): the defaults value limits each proxy, not the process")
 def test_defaults_maxconn_limits_each_frontend(deployment, limits_settings, evidence):

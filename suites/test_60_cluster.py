@@ -3,6 +3,7 @@
 import pytest
 
 from haconform.conformance import conformance
+from haconform.differences import fail_on_differences
 from haconform.faults import FaultRun, Reset, ServiceStop, Standby, VipDeleted, audit
 from haconform.patterns import ANY, pattern
 from haconform.stages.cluster import ClusterStage
@@ -30,6 +31,7 @@ def active(cluster_settings, cluster):
 
 
 @conformance("HAC-HA-001", stage="stage4", section=SECTION,
+             settings=("cluster.group.*", "cluster.resources.vip", "cluster.resources.haproxy"),
              must="The VIP and HAProxy MUST run on the same director, and HAProxy on exactly one director")
 def test_vip_and_haproxy_run_together_on_one_director(deployment, cluster_settings, cluster_spec, cluster, evidence):
     vip, haproxy = cluster_spec.resource("vip").id, cluster_spec.resource("haproxy").id
@@ -48,6 +50,8 @@ def test_vip_and_haproxy_run_together_on_one_director(deployment, cluster_settin
 
 
 @conformance("HAC-HA-002", stage="stage4", section=SECTION,
+             settings=("cluster.resources.vip.params.*", "haproxy.cfg[frontend main].acl write",
+                       "haproxy.cfg[frontend main].use_backend[*]", "haproxy.cfg[frontend main].default_backend"),
              must="The data-plane behaviour of stages 1-3 MUST hold through the VIP: GET to app1, POST to app2")
 def test_data_plane_through_the_vip(deployment, http, cluster_settings, client_evidence):
     app1 = deployment.realserver_by_server_name("app1").name
@@ -60,6 +64,7 @@ def test_data_plane_through_the_vip(deployment, http, cluster_settings, client_e
 
 
 @conformance("HAC-HA-003", stage="stage4", section=SECTION, destructive=True,
+             settings=("cluster.resources.vip.params.*", "cluster.resources.vip.operations[monitor].interval"),
              must="When the VIP is deleted by hand on the active director the cluster MUST restore it "
                   "within the VIP's monitor interval")
 def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, cluster, evidence):
@@ -89,6 +94,7 @@ def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, clust
 
 
 @conformance("HAC-HA-004", stage="stage4", section=SECTION, destructive=True, lab="ha-haproxy",   # a 60 s one
+             settings=("cluster.resources.haproxy.agent", "cluster.resources.haproxy.operations[monitor].interval"),
              must="When HAProxy is stopped on the active director the cluster's monitor MUST notice, "
                   "restart it and count one failure")
 def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster, evidence):
@@ -116,6 +122,7 @@ def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster,
 
 
 @conformance("HAC-HA-005", stage="stage4", section=SECTION, destructive=True,
+             settings=("cluster.group.*",),
              must="`pcs node standby` of the active director MUST move the group to the other director, "
                   "and `unstandby` MUST bring the node back online")
 def test_standby_moves_the_group(deployment, active, cluster_spec, cluster, evidence):
@@ -144,6 +151,7 @@ def test_standby_moves_the_group(deployment, active, cluster_spec, cluster, evid
 
 
 @conformance("HAC-HA-006", stage="stage4", section=SECTION, destructive=True,
+             settings=("cluster.name", "cluster.group.*"),
              must="A director that reboots MUST start the cluster by itself and rejoin with no failed actions")
 def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, evidence, target):
     group = cluster_spec.group_id
@@ -171,6 +179,7 @@ def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, ev
 
 
 @conformance("HAC-HA-007", stage="stage4", section=SECTION,
+             settings=("cluster.resources.*", "cluster.group.*", "cluster.properties.*"),
              must="The cluster MUST be configured as documented: the resources with their agents, parameters "
                   "and monitor intervals (VIP 30s, haproxy 60s), the group's members in order, the properties")
 def test_cluster_configured_as_documented(deployment, cluster_settings, cluster_spec, cluster, evidence):
@@ -183,6 +192,5 @@ def test_cluster_configured_as_documented(deployment, cluster_settings, cluster_
         {"id": p.id, "agent": p.agent, "params": p.params, "operations": {op.name: op.interval for op in p.operations},
          "where": p.path} for p in cib.primitives.values()])
     differences = ClusterStage(deployment, cluster_spec).differences()
-    evidence.table("differences (documented vs the deployment's)", [d.row() for d in differences])
-    assert not differences, "the cluster differs from the documented one:\n  " + "\n  ".join(
-        f"{d.what}: documented {d.expected}, found {d.found} ({d.where})" for d in differences)
+    fail_on_differences([d.row() for d in differences], "the cluster differs from the documented one",
+                        evidence=evidence, title="differences (documented vs the deployment's)")

@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from haconform.conformance import conformance
+from haconform.differences import fail_on_differences
 from haconform.faults import Crash, FaultRun, NicDown, PropertyChange, audit
 from haconform.stages.cluster import ClusterStage
 from haconform.timeouts import BOUNDS
@@ -36,6 +37,7 @@ def now_utc_naive():
 
 
 @conformance("HAC-FENCE-001", stage="stage5", section=SECTION,
+             settings=("cluster.stonith.*", "fencing.*"),
              must="From each director `fence_xvm -o list` MUST show both directors' domains, the stonith "
                   "resource MUST be started and `crm_verify -LV` MUST be clean")
 def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, cluster, evidence):
@@ -54,6 +56,7 @@ def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, clus
 
 
 @conformance("HAC-FENCE-005", stage="stage5", section=SECTION,
+             settings=("cluster.stonith.*", "cluster.properties.stonith-enabled"),
              must="The stonith device MUST be configured as documented (fence_xvm, "
                   "pcmk_host_map=\"server1:Node1;server4:Node4\", monitor 30s) and stonith-enabled MUST be true")
 def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_spec, cluster, evidence):
@@ -69,12 +72,12 @@ def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_
                     for p in cib.primitives.values() if p.agent.startswith("stonith:")}})
     differences = [d for d in ClusterStage(deployment, cluster_spec).differences()
                    if d.what.startswith(("stonith device", "property stonith-enabled"))]
-    evidence.table("differences (documented vs the deployment's)", [d.row() for d in differences])
-    assert not differences, "fencing differs from the documented configuration:\n  " + "\n  ".join(
-        f"{d.what}: documented {d.expected}, found {d.found} ({d.where})" for d in differences)
+    fail_on_differences([d.row() for d in differences], "fencing differs from the documented configuration",
+                        evidence=evidence, title="differences (documented vs the deployment's)")
 
 
 @conformance("HAC-FENCE-002", stage="stage5", section=SECTION, destructive=True,
+             settings=("cluster.stonith.*", "cluster.properties.stonith-enabled", "fencing.*"),
              must="When the active director crashes the survivor MUST fence it, run the group and serve the VIP; "
                   "the fenced director MUST boot again and rejoin")
 def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, target):
@@ -115,6 +118,7 @@ def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, targe
 
 
 @conformance("HAC-FENCE-003", stage="stage5", section=SECTION, destructive=True,
+             settings=("cluster.stonith.*", "cluster.properties.stonith-enabled", "fencing.*"),
              must="When the active director's NIC goes down exactly one director MUST be fenced, the other MUST "
                   "run the group, and two directors MUST never hold the VIP at once")
 def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
@@ -146,6 +150,7 @@ def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
 
 
 @conformance("HAC-FENCE-004", stage="stage5", section=SECTION, destructive=True,
+             settings=("cluster.properties.stonith-enabled",),
              must="Without fencing the same NIC cut MUST leave both directors running the group (the runbook's "
                   "reason for fencing), and the cluster MUST be whole again once the NIC returns")
 def test_without_fencing_split_brain_runs_the_group_twice(deployment, victim, cluster, evidence):

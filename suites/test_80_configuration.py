@@ -8,9 +8,11 @@ by --names / the inventory's `names:`) never hide what the deployment does.
 """
 
 from haconform.conformance import conformance
+from haconform.differences import fail_on_differences
 
 
 @conformance("HAC-CFG-001", stage="stage5", section="实现高可用",
+             settings=("*",),
              must="The deployment's configuration MUST mean what the documented stage's configuration means: "
                   "haproxy.cfg by sections and directives, rsyslog by routes, limits by effective values, "
                   "the cluster by its CIB")
@@ -18,6 +20,5 @@ def test_configuration_means_the_documented_stage(stages, deployment_stage, evid
     rows = stages.drift(deployment_stage.name)
     evidence.data("compared with", {"stage": deployment_stage.name, "directory": str(deployment_stage.directory),
                                     "names mapped (runbook -> deployment)": stages.names or "none"})
-    evidence.table(f"differences from {deployment_stage.name} ({len(rows)})", rows)
-    assert not rows, f"{len(rows)} difference(s) from {deployment_stage.name}:\n  " + "\n  ".join(
-        f"{r['what']}: expected {r['expected']!r}, found {r['found']!r} ({r['where']})" for r in rows)
+    fail_on_differences(rows, f"{len(rows)} difference(s) from {deployment_stage.name}", evidence=evidence,
+                        title=f"differences from {deployment_stage.name} ({len(rows)})")

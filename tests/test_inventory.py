@@ -205,3 +205,17 @@ def test_name_resolving_to_lab_range_is_refused(tmp_path, monkeypatch):
     data["hosts"]["server3"] = {"address": "server3.example"}
     error = refused(tmp_path, data, key="hosts.server3.address", resolve_ssh=True)
     assert "172.25.5.3" in error.what
+
+
+def test_waivers_come_from_a_file_beside_the_inventory_or_the_list_itself(tmp_path):
+    (tmp_path / "waivers.yaml").write_text("waivers:\n  - {id: HAC-HA-007, reason: agreed, expires: 2027-03-01}\n")
+    inventory = load(tmp_path, {**base(), "waivers": "waivers.yaml"})
+    assert [(w.must, w.source) for w in inventory.waivers] == [
+        ("HAC-HA-007", f"{tmp_path / 'waivers.yaml'}: waivers[0]")]
+    inline = load(tmp_path, {**base(), "waivers": [{"id": "HAC-HA-007", "reason": "agreed", "expires": "2027-03-01"}]})
+    assert inline.waivers[0].source == f"{tmp_path / 'inventory.yaml'}: waivers[0]"
+    assert load(tmp_path, base()).waivers == ()
+    with pytest.raises(HaconformError) as caught:
+        load(tmp_path, {**base(), "waivers": [{"id": "HAC-HA-007", "reason": "agreed"}]})
+    assert str(caught.value) == (f"{tmp_path / 'inventory.yaml'}: waivers[0].expires: missing field (fix: add "
+                                 "`expires:` (the last day it counts, YYYY-MM-DD))")

@@ -128,7 +128,7 @@ def test_one_changed_value_is_one_difference_with_both_values():
     assert diffs == [Difference("defaults: maxconn", "65535", "3000",
                                 f"deployed.cfg:{line_of(STAGE2, 'maxconn                 65535')}")]
     assert diffs[0].row() == {"what": "defaults: maxconn", "expected": "65535", "found": "3000",
-                              "where": diffs[0].where}
+                              "where": diffs[0].where, "key": "haproxy.cfg[defaults].maxconn"}
 
 
 def test_changed_timeout_reports_original_units():

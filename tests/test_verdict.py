@@ -19,7 +19,7 @@ import pytest
 from haconform.cli import main as cli_main
 from haconform.report.trends import (THRESHOLDS, Run, compare, compare_text, direction, load_run, moved,
                                      perf_figures, render_trends, report)
-from haconform.report.verdict import (BROKEN, HELD, NOT_TESTED, SCHEMA_VERSION, build_verdict, case_figures,
+from haconform.report.verdict import (BROKEN, HELD, NOT_TESTED, SCHEMA_VERSION, WAIVED, build_verdict, case_figures,
                                       expected_server, must_figures, must_verdict, parse_version_probe,
                                       records_from_history, verdict_from_history, versions_from_evidence)
 from haconform.report.html import render_verdict_html
@@ -102,7 +102,7 @@ def test_build_verdict_aggregates_per_must_in_stage_order():
     assert by_id["HAC-ALG-001"]["verdict"] == NOT_TESTED and by_id["HAC-ALG-001"]["reason"] == "not in this run"
     assert by_id["HAC-LINT-002"]["known_finding"]
     assert set(by_id["HAC-X-001"]) >= {"id", "stage", "section", "must", "verdict", "reason", "figures", "nodeids"}
-    assert verdict["run"]["verdicts"] == {HELD: 2, BROKEN: 1, NOT_TESTED: 1}
+    assert verdict["run"]["verdicts"] == {HELD: 2, BROKEN: 1, WAIVED: 0, NOT_TESTED: 1}
     assert verdict["run"]["tests"] == {"passed": 2, "xfailed": 1}
     assert [(f["kind"], f["id"] or f["stage"], f["text"]) for f in verdict["findings"]] == [
         ("xfail", "HAC-LINT-002", "refused"), ("note", "stage3", "Stats page, logging and limits from stage2 stay.")]

@@ -6,8 +6,10 @@ The pages are generated from the recorded runs in tests/data/verdict/results/ (s
 there).  Checked in the browser: the verdict table (a row per MUST, the verdict each row
 shows agrees with verdict.json), every in-page link resolves and the evidence link scrolls
 to its evidence, the evidence renders (the prober's SVG, a timeline), the trends page's
-plots have a size and points, the compare section names the flipped MUST; and no console
-error, no uncaught exception, no request leaving the page (self-contained).
+plots have a size and points, the compare section names the flipped MUST; a waived MUST
+(amber, with its reason, ticket and days to expiry), the waivers with the stale one, and the
+runbook coverage; and no console error, no uncaught exception, no request leaving the page
+(self-contained).
 
 Skipped, not failed, where chromium is not installed (`apt-get install -y chromium`).
 """
@@ -24,9 +26,14 @@ from pathlib import Path
 
 import pytest
 
+import datetime as dt
+
+from haconform.coverage import coverage_for
 from haconform.report.html import render_verdict_html
 from haconform.report.trends import report
-from haconform.report.verdict import read_history
+from haconform.report.verdict import build_verdict, read_history
+from haconform.topology import load_topology
+from haconform.waivers import Waiver
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
@@ -181,7 +188,33 @@ def pages(tmp_path_factory):
                     golden=str(out / "no-golden-list"), config_dir=str(out / "no-config"),
                     say=lambda *a, **k: None)
     assert status == 1   # the recorded regression flips HAC-HA-005 from held to broken
-    return {"verdict": out / "verdict.html", "trends": out / "trends.html", "data": verdict}
+    (out / "waived.html").write_text(render_verdict_html(*waived_verdict()))
+    return {"verdict": out / "verdict.html", "trends": out / "trends.html", "data": verdict,
+            "waived": out / "waived.html"}
+
+
+TODAY = dt.date(2026, 12, 7)
+INTERVAL = "cluster.resources.vip.operations[monitor].interval"
+
+
+def waived_verdict() -> tuple[dict, list[dict]]:
+    """The recorded run with HAC-CFG-001 failed only by a waived difference, a stale waiver, and the coverage."""
+    repo = Path(__file__).resolve().parent.parent
+    records = read_history(NEWEST / "history.jsonl")
+    accepted = Waiver("HAC-CFG-001", "monitor at 20 s: agreed with the application team", dt.date(2027, 3, 1),
+                      "waivers.yaml: waivers[0]", key=INTERVAL, found="20s", ticket="OPS-1")
+    stale = Waiver("HAC-LIM-002", "the process cap is the kernel's", dt.date(2027, 1, 1), "waivers.yaml: waivers[1]")
+    for record in records:
+        if record["nodeid"].endswith("test_configuration_means_the_documented_stage"):
+            record.update(outcome="waived", reason=f"DifferencesFound: 1 difference(s) from stage5: ... key {INTERVAL}",
+                          waiver={"outcome": "waived", "applied": [accepted.source], "seen": [accepted.source],
+                                  "expired": [], "note": "", "waivers": [accepted.to_json(TODAY)],
+                                  "must": "HAC-CFG-001", "failure": "DifferencesFound"})
+    coverage = coverage_for(repo / "fixtures" / "documented", repo / "suites" / "conformance.yaml",
+                            load_topology(repo / "fixtures" / "topology.yaml"))
+    verdict = build_verdict(records, run={"target": {"target": "lab", "lab": "haconform"}},
+                            waivers=[accepted.to_json(TODAY), stale.to_json(TODAY)], coverage=coverage)
+    return verdict, records
 
 
 def test_console_errors_are_seen(browser, tmp_path):
@@ -257,4 +290,38 @@ def test_trends_page_renders(browser, pages):
     assert "REGRESSION" in compare and "HAC-HA-005" in compare and "HAC-FENCE-002 · fence time" in compare
     cells = page.js("document.querySelectorAll('table.matrix span.sq.broken').length")
     assert cells >= 1
+    assert page.problems() == []
+
+
+def test_a_waived_must_and_the_coverage_on_the_page(browser, pages):
+    page = browser.open(pages["waived"].as_uri())
+    row = page.js("(() => { const tr = document.getElementById('must-HAC-CFG-001');"
+                  " const badge = tr.querySelector('.badge');"
+                  " return [tr.className, badge.textContent, getComputedStyle(badge).backgroundColor,"
+                  " tr.querySelector('.waiver').innerText, tr.querySelector('.waiver').dataset.daysLeft,"
+                  " tr.getBoundingClientRect().height] })()")
+    classes, badge, colour, waiver, days_left, height = row
+    assert "waived" in classes.split() and badge == "waived", row
+    assert colour == "rgb(255, 191, 0)", f"the waived badge is not amber: {colour}"
+    assert "monitor at 20 s: agreed with the application team" in waiver and "ticket OPS-1" in waiver
+    assert "expires 2027-03-01 (84 days left)" in waiver and days_left == "84" and height > 10, row
+    banner = page.js("document.getElementById('banner').innerText")
+    assert "1 waived" in banner and "HAC-CFG-001" in banner
+    waivers = page.js("[...document.querySelectorAll('#waivers table.waivers tr')].slice(1).map(tr => "
+                      "[tr.className, tr.innerText])")
+    assert [w[0] for w in waivers] == ["applied", "stale"], waivers
+    assert "HAC-LIM-002 held: the deviation it accepts is gone" in waivers[1][1]
+
+    sections = page.js("[...document.querySelectorAll('#coverage table.coverage-sections tbody tr')]"
+                       ".map(tr => tr.cells[0].innerText + ': ' + tr.cells[2].innerText)")
+    assert len(sections) >= 8 and any(s.startswith("读写分离: HAC-RW-001") for s in sections), sections
+    only = page.js("[...document.querySelectorAll('#coverage .coverage-only span')].map(s => s.innerText)")
+    assert "haproxy.cfg[defaults].timeout server" in only and "haproxy.cfg[defaults].retries" in only, only
+    page.js("document.querySelector('#coverage details').open = true")
+    interval = page.js("[...document.querySelectorAll('#coverage table.coverage-settings tr')]"
+                       f".find(tr => tr.cells[0].innerText === '{INTERVAL}').cells[2].innerText")
+    assert interval == "HAC-HA-003, HAC-HA-007"
+    dangling = page.js("[...document.querySelectorAll('a[href^=\"#\"]')].map(a => a.getAttribute('href'))"
+                       ".filter(h => !document.getElementById(decodeURIComponent(h.slice(1))))")
+    assert dangling == []
     assert page.problems() == []

@@ -202,7 +202,8 @@ def test_a_missing_directive_names_the_host_that_lacks_it():
 
 def test_a_missing_haproxy_cfg_is_named():
     drift = file_drift(STAGE3, deployed(server4={CFG: None}), TOPOLOGY)
-    assert drift == [{"what": CFG, "expected": "present", "found": "missing", "where": f"server4:{CFG}"}]
+    assert drift == [{"what": CFG, "expected": "present", "found": "missing", "where": f"server4:{CFG}",
+                      "key": f"file[{CFG}]"}]
 
 
 def test_missing_and_changed_files_without_a_meaning_are_compared_by_bytes():
@@ -251,7 +252,8 @@ def test_stopped_service_is_drift_unless_the_cluster_owns_it():
     machines["server2"].stopped = {"apache2"}
     machines["server1"].stopped = {"haproxy"}
     drift = file_drift(STAGE3, machines, TOPOLOGY, cluster_owns=("haproxy",))
-    assert drift == [{"what": "service apache2", "expected": "running", "found": "not running", "where": "server2"}]
+    assert drift == [{"what": "service apache2", "expected": "running", "found": "not running", "where": "server2",
+                      "key": "service[apache2]"}]
     drift = file_drift(STAGE3, machines, TOPOLOGY)
     assert {(r["what"], r["where"]) for r in drift} == {("service apache2", "server2"), ("service haproxy", "server1")}
 

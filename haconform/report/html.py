@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from ..secrets import redacted_head
-from .verdict import BROKEN, HELD, NOT_TESTED, format_value, stage_key
+from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, stage_key, waiver_terms
 
 CSS = """
-:root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;
+:root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--waived:#ffbf00;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;
+--line:#d1d9e0;
 --soft:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;background:#eef1f4;color:var(--fg);
@@ -48,6 +49,7 @@ dl.run dt{color:var(--muted)}dl.run dd{margin:0}
 white-space:nowrap;line-height:18px}
 .badge.held,.dot.held{background:var(--held)}.badge.broken,.dot.broken{background:var(--broken)}
 .badge.known,.dot.known{background:var(--known)}.badge.nt,.dot.nt{background:var(--nt)}
+.badge.waived,.dot.waived{background:var(--waived);color:#1f2328}
 .badge.passed,.badge.xpassed{background:var(--held)}.badge.failed,.badge.error{background:var(--broken)}
 .badge.xfailed{background:var(--known)}.badge.skipped{background:var(--nt)}
 .dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:3px;vertical-align:middle}
@@ -59,6 +61,9 @@ table.verdicts col.c-id{width:118px}table.verdicts col.c-sec{width:150px}table.v
 table.verdicts col.c-fig{width:250px}table.verdicts col.c-ev{width:78px}
 tr.must.broken td.id{border-left:4px solid var(--broken)}tr.must.known td.id{border-left:4px solid var(--known)}
 tr.must.held td.id{border-left:4px solid var(--held)}tr.must.nt td.id{border-left:4px solid var(--nt)}
+tr.must.waived td.id{border-left:4px solid var(--waived)}tr.must.waived{background:#fff8e1}
+.waiver{font-size:12px;margin-top:3px;padding:2px 6px;border-left:3px solid var(--waived);background:#fff3c4}
+tr.stale td{color:var(--broken)}
 td.id{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;white-space:nowrap}
 .reason{color:var(--muted);font-size:12px;margin-top:2px;word-break:break-word}
 tr.must.broken .reason{color:var(--broken)}
@@ -102,6 +107,8 @@ def anchor(kind: str, ident: str) -> str:
 def verdict_class(must: dict) -> str:
     if must["verdict"] == BROKEN:
         return "known" if must.get("known_finding") else "broken"
+    if must["verdict"] == WAIVED:
+        return "waived"
     return "held" if must["verdict"] == HELD else "nt"
 
 
@@ -159,11 +166,12 @@ def banner(verdict: dict) -> str:
     broken = [m for m in musts if m["verdict"] == BROKEN and not m.get("known_finding")]
     known = [m for m in musts if m["verdict"] == BROKEN and m.get("known_finding")]
     untested = [m for m in musts if m["verdict"] == NOT_TESTED]
+    waived = [m for m in musts if m["verdict"] == WAIVED]
     if broken:
         cls, big = "bad", f"{len(broken)} MUST{'s' if len(broken) != 1 else ''} broken"
-    elif not held:
+    elif not held and not waived:
         cls, big = "none", "nothing tested"
-    elif known or untested:
+    elif known or untested or waived:
         cls, big = "warn", f"{len(held)} of {total} MUSTs held"
     else:
         cls, big = "ok", f"all {total} MUSTs held"
@@ -177,6 +185,8 @@ def banner(verdict: dict) -> str:
         parts.append(f"{len(broken)} broken: {links(broken)}")
     if known:
         parts.append(f"{len(known)} broken as known finding{'s' if len(known) != 1 else ''}: {links(known)}")
+    if waived:
+        parts.append(f"{len(waived)} waived: {links(waived)}")
     if untested:
         parts.append(f"{len(untested)} not tested" + (f": {links(untested)}" if len(untested) <= 8 else ""))
     return (f"<div class='banner {cls}' id='banner'><div class='big'>{esc(big)}</div>"
@@ -216,9 +226,21 @@ def run_header(verdict: dict) -> str:
             ("test cases", esc(", ".join(f"{n} {o}" for o, n in sorted(tests.items())) or "none")),
             ("calibration", calibration_text(verdict.get("calibration"))),
             ("host access", esc(host_access_text(run))),
+            ("waivers", waivers_text(verdict)),
             *([("stopped", esc(run["stopped"].get("message", "")))] if run.get("stopped") else []),
             ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
     return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def waivers_text(verdict: dict) -> str:
+    waivers = verdict.get("waivers") or []
+    if not waivers:
+        return "<span class='muted'>none</span>"
+    counts: dict[str, int] = {}
+    for waiver in waivers:
+        counts[waiver["status"]] = counts.get(waiver["status"], 0) + 1
+    return (esc(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+            + " (<a href='#waivers'>details</a>)")
 
 
 def host_access_text(run: dict) -> str:
@@ -253,9 +275,9 @@ def stage_counts(musts: list[dict]) -> str:
     counts: dict[str, int] = {}
     for must in musts:
         counts[verdict_class(must)] = counts.get(verdict_class(must), 0) + 1
-    names = {"held": "held", "broken": "broken", "known": "known finding", "nt": "not tested"}
-    return " ".join(f"<span class='dot {c}'></span>{counts[c]} {names[c]}" for c in ("broken", "known", "nt", "held")
-                    if counts.get(c))
+    names = {"held": "held", "broken": "broken", "known": "known finding", "waived": "waived", "nt": "not tested"}
+    return " ".join(f"<span class='dot {c}'></span>{counts[c]} {names[c]}"
+                    for c in ("broken", "known", "waived", "nt", "held") if counts.get(c))
 
 
 # ----- the verdict table -------------------------------------------------------------------------
@@ -273,11 +295,54 @@ def verdict_tables(verdict: dict) -> str:
             out.append(
                 f"<tr class='must {verdict_class(must)}' id='{anchor('must', must['id'])}'>"
                 f"<td class='id'>{esc(must['id'])}</td><td>{esc(must['section'])}</td><td>{esc(must['must'])}</td>"
-                f"<td class='verdict'>{verdict_badge(must)}<div class='reason'>{esc(must['reason'])}</div></td>"
+                f"<td class='verdict'>{verdict_badge(must)}{waiver_notes(must)}"
+                f"<div class='reason'>{esc(shown_reason(must))}</div></td>"
                 f"<td class='figures'>{figures_html(must['figures']) or '<span class=muted>—</span>'}</td>"
                 f"<td><a class='ev' href='#{anchor('ev', must['id'])}'>evidence</a></td></tr>")
         out.append("</tbody></table>")
     out.append("</section>")
+    return "\n".join(out)
+
+
+def shown_reason(must: dict) -> str:
+    """A waived MUST's row shows its waivers apart (waiver_notes); the reason line keeps the failure."""
+    reason = must["reason"]
+    if must["verdict"] == WAIVED and must.get("waivers") and " — failed: " in reason:
+        return "failed: " + reason.split(" — failed: ", 1)[1]
+    return reason
+
+
+def waiver_notes(must: dict) -> str:
+    """A waived MUST's waivers, each in a line: the reason, the ticket, the days to its expiry."""
+    return "".join(f"<div class='waiver' data-days-left='{esc(w.get('days_left'))}'>{esc(w['reason'])} · "
+                   f"{esc(waiver_terms(w))}</div>" for w in must.get("waivers") or [])
+
+
+def waivers_section(verdict: dict) -> str:
+    """Every waiver of the run and what it did: applied, expired, or stale (it matched nothing)."""
+    waivers = verdict.get("waivers") or []
+    out = ["<section id='waivers'><h2>Waivers</h2>"]
+    if not waivers:
+        out.append("<p class='muted'>none in this run</p></section>")
+        return "\n".join(out)
+    out.append("<p class='note'>A case that fails only by what a waiver accepts is <b>waived</b>; any other "
+               "failure of the MUST stays broken (status <i>seen</i>: the waiver's difference was there beside "
+               "it); an expired waiver counts for nothing; a stale one matched nothing in this run.</p>")
+    rows = []
+    for w in waivers:
+        accepts = (f"<code>{esc(w['difference']['key'])}</code> = <code>{esc(w['difference']['found'])}</code>"
+                   if w.get("difference") else "any failure of its checks")
+        status = w["status"] + (f": {w['stale_because']}" if w.get("stale_because") else "")
+        cases = ", ".join(w.get("waived_cases") or w.get("seen_in") or []) or "—"
+        stale = " stale" if w.get("stale") and w["status"] != "stale" else ""   # an expired one can be stale too
+        rows.append(f"<tr class='{esc(w['status'])}{stale}'>"
+                    f"<td><a href='#{anchor('must', w['id'])}'>{esc(w['id'])}</a></td><td>{accepts}</td>"
+                    f"<td>{esc(w['reason'])}</td><td>{esc(w.get('ticket') or '—')}</td>"
+                    f"<td>{esc(waiver_terms(w))}</td><td>{esc(status)}</td><td class='mono'>{esc(cases)}</td>"
+                    f"<td class='muted'>{esc(w['source'])}</td></tr>")
+    out.append("<table class='data waivers'><thead><tr><th>MUST</th><th>accepts</th><th>reason</th><th>ticket</th>"
+               "<th>expiry</th><th>status</th><th>cases</th><th>where</th></tr></thead><tbody>"
+               + "".join(rows) + "</tbody></table></section>")
     return "\n".join(out)
 
 
@@ -529,6 +594,13 @@ def evidence_sections(verdict: dict, records: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def coverage_section(verdict: dict) -> str:
+    """The runbook's coverage (haconform/coverage.py): its sections' MUSTs, each setting's MUSTs, and the
+    settings only the configuration diff checks."""
+    from ..coverage import coverage_html
+    return coverage_html(verdict.get("coverage"), {m["id"] for m in verdict["musts"]})
+
+
 def render_verdict_html(verdict: dict, records: list[dict] | None = None) -> str:
     by_nodeid = {r["nodeid"]: r for r in records or []}
     stages = "".join(f"<a href='#{anchor('stage', stage)}'><b>{esc(stage)}</b>{stage_counts(musts)}</a>"
@@ -536,8 +608,10 @@ def render_verdict_html(verdict: dict, records: list[dict] | None = None) -> str
     body = ("<header><h1>Runbook conformance verdict</h1>" + banner(verdict) + key_figures(verdict)
             + run_header(verdict)
             + f"<nav class='stages'>{stages}<a href='#findings'><b>findings</b>{len(verdict.get('findings') or [])}</a>"
+            + "<a href='#waivers'><b>waivers</b></a><a href='#coverage'><b>coverage</b></a>"
             + "<a href='#calibration'><b>calibration</b></a></nav></header>"
-            + verdict_tables(verdict) + findings_list(verdict) + calibration_section(verdict)
+            + verdict_tables(verdict) + findings_list(verdict) + waivers_section(verdict)
+            + coverage_section(verdict) + calibration_section(verdict)
             + evidence_sections(verdict, by_nodeid))
     run = verdict.get("run", {})
     return page(f"verdict — {run.get('run_dir') or run.get('started') or 'haconform'}", body)

@@ -30,8 +30,9 @@ from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message
-from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_version_probe, read_golden,
-                      read_history, stage_notes, version_probe_command, versions_from_evidence, write_json)
+from .verdict import (BROKEN, HELD, NOT_TESTED, WAIVED, build_verdict, iso, parse_version_probe, read_golden,
+                      read_history, stage_notes, tree_digest, version_probe_command, versions_from_evidence,
+                      write_json)
 
 log = logging.getLogger("haconform.report")
 VERSION_ATTEMPTS = 3
@@ -48,6 +49,29 @@ def source_commit(root: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def stage_mode(config) -> dict:
+    """How the run put the deployment in its stages: applied, or verified at the declared stage (as
+    fixtures/stages.py decides it), so trends can tell runs of different modes apart."""
+    mode = config.getoption("--stages") or ("verify" if config.getoption("--target") == "ssh" else "apply")
+    inventory = getattr(config, "_haconform_inventory", None)
+    declared = inventory.stage if inventory is not None else config.getoption("--deployment-stage")
+    return {"mode": mode, "deployment_stage": declared if mode == "verify" else None}
+
+
+def waiver_sources(config) -> dict:
+    """Where the run's waivers came from and a digest of them: waivers change verdicts as a configuration does."""
+    import hashlib
+    import json
+
+    waivers = getattr(config, "_haconform_waivers", None)
+    if not waivers:
+        return {"sources": [], "count": 0, "digest": None}
+    text = json.dumps([{k: v for k, v in w.__dict__.items() if k != "source"} for w in waivers.waivers],
+                      default=str, sort_keys=True)
+    return {"sources": list(waivers.sources), "count": len(waivers.waivers),
+            "digest": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def pytest_configure(config):
@@ -139,7 +163,12 @@ class VerdictReport:
             elif report.skipped:
                 skipped(case, report, xfail)
         elif report.when == "call":
-            if report.passed:
+            waiver = getattr(report, "haconform_waiver", None)
+            if waiver is not None:
+                case["waiver"] = waiver
+            if waiver is not None and waiver["outcome"] == "waived":
+                case.update(outcome="waived", reason=waiver["failure"])
+            elif report.passed:
                 case.update(outcome="xpassed" if xfail is not None else "passed",
                             reason=redact(xfail) if xfail else None)
             elif report.failed:
@@ -236,6 +265,9 @@ class VerdictReport:
                "finished": iso(finished), "duration_s": round(finished - self.started, 1),
                "versions": versions, "exit_status": int(exitstatus), "source": "session",
                "config": str(config._haconform_config_dir),
+               "config_digest": tree_digest(config._haconform_config_dir),
+               "stage_mode": stage_mode(config),
+               "waivers": waiver_sources(config),
                "figures": merged["figures"],
                "commit": source_commit(config.rootpath)}
         if merged.get("labs"):
@@ -254,8 +286,11 @@ class VerdictReport:
         collected = {nodeid.split("[")[0].split("/")[-1] for nodeid in self.collected}
         selected = {r.id for r in self.requirements.values()} | {row["id"] for row in golden
                                                                   if row.get("test") in collected}
+        waivers = getattr(config, "_haconform_waivers", None)
         verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles,
-                                calibration=merged["calibration"])
+                                calibration=merged["calibration"],
+                                waivers=waivers.to_json(config._haconform_today) if waivers else [],
+                                coverage=self.coverage(golden))
         for must in verdict["musts"]:
             if must["verdict"] == NOT_TESTED and not must["cases"]:
                 must["reason"] = ("not selected in this run" if must["id"] not in selected
@@ -267,7 +302,20 @@ class VerdictReport:
         write_json(verdict, run_dir / "verdict.json")
         self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}
         self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"],
+                                                     "stale": verdict["stale_waivers"],
                                                      "host_access": (run.get("host_access") or {}).get("statement")}
+
+    def coverage(self, golden: list[dict]) -> dict | None:
+        """The runbook's coverage (haconform/coverage.py) by the stages this run read and the golden list (or,
+        without one, the MUSTs collected)."""
+        from ..coverage import compute_coverage
+        rows = golden or [{"id": r.id, "section": r.section, "settings": list(getattr(r, "settings", ()))}
+                          for r in {r.id: r for r in self.requirements.values()}.values()]
+        try:
+            return compute_coverage(rows, getattr(self.config, "_haconform_stages", None) or {})
+        except Exception as exc:   # coverage is a report: a file it cannot read leaves it out, nothing more
+            log.warning("haconform: runbook coverage not computed: %s", exc)
+            return None
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.summary:
@@ -277,8 +325,12 @@ class VerdictReport:
             return
         s = self.summary
         known = f" ({s['known']} known finding{'s' if s['known'] != 1 else ''})" if s["known"] else ""
+        waived = f", {s[WAIVED]} waived" if s[WAIVED] else ""
         terminalreporter.write_line(
-            f"haconform verdict: {s[HELD]} held, {s[BROKEN]} broken{known}, {s[NOT_TESTED]} not tested -> "
+            f"haconform verdict: {s[HELD]} held, {s[BROKEN]} broken{known}{waived}, {s[NOT_TESTED]} not tested -> "
             f"{self.written['html']} ({self.written['json'].name}; copy in {self.written['run'].parent})")
+        if s.get("stale"):
+            terminalreporter.write_line(f"haconform waivers: stale (matched nothing in this run): "
+                                        f"{', '.join(s['stale'])}")
         if s.get("host_access"):
             terminalreporter.write_line(f"haconform host access: {s['host_access']}")

@@ -12,6 +12,12 @@ run).  --compare A B prints what changed between two runs: verdicts that flipped
 figures that moved beyond THRESHOLDS (a relative change AND an absolute floor, per
 unit); the same text is a section of the page.  The exit status is 1 when a verdict
 flipped from held to broken, else 0: a moved figure is reported, not failed.
+
+Like with like: each run records what it ran against (RUN_CONTEXT: the target, the
+stage mode, the configuration directory and a digest of its contents, the commit,
+the waivers); the runs table shows it, --compare states every such difference
+first (a flip across two configurations may be the configuration's, not a
+regression), and --target / --config-digest keep only the runs that match.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 from ..errors import HaconformError
 from ..secrets import redact, redacted_head
 from .html import anchor, duration_text, esc, page, verdict_class
-from .verdict import BROKEN, HELD, NOT_TESTED, format_value, load_verdict, read_json_mapping, stage_key
+from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, load_verdict, read_json_mapping, stage_key
 
 # unit -> (relative change, absolute floor): a figure "moved" when |B - A| reaches both.
 THRESHOLDS: dict[str, tuple[float, float]] = {
@@ -73,10 +79,80 @@ class Run:
         return f"{n[4:6]}-{n[6:8]} {n[9:11]}:{n[11:13]}" if len(n) >= 13 and n[8] == "-" else n
 
     @property
+    def context(self) -> dict[str, str | None]:
+        context = run_context(self.verdict)
+        if context["target"] is None:   # a perf run: its summary.json says where it ran, nothing more
+            context["target"] = target_identity(self.recorded_target)
+        return context
+
+    @property
+    def recorded_target(self) -> dict | None:
+        for recorded in (((self.verdict or {}).get("run") or {}).get("target"), (self.perf or {}).get("target")):
+            if isinstance(recorded, dict):
+                return recorded
+        return None
+
+    @property
     def source(self) -> str:
         if self.verdict is None:
             return "summary.json" if self.perf else "—"
         return (self.verdict.get("run") or {}).get("source", "verdict.json")
+
+
+# What a run ran against, as verdict.json's run records it (report/plugin.py): label -> its text, None when the
+# run did not record it (an older run, a perf run).
+RUN_CONTEXT = ("target", "stages", "configuration", "configuration digest", "commit", "waivers")
+NOT_RECORDED = "not recorded"
+
+
+def target_identity(target) -> str | None:
+    """"lab haconform", "vagrant hacvm", "ssh /etc/haconform/inventory.yaml": the kind and which one."""
+    if not isinstance(target, dict) or not target.get("target"):
+        return None
+    kind = str(target["target"])
+    which = target.get("lab") or target.get("vm") or target.get("inventory")
+    labs = target.get("labs")
+    side = f" (+{len(labs) - 1} labs side by side)" if isinstance(labs, list) and len(labs) > 1 else ""
+    return f"{kind} {which}{side}" if which else kind
+
+
+def run_context(verdict: dict | None) -> dict[str, str | None]:
+    run = (verdict or {}).get("run") or {}
+    mode = run.get("stage_mode") if isinstance(run.get("stage_mode"), dict) else None
+    stages = None
+    if mode and mode.get("mode"):
+        stages = mode["mode"] + (f" (deployment at {mode['deployment_stage']})" if mode.get("deployment_stage") else "")
+    waivers = run.get("waivers") if isinstance(run.get("waivers"), dict) else None
+    waiver_text = None
+    if waivers is not None:
+        waiver_text = ("none" if not waivers.get("count") else
+                       f"{waivers['count']} from {', '.join(waivers.get('sources') or [])} "
+                       f"(digest {str(waivers.get('digest'))[:12]})")
+    return {"target": target_identity(run.get("target")), "stages": stages, "configuration": run.get("config"),
+            "configuration digest": run.get("config_digest"), "commit": run.get("commit"), "waivers": waiver_text}
+
+
+def context_differences(a: dict[str, str | None], b: dict[str, str | None]) -> list[dict]:
+    """Every way two runs differ in what they ran against; "not recorded" on one side is a difference too."""
+    return [{"what": label, "a": a.get(label) or NOT_RECORDED, "b": b.get(label) or NOT_RECORDED}
+            for label in RUN_CONTEXT if (a.get(label) or NOT_RECORDED) != (b.get(label) or NOT_RECORDED)]
+
+
+def matches_filter(run: "Run", *, target: str | None = None, config_digest: str | None = None) -> bool:
+    """--target KIND or KIND:NAME (lab, vagrant, ssh; NAME: the lab, VM or inventory), --config-digest PREFIX."""
+    recorded = ((run.verdict or {}).get("run") or {})
+    if target:
+        described = run.recorded_target or {}
+        kind, _, name = target.partition(":")
+        if described.get("target") != kind:
+            return False
+        names = {str(v) for v in (described.get("lab"), described.get("vm"), described.get("inventory")) if v}
+        names |= {Path(n).name for n in names} | {Path(n).stem for n in names}
+        if name and name not in names:
+            return False
+    if config_digest and not str(recorded.get("config_digest") or "").startswith(config_digest.lower()):
+        return False
+    return True
 
 
 def perf_figures(summary: dict) -> list[Figure]:
@@ -200,7 +276,8 @@ def compare(a: Run, b: Run, thresholds: dict[str, tuple[float, float]] = THRESHO
         else:
             steady += 1
     moves.sort(key=lambda m: ({"worse": 0, "changed": 1, "better": 2}[m["direction"]], m["key"]))
-    return {"a": a.name, "b": b.name, "flipped": flipped, "fixed": fixed, "changed": changed, "moved": moves,
+    return {"a": a.name, "b": b.name, "context": context_differences(a.context, b.context),
+            "flipped": flipped, "fixed": fixed, "changed": changed, "moved": moves,
             "steady": steady, "compared_musts": len(set(musts_a) & set(musts_b)),
             "only_a": sorted(set(a.figures) - set(b.figures)), "only_b": sorted(set(b.figures) - set(a.figures)),
             "regression": bool(flipped)}
@@ -211,8 +288,18 @@ def thresholds_text(thresholds: dict[str, tuple[float, float]] = THRESHOLDS) -> 
                      else f"{unit}: >= {format_value(floor, unit)}" for unit, (rel, floor) in thresholds.items())
 
 
+def context_lines(result: dict) -> list[str]:
+    differences = result.get("context") or []
+    if not differences:
+        return ["ran against: the same " + ", ".join(RUN_CONTEXT)]
+    lines = [f"ran against: {len(differences)} difference(s) — a verdict that changed may be one of these, "
+             "not a regression:"]
+    lines += [f"  {d['what']}: {d['a']} -> {d['b']}" for d in differences]
+    return lines
+
+
 def compare_text(result: dict) -> str:
-    lines = [f"compare {result['a']} -> {result['b']}",
+    lines = [f"compare {result['a']} -> {result['b']}", *context_lines(result),
              f"verdicts: {result['compared_musts']} MUSTs in both; {len(result['flipped'])} flipped held -> broken, "
              f"{len(result['fixed'])} fixed broken -> held, {len(result['changed'])} other change(s)"]
     for tag, entries in (("FLIPPED", result["flipped"]), ("fixed", result["fixed"])):
@@ -327,7 +414,8 @@ table.matrix td.cell{width:22px;text-align:center;padding:2px}table.matrix th.ru
 transform:rotate(180deg);font-weight:normal;font-size:11px;padding:4px 2px}
 .sq{display:inline-block;width:14px;height:14px;border-radius:3px}
 .sq.held{background:var(--held)}.sq.broken{background:var(--broken)}.sq.known{background:var(--known)}
-.sq.nt{background:#d0d7de}.sq.absent{background:transparent;border:1px dashed #d0d7de}
+.sq.nt{background:#d0d7de}.sq.waived{background:var(--waived)}
+.sq.absent{background:transparent;border:1px dashed #d0d7de}
 pre.compare{max-height:none}
 .flip{color:var(--broken);font-weight:700}
 """
@@ -359,7 +447,8 @@ def _matrix(runs: list[Run]) -> str:
     return (f"<table class='matrix'><thead><tr><th>MUST</th><th>stage</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             "<p class='note'><span class='sq held'></span> held <span class='sq broken'></span> broken "
-            "<span class='sq known'></span> broken, known finding <span class='sq nt'></span> not tested "
+            "<span class='sq known'></span> broken, known finding <span class='sq waived'></span> waived "
+            "<span class='sq nt'></span> not tested "
             "<span class='sq absent'></span> not in the run</p>")
 
 
@@ -411,7 +500,14 @@ def _compare_html(result: dict) -> str:
         "<p>no figure moved beyond its threshold</p>"
     status = ("<p class='flip'>REGRESSION: a verdict flipped from held to broken</p>" if result["regression"]
               else "<p>no verdict flipped from held to broken</p>")
-    return (f"<section id='compare'><h2>Compared: {esc(result['a'])} → {esc(result['b'])}</h2>{status}"
+    context = result.get("context") or []
+    context_html = ("<p>Both ran against the same " + esc(", ".join(RUN_CONTEXT)) + ".</p>" if not context else
+                    "<div class='context-diff'><p class='flip'>They ran against different things: a verdict that "
+                    "changed may be one of these, not a regression.</p><table class='data'><tr><th>what</th>"
+                    f"<th>{esc(result['a'])}</th><th>{esc(result['b'])}</th></tr>"
+                    + "".join(f"<tr><td>{esc(d['what'])}</td><td class='mono'>{esc(d['a'])}</td>"
+                              f"<td class='mono'>{esc(d['b'])}</td></tr>" for d in context) + "</table></div>")
+    return (f"<section id='compare'><h2>Compared: {esc(result['a'])} → {esc(result['b'])}</h2>{context_html}{status}"
             f"<h3>Verdicts</h3>{verdicts}<h3>Figures beyond thresholds</h3>{moves_html}"
             f"<p class='note'>thresholds (relative and absolute floor, per unit): {esc(thresholds_text())}; "
             f"{result['steady']} figure(s) within them</p>"
@@ -419,7 +515,12 @@ def _compare_html(result: dict) -> str:
             "</section>")
 
 
-def render_trends(runs: list[Run], comparison: dict | None = None, *, results: str = "results/") -> str:
+def _short(value: str | None, length: int = 12) -> str:
+    return value[:length] if value else "—"
+
+
+def render_trends(runs: list[Run], comparison: dict | None = None, *, results: str = "results/",
+                  filtered: str = "") -> str:
     runs = runs[-MAX_RUNS:]
     conformance = [r for r in runs if r.verdict]
     perf = [r for r in runs if r.perf]
@@ -427,23 +528,35 @@ def render_trends(runs: list[Run], comparison: dict | None = None, *, results: s
     for run in runs:
         counts = (run.verdict or {}).get("run", {}).get("verdicts") or {}
         known = (run.verdict or {}).get("run", {}).get("known_findings") or 0
+        waived = counts.get(WAIVED, 0)
         verdicts = (f"{counts.get(HELD, 0)} held, {counts.get(BROKEN, 0)} broken"
-                    + (f" ({known} known)" if known else "") + f", {counts.get(NOT_TESTED, 0)} not tested"
+                    + (f" ({known} known)" if known else "") + (f", {waived} waived" if waived else "")
+                    + f", {counts.get(NOT_TESTED, 0)} not tested"
                     if run.verdict else "—")
+        context = run.context
+        config = context["configuration"]
+        configuration = (f"{Path(config).name if config else '—'} · {_short(context['configuration digest'])}"
+                         if config or context["configuration digest"] else "—")
         wall = run.figures.get("run · conformance wall time")
         kind = " + ".join(k for k, present in (("conformance", run.verdict), ("perf", run.perf)) if present)
         rows.append(f"<tr><td class='mono'>{esc(run.name)}</td><td>{esc(kind)}</td><td>{esc(verdicts)}</td>"
                     f"<td>{esc(duration_text(wall.value) if wall else '—')}</td>"
+                    f"<td>{esc(context['target'] or '—')}</td><td>{esc(context['stages'] or '—')}</td>"
+                    f"<td class='mono' title='{esc(config or '')}'>{esc(configuration)}</td>"
+                    f"<td class='mono'>{esc(_short(context['commit'], 10))}</td>"
+                    f"<td>{esc(context['waivers'] or '—')}</td>"
                     f"<td class='muted'>{esc(run.source)}</td></tr>")
     newest = runs[-1].name if runs else "—"
     body = (f"<header><h1>Trends across runs</h1><p>{len(runs)} run(s) in <code>{esc(results)}</code> "
             f"({len(conformance)} conformance, {len(perf)} perf); newest {esc(newest)}.</p>"
-            "<nav class='stages'><a href='#runs'>runs</a><a href='#matrix'>verdicts</a>"
+            + (f"<p class='filter'>{esc(filtered)}</p>" if filtered else "")
+            + "<nav class='stages'><a href='#runs'>runs</a><a href='#matrix'>verdicts</a>"
             "<a href='#wall'>wall time</a><a href='#figures'>figures</a><a href='#perf'>perf</a>"
             + ("<a href='#compare'>compare</a>" if comparison else "") + "</nav></header>"
             + (_compare_html(comparison) if comparison else "")
-            + "<section id='runs'><h2>Runs</h2><table class='data'><tr><th>run</th><th>kind</th><th>verdicts</th>"
-              "<th>wall time</th><th>from</th></tr>" + "".join(rows) + "</table></section>"
+            + "<section id='runs'><h2>Runs</h2><table class='data runs'><tr><th>run</th><th>kind</th><th>verdicts</th>"
+              "<th>wall time</th><th>target</th><th>stages</th><th>configuration · digest</th><th>commit</th>"
+              "<th>waivers</th><th>from</th></tr>" + "".join(rows) + "</table></section>"
             + f"<section id='matrix'><h2>Verdicts per run</h2>{_matrix(runs)}</section>"
             + f"<section id='wall'><h2>Conformance wall time</h2>{_plots(conformance, lambda g: g == 'run')}</section>"
             + "<section id='figures'><h2>Figures per MUST</h2>"
@@ -469,9 +582,11 @@ def _resolve(name: str, results: Path) -> Path:
 
 def report(results: str = "results", *, compare_dirs: list[str] | None = None, out: str = "reports/trends.html",
            golden: str = "suites/conformance.yaml", config_dir: str = "fixtures/documented",
-           say=print) -> int:
+           target: str | None = None, config_digest: str | None = None, say=print) -> int:
     """`haconform report`: writes the trends page; with compare_dirs (A, B) prints what changed and
-    returns 1 when a verdict flipped from held to broken."""
+    returns 1 when a verdict flipped from held to broken.  target / config_digest: only the runs that
+    recorded that target (KIND or KIND:NAME) and a configuration digest starting so (the pair compared
+    is shown whatever it ran against: the comparison says how it differs)."""
     from .verdict import read_golden, register_configuration_secrets
 
     results_path = Path(results)
@@ -479,6 +594,15 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
     runs = load_runs(results_path, golden=golden_rows, config_dir=config_path,
                      warn=lambda line: say(redact(line), file=sys.stderr))
+    filtered = ""
+    if target or config_digest:
+        kept = [r for r in runs if matches_filter(r, target=target, config_digest=config_digest)]
+        wanted = ", ".join(f"{option} {value}" for option, value in (("--target", target),
+                                                                   ("--config-digest", config_digest)) if value)
+        filtered = (f"filtered: {len(kept)} of {len(runs)} run(s) match {wanted} "
+                    "(a run that recorded no target or digest matches no filter)")
+        say(redact(filtered))
+        runs = kept
     pair = None
     if compare_dirs:
         a_dir, b_dir = (_resolve(name, results_path) for name in compare_dirs)
@@ -497,6 +621,7 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
         say(redact(compare_text(comparison)), end="")
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(redact(render_trends(runs, comparison, results=str(results))), encoding="utf-8")
+    out_path.write_text(redact(render_trends(runs, comparison, results=str(results), filtered=filtered)),
+                        encoding="utf-8")
     say(redact(f"trends: {len(runs)} run(s) from {results} -> {out_path}"))
     return 1 if comparison and comparison["regression"] else 0

@@ -1,4 +1,4 @@
-"""A run's verdict: for each MUST of the runbook, held / broken / not tested, why, and its figures.
+"""A run's verdict: for each MUST of the runbook, held / broken / waived / not tested, why, and its figures.
 
 Input is one record per test case (a parametrized test has several):
 
@@ -14,6 +14,9 @@ user properties.  `build_verdict` aggregates them per MUST:
 - held: every case passed (an xpass counts as passed);
 - broken: a case failed or errored; an expected failure (xfail) is broken too,
   as a *known finding*, listed under findings;
+- waived: no case failed, and a case failed only as a waiver of the MUST accepts
+  (haconform/waivers.py; the case's outcome "waived", its failure kept as its reason);
+  the other cases passed (or were skipped: the reason says so);
 - not tested: every case skipped (the skip or left-out reason is the reason),
   only some cases ran, or the MUST (from the golden list) was not in the run.
 
@@ -41,8 +44,8 @@ from ..errors import HaconformError
 from ..secrets import HACLUSTER_PASSWORD_VARIABLE, discover_tree, redact, redact_obj, register
 
 SCHEMA_VERSION = 1
-HELD, BROKEN, NOT_TESTED = "held", "broken", "not tested"
-VERDICTS = (HELD, BROKEN, NOT_TESTED)
+HELD, BROKEN, WAIVED, NOT_TESTED = "held", "broken", "waived", "not tested"
+VERDICTS = (HELD, BROKEN, WAIVED, NOT_TESTED)
 
 # The runbook's stages in reading order (stage1-3: the lint of stages 1 to 3's configs).
 STAGE_ORDER = ["stage1", "stage2", "stage3", "stage1-3", "stage4", "stage5", "algorithms"]
@@ -65,7 +68,7 @@ AGGREGATE = {"s": max, "requests": sum}
 # "... MUST be served by app2 (server3)", "... MUST match ..., sending ... to app2 (server3)"
 EXPECTED_SERVER = re.compile(r"\bMUST (?:be served by|.*?\bto) [\w-]+ \(([\w.-]+)\)")
 
-OUTCOME_RANK = {"skipped": 0, "passed": 1, "xpassed": 1, "xfailed": 2, "failed": 3, "error": 3}
+OUTCOME_RANK = {"skipped": 0, "passed": 1, "xpassed": 1, "waived": 2, "xfailed": 2, "failed": 3, "error": 3}
 
 
 # ----- records -----------------------------------------------------------------------------------
@@ -79,6 +82,7 @@ def _merge(into: dict, record: dict) -> None:
     into["duration"] = (into.get("duration") or 0.0) + (record.get("duration") or 0.0)
     into["properties"] = {**into.get("properties", {}), **record.get("properties", {})}
     into["requirement"] = into.get("requirement") or record.get("requirement")
+    into["waiver"] = into.get("waiver") or record.get("waiver")
 
 
 def records_from_history(lines: Iterable[str]) -> list[dict]:
@@ -98,7 +102,8 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
         record = {"nodeid": raw["nodeid"], "outcome": raw.get("outcome", "passed"),
                   "reason": raw.get("reason") or raw.get("left_out"), "left_out": bool(raw.get("left_out")),
                   "duration": raw.get("duration") or 0.0, "requirement": raw.get("requirement"),
-                  "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {}}
+                  "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {},
+                  "waiver": raw.get("waiver")}
         if record["nodeid"] in merged:
             _merge(merged[record["nodeid"]], record)
         else:
@@ -233,6 +238,9 @@ def must_verdict(cases: list[dict]) -> tuple[str, str, bool]:
                             for c in failed[:3])
         more = f"; {len(failed) - 3} more" if len(failed) > 3 else ""
         return BROKEN, f"{len(failed)} of {n} cases failed — {details}{more}", False
+    waived = [c for c in cases if c["outcome"] == "waived"]
+    if waived:
+        return WAIVED, _waived_reason(waived, passed, skipped), False
     if xfailed:
         stripped = [{**c, "reason": _strip_finding(c.get("reason"))} for c in xfailed]
         recorded = any(c.get("reason") for c in xfailed)
@@ -252,19 +260,97 @@ def must_verdict(cases: list[dict]) -> tuple[str, str, bool]:
     return NOT_TESTED, f"only {len(passed)} of {n} cases ran (passed); {len(skipped)} {label}: {why}", False
 
 
+def waiver_terms(waiver: dict) -> str:
+    """"ticket OPS-1; expires 2027-03-01 (84 days left)": a waiver's ticket and expiry in words."""
+    days = waiver.get("days_left")
+    left = "expires today" if days == 0 else f"{days} day{'s' if days != 1 else ''} left"
+    ticket = f"ticket {waiver['ticket']}; " if waiver.get("ticket") else ""
+    return f"{ticket}expires {waiver['expires']} ({left})"
+
+
+def _waived_reason(waived: list[dict], passed: list[dict], skipped: list[dict]) -> str:
+    waivers: dict[str, dict] = {}
+    for case in waived:
+        for waiver in (case.get("waiver") or {}).get("waivers") or []:
+            waivers.setdefault(waiver["source"], waiver)
+    accepted = "; ".join(
+        f"{w['reason']} ({waiver_terms(w)}; accepts "
+        f"{w['difference']['key'] + ' = ' + w['difference']['found'] if w.get('difference') else 'any failure'})"
+        for w in waivers.values()) or "by a waiver"
+    total = len(waived) + len(passed) + len(skipped)
+    counts = "" if total == 1 else f" ({len(waived)} of {total} cases waived, {len(passed)} passed" + (
+        f", {len(skipped)} skipped: {_reasons(skipped, 'skipped')}" if skipped else "") + ")"
+    failure = waived[0].get("reason") or "no message recorded"
+    return f"waived: {accepted}{counts} — failed: {failure}"
+
+
 def stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
 
+def _with_waiver_notes(cases: list[dict]) -> list[dict]:
+    """A failed case a waiver did not accept says why (an expired waiver: "waiver expired on ...")."""
+    out = []
+    for case in cases:
+        note = (case.get("waiver") or {}).get("note")
+        if case["outcome"] in ("failed", "error") and note:
+            case = {**case, "reason": f"{case.get('reason') or 'no message recorded'} ({note})"}
+        out.append(case)
+    return out
+
+
+def waiver_account(waivers: list[dict], musts: list[dict]) -> list[dict]:
+    """Each waiver of the run (WaiverSet.to_json) with what it did: the cases it waived, the cases that
+    showed its difference, and its status: applied, expired, seen (its difference was there beside a failure no
+    waiver accepts), or stale (it matched nothing in this run)."""
+    by_id = {m["id"]: m for m in musts}
+    account = []
+    for waiver in waivers:
+        source = waiver["source"]
+        waived, seen = [], []
+        for case in (by_id.get(waiver["id"]) or {}).get("cases") or []:
+            judged = case.get("waiver") or {}
+            if source in judged.get("applied", []) and case["outcome"] == "waived":
+                waived.append(case["nodeid"])
+            if source in judged.get("applied", []) + judged.get("seen", []) + judged.get("expired", []):
+                seen.append(case["nodeid"])
+        must = by_id.get(waiver["id"])
+        stale = not waived and not seen
+        if waiver.get("expired"):
+            status = "expired"
+        elif waived:
+            status = "applied"
+        elif seen:
+            status = "seen"    # its difference was there, beside another failure: the case stayed broken
+        else:
+            status = "stale"
+        why = None
+        if stale:
+            if must is None or not must.get("cases"):
+                why = f"{waiver['id']} did not run"
+            elif must["verdict"] == HELD:
+                why = f"{waiver['id']} held: the deviation it accepts is gone (remove the waiver)"
+            elif must["verdict"] == NOT_TESTED:
+                why = f"{waiver['id']} was not tested: {must['reason']}"
+            else:
+                why = f"{waiver['id']} is {must['verdict']} without the difference it accepts"
+        account.append({**waiver, "status": status, "stale": stale, "stale_because": why,
+                        "waived_cases": waived, "seen_in": seen})
+    return account
+
+
 def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[dict] | None = None,
                   notes: list[dict] | None = None, stages: dict[str, str] | None = None,
-                  calibration: dict | None = None) -> dict:
+                  calibration: dict | None = None, waivers: list[dict] | None = None,
+                  coverage: dict | None = None) -> dict:
     """The machine-readable verdict (verdict.json, schema_version 1).
 
     golden: suites/conformance.yaml rows, so MUSTs absent from the run show as not tested;
     notes: [{"stage", "text"}] from the stage data's `notes:`; stages: {stage: title};
     calibration: Calibration.to_json() of the run (haconform/calibration.py), None where the
-    run recorded none (an older run, a run that never brought the target up)."""
+    run recorded none (an older run, a run that never brought the target up);
+    waivers: the run's waivers (haconform/waivers.py WaiverSet.to_json), accounted for under "waivers";
+    coverage: the runbook's coverage (haconform/coverage.py), kept as given."""
     by_id: dict[str, list[dict]] = {}
     meta: dict[str, dict] = {}
     for row in golden or []:
@@ -283,12 +369,19 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
     musts = []
     findings = []
     for must_id in sorted(by_id, key=lambda i: (stage_key(meta[i]["stage"]), i)):
-        cases = by_id[must_id]
+        cases = _with_waiver_notes(by_id[must_id])
         verdict, reason, known = must_verdict(cases)
+        applied: dict[str, dict] = {}
+        for case in cases:
+            if case["outcome"] == "waived":
+                for waiver in (case.get("waiver") or {}).get("waivers") or []:
+                    applied.setdefault(waiver["source"], waiver)
         entry = {**meta[must_id], "verdict": verdict, "reason": reason, "known_finding": known,
+                 "waivers": list(applied.values()) if verdict == WAIVED else [],
                  "figures": must_figures(cases), "nodeids": [c["nodeid"] for c in cases],
                  "cases": [{"nodeid": c["nodeid"], "outcome": c["outcome"], "reason": c.get("reason"),
-                            "duration_s": round(c.get("duration") or 0.0, 3)} for c in cases]}
+                            "duration_s": round(c.get("duration") or 0.0, 3),
+                            **({"waiver": c["waiver"]} if c.get("waiver") else {})} for c in cases]}
         musts.append(entry)
         xfailed = [c for c in cases if c["outcome"] == "xfailed"]
         if xfailed:
@@ -306,8 +399,10 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
         if record.get("requirement"):
             outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
     run["tests"] = outcomes
+    account = waiver_account(waivers or [], musts)
     verdict = {"schema_version": SCHEMA_VERSION, "run": run, "stages": dict(stages or {}),
-               "musts": musts, "findings": findings, "calibration": calibration}
+               "musts": musts, "findings": findings, "calibration": calibration, "waivers": account,
+               "stale_waivers": [w["source"] for w in account if w["stale"]], "coverage": coverage}
     return redact_tree(verdict)
 
 
@@ -429,6 +524,20 @@ def register_configuration_secrets(verdicts: Iterable[dict | None], default_conf
              where=f"{HACLUSTER_PASSWORD_VARIABLE} (environment)",
              fix=f"export {HACLUSTER_PASSWORD_VARIABLE} with a password of at least 4 characters, or unset it")
     return directories
+
+
+def tree_digest(directory: Path | None) -> str | None:
+    """sha256 over every file under a directory (its path relative to it and its bytes): two runs with the
+    same digest read the same configuration, wherever the directory was."""
+    import hashlib
+
+    if directory is None or not Path(directory).is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def read_golden(path: Path | None) -> list[dict]:

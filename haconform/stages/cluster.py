@@ -28,6 +28,7 @@ from ..readers.cluster import CibConfiguration, read_pcs_dialect
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 from .model import ClusterSpec, ResourceSpec
+from .settings import cluster_key, operation_key
 
 # Debian's corosync package ships a sample corosync.conf for a node called
 # "node1"; pcs then believes the host is in that cluster and refuses to set up
@@ -64,9 +65,11 @@ class ClusterDifference:
     found: str
     where: str
     repair: tuple[tuple[str, ...], ...] = ()
+    key: str = ""      # the key path of the `cluster:` setting (haconform/stages/settings.py)
 
     def row(self) -> dict:
-        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where}
+        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where,
+                "key": self.key}
 
 
 def _pairs(values) -> list[str]:
@@ -93,27 +96,32 @@ def resource_differences(resource: ResourceSpec, cib: CibConfiguration, *, agent
     accepted = {f"stonith:{a}" if stonith and not a.startswith("stonith:") else a for a in resource.agents()}
     found = cib.primitives.get(resource.id)
     label = f"{'stonith device' if stonith else 'resource'} {resource.id} ({resource.role})"
+    block = "stonith" if stonith else "resources"
     if found is None:
         return [ClusterDifference(label, wanted_agent, "missing", "/cib/configuration/resources",
-                                  (_create_argv(resource, agent, stonith=stonith),))]
+                                  (_create_argv(resource, agent, stonith=stonith),),
+                                  cluster_key(block, resource.role))]
     if found.agent not in accepted:
         kind = "stonith" if stonith else "resource"
         return [ClusterDifference(f"{label}: agent", wanted_agent, found.agent, found.path,
                                   (("pcs", kind, "delete", resource.id),
-                                   _create_argv(resource, agent, stonith=stonith)))]
+                                   _create_argv(resource, agent, stonith=stonith)),
+                                  cluster_key(block, resource.role, "agent"))]
     update = ("pcs", "stonith" if stonith else "resource", "update", resource.id)
     differences = []
     for name, value in resource.params.items():
         have = found.params.get(name)
         if have != value:
             differences.append(ClusterDifference(f"{label}: {name}", value, "unset" if have is None else have,
-                                                 found.path, ((*update, f"{name}={value}"),)))
+                                                 found.path, ((*update, f"{name}={value}"),),
+                                                 cluster_key(block, resource.role, "params", name)))
     for op in resource.operations:
         have = next((o for o in found.operations if o.name == op.name), None)
         if have is None or have.interval_ms != round(op.seconds * 1000):
             differences.append(ClusterDifference(
                 f"{label}: {op.name} interval", op.interval, "no such operation" if have is None else have.interval,
-                found.path, ((*update, "op", op.name, f"interval={op.interval}"),)))
+                found.path, ((*update, "op", op.name, f"interval={op.interval}"),),
+                operation_key(block, resource.role, op.name)))
     return differences
 
 
@@ -132,7 +140,8 @@ def cluster_differences(spec: ClusterSpec, cib: CibConfiguration, *, haproxy_age
             differences.append(ClusterDifference(
                 f"group {spec.group_id}", " ".join(wanted), "missing" if have is None else " ".join(have) or "empty",
                 f"/cib/configuration/resources/group[@id='{spec.group_id}']",
-                repair + (("pcs", "resource", "group", "add", spec.group_id, *wanted),)))
+                repair + (("pcs", "resource", "group", "add", spec.group_id, *wanted),),
+                cluster_key("group", "members")))
     for device in spec.stonith.values():
         differences += resource_differences(device, cib, agent=device.agent, stonith=True)
     # Properties last: stonith-enabled=true must not come before the device exists
@@ -142,7 +151,8 @@ def cluster_differences(spec: ClusterSpec, cib: CibConfiguration, *, haproxy_age
         if have != value:
             differences.append(ClusterDifference(f"property {name}", value, "unset" if have is None else have,
                                                  "/cib/configuration/crm_config",
-                                                 (("pcs", "property", "set", f"{name}={value}"),)))
+                                                 (("pcs", "property", "set", f"{name}={value}"),),
+                                                 cluster_key("properties", name)))
     return differences
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import zip_longest
+
+from .settings import (haproxy_key, haproxy_rule_key, limits_key, rsyslog_exclusion_key, rsyslog_port_key,
+                       rsyslog_route_key)
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,13 @@ class Difference:
     expected: str  # "" when nothing is expected (an extra directive)
     found: str     # "missing" when absent
     where: str     # path:line, found side when it exists
+    # The setting's key path (haconform/stages/settings.py): what a waiver names.  Not part of equality:
+    # it is derived from `what`, by the same comparison.
+    key: str = field(default="", compare=False)
 
     def row(self) -> dict:
-        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where}
+        return {"what": self.what, "expected": self.expected, "found": self.found, "where": self.where,
+                "key": self.key}
 
 
 # ---------------------------------------------------------------- haproxy.cfg
@@ -191,6 +198,7 @@ def _compare_section(label: str, exp: Section, got: Section, names: Mapping[str,
         same_e = [m for m in missing if _key(m.words) == _key(d.words)]
         same_f = [x for x in extra if _key(x.words) == _key(d.words)]
         what = f"{label}: {' '.join(_key(d.words))}"
+        key = haproxy_key(label, *_key(d.words))
         if len(same_e) == 1 and len(same_f) == 1:
             f = same_f[0]
             paired.add(f)
@@ -198,10 +206,11 @@ def _compare_section(label: str, exp: Section, got: Section, names: Mapping[str,
             e_val, f_val = " ".join(d.words[n:]), " ".join(f.words[n:])
             if not e_val or not f_val or d.words[:n] != _key(d.words) or f.words[:n] != _key(f.words):
                 e_val, f_val = " ".join(d.words), " ".join(f.words)  # a bare flag or "no option"
-            diffs.append(Difference(what, e_val, f_val, at_f(f.line)))
+            diffs.append(Difference(what, e_val, f_val, at_f(f.line), key))
         else:
-            diffs.append(Difference(what, " ".join(d.words), "missing", at_e(d.line)))
-    diffs += [Difference(f"{label}: extra directive", "", " ".join(x.words), at_f(x.line))
+            diffs.append(Difference(what, " ".join(d.words), "missing", at_e(d.line), key))
+    diffs += [Difference(f"{label}: extra directive", "", " ".join(x.words), at_f(x.line),
+                         haproxy_key(label, *_key(x.words)))
               for x in extra if x not in paired]
 
     for acl in sorted(set(e_acls) | set(f_acls)):
@@ -211,7 +220,8 @@ def _compare_section(label: str, exp: Section, got: Section, names: Mapping[str,
         if e_set != f_set:
             show = lambda lines: " | ".join(" ".join(d.words[2:]) for d in lines)
             diffs.append(Difference(f"{label}: acl {acl}", show(e_lines), show(f_lines) or "missing",
-                                    at_f(f_lines[0].line) if f_lines else at_e(e_lines[0].line)))
+                                    at_f(f_lines[0].line) if f_lines else at_e(e_lines[0].line),
+                                    haproxy_key(label, "acl", acl)))
 
     for key in sorted(set(e_ord) | set(f_ord)):
         e_seq, f_seq = e_ord.get(key, []), f_ord.get(key, [])
@@ -222,7 +232,7 @@ def _compare_section(label: str, exp: Section, got: Section, names: Mapping[str,
                 f"{label}: {' '.join(key)} rule {i + 1}",
                 " ".join(e_d.words) if e_d else "",
                 " ".join(f_d.words) if f_d else "missing",
-                at_f(f_d.line) if f_d else at_e(e_d.line)))
+                at_f(f_d.line) if f_d else at_e(e_d.line), haproxy_rule_key(label, " ".join(key), i + 1)))
             break  # after the first difference every later position shifts too
     return diffs
 
@@ -249,11 +259,11 @@ def compare_haproxy(expected: str, found: str, *, expected_source: str, found_so
         if key in got:
             diffs += _compare_section(label, e_sec, got[key], names, at_e, at_f)
         else:
-            diffs.append(Difference(label, label, "missing", at_e(e_sec.line)))
+            diffs.append(Difference(label, label, "missing", at_e(e_sec.line), haproxy_key(label)))
     for key, f_sec in got.items():
         if key not in exp:
             head = f"{f_sec.kind} {f_sec.name}" if f_sec.name else f_sec.kind
-            diffs.append(Difference(f"{head}: extra section", "", head, at_f(f_sec.line)))
+            diffs.append(Difference(f"{head}: extra section", "", head, at_f(f_sec.line), haproxy_key(head)))
     return diffs
 
 
@@ -380,23 +390,25 @@ def compare_rsyslog(expected: str, found: str, *, expected_source: str,
         new = sorted(got[f"{proto}_ports"] - exp[f"{proto}_ports"])
         if len(lost) == len(new) == 1:  # a moved port reads better as one row
             diffs.append(Difference(f"rsyslog: im{proto} port", str(lost[0]), str(new[0]),
-                                    where((proto, new[0]), ())))
+                                    where((proto, new[0]), ()), rsyslog_port_key(proto)))
             continue
-        diffs += [Difference(f"rsyslog: im{proto} port {p}", str(p), "missing", where((), (proto, p)))
-                  for p in lost]
-        diffs += [Difference(f"rsyslog: im{proto} port {p}", "", str(p), where((proto, p), ()))
-                  for p in new]
+        diffs += [Difference(f"rsyslog: im{proto} port {p}", str(p), "missing", where((), (proto, p)),
+                             rsyslog_port_key(proto)) for p in lost]
+        diffs += [Difference(f"rsyslog: im{proto} port {p}", "", str(p), where((proto, p), ()),
+                             rsyslog_port_key(proto)) for p in new]
     for fac, actions in exp["routes"].items():
         for action in actions:
             if not _reaches(got, fac, action):
                 diffs.append(Difference(f"rsyslog: {fac} → {action}", action,
                                         ", ".join(got["routes"].get(fac, [])) or "missing",
-                                        where(("fac", fac), ("route", fac, action))))
+                                        where(("fac", fac), ("route", fac, action)),
+                                        rsyslog_route_key(fac, action)))
     for action, facs in exp["excluded"].items():
         for fac in sorted(facs):
             if _reaches(got, fac, action):
                 diffs.append(Difference(f"rsyslog: {fac}.none on {action}", "excluded",
-                                        "reaches it", where(("action", action), ("excl", action, fac))))
+                                        "reaches it", where(("action", action), ("excl", action, fac)),
+                                        rsyslog_exclusion_key(fac, action)))
     return diffs
 
 
@@ -425,7 +437,7 @@ def compare_limits(expected: str, found: str, *, expected_source: str,
     for key, (value, line) in exp.items():
         what = f"limits: {' '.join(key)}"
         if key not in got:
-            diffs.append(Difference(what, value, "missing", f"{expected_source}:{line}"))
+            diffs.append(Difference(what, value, "missing", f"{expected_source}:{line}", limits_key(*key)))
         elif got[key][0] != value:
-            diffs.append(Difference(what, value, got[key][0], f"{found_source}:{got[key][1]}"))
+            diffs.append(Difference(what, value, got[key][0], f"{found_source}:{got[key][1]}", limits_key(*key)))
     return diffs

@@ -7,7 +7,8 @@ selectors, limits.conf as effective limits, the cluster as the CIB's
 configuration against the stage's `cluster:` block.  Files of no such kind
 (web content, the harness's own Apache header snippet) are compared by bytes.
 Each difference is a row: what, expected, found, where (host:file:line or a
-CIB path).
+CIB path), and key: the key path of the setting it is about
+(haconform/stages/settings.py), which a waiver names.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from ..errors import HaconformError
 from ..topology import Topology
 from .model import Stage
 from .semantic import compare_haproxy, compare_limits, compare_rsyslog
+from .settings import cluster_key, file_key
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 RSYSLOG_FILES = ("/etc/rsyslog.conf", "/etc/rsyslog.d/")
 LIMITS_FILES = ("/etc/security/limits.conf", "/etc/security/limits.d/")
 
 
-def _row(what: str, expected: str, found: str, where: str) -> dict:
-    return {"what": what, "expected": expected, "found": found, "where": where}
+def _row(what: str, expected: str, found: str, where: str, key: str) -> dict:
+    """key: the key path of what differs (haconform/stages/settings.py), what a waiver names."""
+    return {"what": what, "expected": expected, "found": found, "where": where, "key": key}
 
 
 def _on_host(host: str, differences) -> list[dict]:
@@ -71,7 +74,7 @@ def file_drift(stage: Stage, machines: dict, topology: Topology, *, cluster_owns
             if f.dest == HAPROXY_CFG:
                 found = _read(machine, HAPROXY_CFG)
                 if found is None:
-                    rows.append(_row(f"{HAPROXY_CFG}", "present", "missing", f"{host}:{f.dest}"))
+                    rows.append(_row(f"{HAPROXY_CFG}", "present", "missing", f"{host}:{f.dest}", file_key(HAPROXY_CFG)))
                     continue
                 rows += _on_host(host, compare_haproxy(f.source.read_text(), found, expected_source=str(f.source),
                                                        found_source=f"{host}:{f.dest}", names=to_runbook))
@@ -79,17 +82,17 @@ def file_drift(stage: Stage, machines: dict, topology: Topology, *, cluster_owns
             have = machine.execute(f"sha256sum {shlex.quote(f.dest)} 2>/dev/null").stdout.split()
             want = hashlib.sha256(f.source.read_bytes()).hexdigest()
             if not have:
-                rows.append(_row(f.dest, f"as {f.source}", "missing", f"{host}:{f.dest}"))
+                rows.append(_row(f.dest, f"as {f.source}", "missing", f"{host}:{f.dest}", file_key(f.dest)))
             elif have[0] != want:
                 rows.append(_row(f.dest, f"the bytes of {f.source} (no comparison by meaning for this file)",
-                                 f"sha256 {have[0][:12]}…", f"{host}:{f.dest}"))
+                                 f"sha256 {have[0][:12]}…", f"{host}:{f.dest}", file_key(f.dest)))
         for group, family, compare in ((rsyslog, RSYSLOG_FILES, compare_rsyslog), (limits, LIMITS_FILES, compare_limits)):
             if not group:
                 continue
             found = _read(machine, f"{family[0]} {family[1]}*.conf")
             where = f"{host}:{family[0]} (+ {family[1]}*.conf)"
             if found is None:
-                rows.append(_row(family[0], "present", "missing", where))
+                rows.append(_row(family[0], "present", "missing", where, file_key(family[0])))
                 continue
             expected = "\n".join(f.source.read_text() for f in group)
             rows += _on_host(host, compare(expected, found, expected_source=", ".join(str(f.source) for f in group),
@@ -102,12 +105,14 @@ def file_drift(stage: Stage, machines: dict, topology: Topology, *, cluster_owns
         for host in hosts:
             have = machines[host].execute(f"stat -c '%U:%G %a' {shlex.quote(path)} 2>/dev/null").stdout.strip()
             if have != want:
-                rows.append(_row(f"directory {path}/", want, have or "missing", f"{host}:{path}"))
+                rows.append(_row(f"directory {path}/", want, have or "missing", f"{host}:{path}",
+                                 f"directory[{path}]"))
     for selector, rules in stage.services.items():
         for host in stage.hosts_for(selector, topology):
             for rule in rules:
                 if rule.name not in cluster_owns and not machines[host].host.service(rule.name).is_running:
-                    rows.append(_row(f"service {rule.name}", "running", "not running", host))
+                    rows.append(_row(f"service {rule.name}", "running", "not running", host,
+                                     f"service[{rule.name}]"))
     return rows
 
 
@@ -117,24 +122,27 @@ def cluster_drift(cluster) -> list[dict]:
     try:
         state = cluster.state()
     except HaconformError as exc:
-        return [_row("cluster", "running (crm_mon answers)", str(exc), first.name)]
+        return [_row("cluster", "running (crm_mon answers)", str(exc), first.name, cluster_key("state"))]
     rows = []
     wanted = set(cluster.spec.nodes)
     if not state.quorum or not state.dc:
-        rows.append(_row("quorum and DC", "yes", f"quorum={state.quorum}, dc={state.dc}", "crm_mon"))
+        rows.append(_row("quorum and DC", "yes", f"quorum={state.quorum}, dc={state.dc}", "crm_mon",
+                         cluster_key("state", "quorum")))
     if not wanted <= set(state.online_nodes):
-        rows.append(_row("nodes online", " ".join(sorted(wanted)), " ".join(state.online_nodes), "crm_mon"))
+        rows.append(_row("nodes online", " ".join(sorted(wanted)), " ".join(state.online_nodes), "crm_mon",
+                         cluster_key("state", "online")))
     for node in state.nodes:
         if node.standby or node.maintenance:
-            rows.append(_row(f"node {node.name}", "online", "standby" if node.standby else "maintenance", "crm_mon"))
+            rows.append(_row(f"node {node.name}", "online", "standby" if node.standby else "maintenance", "crm_mon",
+                             cluster_key("state", f"node[{node.name}]")))
     try:
         rows += [d.row() for d in cluster.differences()]
     except HaconformError as exc:
-        rows.append(_row("CIB configuration", "readable", str(exc), first.name))
+        rows.append(_row("CIB configuration", "readable", str(exc), first.name, cluster_key("state", "cib")))
     if cluster.spec.group_id and cluster.group_node() is None:
         rows.append(_row(f"group {cluster.spec.group_id}", "started on exactly one node",
                          str({m: state.where_is(m) for m in cluster.spec.group_ids() if m in state.resource_ids()}),
-                         "crm_mon"))
+                         "crm_mon", cluster_key("state", "group started")))
     return rows
 
 
@@ -147,10 +155,11 @@ def fencing_drift(fencing) -> list[dict]:
         have = director.execute(f"sha256sum {shlex.quote(key_path)} 2>/dev/null").stdout.split()
         digests[director.name] = have[0] if have else None
         if not have:
-            rows.append(_row("fence key", "present", "missing", f"{director.name}:{key_path}"))
+            rows.append(_row("fence key", "present", "missing", f"{director.name}:{key_path}", "fencing.key_file"))
     if len({d for d in digests.values() if d}) > 1:
-        rows.append(_row("fence key", "the same on every director", "differs", key_path))
+        rows.append(_row("fence key", "the same on every director", "differs", key_path, "fencing.key_file"))
     if not fencing.target.fence_device_running():
         rows.append(_row("fence device", f"answers for {sorted(fencing.wanted_domains())}",
-                         "`fence_xvm -o list` on a director does not list them", "fence_xvm"))
+                         "`fence_xvm -o list` on a director does not list them", "fence_xvm",
+                         "fencing.device"))
     return rows

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ..secrets import redacted_head
-from .verdict import BROKEN, HELD, NOT_TESTED, format_value, stage_key
+from .verdict import BROKEN, HELD, NOT_TESTED, format_value, reach_text, stage_key
 
 CSS = """
 :root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;
@@ -216,6 +216,7 @@ def run_header(verdict: dict) -> str:
             ("test cases", esc(", ".join(f"{n} {o}" for o, n in sorted(tests.items())) or "none")),
             ("calibration", calibration_text(verdict.get("calibration"))),
             ("host access", esc(host_access_text(run))),
+            ("read-only reach", esc(reach_text(run.get("reach")) or "— (not recorded)")),
             *([("stopped", esc(run["stopped"].get("message", "")))] if run.get("stopped") else []),
             ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
     return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"

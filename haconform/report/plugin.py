@@ -25,13 +25,15 @@ import pytest
 from ..conformance import requirement_of
 from ..conformance import Requirement
 from ..side_by_side import is_worker, merge_host_access, worker_id
+from ..stages.manager import declared_stage, stages_mode_of
 from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message
 from .verdict import (BROKEN, HELD, NOT_TESTED, build_verdict, iso, parse_version_probe, read_golden,
-                      read_history, stage_notes, version_probe_command, versions_from_evidence, write_json)
+                      reach_text, read_history, stage_notes, version_probe_command, versions_from_evidence,
+                      write_json)
 
 log = logging.getLogger("haconform.report")
 VERSION_ATTEMPTS = 3
@@ -52,6 +54,11 @@ def source_commit(root: Path) -> str | None:
 
 def pytest_configure(config):
     config.pluginmanager.register(VerdictReport(config), "haconform-verdict-report")
+
+
+def deployment_stage(config) -> str | None:
+    """The stage the deployment is declared at in a verify run (None when the run applies the stages)."""
+    return declared_stage(config) if stages_mode_of(config) == "verify" else None
 
 
 # The reasons fixtures/left_out.py gives tests left out against a read-only target (kept equal by a test).
@@ -127,7 +134,8 @@ class VerdictReport:
             return
         case = self.cases.setdefault(report.nodeid, {
             "nodeid": report.nodeid, "outcome": None, "reason": None, "left_out": False, "duration": 0.0,
-            "requirement": requirement.__dict__, "evidence": [], "properties": {}})
+            "requirement": requirement.__dict__, "evidence": [], "properties": {}, "writes": None})
+        case["writes"] = case["writes"] or getattr(report, "haconform_writes", None)
         case["duration"] += report.duration or 0.0
         for name, value in report.user_properties:
             if name not in ("conformance_id", "must", "runbook_section", "stage"):
@@ -236,6 +244,7 @@ class VerdictReport:
                "finished": iso(finished), "duration_s": round(finished - self.started, 1),
                "versions": versions, "exit_status": int(exitstatus), "source": "session",
                "config": str(config._haconform_config_dir),
+               "deployment_stage": deployment_stage(config),
                "figures": merged["figures"],
                "commit": source_commit(config.rootpath)}
         if merged.get("labs"):
@@ -267,7 +276,8 @@ class VerdictReport:
         write_json(verdict, run_dir / "verdict.json")
         self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}
         self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"],
-                                                     "host_access": (run.get("host_access") or {}).get("statement")}
+                                                     "host_access": (run.get("host_access") or {}).get("statement"),
+                                                     "reach": reach_text(verdict["run"]["reach"])}
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.summary:
@@ -282,3 +292,5 @@ class VerdictReport:
             f"{self.written['html']} ({self.written['json'].name}; copy in {self.written['run'].parent})")
         if s.get("host_access"):
             terminalreporter.write_line(f"haconform host access: {s['host_access']}")
+        if s.get("reach"):
+            terminalreporter.write_line(f"haconform read-only reach: {s['reach']}")

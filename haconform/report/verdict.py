@@ -44,6 +44,13 @@ SCHEMA_VERSION = 1
 HELD, BROKEN, NOT_TESTED = "held", "broken", "not tested"
 VERDICTS = (HELD, BROKEN, NOT_TESTED)
 
+# What a MUST's tests need of the deployment (its "reach"): only reading; a write (destructive, or a test
+# marked writes_to_host), so against an existing deployment --allow-destructive; or a stage the deployment
+# is not at (verify mode: every case left out "verify-only").
+READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE = "read-only", "needs --allow-destructive", "not at the deployment's stage"
+REACHES = (READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE)
+VERIFY_ONLY = "verify-only"   # the reason's start StageManager and fixtures/stages.py give (fixtures/left_out.py)
+
 # The runbook's stages in reading order (stage1-3: the lint of stages 1 to 3's configs).
 STAGE_ORDER = ["stage1", "stage2", "stage3", "stage1-3", "stage4", "stage5", "algorithms"]
 
@@ -79,6 +86,7 @@ def _merge(into: dict, record: dict) -> None:
     into["duration"] = (into.get("duration") or 0.0) + (record.get("duration") or 0.0)
     into["properties"] = {**into.get("properties", {}), **record.get("properties", {})}
     into["requirement"] = into.get("requirement") or record.get("requirement")
+    into["writes"] = into.get("writes") or record.get("writes")
 
 
 def records_from_history(lines: Iterable[str]) -> list[dict]:
@@ -98,7 +106,8 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
         record = {"nodeid": raw["nodeid"], "outcome": raw.get("outcome", "passed"),
                   "reason": raw.get("reason") or raw.get("left_out"), "left_out": bool(raw.get("left_out")),
                   "duration": raw.get("duration") or 0.0, "requirement": raw.get("requirement"),
-                  "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {}}
+                  "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {},
+                  "writes": raw.get("writes")}
         if record["nodeid"] in merged:
             _merge(merged[record["nodeid"]], record)
         else:
@@ -252,6 +261,51 @@ def must_verdict(cases: list[dict]) -> tuple[str, str, bool]:
     return NOT_TESTED, f"only {len(passed)} of {n} cases ran (passed); {len(skipped)} {label}: {why}", False
 
 
+def must_reach(meta: dict, cases: list[dict]) -> str | None:
+    """The MUST's reach (REACHES) from its cases; None when none of them was in the run (nothing known of
+    whether its tests write: the golden list says destructive, not writes_to_host)."""
+    if not cases:
+        return None
+    if all(c["outcome"] == "skipped" and str(c.get("reason") or "").startswith(VERIFY_ONLY) for c in cases):
+        return NOT_AT_STAGE
+    if meta.get("destructive") or any(c.get("writes") for c in cases):
+        return NEEDS_WRITE
+    return READ_ONLY
+
+
+def reach_summary(musts: list[dict], deployment_stage: str | None) -> dict:
+    """How many MUSTs ran only reading, how many need a write (ran here, or left out for it), how many do
+    not apply at the deployment's stage; with their IDs."""
+    def ids(reach: str | None, ran: bool | None = None) -> list[str]:
+        return [m["id"] for m in musts if m.get("reach") == reach
+                and (ran is None or (m["verdict"] in (HELD, BROKEN)) == ran)]
+
+    return {"deployment_stage": deployment_stage,
+            "ran_read_only": ids(READ_ONLY, ran=True), "read_only_not_run": ids(READ_ONLY, ran=False),
+            "need_allow_destructive": ids(NEEDS_WRITE), "needing_a_write_that_ran": ids(NEEDS_WRITE, ran=True),
+            "not_at_stage": ids(NOT_AT_STAGE), "not_in_run": ids(None)}
+
+
+def reach_text(reach: dict | None) -> str | None:
+    """One line for the terminal and the page: 'N MUSTs ran read-only · M need --allow-destructive · ...'."""
+    if not reach:
+        return None
+    plural = lambda n: "MUST" if n == 1 else "MUSTs"  # noqa: E731
+    read_only, writes = len(reach["ran_read_only"]), len(reach["need_allow_destructive"])
+    parts = [f"{read_only} {plural(read_only)} ran read-only"]
+    if reach["read_only_not_run"]:
+        parts[0] += f" ({len(reach['read_only_not_run'])} more read-only did not run)"
+    ran_writing = len(reach["needing_a_write_that_ran"])
+    parts.append(f"{writes} need{'s' if writes == 1 else ''} --allow-destructive"
+                 + (f" ({ran_writing} ran, writing)" if ran_writing else ""))
+    stage = reach.get("deployment_stage")
+    parts.append(f"{len(reach['not_at_stage'])} do{'es' if len(reach['not_at_stage']) == 1 else ''} not apply at "
+                 + (f"the deployment's stage ({stage})" if stage else "the deployment's stage"))
+    if reach["not_in_run"]:
+        parts.append(f"{len(reach['not_in_run'])} not in this run")
+    return " · ".join(parts)
+
+
 def stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
@@ -286,9 +340,11 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
         cases = by_id[must_id]
         verdict, reason, known = must_verdict(cases)
         entry = {**meta[must_id], "verdict": verdict, "reason": reason, "known_finding": known,
+                 "reach": must_reach(meta[must_id], cases),
                  "figures": must_figures(cases), "nodeids": [c["nodeid"] for c in cases],
                  "cases": [{"nodeid": c["nodeid"], "outcome": c["outcome"], "reason": c.get("reason"),
-                            "duration_s": round(c.get("duration") or 0.0, 3)} for c in cases]}
+                            "duration_s": round(c.get("duration") or 0.0, 3), "writes": c.get("writes")}
+                           for c in cases]}
         musts.append(entry)
         xfailed = [c for c in cases if c["outcome"] == "xfailed"]
         if xfailed:
@@ -301,6 +357,7 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
     run.setdefault("versions", versions_from_evidence(records))
     run["verdicts"] = {v: sum(1 for m in musts if m["verdict"] == v) for v in VERDICTS}
     run["known_findings"] = sum(1 for m in musts if m["known_finding"])
+    run["reach"] = reach_summary(musts, run.get("deployment_stage"))
     outcomes: dict[str, int] = {}
     for record in records:
         if record.get("requirement"):

@@ -85,6 +85,17 @@ def check_names(names: Mapping[str, str], defined: set[str], *, where: str, key_
                                  fix=f"map one of {', '.join(sorted(defined)) or '(none: the --config has no stage)'}")
 
 
+def stages_mode_of(config) -> str:
+    """--stages of a pytest session: verify by default on an existing deployment (--target ssh), else apply."""
+    return config.getoption("--stages") or ("verify" if config.getoption("--target") == "ssh" else "apply")
+
+
+def declared_stage(config) -> str:
+    """The stage an existing deployment is declared at: its inventory's `stage:`, else --deployment-stage."""
+    inventory = getattr(config, "_haconform_inventory", None)
+    return inventory.stage if inventory else config.getoption("--deployment-stage")
+
+
 def not_applied(name: str, declared: str) -> str:
     """Why a test needing stage `name` is left out of a verify run of a deployment declared at `declared`."""
     return (f"verify-only (--stages verify): the deployment is declared at {declared}, and "

@@ -404,7 +404,8 @@ def test_session_writes_the_verdict_beside_junit_and_into_the_run(tmp_path):
     assert by_id["HAC-T-004"]["known_finding"]
     assert by_id["HAC-T-005"]["reason"].startswith("error: setup: ") and "no lab" in by_id["HAC-T-005"]["reason"]
     assert verdict["findings"] == [{"kind": "xfail", "id": "HAC-T-004", "stage": "stage1-3", "section": "lint",
-                                    "text": "the runbook's text is refused", "nodeids": ["test_suite.py::test_xfail"]}]
+                                    "text": "the runbook's text is refused", "nodeids": ["test_suite.py::test_xfail"],
+                                    "section_en": None}]   # "lint" is no heading of suites/sections.yaml
 
 
 def test_session_without_conformance_tests_writes_no_verdict(tmp_path):
@@ -421,3 +422,31 @@ def test_session_default_output_is_reports_under_the_rootdir(tmp_path):
     reasons = {m["id"]: m["reason"] for m in verdict["musts"]}
     assert reasons["HAC-T-001"] == "passed"
     assert "HAC-T-002" not in reasons   # no golden list here: only what was collected
+
+
+# ----- English section titles ----------------------------------------------------------------------
+
+def test_each_must_and_note_gets_the_english_title_of_its_section_and_the_page_shows_both():
+    titles = {"实现高可用": "Making it highly available", "日志": "Logging", "读写分离": "Read/write split"}
+    notes = [{"stage": "stage3", "section": "读写分离, 日志", "text": "stats stay"}]
+    verdict = build_verdict([case()], notes=notes, section_titles=titles)
+    must = verdict["musts"][0]
+    assert (must["section"], must["section_en"]) == ("实现高可用", "Making it highly available")
+    assert verdict["findings"][0]["section_en"] == "Read/write split, Logging"
+    assert verdict["sections"] == {"实现高可用": "Making it highly available", "读写分离": "Read/write split",
+                                   "日志": "Logging"}
+    page = render_verdict_html(verdict)
+    assert ("<td class='sec'><span class='sec-en'>Making it highly available</span> "
+            "<span class='sec-orig' lang='zh-Hans'>实现高可用</span></td>") in page
+    assert "Read/write split, Logging" in page
+
+
+def test_a_verdict_written_before_titles_existed_gets_them_and_an_unknown_section_keeps_its_heading():
+    from haconform.report.verdict import with_section_titles
+    old = json.loads((NEWEST / "verdict.json").read_text())
+    assert not any("section_en" in m for m in old["musts"])
+    titled = with_section_titles(old, {"实现高可用": "Making it highly available"})
+    by_section = {m["section"]: m["section_en"] for m in titled["musts"]}
+    assert by_section["实现高可用"] == "Making it highly available"
+    assert by_section["读写分离"] is None
+    assert "<span class='sec-orig' lang='zh-Hans'>读写分离</span>" in render_verdict_html(titled)

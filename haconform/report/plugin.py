@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conformance import requirement_of
-from ..conformance import Requirement
+from ..conformance import SECTION_TITLES, Requirement, read_section_titles, requirement_of
+from ..errors import HaconformError
 from ..side_by_side import is_worker, merge_host_access, worker_id
 from ..stages.manager import declared_stage, stages_mode_of
 from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
@@ -86,6 +86,7 @@ class VerdictReport:
         self.written: dict[str, Path] = {}
         self.summary: dict | None = None
         self.collected: set[str] = set()      # side by side: the test ids the workers collected
+        self.titles_problem: str | None = None   # suites/sections.yaml could not be read
 
     # ----- what ran -----
     def pytest_collection_finish(self, session):
@@ -264,7 +265,7 @@ class VerdictReport:
         selected = {r.id for r in self.requirements.values()} | {row["id"] for row in golden
                                                                   if row.get("test") in collected}
         verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles,
-                                calibration=merged["calibration"])
+                                calibration=merged["calibration"], section_titles=self.section_titles())
         for must in verdict["musts"]:
             if must["verdict"] == NOT_TESTED and not must["cases"]:
                 must["reason"] = ("not selected in this run" if must["id"] not in selected
@@ -279,7 +280,21 @@ class VerdictReport:
                                                      "host_access": (run.get("host_access") or {}).get("statement"),
                                                      "reach": reach_text(verdict["run"]["reach"])}
 
+    def section_titles(self) -> dict[str, str]:
+        """The English titles of the runbook's sections; without them (a damaged file) the page shows the
+        headings alone, and the terminal says why."""
+        path = self.config.rootpath / "suites" / SECTION_TITLES
+        if not path.exists():
+            return {}
+        try:
+            return read_section_titles(path)
+        except HaconformError as exc:
+            self.titles_problem = str(exc)
+            return {}
+
     def pytest_terminal_summary(self, terminalreporter):
+        if self.titles_problem:
+            terminalreporter.write_line(f"haconform verdict: section titles left out ({self.titles_problem})")
         if not self.summary:
             return
         if "error" in self.summary:

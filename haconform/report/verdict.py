@@ -310,13 +310,33 @@ def stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
 
+def with_section_titles(verdict: dict, titles: dict[str, str] | None) -> dict:
+    """The verdict with each MUST's and finding's runbook section given its English title (section_en), and
+    the headings it uses with their titles under "sections" (a verdict.json written before titles existed
+    gets them too).  titles: suites/sections.yaml (haconform.conformance.read_section_titles)."""
+    from ..conformance import english_title
+
+    titles = dict(titles or {})
+    used: dict[str, str] = dict(verdict.get("sections") or {})
+    for item in [*verdict.get("musts", []), *verdict.get("findings", [])]:
+        section = item.get("section") or ""
+        english = item.get("section_en") or english_title(section, {**titles, **used})
+        item["section_en"] = english
+        for part in filter(None, (p.strip() for p in section.split(","))):
+            if part in titles:
+                used.setdefault(part, titles[part])
+    verdict["sections"] = used
+    return verdict
+
+
 def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[dict] | None = None,
                   notes: list[dict] | None = None, stages: dict[str, str] | None = None,
-                  calibration: dict | None = None) -> dict:
+                  calibration: dict | None = None, section_titles: dict[str, str] | None = None) -> dict:
     """The machine-readable verdict (verdict.json, schema_version 1).
 
     golden: suites/conformance.yaml rows, so MUSTs absent from the run show as not tested;
     notes: [{"stage", "text"}] from the stage data's `notes:`; stages: {stage: title};
+    section_titles: {runbook heading: English title} (suites/sections.yaml);
     calibration: Calibration.to_json() of the run (haconform/calibration.py), None where the
     run recorded none (an older run, a run that never brought the target up)."""
     by_id: dict[str, list[dict]] = {}
@@ -365,7 +385,7 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
     run["tests"] = outcomes
     verdict = {"schema_version": SCHEMA_VERSION, "run": run, "stages": dict(stages or {}),
                "musts": musts, "findings": findings, "calibration": calibration}
-    return redact_tree(verdict)
+    return redact_tree(with_section_titles(verdict, section_titles))
 
 
 def _finding_text(xfailed: list[dict]) -> str:
@@ -520,8 +540,8 @@ def run_from_history(run_dir: Path, records: list[dict]) -> dict:
             "duration_estimated": True, "source": "history.jsonl"}
 
 
-def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None,
-                         config_dir: Path | None = None) -> dict | None:
+def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None,
+                         section_titles: dict[str, str] | None = None) -> dict | None:
     """A verdict for a run dir without verdict.json; None when its history has no conformance test."""
     history = Path(run_dir) / "history.jsonl"
     if not history.is_file():
@@ -531,7 +551,7 @@ def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None,
         return None
     notes, titles = stage_notes(config_dir)
     return build_verdict(records, run=run_from_history(Path(run_dir), records), golden=golden, notes=notes,
-                         stages=titles)
+                         stages=titles, section_titles=section_titles)
 
 
 def load_verdict(run_dir: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None) -> dict | None:

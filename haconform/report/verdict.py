@@ -299,8 +299,9 @@ def reach_text(reach: dict | None) -> str | None:
     parts.append(f"{writes} need{'s' if writes == 1 else ''} --allow-destructive"
                  + (f" ({ran_writing} ran, writing)" if ran_writing else ""))
     stage = reach.get("deployment_stage")
-    parts.append(f"{len(reach['not_at_stage'])} do{'es' if len(reach['not_at_stage']) == 1 else ''} not apply at "
-                 + (f"the deployment's stage ({stage})" if stage else "the deployment's stage"))
+    if stage or reach["not_at_stage"]:   # a run that applies the stages puts the deployment in each test's
+        parts.append(f"{len(reach['not_at_stage'])} do{'es' if len(reach['not_at_stage']) == 1 else ''} not apply "
+                     + (f"at the deployment's stage ({stage})" if stage else "at the deployment's stage"))
     if reach["not_in_run"]:
         parts.append(f"{len(reach['not_in_run'])} not in this run")
     return " · ".join(parts)

@@ -48,15 +48,23 @@ def session_guard(config) -> HostGuard:
     return config.stash[GUARD]
 
 
-def grant_for(item) -> str | None:
-    """What a test marked destructive or writes_to_host is granted for its own duration (None: nothing)."""
+def writes_of(item) -> str | None:
+    """What a test changes on a host: "destructive" (faults, cluster state), what its writes_to_host marker
+    names, or None for a test that only reads (the verdict counts MUSTs by it)."""
     if item.get_closest_marker("destructive") is not None:
-        return f"destructive test {item.nodeid}"
+        return "destructive"
     marker = item.get_closest_marker("writes_to_host")
     if marker is not None:
-        what = marker.args[0] if marker.args else marker.kwargs.get("what", "")
-        return f"{item.nodeid} writes to a host: {what}"
+        return str(marker.args[0] if marker.args else marker.kwargs.get("what", ""))
     return None
+
+
+def grant_for(item) -> str | None:
+    """What a test marked destructive or writes_to_host is granted for its own duration (None: nothing)."""
+    writes = writes_of(item)
+    if writes is None:
+        return None
+    return f"destructive test {item.nodeid}" if writes == "destructive" else f"{item.nodeid} writes to a host: {writes}"
 
 
 def pytest_addoption(parser):
@@ -516,6 +524,7 @@ def pytest_runtest_makereport(item, call):
     # What the verdict and the history need of the test travels with its report: side by side, only the
     # controller sees every report, and it alone writes the run's files (haconform/side_by_side.py).
     report.haconform_requirement = requirement.__dict__ if requirement else None
+    report.haconform_writes = writes_of(item)
     row = history_row(item, report, requirement, ev)
     report.haconform_history = [history_line(row)] if row is not None else []
 
@@ -682,4 +691,6 @@ def history_row(item, report, requirement, ev: Evidence | None) -> dict | None:
         row["left_out"] = left_out   # the key fixtures/left_out.py writes and report/verdict.py reads
     if waiver is not None:
         row["waiver"] = waiver
+    if writes_of(item):
+        row["writes"] = writes_of(item)
     return row

@@ -6,16 +6,24 @@ The runbook's chain: `log 127.0.0.1 local2` (global) -> rsyslog's imudp on
 the documented port puts `local2.none` there too (fixtures/documented/README.md,
 "rsyslog on Debian", decision), so both must stay free of HAProxy's lines.
 
-A file that shows nothing proves nothing unless it is known to be written:
-after each request a sentinel message is sent the way HAProxy sends its own
-(UDP to the global `log` target of the applied config) - on HAProxy's
-facility for haproxy.log, on `user` for messages and syslog - and the checks
-run only once the sentinels have arrived.  No log can be shown to be
-written without writing to it, so the tests that settle are marked
-writes_to_host: on an existing deployment (--target ssh) they run only with
---allow-destructive.
+A file that shows nothing proves nothing unless it is known to be written.
+haproxy.log is shown to be written by HAProxy itself: each test's own
+request carries a unique query string, and a second unique request (the
+closing request) is awaited after it; HAProxy sends its lines in order on
+one socket, so once the closing line is in haproxy.log, every line of the
+earlier request (or of an empty connection before it) is there too.  That
+needs no write, so HAC-LOG-001 and HAC-LOG-003 run read-only.  The general
+logs receive nothing of HAProxy's when all is well; only a line sent to them
+(a sentinel on `user`, sent the way HAProxy sends its own) shows they are
+written, so HAC-LOG-002 stays marked writes_to_host: on an existing
+deployment (--target ssh) it runs only with --allow-destructive.
+
+Every request asks for a page the stage installs on the real servers (its
+data, fixtures/documented): stage 1 serves index.html only, the probe files
+come with stage 2.
 """
 
+import contextlib
 import re
 import shlex
 import uuid
@@ -37,15 +45,14 @@ GENERAL_LOGS = ["/var/log/messages", "/var/log/syslog"]
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 SYSLOG_PORT = 514   # syslog's port, HAProxy's default when `log` names none
 
-# A static and a dynamic path (which backend serves each depends on the stage: documented_route).
+WEB_ROOT = "/var/www/html"
 # What settle() leaves in the director's logs; tests that settle are marked with it.
 SENTINELS_WRITTEN = ("sentinel lines (`logger`) in the director's /var/log/haproxy.log, /var/log/messages and "
                      "/var/log/syslog")
 
-REQUESTS = {
-    "static": ("/probe.gif", "static", "app2"),
-    "dynamic": ("/probe.txt", "app", "app1"),
-}
+# A path the url_static ACL matches and one it does not (which backend serves each depends on the stage:
+# documented_route); a stage that does not install them on the real servers gets its own page instead.
+REQUESTS = {"static": "/probe.gif", "dynamic": "/probe.txt"}
 
 
 def marker() -> str:
@@ -84,6 +91,21 @@ def send_sentinel(director, target: dict, facility: str, text: str) -> None:
                      f"-p {facility}.info -t haconform-sentinel {shlex.quote(text)}")
 
 
+def served_pages(deployment, stage) -> list[str]:
+    """Web paths of the files the stage installs on every real server, shortest first."""
+    plan = stage.plan(deployment.topology)
+    per_server = [{f.dest.removeprefix(WEB_ROOT) for f in plan.get(server.name, [])
+                   if f.dest.startswith(WEB_ROOT + "/")} for server in deployment.realservers]
+    common = set.intersection(*per_server) if per_server else set()
+    assert common, f"{stage.name} installs no page on every real server ({stage.directory}): nothing to request"
+    return sorted(common, key=lambda path: (len(path), path))
+
+
+def request_path(deployment, stage, kind: str) -> str:
+    wanted = REQUESTS[kind]
+    return wanted if wanted in served_pages(deployment, stage) else served_pages(deployment, stage)[0]
+
+
 def arm(deployment, log) -> dict[tuple[str, str], LogWatch]:
     return {(d.name, path): LogWatch(d.host, path).arm()
             for d in deployment.directors for path in [log["file"], *GENERAL_LOGS]}
@@ -97,6 +119,14 @@ def settle(director, watches, log) -> None:
     expected = [(log["file"], f"{tag} haproxy facility"), *[(p, f"{tag} user") for p in GENERAL_LOGS]]
     for path, text in expected:
         watches[(director.name, path)].wait_for({"sentinel": re.escape(text)}, timeout=BOUNDS.log_line)
+
+
+def close_haproxy_log(deployment, http, stage, director, watches, log) -> str:
+    """A second unique request, awaited in haproxy.log: the lines HAProxy sent before it are all there now."""
+    closing = f"{served_pages(deployment, stage)[0]}?log-closing={marker()}"
+    http.get(deployment.url(closing))
+    watches[(director.name, log["file"])].wait_for({"closing request": re.escape(closing)}, timeout=BOUNDS.log_line)
+    return closing
 
 
 def lines_with(watches, text: str) -> dict[str, list[str]]:
@@ -117,20 +147,19 @@ def documented_route(deployment, stage, response) -> tuple[str, str]:
     return backends[0], server
 
 
-def request_and_collect(deployment, http, kind: str, log):
-    """Send one marked request, let every log catch up; return (response, target, director, watches)."""
-    path, _, _ = REQUESTS[kind]
+def request_and_collect(deployment, http, stage, kind: str, log):
+    """Send one marked request and let haproxy.log catch up (the closing request); return (response, target,
+    director, watches)."""
     director = frontend_director(deployment)
-    target = f"{path}?log={marker()}"
+    target = f"{request_path(deployment, stage, kind)}?log={marker()}"
     watches = arm(deployment, log)
     response = http.get(deployment.url(target))
     watches[(director.name, log["file"])].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
-    settle(director, watches, log)
+    close_haproxy_log(deployment, http, stage, director, watches, log)
     return response, target, director, watches
 
 
 @pytest.mark.parametrize("kind", list(REQUESTS))
-@pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-001", stage="stage2", section=SECTION,
              settings=("haproxy.cfg[global].log", "haproxy.cfg[defaults].log",
                        "haproxy.cfg[defaults].option httplog", "rsyslog[imudp port]", "rsyslog[local2 -> *]"),
@@ -138,7 +167,8 @@ def request_and_collect(deployment, http, kind: str, log):
                   "director that served it, naming its frontend, backend, server, status and path")
 def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_settings, documented_log, client_evidence,
                                      evidence):
-    response, target, director, watches = request_and_collect(deployment, http, kind, documented_log)
+    response, target, director, watches = request_and_collect(deployment, http, logging_settings, kind,
+                                                              documented_log)
     backend, server = documented_route(deployment, logging_settings, response)
     backend = stages.names.get(backend, backend)   # the deployment's own name for the documented backend
     found = lines_with(watches, target)
@@ -153,6 +183,8 @@ def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_se
     assert seen == {"frontend": "main", "backend": backend, "server": server, "status": response.status,
                     "path": target, "client_ip": deployment.client.address}, \
         f"the line does not describe the request ({response.status} from {backend}/{server}): {seen}"
+    # Nothing here shows the general logs or the other director's haproxy.log to be written (HAC-LOG-002
+    # does, with sentinels); a line that did reach one is a second line all the same.
     elsewhere = {where: lines for where, lines in found.items()
                  if lines and where != f"{director.name}:{documented_log['file']}"}
     assert not elsewhere, f"the request was also logged elsewhere: {elsewhere}"
@@ -164,8 +196,10 @@ def test_one_httplog_line_per_request(kind, deployment, http, stages, logging_se
              settings=("haproxy.cfg[global].log", "rsyslog[local2 -> *]", "rsyslog[local2.none on *]"),
              must="HAProxy's request lines MUST NOT appear in /var/log/messages (local2.none), nor in "
                   "Debian's /var/log/syslog, while both files keep receiving other messages")
-def test_request_lines_stay_out_of_general_logs(kind, deployment, http, documented_log, client_evidence, evidence):
-    _, target, director, watches = request_and_collect(deployment, http, kind, documented_log)
+def test_request_lines_stay_out_of_general_logs(kind, deployment, http, logging_settings, documented_log, client_evidence,
+                                                evidence):
+    _, target, director, watches = request_and_collect(deployment, http, logging_settings, kind, documented_log)
+    settle(director, watches, documented_log)   # the general logs are shown to be written only by a line sent to them
     found = lines_with(watches, target)
     general = {path: found[f"{director.name}:{path}"] for path in GENERAL_LOGS}
     evidence.data(f"lines for {target} in the general logs of {director.name}", general)
@@ -176,12 +210,11 @@ def test_request_lines_stay_out_of_general_logs(kind, deployment, http, document
     assert not leaked, f"HAProxy's request line leaked into the general logs: {leaked}"
 
 
-@pytest.mark.writes_to_host(SENTINELS_WRITTEN)
 @conformance("HAC-LOG-003", stage="stage2", section=SECTION,
              settings=("haproxy.cfg[global].log", "haproxy.cfg[defaults].option dontlognull", "rsyslog[local2 -> *]"),
              must="A connection that sends nothing MUST NOT be logged (option dontlognull), while the "
                   "next request on the same frontend is")
-def test_empty_connection_not_logged(deployment, http, documented_log, client_evidence, evidence):
+def test_empty_connection_not_logged(deployment, http, logging_settings, documented_log, client_evidence, evidence):
     director = frontend_director(deployment)
     frontend = lambda: runtime(director).stat().frontend("main")  # noqa: E731
     watches = arm(deployment, documented_log)
@@ -196,10 +229,10 @@ def test_empty_connection_not_logged(deployment, http, documented_log, client_ev
     wait_until("HAProxy closed the empty connection", lambda: frontend().scur == 0,
                timeout=BOUNDS.http_request, observe=lambda: frontend().scur)
 
-    target = f"/probe.txt?log={marker()}"
+    # The next request is the closing one: HAProxy would have sent the empty connection's line before its own.
+    target = f"{served_pages(deployment, logging_settings)[0]}?log={marker()}"
     response = http.get(deployment.url(target))
     watches[(director.name, documented_log["file"])].wait_for({"request": re.escape(target)}, timeout=BOUNDS.log_line)
-    settle(director, watches, documented_log)
 
     lines = watches[(director.name, documented_log["file"])].new_lines()
     evidence.data("the empty connection", {"client side": empty.local_addr, "peer": empty.remote_addr})
@@ -221,16 +254,24 @@ def test_empty_connection_not_logged(deployment, http, documented_log, client_ev
 def test_real_server_sees_client_address(deployment, http, logging_settings, client_evidence, evidence):
     # Nothing documented records the header on the real server (Apache's
     # `combined` LogFormat has no %{X-Forwarded-For}i, index.html is static),
-    # so the request is read where it arrives: the real server's NIC.
-    app1 = deployment.realserver_by_server_name("app1")
-    target = f"/probe.txt?xff={marker()}"
+    # so the request is read where it arrives: the real servers' NICs, all of
+    # them (stage 1's round robin may send it to either).
+    target = f"{served_pages(deployment, logging_settings)[0]}?xff={marker()}"
     mine = lambda wire: [r for r in wire.http_requests() if r["target"] == target]  # noqa: E731
-    with capture_tcp(app1, 80, until=mine) as wire:
+    answered: dict[str, str | None] = {}
+    # Only the capture of the server that answered waits for the request's bytes; the others stop at once.
+    until = lambda name: lambda wire: answered.get("by") != name or bool(mine(wire))  # noqa: E731
+    with contextlib.ExitStack() as captures:
+        wires = {server.name: captures.enter_context(capture_tcp(server, 80, until=until(server.name)))
+                 for server in deployment.realservers}
         response = http.get(deployment.url(target))
-    arrived = mine(wire)
-    evidence.data(f"request heads arriving on {app1.name}:80", arrived)
+        answered["by"] = response.headers.get("X-Real-Server")
+    arrived = {name: mine(wire) for name, wire in wires.items()}
+    evidence.data("request heads arriving on the real servers' port 80", arrived)
     assert response.status == 200, f"{target} failed: {response}"
-    assert len(arrived) == 1, f"expected the request once on {app1.name}, saw {arrived}; tcpdump: {wire.stderr}"
-    forwarded = arrived[0]["headers"].get("x-forwarded-for", [])
+    heads = [head for heads in arrived.values() for head in heads]
+    assert len(heads) == 1, (f"expected the request once on the real servers, saw {arrived}; tcpdump: "
+                             f"{ {name: wire.stderr for name, wire in wires.items()} }")
+    forwarded = heads[0]["headers"].get("x-forwarded-for", [])
     assert forwarded == [deployment.client.address], \
-        f"X-Forwarded-For on {app1.name} is {forwarded}, expected [{deployment.client.address!r}]"
+        f"X-Forwarded-For on {answered['by']} is {forwarded}, expected [{deployment.client.address!r}]"

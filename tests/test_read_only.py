@@ -367,3 +367,74 @@ def test_the_verdict_knows_every_left_out_prefix():
     from fixtures.left_out import LEFT_OUT_PREFIXES as fixtures_prefixes
     from haconform.report.plugin import LEFT_OUT_PREFIXES as report_prefixes
     assert set(report_prefixes) == set(fixtures_prefixes)
+
+
+# ----- verify mode: a test of a stage the deployment is not at ----------------------------------
+
+STAGED_TESTS = """
+    import pytest
+    from haconform.conformance import conformance
+
+    @conformance("HAC-RO-002", stage="stage1", section="配置文件实例", destructive=True,
+                 must="A stage-1 fault MUST be survived")
+    def test_destructive_of_stage1(stage1):
+        pass
+
+    @pytest.mark.writes_to_host("an upload")
+    @conformance("HAC-RO-003", stage="stage3", section="读写分离", must="An upload MUST land")
+    def test_writes_of_stage3(write_routing_settings):
+        pass
+
+    @pytest.mark.writes_to_host("a sentinel line")
+    @conformance("HAC-RO-004", stage="stage2", section="日志", must="A line MUST reach the log")
+    def test_writes_of_a_kept_setting(logging_settings):
+        pass
+
+    def test_algorithm(algorithm):
+        pass
+
+    def test_of_no_stage():
+        pass
+"""
+
+
+def run_staged(pytester, *options: str):
+    pytester.makepyfile(test_staged=STAGED_TESTS)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "fixtures.stages", "-p", "fixtures.left_out",
+                                        "-rs", "--config", str(DOCUMENTED), "--history-dir",
+                                        str(pytester.path / "history"), *options)
+
+
+def left_out_reasons(result) -> dict[str, str]:
+    """conformance id (or node id) -> reason, from the left-out summary fixtures/left_out.py prints."""
+    return {m["label"]: m["reason"] for m in re.finditer(
+        r"^1 conformance test\(s\): (?P<label>\S+)\n    reason: (?P<reason>.*)$", result.stdout.str(), re.M)}
+
+
+def test_verify_mode_leaves_out_a_test_of_another_stage_as_such_before_any_other_reason(pytester):
+    """Against a stage-5 deployment read-only, a destructive stage-1 test would not run with
+    --allow-destructive either: its reason is the stage (the verdict counts it as not applying there); a
+    writing test of a setting stage 5 keeps is left out for its write."""
+    result = run_staged(pytester, "--target", "ssh", "--deployment-stage", "stage5")
+    result.assert_outcomes(passed=1, skipped=4)
+    reasons = left_out_reasons(result)
+    assert reasons["HAC-RO-002"].startswith("verify-only (--stages verify): the deployment is declared at stage5"), \
+        reasons
+    assert "stage1 would have to be applied" in reasons["HAC-RO-002"], reasons
+    assert reasons["HAC-RO-003"].startswith("writes to a host: an upload"), reasons   # stage 5 keeps write routing
+    assert reasons["HAC-RO-004"].startswith("writes to a host: a sentinel line"), reasons
+    assert reasons["test_staged.py::test_algorithm"].startswith("verify-only"), reasons
+
+
+def test_verify_mode_at_stage1_leaves_out_the_later_stages_settings(pytester):
+    result = run_staged(pytester, "--target", "lab", "--stages", "verify", "--deployment-stage", "stage1",
+                        "-k", "stage3 or algorithm")
+    result.assert_outcomes(skipped=2)
+    text = result.stdout.str()
+    assert "stage1 does not keep `write-routing`" in text, text
+    assert "algorithm-<name> would have to be applied" in text, text
+
+
+def test_apply_mode_leaves_nothing_out_for_its_stage(pytester):
+    result = run_staged(pytester, "--target", "lab", "-k", "of_no_stage or stage3", "--co")
+    assert "verify-only" not in result.stdout.str()

@@ -86,6 +86,13 @@ def test_read_only_ssh_run_writes_nothing_to_the_hosts(ssh_deployment):
     assert let_through == {"allow-listed"}, let_through
     assert len(transcript) == access["commands"] and access["allow_listed"] >= 100, access
     assert len(ran) >= 15, f"only {sorted(ran)} passed: the run proves little\n{log[-3000:]}"
+    # The logging MUSTs that find their own request lines by a unique request need no write any more.
+    assert {"HAC-LOG-001", "HAC-LOG-003", "HAC-LOG-004"} <= ran, sorted(ran)
+    reach = verdict["run"]["reach"]
+    (ssh_deployment.workdir / "read-only-reach.json").write_text(json.dumps(reach, indent=1))
+    assert reach["deployment_stage"] == "stage5" and ran <= set(reach["ran_read_only"]), (sorted(ran), reach)
+    assert "HAC-LOG-002" in reach["need_allow_destructive"] and not reach["needing_a_write_that_ran"], reach
+    assert {"HAC-RR-001", "HAC-RR-002"} <= set(reach["not_at_stage"]), reach
     # The cluster's configuration lives in the CIB, not in /etc: a `pcs property set`, a constraint or a
     # resource change by the run would raise its epoch.
     assert cib_after == cib_before, f"the CIB changed during a read-only run: {cib_before} -> {cib_after}"

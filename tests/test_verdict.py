@@ -21,7 +21,8 @@ from haconform.report.trends import (THRESHOLDS, Run, compare, compare_text, dir
                                      perf_figures, render_trends, report)
 from haconform.report.verdict import (BROKEN, HELD, NOT_TESTED, SCHEMA_VERSION, WAIVED, build_verdict, case_figures,
                                       expected_server, must_figures, must_verdict, parse_version_probe,
-                                      records_from_history, verdict_from_history, versions_from_evidence)
+                                      reach_text, records_from_history, verdict_from_history,
+                                      versions_from_evidence)
 from haconform.report.html import render_verdict_html
 
 DATA = Path(__file__).parent / "data" / "verdict" / "results"
@@ -38,11 +39,57 @@ def case(nodeid="suites/test_x.py::test_x", outcome="passed", reason=None, evide
             "requirement": requirement or REQ, "evidence": list(evidence), "properties": properties or {}}
 
 
+def requirement(must_id, destructive=False):
+    return {**REQ, "id": must_id, "destructive": destructive}
+
+
 def data(title, content):
     return {"kind": "json", "title": title, "at": 0.0, "content": content}
 
 
 # ----- held / broken / not tested ------------------------------------------------------------------
+
+def test_the_verdict_counts_what_ran_read_only_what_needs_a_write_and_what_is_not_at_the_stage():
+    """A read-only ssh run at stage 5: two MUSTs read, one is left out for its sentinel lines, one destructive,
+    one belongs to stage 1 (its skip says verify-only even though it is destructive too)."""
+    verify_only = ("verify-only (--stages verify): the deployment is declared at stage5, and haconform writes "
+                   "nothing to it; stage1 would have to be applied")
+    writes = "writes to a host: sentinel lines; left out against an SSH target without --allow-destructive"
+    records = [
+        case("t.py::test_a", requirement=requirement("HAC-X-001")),
+        case("t.py::test_b", "failed", "AssertionError: 2 lines", requirement=requirement("HAC-X-002")),
+        {**case("t.py::test_c", "skipped", writes, requirement=requirement("HAC-X-003"), left_out=True),
+         "writes": "sentinel lines"},
+        {**case("t.py::test_d", "skipped", "destructive: left out", requirement=requirement("HAC-X-004", True),
+                left_out=True), "writes": "destructive"},
+        {**case("t.py::test_e", "skipped", verify_only, requirement=requirement("HAC-X-005", True), left_out=True),
+         "writes": "destructive"},
+    ]
+    golden = [{**requirement("HAC-X-006"), "test": "t.py::test_f"}]
+    verdict = build_verdict(records, run={"deployment_stage": "stage5"}, golden=golden)
+    reach = verdict["run"]["reach"]
+    assert reach == {"deployment_stage": "stage5", "ran_read_only": ["HAC-X-001", "HAC-X-002"],
+                     "read_only_not_run": [], "need_allow_destructive": ["HAC-X-003", "HAC-X-004"],
+                     "needing_a_write_that_ran": [], "not_at_stage": ["HAC-X-005"], "not_in_run": ["HAC-X-006"]}
+    assert {m["id"]: m["reach"] for m in verdict["musts"]}["HAC-X-003"] == "needs --allow-destructive"
+    text = reach_text(reach)
+    assert text == ("2 MUSTs ran read-only · 2 need --allow-destructive · 1 does not apply at the deployment's "
+                    "stage (stage5) · 1 not in this run"), text
+    assert "read-only reach" in render_verdict_html(verdict) and "2 MUSTs ran read-only" in render_verdict_html(verdict)
+
+
+def test_on_the_lab_the_writing_musts_ran_and_are_counted_as_such():
+    records = [case("t.py::test_a", requirement=requirement("HAC-X-001")),
+               {**case("t.py::test_b", requirement=requirement("HAC-X-002")), "writes": "an upload"}]
+    reach = build_verdict(records, run={"deployment_stage": None})["run"]["reach"]
+    assert reach["ran_read_only"] == ["HAC-X-001"] and reach["needing_a_write_that_ran"] == ["HAC-X-002"]
+    assert reach_text(reach) == "1 MUST ran read-only · 1 needs --allow-destructive (1 ran, writing)"
+
+
+def test_history_rows_keep_what_a_test_writes():
+    rows = [json.dumps({"nodeid": "t.py::test_c", "phase": "setup", "outcome": "skipped", "reason": "writes to a host: x",
+                        "left_out": "writes to a host: x", "requirement": REQ, "writes": "x", "evidence": []})]
+    assert records_from_history(rows)[0]["writes"] == "x"
 
 def test_held_only_when_every_case_passed():
     cases = [case(f"t.py::test_x[{p}]") for p in ("a", "b", "c")]
@@ -357,7 +404,8 @@ def test_session_writes_the_verdict_beside_junit_and_into_the_run(tmp_path):
     assert by_id["HAC-T-004"]["known_finding"]
     assert by_id["HAC-T-005"]["reason"].startswith("error: setup: ") and "no lab" in by_id["HAC-T-005"]["reason"]
     assert verdict["findings"] == [{"kind": "xfail", "id": "HAC-T-004", "stage": "stage1-3", "section": "lint",
-                                    "text": "the runbook's text is refused", "nodeids": ["test_suite.py::test_xfail"]}]
+                                    "text": "the runbook's text is refused", "nodeids": ["test_suite.py::test_xfail"],
+                                    "section_en": None}]   # "lint" is no heading of suites/sections.yaml
 
 
 def test_session_without_conformance_tests_writes_no_verdict(tmp_path):
@@ -374,3 +422,31 @@ def test_session_default_output_is_reports_under_the_rootdir(tmp_path):
     reasons = {m["id"]: m["reason"] for m in verdict["musts"]}
     assert reasons["HAC-T-001"] == "passed"
     assert "HAC-T-002" not in reasons   # no golden list here: only what was collected
+
+
+# ----- English section titles ----------------------------------------------------------------------
+
+def test_each_must_and_note_gets_the_english_title_of_its_section_and_the_page_shows_both():
+    titles = {"实现高可用": "Making it highly available", "日志": "Logging", "读写分离": "Read/write split"}
+    notes = [{"stage": "stage3", "section": "读写分离, 日志", "text": "stats stay"}]
+    verdict = build_verdict([case()], notes=notes, section_titles=titles)
+    must = verdict["musts"][0]
+    assert (must["section"], must["section_en"]) == ("实现高可用", "Making it highly available")
+    assert verdict["findings"][0]["section_en"] == "Read/write split, Logging"
+    assert verdict["sections"] == {"实现高可用": "Making it highly available", "读写分离": "Read/write split",
+                                   "日志": "Logging"}
+    page = render_verdict_html(verdict)
+    assert ("<td class='sec'><span class='sec-en'>Making it highly available</span> "
+            "<span class='sec-orig' lang='zh-Hans'>实现高可用</span></td>") in page
+    assert "Read/write split, Logging" in page
+
+
+def test_a_verdict_written_before_titles_existed_gets_them_and_an_unknown_section_keeps_its_heading():
+    from haconform.report.verdict import with_section_titles
+    old = json.loads((NEWEST / "verdict.json").read_text())
+    assert not any("section_en" in m for m in old["musts"])
+    titled = with_section_titles(old, {"实现高可用": "Making it highly available"})
+    by_section = {m["section"]: m["section_en"] for m in titled["musts"]}
+    assert by_section["实现高可用"] == "Making it highly available"
+    assert by_section["读写分离"] is None
+    assert "<span class='sec-orig' lang='zh-Hans'>读写分离</span>" in render_verdict_html(titled)

@@ -11,6 +11,12 @@ plots have a size and points, the compare section names the flipped MUST; a waiv
 runbook coverage; and no console error, no uncaught exception, no request leaving the page
 (self-contained).
 
+The browser sees no CJK font, whatever this machine has installed: it runs with a fontconfig
+of its own (FONTCONFIG_FILE) that knows one Latin font, as a fresh Debian 12 with Chromium and
+no fonts-noto-cjk would.  The test checks that premise (`fc-list :lang=zh` finds nothing in
+that environment, and the runbook's headings draw as the same box as a character no font has),
+then that every section's English title is in the page, visible, and drawn with real glyphs.
+
 Skipped, not failed, where chromium is not installed (`apt-get install -y chromium`).
 """
 
@@ -28,15 +34,21 @@ import pytest
 
 import datetime as dt
 
+from haconform.conformance import SECTION_TITLES, read_section_titles
 from haconform.coverage import coverage_for
 from haconform.report.html import render_verdict_html
 from haconform.report.trends import report
-from haconform.report.verdict import build_verdict, read_history
+from haconform.report.verdict import build_verdict, read_history, with_section_titles
 from haconform.topology import load_topology
 from haconform.waivers import Waiver
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+FC_LIST = shutil.which("fc-list")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"),
+              pytest.mark.skipif(FC_LIST is None, reason="fc-list is not installed (apt-get install -y fontconfig)")]
+SECTIONS = Path(__file__).resolve().parent.parent / "suites" / SECTION_TITLES
+# The font the browser gets, when this machine has it (fonts-dejavu-core, which chromium pulls in).
+LATIN_FONT = "DejaVuSans.ttf"
 
 DATA = Path(__file__).parent / "data" / "verdict" / "results"
 NEWEST = DATA / "20261129-225747"
@@ -53,7 +65,7 @@ class DevToolsError(RuntimeError):
 class Browser:
     """A headless chromium driven over --remote-debugging-pipe."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None):
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
 
@@ -69,7 +81,7 @@ class Browser:
             self.process = subprocess.Popen(
                 [CHROMIUM, *FLAGS, f"--user-data-dir={workdir / 'profile'}", "about:blank"],
                 preexec_fn=child_fds, close_fds=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=stderr)
+                stderr=stderr, env=env)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -172,9 +184,32 @@ class Page:
         return found
 
 
+def fc_files(pattern: str, env: dict[str, str] | None = None) -> list[str]:
+    result = subprocess.run([FC_LIST, pattern, "--format", "%{file}\n"], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0, f"fc-list {pattern}: {result.stderr}"
+    return sorted(set(result.stdout.split()))
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    b = Browser(tmp_path_factory.mktemp("chromium"))
+def no_cjk_fonts(tmp_path_factory) -> dict[str, str]:
+    """An environment whose fontconfig knows one Latin font and no CJK one (FONTCONFIG_FILE)."""
+    workdir = tmp_path_factory.mktemp("fonts")
+    cjk = set(fc_files(":lang=zh"))
+    latin = [f for f in fc_files(":lang=en") if f not in cjk and f.endswith((".ttf", ".otf"))]
+    assert latin, "this machine has no Latin font outside the CJK ones (apt-get install -y fonts-dejavu-core)"
+    chosen = next((f for f in latin if Path(f).name == LATIN_FONT), latin[0])
+    (workdir / "fonts").mkdir()
+    (workdir / "fonts" / Path(chosen).name).symlink_to(chosen)
+    (workdir / "fonts.conf").write_text(
+        "<?xml version='1.0'?>\n<!DOCTYPE fontconfig SYSTEM 'fonts.dtd'>\n<fontconfig>\n"
+        f"  <dir>{workdir / 'fonts'}</dir>\n  <cachedir>{workdir / 'cache'}</cachedir>\n</fontconfig>\n")
+    return {**os.environ, "FONTCONFIG_FILE": str(workdir / "fonts.conf")}
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, no_cjk_fonts):
+    b = Browser(tmp_path_factory.mktemp("chromium"), env=no_cjk_fonts)
     yield b
     b.close()
 
@@ -182,7 +217,8 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     out = tmp_path_factory.mktemp("pages")
-    verdict = json.loads((NEWEST / "verdict.json").read_text())
+    # Recorded before section titles existed: given them as a session writing its verdict now does.
+    verdict = with_section_titles(json.loads((NEWEST / "verdict.json").read_text()), read_section_titles(SECTIONS))
     (out / "verdict.html").write_text(render_verdict_html(verdict, read_history(NEWEST / "history.jsonl")))
     status = report(str(DATA), compare_dirs=[str(NEWEST), str(REGRESSED)], out=str(out / "trends.html"),
                     golden=str(out / "no-golden-list"), config_dir=str(out / "no-config"),
@@ -324,4 +360,52 @@ def test_a_waived_must_and_the_coverage_on_the_page(browser, pages):
     dangling = page.js("[...document.querySelectorAll('a[href^=\"#\"]')].map(a => a.getAttribute('href'))"
                        ".filter(h => !document.getElementById(decodeURIComponent(h.slice(1))))")
     assert dangling == []
+
+
+# Draws each character of `text` in the font of the first element matching `selector`, and says for each
+# whether it came out as the box of a missing glyph: the same pixels as a character no font has.
+DRAWN_AS_BOX = """((selector, text) => {
+  const font = getComputedStyle(document.querySelector(selector)).font;
+  const canvas = document.createElement('canvas'); canvas.width = 64; canvas.height = 64;
+  const g = canvas.getContext('2d');
+  const draw = ch => { g.clearRect(0, 0, 64, 64); g.font = font; g.fillStyle = '#000'; g.fillText(ch, 8, 44);
+                       return Array.from(g.getImageData(0, 0, 64, 64).data).join(','); };
+  const box = draw('\\u{10FFFD}');
+  const blank = Array.from(new Uint8ClampedArray(64 * 64 * 4)).join(',');
+  return [...text].filter(ch => ch.trim()).map(ch => [ch, draw(ch) === box, draw(ch) === blank]);
+})"""
+
+
+def test_the_page_reads_on_a_machine_without_a_cjk_font(browser, pages, no_cjk_fonts):
+    """Every runbook section shows its English title, visible and drawn with real glyphs, where the
+    runbook's own headings can only be drawn as boxes."""
+    assert fc_files(":lang=zh", no_cjk_fonts) == [], "the browser's fontconfig still offers a CJK font"
+    assert len(fc_files(":", no_cjk_fonts)) == 1, fc_files(":", no_cjk_fonts)
+    page = browser.open(pages["verdict"].as_uri())
+    cells = page.js("[...document.querySelectorAll('table.verdicts tr.must')].map(tr => { "
+                    "const en = tr.querySelector('td.sec .sec-en'), orig = tr.querySelector('td.sec .sec-orig'); "
+                    "const r = en ? en.getBoundingClientRect() : {width: 0, height: 0}; "
+                    "return [tr.querySelector('td.id').textContent, en && en.innerText, orig && orig.innerText, "
+                    "r.width, r.height, en && getComputedStyle(en).visibility] })")
+    titles = read_section_titles(SECTIONS)
+    expected = {m["id"]: m["section"] for m in pages["data"]["musts"]}
+    assert len(cells) == len(expected)
+    for must_id, english, original, width, height, visibility in cells:
+        assert original == expected[must_id], (must_id, original)
+        assert english == titles[expected[must_id]], (must_id, english)
+        assert width > 20 and height > 8 and visibility == "visible", (must_id, english, width, height)
+    # The premise holds in the browser too: the headings' Chinese characters are boxes (or nothing) here ...
+    chinese = "".join(sorted({ch for section in expected.values() for ch in section if "\u4e00" <= ch <= "\u9fff"}))
+    assert len(chinese) > 20, chinese
+    heading = page.js(f"{DRAWN_AS_BOX}('td.sec .sec-orig', {json.dumps(chinese)})")
+    not_boxes = [ch for ch, as_box, blank in heading if not (as_box or blank)]
+    assert not not_boxes, f"a CJK font drew {not_boxes}: the browser is not font-free as the test needs"
+    # ... and the English titles are real glyphs, none of them a box nor blank.
+    english = page.js(f"{DRAWN_AS_BOX}('td.sec .sec-en', {json.dumps(''.join(titles.values()))})")
+    boxes = [ch for ch, as_box, blank in english if as_box or blank]
+    assert english and not boxes, f"English titles drawn as boxes or blank: {boxes}"
+    # The stage notes and the evidence headings carry the title too.
+    notes = page.js("[...document.querySelectorAll('#findings li .sec-en')].map(e => e.innerText)")
+    assert notes and all(n for n in notes), notes
+    assert page.js("document.querySelector('#evidence section.ev h3 .sec-en').innerText") in titles.values()
     assert page.problems() == []

@@ -3,7 +3,9 @@
 Self-contained (inline CSS, inline SVG, no script, no external asset).  The
 page: a banner (how many MUSTs held), the run (target, software, time, the
 calibration's summary), one section per stage with a row per MUST (ID, runbook
-section, verdict and why, its figures, a link to its evidence), the findings,
+section: its English title beside the runbook's own heading, so the page reads on
+a machine without a CJK font; verdict and why, its figures, a link to its
+evidence), the findings,
 the calibration (probes, factors, the allowances they scaled), and the evidence: one
 block per MUST, one collapsible block per test case, each evidence item as a
 table, a sequence, a timeline or a log where one fits, JSON only as a last
@@ -19,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from ..secrets import redacted_head
-from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, stage_key, waiver_terms
+from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, reach_text, stage_key, waiver_terms
 
 CSS = """
 :root{--held:#1a7f37;--broken:#cf222e;--known:#9a6700;--waived:#ffbf00;--nt:#6e7781;--fg:#1f2328;--muted:#59636e;
@@ -57,7 +59,7 @@ table{border-collapse:collapse}
 th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
 th{background:var(--soft);font-weight:600}
 table.verdicts{width:100%;table-layout:fixed}
-table.verdicts col.c-id{width:118px}table.verdicts col.c-sec{width:150px}table.verdicts col.c-ver{width:290px}
+table.verdicts col.c-id{width:118px}table.verdicts col.c-sec{width:190px}table.verdicts col.c-ver{width:290px}
 table.verdicts col.c-fig{width:250px}table.verdicts col.c-ev{width:78px}
 tr.must.broken td.id{border-left:4px solid var(--broken)}tr.must.known td.id{border-left:4px solid var(--known)}
 tr.must.held td.id{border-left:4px solid var(--held)}tr.must.nt td.id{border-left:4px solid var(--nt)}
@@ -88,6 +90,7 @@ table.data{font-size:12.5px;max-width:100%}table.data td,table.data th{padding:2
 .value{font-size:15px;font-weight:600}
 svg{max-width:100%;height:auto}
 .note{font-size:12px;color:var(--muted)}
+.sec-en{display:block}.sec-orig{color:var(--muted);font-size:12px}
 """
 
 STAGE_NAMES = {"stage1-3": "stages 1-3 (lint of the runbook's configs)", "algorithms": "balance algorithms"}
@@ -115,6 +118,19 @@ def verdict_class(must: dict) -> str:
 def verdict_badge(must: dict) -> str:
     label = "broken · known finding" if must.get("known_finding") else must["verdict"]
     return f"<span class='badge {verdict_class(must)}'>{esc(label)}</span>"
+
+
+def section_html(item: dict, *, inline: bool = False) -> str:
+    """A runbook section: its English title (section_en, from suites/sections.yaml) beside the runbook's own
+    heading, which a machine without a CJK font draws as empty boxes."""
+    original, english = item.get("section") or "", item.get("section_en")
+    if not original:
+        return "<span class='muted'>—</span>"
+    heading = f"<span class='sec-orig' lang='zh-Hans'>{esc(original)}</span>"
+    if not english:
+        return heading
+    style = " style='display:inline'" if inline else ""
+    return f"<span class='sec-en'{style}>{esc(english)}</span> {heading}"
 
 
 def figures_html(figures: list[dict]) -> str:
@@ -227,6 +243,7 @@ def run_header(verdict: dict) -> str:
             ("calibration", calibration_text(verdict.get("calibration"))),
             ("host access", esc(host_access_text(run))),
             ("waivers", waivers_text(verdict)),
+            ("read-only reach", esc(reach_text(run.get("reach")) or "— (not recorded)")),
             *([("stopped", esc(run["stopped"].get("message", "")))] if run.get("stopped") else []),
             ("run", esc(run.get("run_path") or (f"results/{run['run_dir']}/" if run.get("run_dir") else "—")))]
     return "<dl class='run'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
@@ -294,7 +311,7 @@ def verdict_tables(verdict: dict) -> str:
         for must in musts:
             out.append(
                 f"<tr class='must {verdict_class(must)}' id='{anchor('must', must['id'])}'>"
-                f"<td class='id'>{esc(must['id'])}</td><td>{esc(must['section'])}</td><td>{esc(must['must'])}</td>"
+                f"<td class='id'>{esc(must['id'])}</td><td class='sec'>{section_html(must)}</td><td>{esc(must['must'])}</td>"
                 f"<td class='verdict'>{verdict_badge(must)}{waiver_notes(must)}"
                 f"<div class='reason'>{esc(shown_reason(must))}</div></td>"
                 f"<td class='figures'>{figures_html(must['figures']) or '<span class=muted>—</span>'}</td>"
@@ -358,13 +375,14 @@ def findings_list(verdict: dict) -> str:
                    "<ul class='findings'>")
         for f in xfails:
             out.append(f"<li><a href='#{anchor('ev', f['id'])}'><b>{esc(f['id'])}</b></a> "
-                       f"<span class='muted'>({esc(f['stage'])}, {esc(f['section'])})</span>: {esc(f['text'])}</li>")
+                       f"<span class='muted'>({esc(f['stage'])}, {section_html(f, inline=True)})</span>: "
+                       f"{esc(f['text'])}</li>")
         out.append("</ul>")
     if notes:
         out.append("<h3>Notes of the documented configuration (stage.yaml <code>notes:</code>)</h3>"
                    "<ul class='findings'>")
         for f in notes:
-            section = f" <span class='muted'>({esc(f['section'])})</span>" if f.get("section") else ""
+            section = f" <span class='muted'>({section_html(f, inline=True)})</span>" if f.get("section") else ""
             out.append(f"<li><b>{esc(f['stage'])}</b>{section}: {esc(f['text'])}</li>")
         out.append("</ul>")
     out.append("</section>")
@@ -580,7 +598,7 @@ def evidence_sections(verdict: dict, records: dict[str, dict]) -> str:
         out.append(f"<section class='ev' id='{anchor('ev', must['id'])}'>"
                    f"<h3><a href='#{anchor('must', must['id'])}'>{esc(must['id'])}</a> {verdict_badge(must)} "
                    f"<span class='muted' style='font-weight:normal'>{esc(must['stage'])} · "
-                   f"{esc(must['section'])}</span></h3>"
+                   f"{section_html(must, inline=True)}</span></h3>"
                    f"<p>{esc(must['must'])}</p><p class='reason'>{esc(must['reason'])}</p>"
                    + (f"<p>{figures}</p>" if figures else ""))
         few = len(cases) <= 2

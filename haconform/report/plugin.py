@@ -22,16 +22,18 @@ from pathlib import Path
 
 import pytest
 
-from ..conformance import requirement_of
-from ..conformance import Requirement
+from ..conformance import SECTION_TITLES, Requirement, read_section_titles, requirement_of
+from ..errors import HaconformError
 from ..side_by_side import is_worker, merge_host_access, worker_id
+from ..stages.manager import declared_stage, stages_mode_of
 from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from ..secrets import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message
-from .verdict import (BROKEN, HELD, NOT_TESTED, WAIVED, build_verdict, iso, parse_version_probe, read_golden,
-                      read_history, stage_notes, tree_digest, version_probe_command, versions_from_evidence,
+from .verdict import (BROKEN, HELD, NOT_TESTED, WAIVED, build_verdict, iso, parse_version_probe, reach_text,
+                      read_golden, read_history, stage_notes, tree_digest, version_probe_command,
+                      versions_from_evidence,
                       write_json)
 
 log = logging.getLogger("haconform.report")
@@ -78,6 +80,11 @@ def pytest_configure(config):
     config.pluginmanager.register(VerdictReport(config), "haconform-verdict-report")
 
 
+def deployment_stage(config) -> str | None:
+    """The stage the deployment is declared at in a verify run (None when the run applies the stages)."""
+    return declared_stage(config) if stages_mode_of(config) == "verify" else None
+
+
 # The reasons fixtures/left_out.py gives tests left out against a read-only target (kept equal by a test).
 LEFT_OUT_PREFIXES = ("destructive:", "verify-only", "writes to a host:")
 
@@ -103,6 +110,7 @@ class VerdictReport:
         self.written: dict[str, Path] = {}
         self.summary: dict | None = None
         self.collected: set[str] = set()      # side by side: the test ids the workers collected
+        self.titles_problem: str | None = None   # suites/sections.yaml could not be read
 
     # ----- what ran -----
     def pytest_collection_finish(self, session):
@@ -151,7 +159,8 @@ class VerdictReport:
             return
         case = self.cases.setdefault(report.nodeid, {
             "nodeid": report.nodeid, "outcome": None, "reason": None, "left_out": False, "duration": 0.0,
-            "requirement": requirement.__dict__, "evidence": [], "properties": {}})
+            "requirement": requirement.__dict__, "evidence": [], "properties": {}, "writes": None})
+        case["writes"] = case["writes"] or getattr(report, "haconform_writes", None)
         case["duration"] += report.duration or 0.0
         for name, value in report.user_properties:
             if name not in ("conformance_id", "must", "runbook_section", "stage"):
@@ -268,6 +277,7 @@ class VerdictReport:
                "config_digest": tree_digest(config._haconform_config_dir),
                "stage_mode": stage_mode(config),
                "waivers": waiver_sources(config),
+               "deployment_stage": deployment_stage(config),
                "figures": merged["figures"],
                "commit": source_commit(config.rootpath)}
         if merged.get("labs"):
@@ -290,7 +300,7 @@ class VerdictReport:
         verdict = build_verdict(records, run=run, golden=golden, notes=notes, stages=titles,
                                 calibration=merged["calibration"],
                                 waivers=waivers.to_json(config._haconform_today) if waivers else [],
-                                coverage=self.coverage(golden))
+                                coverage=self.coverage(golden), section_titles=self.section_titles())
         for must in verdict["musts"]:
             if must["verdict"] == NOT_TESTED and not must["cases"]:
                 must["reason"] = ("not selected in this run" if must["id"] not in selected
@@ -303,7 +313,20 @@ class VerdictReport:
         self.written = {"json": out / "verdict.json", "html": out / "verdict.html", "run": run_dir / "verdict.json"}
         self.summary = verdict["run"]["verdicts"] | {"known": verdict["run"]["known_findings"],
                                                      "stale": verdict["stale_waivers"],
-                                                     "host_access": (run.get("host_access") or {}).get("statement")}
+                                                     "host_access": (run.get("host_access") or {}).get("statement"),
+                                                     "reach": reach_text(verdict["run"]["reach"])}
+
+    def section_titles(self) -> dict[str, str]:
+        """The English titles of the runbook's sections; without them (a damaged file) the page shows the
+        headings alone, and the terminal says why."""
+        path = self.config.rootpath / "suites" / SECTION_TITLES
+        if not path.exists():
+            return {}
+        try:
+            return read_section_titles(path)
+        except HaconformError as exc:
+            self.titles_problem = str(exc)
+            return {}
 
     def coverage(self, golden: list[dict]) -> dict | None:
         """The runbook's coverage (haconform/coverage.py) by the stages this run read and the golden list (or,
@@ -318,6 +341,8 @@ class VerdictReport:
             return None
 
     def pytest_terminal_summary(self, terminalreporter):
+        if self.titles_problem:
+            terminalreporter.write_line(f"haconform verdict: section titles left out ({self.titles_problem})")
         if not self.summary:
             return
         if "error" in self.summary:
@@ -334,3 +359,5 @@ class VerdictReport:
                                         f"{', '.join(s['stale'])}")
         if s.get("host_access"):
             terminalreporter.write_line(f"haconform host access: {s['host_access']}")
+        if s.get("reach"):
+            terminalreporter.write_line(f"haconform read-only reach: {s['reach']}")

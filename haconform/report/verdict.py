@@ -47,6 +47,13 @@ SCHEMA_VERSION = 1
 HELD, BROKEN, WAIVED, NOT_TESTED = "held", "broken", "waived", "not tested"
 VERDICTS = (HELD, BROKEN, WAIVED, NOT_TESTED)
 
+# What a MUST's tests need of the deployment (its "reach"): only reading; a write (destructive, or a test
+# marked writes_to_host), so against an existing deployment --allow-destructive; or a stage the deployment
+# is not at (verify mode: every case left out "verify-only").
+READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE = "read-only", "needs --allow-destructive", "not at the deployment's stage"
+REACHES = (READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE)
+VERIFY_ONLY = "verify-only"   # the reason's start StageManager and fixtures/stages.py give (fixtures/left_out.py)
+
 # The runbook's stages in reading order (stage1-3: the lint of stages 1 to 3's configs).
 STAGE_ORDER = ["stage1", "stage2", "stage3", "stage1-3", "stage4", "stage5", "algorithms"]
 
@@ -83,6 +90,7 @@ def _merge(into: dict, record: dict) -> None:
     into["properties"] = {**into.get("properties", {}), **record.get("properties", {})}
     into["requirement"] = into.get("requirement") or record.get("requirement")
     into["waiver"] = into.get("waiver") or record.get("waiver")
+    into["writes"] = into.get("writes") or record.get("writes")
 
 
 def records_from_history(lines: Iterable[str]) -> list[dict]:
@@ -103,7 +111,7 @@ def records_from_history(lines: Iterable[str]) -> list[dict]:
                   "reason": raw.get("reason") or raw.get("left_out"), "left_out": bool(raw.get("left_out")),
                   "duration": raw.get("duration") or 0.0, "requirement": raw.get("requirement"),
                   "evidence": raw.get("evidence") or [], "properties": raw.get("properties") or {},
-                  "waiver": raw.get("waiver")}
+                  "waiver": raw.get("waiver"), "writes": raw.get("writes")}
         if record["nodeid"] in merged:
             _merge(merged[record["nodeid"]], record)
         else:
@@ -284,6 +292,52 @@ def _waived_reason(waived: list[dict], passed: list[dict], skipped: list[dict]) 
     return f"waived: {accepted}{counts} — failed: {failure}"
 
 
+def must_reach(meta: dict, cases: list[dict]) -> str | None:
+    """The MUST's reach (REACHES) from its cases; None when none of them was in the run (nothing known of
+    whether its tests write: the golden list says destructive, not writes_to_host)."""
+    if not cases:
+        return None
+    if all(c["outcome"] == "skipped" and str(c.get("reason") or "").startswith(VERIFY_ONLY) for c in cases):
+        return NOT_AT_STAGE
+    if meta.get("destructive") or any(c.get("writes") for c in cases):
+        return NEEDS_WRITE
+    return READ_ONLY
+
+
+def reach_summary(musts: list[dict], deployment_stage: str | None) -> dict:
+    """How many MUSTs ran only reading, how many need a write (ran here, or left out for it), how many do
+    not apply at the deployment's stage; with their IDs."""
+    def ids(reach: str | None, ran: bool | None = None) -> list[str]:
+        return [m["id"] for m in musts if m.get("reach") == reach
+                and (ran is None or (m["verdict"] in (HELD, BROKEN)) == ran)]
+
+    return {"deployment_stage": deployment_stage,
+            "ran_read_only": ids(READ_ONLY, ran=True), "read_only_not_run": ids(READ_ONLY, ran=False),
+            "need_allow_destructive": ids(NEEDS_WRITE), "needing_a_write_that_ran": ids(NEEDS_WRITE, ran=True),
+            "not_at_stage": ids(NOT_AT_STAGE), "not_in_run": ids(None)}
+
+
+def reach_text(reach: dict | None) -> str | None:
+    """One line for the terminal and the page: 'N MUSTs ran read-only · M need --allow-destructive · ...'."""
+    if not reach:
+        return None
+    plural = lambda n: "MUST" if n == 1 else "MUSTs"  # noqa: E731
+    read_only, writes = len(reach["ran_read_only"]), len(reach["need_allow_destructive"])
+    parts = [f"{read_only} {plural(read_only)} ran read-only"]
+    if reach["read_only_not_run"]:
+        parts[0] += f" ({len(reach['read_only_not_run'])} more read-only did not run)"
+    ran_writing = len(reach["needing_a_write_that_ran"])
+    parts.append(f"{writes} need{'s' if writes == 1 else ''} --allow-destructive"
+                 + (f" ({ran_writing} ran, writing)" if ran_writing else ""))
+    stage = reach.get("deployment_stage")
+    if stage or reach["not_at_stage"]:   # a run that applies the stages puts the deployment in each test's
+        parts.append(f"{len(reach['not_at_stage'])} do{'es' if len(reach['not_at_stage']) == 1 else ''} not apply "
+                     + (f"at the deployment's stage ({stage})" if stage else "at the deployment's stage"))
+    if reach["not_in_run"]:
+        parts.append(f"{len(reach['not_in_run'])} not in this run")
+    return " · ".join(parts)
+
+
 def stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
 
@@ -339,14 +393,34 @@ def waiver_account(waivers: list[dict], musts: list[dict]) -> list[dict]:
     return account
 
 
+def with_section_titles(verdict: dict, titles: dict[str, str] | None) -> dict:
+    """The verdict with each MUST's and finding's runbook section given its English title (section_en), and
+    the headings it uses with their titles under "sections" (a verdict.json written before titles existed
+    gets them too).  titles: suites/sections.yaml (haconform.conformance.read_section_titles)."""
+    from ..conformance import english_title
+
+    titles = dict(titles or {})
+    used: dict[str, str] = dict(verdict.get("sections") or {})
+    for item in [*verdict.get("musts", []), *verdict.get("findings", [])]:
+        section = item.get("section") or ""
+        english = item.get("section_en") or english_title(section, {**titles, **used})
+        item["section_en"] = english
+        for part in filter(None, (p.strip() for p in section.split(","))):
+            if part in titles:
+                used.setdefault(part, titles[part])
+    verdict["sections"] = used
+    return verdict
+
+
 def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[dict] | None = None,
                   notes: list[dict] | None = None, stages: dict[str, str] | None = None,
                   calibration: dict | None = None, waivers: list[dict] | None = None,
-                  coverage: dict | None = None) -> dict:
+                  coverage: dict | None = None, section_titles: dict[str, str] | None = None) -> dict:
     """The machine-readable verdict (verdict.json, schema_version 1).
 
     golden: suites/conformance.yaml rows, so MUSTs absent from the run show as not tested;
     notes: [{"stage", "text"}] from the stage data's `notes:`; stages: {stage: title};
+    section_titles: {runbook heading: English title} (suites/sections.yaml);
     calibration: Calibration.to_json() of the run (haconform/calibration.py), None where the
     run recorded none (an older run, a run that never brought the target up);
     waivers: the run's waivers (haconform/waivers.py WaiverSet.to_json), accounted for under "waivers";
@@ -378,9 +452,10 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
                     applied.setdefault(waiver["source"], waiver)
         entry = {**meta[must_id], "verdict": verdict, "reason": reason, "known_finding": known,
                  "waivers": list(applied.values()) if verdict == WAIVED else [],
+                 "reach": must_reach(meta[must_id], cases),
                  "figures": must_figures(cases), "nodeids": [c["nodeid"] for c in cases],
                  "cases": [{"nodeid": c["nodeid"], "outcome": c["outcome"], "reason": c.get("reason"),
-                            "duration_s": round(c.get("duration") or 0.0, 3),
+                            "duration_s": round(c.get("duration") or 0.0, 3), "writes": c.get("writes"),
                             **({"waiver": c["waiver"]} if c.get("waiver") else {})} for c in cases]}
         musts.append(entry)
         xfailed = [c for c in cases if c["outcome"] == "xfailed"]
@@ -394,6 +469,7 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
     run.setdefault("versions", versions_from_evidence(records))
     run["verdicts"] = {v: sum(1 for m in musts if m["verdict"] == v) for v in VERDICTS}
     run["known_findings"] = sum(1 for m in musts if m["known_finding"])
+    run["reach"] = reach_summary(musts, run.get("deployment_stage"))
     outcomes: dict[str, int] = {}
     for record in records:
         if record.get("requirement"):
@@ -403,7 +479,7 @@ def build_verdict(records: list[dict], *, run: dict | None = None, golden: list[
     verdict = {"schema_version": SCHEMA_VERSION, "run": run, "stages": dict(stages or {}),
                "musts": musts, "findings": findings, "calibration": calibration, "waivers": account,
                "stale_waivers": [w["source"] for w in account if w["stale"]], "coverage": coverage}
-    return redact_tree(verdict)
+    return redact_tree(with_section_titles(verdict, section_titles))
 
 
 def _finding_text(xfailed: list[dict]) -> str:
@@ -572,8 +648,8 @@ def run_from_history(run_dir: Path, records: list[dict]) -> dict:
             "duration_estimated": True, "source": "history.jsonl"}
 
 
-def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None,
-                         config_dir: Path | None = None) -> dict | None:
+def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None,
+                         section_titles: dict[str, str] | None = None) -> dict | None:
     """A verdict for a run dir without verdict.json; None when its history has no conformance test."""
     history = Path(run_dir) / "history.jsonl"
     if not history.is_file():
@@ -583,7 +659,7 @@ def verdict_from_history(run_dir: Path, *, golden: list[dict] | None = None,
         return None
     notes, titles = stage_notes(config_dir)
     return build_verdict(records, run=run_from_history(Path(run_dir), records), golden=golden, notes=notes,
-                         stages=titles)
+                         stages=titles, section_titles=section_titles)
 
 
 def load_verdict(run_dir: Path, *, golden: list[dict] | None = None, config_dir: Path | None = None) -> dict | None:

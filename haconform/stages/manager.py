@@ -85,6 +85,37 @@ def check_names(names: Mapping[str, str], defined: set[str], *, where: str, key_
                                  fix=f"map one of {', '.join(sorted(defined)) or '(none: the --config has no stage)'}")
 
 
+def stages_mode_of(config) -> str:
+    """--stages of a pytest session: verify by default on an existing deployment (--target ssh), else apply."""
+    return config.getoption("--stages") or ("verify" if config.getoption("--target") == "ssh" else "apply")
+
+
+def declared_stage(config) -> str:
+    """The stage an existing deployment is declared at: its inventory's `stage:`, else --deployment-stage."""
+    inventory = getattr(config, "_haconform_inventory", None)
+    return inventory.stage if inventory else config.getoption("--deployment-stage")
+
+
+def not_applied(name: str, declared: str) -> str:
+    """Why a test needing stage `name` is left out of a verify run of a deployment declared at `declared`."""
+    return (f"verify-only (--stages verify): the deployment is declared at {declared}, and "
+            f"haconform writes nothing to it; {name} would have to be applied")
+
+
+def verify_left_out(declared: Stage, *, stage: str | None = None, setting: str | None = None,
+                    introduced_in: str | None = None) -> str | None:
+    """In verify mode, why a test needing `stage` (or `setting`, introduced in `introduced_in`) is left out
+    of a run against a deployment at the `declared` stage; None when it runs.  StageManager asks it when
+    a test sets up; the collection asks it too, so that a test that cannot apply is left out as such,
+    before any other reason (destructive, writes to a host) is given."""
+    if setting is not None:
+        if setting in declared.provides:
+            return None
+        return (f"{not_applied(introduced_in, declared.name)} ({declared.name} does not keep `{setting}`: its "
+                f"provides: {list(declared.provides)})")
+    return None if stage == declared.name else not_applied(stage, declared.name)
+
+
 class StageLeftOut(Exception):
     """The test needs a stage this run does not put the deployment in (verify mode); the reason says why."""
 
@@ -161,8 +192,9 @@ class StageManager:
     def ensure(self, name: str) -> StageInForce:
         """The deployment in stage `name` (apply), or that stage verified as the declared one (verify)."""
         if self.mode == "verify":
-            if name != self.deployment_stage:
-                raise StageLeftOut(self._not_applied(name))
+            reason = verify_left_out(self.stage(self.deployment_stage), stage=name)
+            if reason is not None:
+                raise StageLeftOut(reason)
             return self.in_force(name, self._verify_once(name))
         # Applying writes the deployment's configuration: on an existing deployment (--allow-destructive) the
         # guard lets it through as a grant of its own, whichever test asked; read-only runs never apply.
@@ -182,10 +214,9 @@ class StageManager:
         """A setting's tests run in the stage that introduces it (apply) or in any declared stage keeping it (verify)."""
         if self.mode == "apply":
             return self.ensure(introduced_in)
-        declared = self.stage(self.deployment_stage)
-        if setting not in declared.provides:
-            raise StageLeftOut(f"{self._not_applied(introduced_in)} ({self.deployment_stage} does not keep "
-                               f"`{setting}`: its provides: {list(declared.provides)})")
+        reason = verify_left_out(self.stage(self.deployment_stage), setting=setting, introduced_in=introduced_in)
+        if reason is not None:
+            raise StageLeftOut(reason)
         return self.in_force(self.deployment_stage, self._verify_once(self.deployment_stage))
 
     def drift(self, name: str) -> list[dict]:
@@ -252,10 +283,6 @@ class StageManager:
         self.current = name
 
     # ----- verify ----------------------------------------------------------------------------
-    def _not_applied(self, name: str) -> str:
-        return (f"verify-only (--stages verify): the deployment is declared at {self.deployment_stage}, and "
-                f"haconform writes nothing to it; {name} would have to be applied")
-
     def _verify_once(self, name: str) -> dict:
         if name not in self._verified:
             began = time.monotonic()

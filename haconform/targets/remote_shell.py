@@ -232,32 +232,31 @@ class RemoteShell:
         token = "haconform-" + tokens.token_hex(8)
         if self.streaming:
             return self._run_streamed(command, token, timeout, input)
-        script = command_script(command, token, input)
+        deadline = self._send(command_script(command, token, input), timeout)
+        rc, out_size, err_size = (int(w) for w in self._header(token, 3, deadline))
+        return rc, self._read_exact(out_size, deadline), self._read_exact(err_size, deadline)
+
+    def _send(self, script: str, timeout: float) -> float:
+        """Hand the shell one command's script; the deadline of its reply."""
         try:
             self.process.stdin.write(script.encode())
             self.process.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise self._gone() from None
-        deadline = time.monotonic() + timeout
+        return time.monotonic() + timeout
+
+    def _header(self, token: str, fields: int, deadline: float) -> list[str]:
+        """The fields of the reply's first line `TOKEN field...`; anything before it is the shell's own
+        noise (a login banner)."""
         while True:
             words = self._read_line(deadline).decode("utf-8", "replace").split()
-            if len(words) == 4 and words[0] == token:
-                break   # anything before the token is the shell's own noise (a login banner)
-        rc, out_size, err_size = (int(w) for w in words[1:])
-        return rc, self._read_exact(out_size, deadline), self._read_exact(err_size, deadline)
+            if len(words) == fields + 1 and words[0] == token:
+                return words[1:]
 
     def _run_streamed(self, command: str, token: str, timeout: float, input: bytes | None) -> tuple[int, bytes, bytes]:
-        try:
-            self.process.stdin.write(streamed_command_script(command, token, input).encode())
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            raise self._gone() from None
-        deadline = time.monotonic() + timeout
-        while True:
-            words = self._read_line(deadline).decode("utf-8", "replace").split()
-            if len(words) == 2 and words[0] == token:
-                break
-        encoded = self._read_exact(int(words[1]), deadline)
+        deadline = self._send(streamed_command_script(command, token, input), timeout)
+        (length,) = self._header(token, 1, deadline)
+        encoded = self._read_exact(int(length), deadline)
         payload = base64.b64decode(encoded)
         stdout, _, rc = payload.rpartition(b"\n")
         return int(rc), stdout, self._command_stderr(token, deadline)

@@ -183,6 +183,17 @@ def test_nothing_ties_them_the_stage_creates_its_own_form(constraints_spec):
     assert [d.found for d in found] == ["no colocation constraint", "no order constraint"]
 
 
+def test_a_group_in_the_way_of_constraints_goes_whole_and_they_are_made_again(constraints_spec):
+    from tests.test_stage_model import cib as cib_xml
+    found = together_differences(constraints_spec, parse_cib_configuration(cib_xml(order=("haproxy", "VIP"))))
+    assert [d.what for d in found] == ["VIP started before haproxy, stopped after"]
+    assert "group hagroup" in found[0].found
+    # Ungrouping takes the colocation too: both constraints are made again, in one row.
+    assert found[0].repair == (("pcs", "resource", "ungroup", "hagroup"),
+                               ("pcs", "constraint", "colocation", "add", "haproxy", "with", "VIP", "INFINITY"),
+                               ("pcs", "constraint", "order", "start", "VIP", "then", "start", "haproxy"))
+
+
 def test_a_member_tied_to_another_resource_is_a_difference():
     xml = read_sample("pacemaker/cib_configuration_constraints.xml").replace(
         "</constraints>", '  <rsc_order id="order-haproxy-vmfence" first="haproxy" then="vmfence"/>\n  </constraints>')
@@ -267,11 +278,11 @@ HAND = ("pcs resource ungroup hagroup", "pcs constraint colocation add haproxy w
         "pcs constraint order VIP then haproxy")
 
 
-def run_suites(tmp: Path, name: str, *args: str) -> dict[str, set[str]]:
+def run_suites(tmp: Path, name: str, *args: str, lab: str = LAB) -> dict[str, set[str]]:
     """pytest suites in a subprocess against the lab; conformance id -> outcomes (passed/failed/skipped)."""
     junit = tmp / f"{name}.xml"
     command = [sys.executable, "-m", "pytest", "suites", "-n", "0", "-p", "no:cacheprovider", "-q",
-               "--lab-name", LAB, "--history-dir", str(tmp / "results"), f"--junitxml={junit}", *args]
+               "--lab-name", lab, "--history-dir", str(tmp / "results"), f"--junitxml={junit}", *args]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
     (tmp / f"{name}.log").write_text(result.stdout + result.stderr)
     outcomes: dict[str, set[str]] = {}
@@ -284,8 +295,8 @@ def run_suites(tmp: Path, name: str, *args: str) -> dict[str, set[str]]:
     return outcomes
 
 
-def on_lab(*command: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "exec", "--name", LAB, "server1", "--",
+def on_lab(*command: str, lab: str = LAB) -> str:
+    result = subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "exec", "--name", lab, "server1", "--",
                              *command], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
     return result.stdout
@@ -333,3 +344,28 @@ def test_constraints_made_by_hand_keep_every_must_the_group_kept(stage5_lab):
     assert without_order.get("HAC-CFG-001") == {"failed"}, log[-3000:]
     assert without_order.get("HAC-HA-007") == {"failed"}, log[-3000:]
     assert "VIP started before haproxy, stopped after" in log and "no order constraint" in log, log[-3000:]
+
+
+@pytest.mark.lab
+def test_a_stage_with_constraints_is_applied_with_pcs_twice_the_same(tmp_path):
+    """A configuration whose stage 4 says `constraints:`: applied on a fresh lab (each stage twice, the second
+    pass must change nothing), the CIB has the two constraints and no group, and the configuration test holds."""
+    if os.geteuid() != 0:
+        pytest.skip("the namespace lab needs root")
+    config = constraints_config(tmp_path)
+    lab = f"{LAB}a"   # beside the module's stage-5 lab, never in its place
+    try:
+        outcomes = run_suites(tmp_path, "apply", "--keep-lab", "--config", str(config), "-k",
+                              "test_80_configuration or cluster_configured_as or run_together", lab=lab)
+        log = (tmp_path / "apply.log").read_text()
+        assert {"HAC-CFG-001", "HAC-HA-001", "HAC-HA-007"} <= held(outcomes), log[-4000:]
+        configuration = parse_cib_configuration(on_lab("cibadmin", "--query", "--scope", "configuration", lab=lab))
+        assert configuration.groups == {}
+        assert [(c.rsc, c.with_rsc, c.score) for c in configuration.colocations] == [("haproxy", "VIP", "INFINITY")]
+        assert [(o.first, o.then, o.kind) for o in configuration.orders] == [("VIP", "haproxy", "Mandatory")]
+        history = "".join(p.read_text() for p in (tmp_path / "results").rglob("history.jsonl"))
+        assert "pcs constraint colocation add haproxy with VIP INFINITY" in history, "the first pass made it"
+        assert '"idempotent": true' in history and '"idempotent": false' not in history
+    finally:
+        subprocess.run([sys.executable, "-m", "haconform.cli", "lab", "down", "--name", lab], cwd=REPO,
+                       capture_output=True, timeout=300)

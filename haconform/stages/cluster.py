@@ -213,8 +213,8 @@ def found_ties(cib: CibConfiguration, members) -> list[Tie]:
                             roles=(c.rsc_role, c.with_rsc_role), constraint=c.id))
     for o in cib.orders:
         actions = (o.first_action, o.then_action)
-        if o.sets:
-            actions = tuple(next((s.action or "start" for s in o.sets), "start") for _ in range(2))
+        if o.sets:   # a set's action is its members'; the first set's come first, the last set's after
+            actions = (o.sets[0].action or "start", o.sets[-1].action or "start")
         for pair in o.pairs():
             ties.append(Tie(ORDER, pair, o.describe(), o.path, kind=o.kind, symmetrical=o.symmetrical,
                             actions=actions, constraint=o.id))
@@ -311,7 +311,11 @@ def together_differences(spec: ClusterSpec, cib: CibConfiguration) -> list[Clust
                                   (("pcs", "resource", "group", "add", spec.group_id, *members),))] \
             + _pin_rows(cib, members)
     reported: set = set()
-    regrouped = False
+    among = [f for f in found if set(f.pair) <= set(members)]
+    # A group goes whole (ungrouping takes every tie it made): then the stage's own form is made again from
+    # nothing, once, in the first row; constraints alone are put right one by one.
+    rebuild = bool(spec.group_id) or any(f.group for f in among)
+    rebuilt = False
     for tie in wanted:
         if any(f.means(tie) for f in found):
             continue
@@ -320,15 +324,16 @@ def together_differences(spec: ClusterSpec, cib: CibConfiguration) -> list[Clust
         a, b = tie.pair
         what = f"{a} and {b} on one node" if tie.type == COLOCATION else \
             f"{a} started before {b}" + (", stopped after" if tie.symmetrical else "")
-        if spec.group_id:
-            expected = f"{tie.says()} (group {spec.group_id}, or a constraint meaning the same)"
-            # Back to the documented form once: whatever ties the members goes, then the group is made.
-            repair = () if regrouped else removals.of([f for f in found if set(f.pair) <= set(members)]) + (
-                ("pcs", "resource", "group", "add", spec.group_id, *members),)
-            regrouped = True
-        else:
-            expected = tie.says()
+        expected = f"{tie.says()} (group {spec.group_id}, or a constraint meaning the same)" if spec.group_id \
+            else tie.says()
+        if not rebuild:
             repair = removals.of(same_pair) + (_create(spec, tie),)
+        elif rebuilt:
+            repair = ()
+        else:
+            made = (("pcs", "resource", "group", "add", spec.group_id, *members),) if spec.group_id \
+                else tuple(_create(spec, w) for w in wanted)
+            repair, rebuilt = removals.of(among) + made, True
         rows.append(ClusterDifference(what, expected, "; ".join(f.source for f in same_pair)
                                       or f"no {tie.type} constraint", same_pair[0].path if same_pair
                                       else CONSTRAINTS_PATH, repair))

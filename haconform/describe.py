@@ -386,11 +386,11 @@ def describe(deployment: Deployment, runbook: Path, out: Path | None, *, stage: 
     description = Description(stage=stage, directory=out, names=dict(found_names), form=form, counts=counts)
     if out is None:
         return description, manager
-    _write(description, deployment, runbook, stages, documented, manager, cib)
+    _write(description, deployment, runbook, stages, documented, cib)
     return description, manager
 
 
-def _write(description: Description, deployment, runbook: Path, stages, documented: Stage, manager, cib) -> None:
+def _write(description: Description, deployment, runbook: Path, stages, documented: Stage, cib) -> None:
     out, stage, unsaid = description.directory, description.stage, description.unsaid
     out.mkdir(parents=True, exist_ok=True)
     for name in RUNBOOK_STAGES:
@@ -415,6 +415,8 @@ def _write(description: Description, deployment, runbook: Path, stages, document
     manifest["notes"] = [f"Described on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC from "
                          f"{deployment.target.describe().get('target')}; compare with the runbook by meaning: "
                          "haconform describe --diff"]
+    if documented.is_cluster_stage and cib is None:
+        unsaid.append(f"no cluster answers crm_mon: {stage}'s cluster block is left out")
     if documented.is_cluster_stage and cib is not None:
         manifest["cluster"] = cluster_block(documented.cluster, cib, description.names,
                                             _cluster_name(cib, deployment), unsaid)

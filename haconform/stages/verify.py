@@ -134,7 +134,7 @@ def cluster_drift(cluster) -> list[dict]:
         rows.append(_row("CIB configuration", "readable", str(exc), first.name))
     members = cluster.spec.together_ids()
     if members and cluster.group_node() is None:
-        what = f"group {cluster.spec.group_id}" if cluster.spec.group_id else f"{cluster.spec.together_label}"
+        what = f"group {cluster.spec.group_id}" if cluster.spec.group_id else cluster.spec.together_label
         rows.append(_row(what, "started on exactly one node, together",
                          str({m: state.where_is(m) for m in members if m in state.resource_ids()}), "crm_mon"))
     return rows

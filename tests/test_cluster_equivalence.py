@@ -25,6 +25,7 @@ from haconform.restore import read_cluster_view
 from haconform.stages.cluster import cluster_differences, together_differences, together_form
 from haconform.stages.manager import names_defined
 from haconform.stages.model import load_stage
+from haconform.timeouts import BOUNDS
 from haconform.topology import load_topology
 from tests.fakes import read_sample
 from tests.test_cluster import Deployment, Director
@@ -329,6 +330,8 @@ def test_constraints_made_by_hand_keep_every_must_the_group_kept(stage5_lab):
     assert with_group.get("HAC-CFG-001") == {"passed"}, (stage5_lab / "group.log").read_text()[-3000:]
     for command in HAND:
         on_lab(*command.split())
+    # Between the ungroup and the colocation pacemaker may have placed them apart: its own settle wait.
+    on_lab("crm_resource", "--wait", f"--timeout={round(BOUNDS.cluster_settle)}s")
     assert "<group" not in on_lab("cibadmin", "--query", "--scope", "resources")
     with_constraints = run_suites(stage5_lab, "constraints", *VERIFY)
     log = (stage5_lab / "constraints.log").read_text()
@@ -339,6 +342,7 @@ def test_constraints_made_by_hand_keep_every_must_the_group_kept(stage5_lab):
     assert "colocation-haproxy-VIP-INFINITY" in history and '"form found": "constraints"' in history
 
     on_lab("pcs", "constraint", "delete", "order-VIP-haproxy-mandatory")
+    on_lab("crm_resource", "--wait", f"--timeout={round(BOUNDS.cluster_settle)}s")
     without_order = run_suites(stage5_lab, "no-order", *VERIFY, "-k", "configuration_means or configured_as")
     log = (stage5_lab / "no-order.log").read_text()
     assert without_order.get("HAC-CFG-001") == {"failed"}, log[-3000:]

@@ -224,12 +224,14 @@ def found_ties(cib: CibConfiguration, members) -> list[Tie]:
 def _pinning(cib: CibConfiguration, members) -> list:
     """Location constraints on a member, or on a group holding one, or by a pattern matching one."""
     held = set(members) | {g for g, grouped in cib.groups.items() if set(grouped) & set(members)}
-    found = []
-    for location in cib.locations:
-        pattern = location.rsc_pattern
-        if set(location.resources) & held or (pattern and any(re.search(pattern, m) for m in held)):
-            found.append(location)
-    return found
+
+    def matches(pattern: str) -> bool:
+        try:
+            return any(re.search(pattern, m) for m in held)
+        except re.error:
+            return True    # a pattern Python cannot read may pin them: shown rather than passed over
+    return [location for location in cib.locations
+            if set(location.resources) & held or (location.rsc_pattern and matches(location.rsc_pattern))]
 
 
 def together_form(spec: ClusterSpec, cib: CibConfiguration) -> dict:
@@ -253,7 +255,7 @@ def together_form(spec: ClusterSpec, cib: CibConfiguration) -> dict:
             "same meaning": not together_differences(spec, cib)}
 
 
-def _create(spec: ClusterSpec, tie: Tie) -> tuple[str, ...]:
+def _create(tie: Tie) -> tuple[str, ...]:
     """The pcs command creating a constraint the stage declares, as the runbook's pcs would write it."""
     named = (f"id={tie.constraint}",) if tie.constraint else ()
     a, b = tie.pair
@@ -327,12 +329,12 @@ def together_differences(spec: ClusterSpec, cib: CibConfiguration) -> list[Clust
         expected = f"{tie.says()} (group {spec.group_id}, or a constraint meaning the same)" if spec.group_id \
             else tie.says()
         if not rebuild:
-            repair = removals.of(same_pair) + (_create(spec, tie),)
+            repair = removals.of(same_pair) + (_create(tie),)
         elif rebuilt:
             repair = ()
         else:
             made = (("pcs", "resource", "group", "add", spec.group_id, *members),) if spec.group_id \
-                else tuple(_create(spec, w) for w in wanted)
+                else tuple(_create(w) for w in wanted)
             repair, rebuilt = removals.of(among) + made, True
         rows.append(ClusterDifference(what, expected, "; ".join(f.source for f in same_pair)
                                       or f"no {tie.type} constraint", same_pair[0].path if same_pair

@@ -133,6 +133,14 @@ def test_the_form_found_is_reported():
     assert together_form(GROUP_SPEC, cib("ungrouped"))["found"] == "nothing ties them"
 
 
+def test_the_lab_after_the_hand_made_change_keeps_the_group_and_without_its_order_does_not():
+    # Recorded from a stage-5 lab: `pcs resource ungroup hagroup`, the two constraints; then the order deleted.
+    lab = cib("lab_constraints")
+    assert lab.groups == {} and len(lab.colocations) == len(lab.orders) == 1
+    assert together_differences(GROUP_SPEC, lab) == []
+    assert [d.found for d in together_differences(GROUP_SPEC, cib("lab_no_order"))] == ["no order constraint"]
+
+
 # ----- something else is a difference with its own row -----------------------------------------------
 
 def test_no_order_is_one_difference():
@@ -307,8 +315,9 @@ def held(outcomes) -> set[str]:
     return {cid for cid, seen in outcomes.items() if seen == {"passed"}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stage5_lab(tmp_path_factory):
+    """A lab at stage 5, taken down after its test: one lab at a time."""
     if os.geteuid() != 0:
         pytest.skip("the namespace lab needs root")
     tmp = tmp_path_factory.mktemp("equivalence")

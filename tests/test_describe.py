@@ -222,7 +222,6 @@ def describe_and_verify(tmp: Path, stage: str, build_k: str) -> Path:
                                "--deployment-stage", stage, "--config", str(out), "--names",
                                str(out / "names.yaml"), "-k", "configuration_means or configured_as")
     assert outcomes.get("HAC-CFG-001") == {"passed"}, log[-3000:]
-    assert "differences from" in log or outcomes, log
     return out
 
 
@@ -240,7 +239,7 @@ def test_describe_a_stage5_lab_verify_it_and_diff_a_change(tmp_path, lab_down):
 @pytest.mark.lab
 def test_describe_a_stage2_lab_verify_it_and_diff_a_change(tmp_path, lab_down):
     describe_and_verify(tmp_path, "stage2", "test_40_stats_page")
-    lab_exec("server1", "sed", "-i", "s/maxconn 65535/maxconn 30000/", "/etc/haproxy/haproxy.cfg")
+    lab_exec("server1", "sed", "-i", "-E", r"s/maxconn( +)65535/maxconn\130000/", "/etc/haproxy/haproxy.cfg")
     changed = haconform("describe", "--lab-name", LAB, "--diff", "--stage", "stage2", check=False)
     assert changed.returncode == 1, changed.stdout + changed.stderr
     assert "expected '65535', found '30000'" in changed.stdout and "server1:/etc/haproxy/haproxy.cfg" \

@@ -1,4 +1,4 @@
-"""haconform command line: manage the embedded namespace lab.
+"""haconform command line: the embedded namespace lab, VMs, the golden list, trends, describe.
 
     haconform lab up|down|status [--name NAME] [--topology FILE] [--json]
     haconform lab exec [--name NAME] HOST -- CMD...
@@ -12,6 +12,7 @@
     haconform conformance list [--write]
     haconform conformance coverage [--config DIR] [--topology FILE] [--json]
     haconform report [RESULTS] [--compare A B | --targets A B] [--target KIND] [--config-digest PREFIX]
+    haconform describe --out DIR [--lab-name NAME | --target ssh --inventory FILE] [--stage S] [--diff]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import sys
 
 from .errors import HaconformError
+from .guard import ReadOnlyRefused
 from .secrets import redact
 
 
@@ -240,6 +242,57 @@ def cmd_report(args) -> int:
         return 2
 
 
+def cmd_describe(args) -> int:
+    from pathlib import Path
+
+    from .deployment import Deployment
+    from .describe import describe, read_only_target
+    from .topology import load_topology
+    if not args.out and not args.diff:
+        raise HaconformError("nothing to do", where="haconform describe",
+                             fix="pass --out DIR (write the stage data), --diff (print the differences), or both")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HaconformError("exists and is not an empty directory", where=str(out),
+                             fix="pass --out a new directory (describe never overwrites)")
+    runbook = Path(args.runbook)
+    if not (runbook / "stage1" / "stage.yaml").is_file():
+        raise HaconformError("not a configuration directory (no stage1/stage.yaml)", where=str(runbook),
+                             fix="pass --runbook a directory laid out like fixtures/documented/, or run from a "
+                                 "haconform checkout")
+    topology = load_topology(args.topology or "fixtures/topology.yaml")
+    names = {}
+    if args.names:
+        from .pytest_plugin import _names
+        names = _names(args.names)
+    target = read_only_target(args.target, topology, lab_name=args.lab_name, inventory=args.inventory)
+    names = {**dict(getattr(getattr(target, "inventory", None), "names", None) or {}), **names}
+    try:
+        description, manager = describe(Deployment(target), runbook, out, stage=args.stage, names=names)
+        rows = manager.drift(description.stage) if args.diff else []
+    finally:
+        if target.kind == "ssh":
+            target.down()   # the multiplexed ssh connections close; nothing on the hosts changes
+    where = target.describe()
+    print(redact(f"{description.stage} of {runbook}, read from {where.get('lab') or where.get('inventory') or where}"
+                 + (f" (chosen by the fewest differences: {description.counts})" if description.counts else "")))
+    if description.form:
+        print(redact(f"the members that must run together: {description.form['found']} "
+                     f"(the runbook: {description.form['documented']}; "
+                     f"{'the same meaning' if description.form['same meaning'] else 'not the same meaning'})"))
+    if out is not None:
+        print(f"wrote {out}: {out / description.stage} ({description.files} files and stage.yaml), "
+              f"names.yaml ({len(description.names)} ids differ), README.md")
+        for item in description.unsaid:
+            print(redact(f"  not said by the stage data: {item}"))
+    if args.diff:
+        print(f"{len(rows)} difference(s) from {description.stage} (by meaning, the rows HAC-CFG-001 shows):")
+        for row in rows:
+            print(redact(f"  {row['what']}: expected {row['expected']!r}, found {row['found']!r} ({row['where']})"))
+    print(target.guard.statement())
+    return 1 if rows else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="area", required=True)
@@ -333,6 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None,
                      help="the page (default: reports/trends.html; with --targets: reports/targets.html)")
     rep.set_defaults(func=cmd_report)
+
+    desc = sub.add_parser("describe", help="a live deployment written down as stage data (read-only); --diff: its "
+                                           "differences from the runbook's stage, by meaning")
+    desc.add_argument("--out", help="a new directory for the configuration (laid out like fixtures/documented/)")
+    desc.add_argument("--diff", action="store_true",
+                      help="print the differences from the documented stage (the rows HAC-CFG-001 shows); "
+                           "exit 1 when there are any")
+    desc.add_argument("--target", choices=["lab", "ssh", "vagrant"], default="lab")
+    desc.add_argument("--lab-name", default=os.environ.get("HACONFORM_LAB", "haconform"),
+                      help="the lab to read (--target lab; default haconform)")
+    desc.add_argument("--inventory", help="how to reach the deployment's hosts (--target ssh)")
+    desc.add_argument("--topology", help="topology file (default: fixtures/topology.yaml)")
+    desc.add_argument("--runbook", default="fixtures/documented",
+                      help="the documented stages to compare with (default: fixtures/documented)")
+    desc.add_argument("--stage", help="the stage the deployment is at (default: the one it differs least from)")
+    desc.add_argument("--names", help="YAML: the runbook's names -> the deployment's (added to those found)")
+    desc.set_defaults(func=cmd_describe)
     return parser
 
 
@@ -341,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HaconformError as exc:
+        print(f"haconform: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except ReadOnlyRefused as exc:
         print(f"haconform: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -2,8 +2,8 @@
 
     cluster = Cluster(deployment)              # the documented cluster: deployment.cluster_spec
     cluster.state()                            # crm_mon XML from the first director that answers
-    cluster.group_node()                       # the node running the whole group, else None
-    cluster.active_director()                  # waits until the group runs on exactly one director
+    cluster.group_node()                       # the node running every member that must run together, else None
+    cluster.active_director()                  # waits until they run on exactly one director
     cluster.vip_holders()                      # directors holding the VIP (their own address tables)
     cluster.vip_survey()                       # the same, and the directors that could not be asked
     cluster.configuration() / verify()         # the CIB's configuration section / crm_verify -LV
@@ -155,11 +155,12 @@ class Cluster:
             return None
 
     def group_node(self, director=None) -> str | None:
-        """The node running every member of the group, as `director` (or the first that answers)
-        sees it; None: nowhere, split, or no answer."""
+        """The node running every member that must run together (a group's, or those tied by colocation
+        and order constraints), as `director` (or the first that answers) sees it; None: nowhere, split,
+        or no answer."""
         try:
             state = self.state(director)
-            places = [state.where_is(member) for member in self.spec.group_ids()]
+            places = [state.where_is(member) for member in self.spec.together_ids()]
         except (HaconformError, KeyError):
             return None
         if places and all(len(p) == 1 for p in places) and len({p[0] for p in places}) == 1:
@@ -176,7 +177,7 @@ class Cluster:
                 if node:
                     return self.deployment.machine(node)
             return None
-        return wait_until(f"{self.spec.group_id} runs on exactly one director", seen, timeout=timeout,
+        return wait_until(f"{self.spec.together_label} runs on exactly one director", seen, timeout=timeout,
                           observe=self.views)
 
     def views(self) -> dict:

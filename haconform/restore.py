@@ -52,7 +52,7 @@ class ClusterView:
     online: list[str]
     standby: list[str]
     started: dict[str, list[str]]      # resource id -> nodes it runs on
-    groups: dict[str, list[str]]       # group id -> members
+    groups: dict[str, list[str]]       # group id (or the members' label when constraints tie them) -> members
     options: dict[str, object]         # TOUCHED_PROPERTIES -> value
     quorum: bool
     dc: str | None
@@ -102,9 +102,15 @@ def read_cluster_view(deployment) -> tuple[ClusterView | None, object]:
         if resource.active and resource.nodes:
             started.setdefault(resource.id, [])
             started[resource.id] += [n for n in resource.nodes if n not in started[resource.id]]
+    groups = {g.id: list(g.members) for g in state.groups}
+    spec = getattr(deployment, "cluster_spec", None)
+    together = spec.together_ids() if spec is not None else []
+    if len(together) > 1 and together not in groups.values():
+        # Tied by constraints, not a group: they must run whole after the test all the same.
+        groups[spec.together_label] = together
     view = ClusterView(online=state.online_nodes,
                        standby=[n.name for n in state.nodes if n.standby],
-                       started=started, groups={g.id: list(g.members) for g in state.groups},
+                       started=started, groups=groups,
                        options={p: getattr(state.options, p) for p in TOUCHED_PROPERTIES},
                        quorum=state.quorum, dc=state.dc,
                        failures=[f"{f.resource} on {f.node}: {f.status}" for f in state.failures])

@@ -6,7 +6,7 @@ from haconform.conformance import conformance
 from haconform.differences import fail_on_differences
 from haconform.faults import FaultRun, Reset, ServiceStop, Standby, VipDeleted, audit
 from haconform.patterns import ANY, pattern
-from haconform.stages.cluster import ClusterStage
+from haconform.stages.cluster import ClusterStage, together_differences, together_form
 from haconform.timeouts import BOUNDS, documented
 from haconform.wait import wait_until
 
@@ -37,9 +37,12 @@ def test_vip_and_haproxy_run_together_on_one_director(deployment, cluster_settin
     vip, haproxy = cluster_spec.resource("vip").id, cluster_spec.resource("haproxy").id
     state = cluster.state()
     evidence.data("resources (crm_mon XML)", {r.id: {"role": r.role, "nodes": list(r.nodes)} for r in state.resources})
-    members = state.group_members(cluster_spec.group_id)
-    assert members == cluster_spec.group_ids(), \
-        f"group {cluster_spec.group_id} has {members}, documented {cluster_spec.group_ids()}"
+    # What keeps them together may be the runbook's group or colocation + order constraints meaning the same.
+    cib = cluster.configuration()
+    evidence.data("the members that must run together (CIB)", together_form(cluster_spec, cib))
+    untied = together_differences(cluster_spec, cib)
+    assert not untied, f"{cluster_spec.together_label} are not tied as documented:\n  " + "\n  ".join(
+        f"{d.what}: documented {d.expected}, found {d.found} ({d.where})" for d in untied)
     assert len(state.where_is(vip)) == 1, state.where_is(vip)
     assert state.where_is(vip) == state.where_is(haproxy)
     running = [d.name for d in deployment.directors if d.host.process.filter(comm="haproxy")]
@@ -78,7 +81,7 @@ def test_vip_deleted_by_hand_is_restored(deployment, active, cluster_spec, clust
         wait_until("the VIP is held by a director again", cluster.vip_holders,
                    timeout=documented(interval), observe=cluster.vip_holders)
         run.mark("VIP back")
-        # The group is ordered (VIP, then haproxy): restoring the VIP restarts haproxy too.
+        # VIP then haproxy (the group's order, or the order constraint): restoring the VIP restarts haproxy too.
         run.wait_served(timeout=BOUNDS.service_start + BOUNDS.http_request + BOUNDS.probe_request * 3)
         seen = watch.wait_for({"monitor saw VIP gone": pattern(
             "pcmk.rsc_op_result", operation="monitor", resource=vip_id, node=active.name,
@@ -126,7 +129,7 @@ def test_haproxy_stopped_is_restarted(deployment, active, cluster_spec, cluster,
              must="`pcs node standby` of the active director MUST move the group to the other director, "
                   "and `unstandby` MUST bring the node back online")
 def test_standby_moves_the_group(deployment, active, cluster_spec, cluster, evidence):
-    group = cluster_spec.group_id
+    group = cluster_spec.together_label
     other = next(d for d in deployment.directors if d.name != active.name)
     with FaultRun(deployment, evidence, "standby of the active director") as run:
         standby = Standby(deployment)
@@ -154,7 +157,7 @@ def test_standby_moves_the_group(deployment, active, cluster_spec, cluster, evid
              settings=("cluster.name", "cluster.group.*"),
              must="A director that reboots MUST start the cluster by itself and rejoin with no failed actions")
 def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, evidence, target):
-    group = cluster_spec.group_id
+    group = cluster_spec.together_label
     if not target.can_power:
         pytest.skip(f"target {target.kind} has no power control")
     passive = next(d for d in cluster.directors if d.name != active.name)
@@ -181,9 +184,11 @@ def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, ev
 @conformance("HAC-HA-007", stage="stage4", section=SECTION,
              settings=("cluster.resources.*", "cluster.group.*", "cluster.properties.*"),
              must="The cluster MUST be configured as documented: the resources with their agents, parameters "
-                  "and monitor intervals (VIP 30s, haproxy 60s), the group's members in order, the properties")
+                  "and monitor intervals (VIP 30s, haproxy 60s), the VIP and HAProxy tied in order (the group, or "
+                  "colocation and order constraints meaning the same), the properties")
 def test_cluster_configured_as_documented(deployment, cluster_settings, cluster_spec, cluster, evidence):
     cib = cluster.configuration()
+    evidence.data("the members that must run together (CIB)", together_form(cluster_spec, cib))
     evidence.table("documented resources", [
         {"role": r.role, "id": r.id, "agent": " or ".join(r.agents()), "params": dict(r.params),
          "operations": {op.name: op.interval for op in r.operations}}

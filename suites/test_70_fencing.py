@@ -91,7 +91,7 @@ def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, targe
                             lambda: successful_fences(cluster, survivor, victim.name, crashed_at),
                             timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
-        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
+        wait_until(f"{deployment.cluster_spec.together_label} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
                    timeout=BOUNDS.resource_move, observe=lambda: cluster.group_node(survivor))
         run.wait_served(timeout=BOUNDS.resource_move)
         run.mark("VIP served")
@@ -131,7 +131,7 @@ def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
         wait_until(f"{survivor.name} fenced {cut.name}", lambda: successful_fences(cluster, survivor, cut.name, cut_at),
                    timeout=BOUNDS.fence_complete, observe=lambda: cluster.fence_history(survivor))
         run.mark("fence completed")
-        wait_until(f"{deployment.cluster_spec.group_id} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
+        wait_until(f"{deployment.cluster_spec.together_label} runs on {survivor.name}", lambda: cluster.group_node(survivor) == survivor.name,
                    timeout=BOUNDS.resource_move)
         run.wait_served(timeout=BOUNDS.resource_move)
         run.mark("VIP served")
@@ -171,7 +171,7 @@ def test_without_fencing_split_brain_runs_the_group_twice(deployment, victim, cl
         holders = cluster.vip_holders()
         nic.heal()
         run.mark("NIC up")
-        wait_until(f"{deployment.cluster_spec.group_id} on exactly one director again (seen by both)",
+        wait_until(f"{deployment.cluster_spec.together_label} on exactly one director again (seen by both)",
                    lambda: len({cluster.group_node(d) for d in deployment.directors} - {None}) == 1
                    and all(cluster.group_node(d) for d in deployment.directors), timeout=BOUNDS.cluster_settle)
         stonith_off.heal()
@@ -181,7 +181,7 @@ def test_without_fencing_split_brain_runs_the_group_twice(deployment, victim, cl
         run.mark("whole again")
     evidence.data("VIP holders during the split", holders)
     evidence.text("why the runbook fences", "With stonith-enabled=false both halves of the split believed they "
-                  f"owned {deployment.cluster_spec.group_id}: both held the VIP ({holders}).")
+                  f"owned {deployment.cluster_spec.together_label}: both held the VIP ({holders}).")
     assert both
     assert sorted(holders) == sorted(d.name for d in deployment.directors), holders
     assert not run.vip_watch_problems(), run.vip_watch_problems()

@@ -20,5 +20,9 @@ def test_configuration_means_the_documented_stage(stages, deployment_stage, evid
     rows = stages.drift(deployment_stage.name)
     evidence.data("compared with", {"stage": deployment_stage.name, "directory": str(deployment_stage.directory),
                                     "names mapped (runbook -> deployment)": stages.names or "none"})
+    form = stages.cluster_form(deployment_stage.name)
+    if form is not None:
+        # Either form may keep the runbook's promise; the verdict says which one the deployment uses.
+        evidence.data("the members that must run together: the form found", form)
     fail_on_differences(rows, f"{len(rows)} difference(s) from {deployment_stage.name}", evidence=evidence,
                         title=f"differences from {deployment_stage.name} ({len(rows)})")

@@ -689,10 +689,119 @@ class CibPrimitive:
 
 
 @dataclass(frozen=True)
+class CibResourceSet:
+    """A <resource_set> of a set constraint (pcs constraint colocation|order set ...)."""
+    id: str
+    members: tuple[str, ...]
+    sequential: bool              # members related one after another (pacemaker's default: true)
+    role: str | None = None
+    action: str | None = None
+
+
+def score_value(text: str | None) -> int | None:
+    """A pacemaker score as a number (INFINITY = PCMK_INFINITY, clamped); None when it is no number."""
+    if text is None:
+        return None
+    word = text.strip().upper()
+    if word in ("INFINITY", "+INFINITY"):
+        return PCMK_INFINITY
+    if word == "-INFINITY":
+        return -PCMK_INFINITY
+    try:
+        return max(-PCMK_INFINITY, min(PCMK_INFINITY, int(word)))
+    except ValueError:
+        return None
+
+
+def _chain(sets: tuple[CibResourceSet, ...]) -> list[tuple[str, str]]:
+    """(earlier, later) pairs of a set constraint: within each sequential set one after another, and every
+    member of a set with every member of the next set."""
+    pairs = []
+    for resource_set in sets:
+        if resource_set.sequential:
+            pairs += list(zip(resource_set.members, resource_set.members[1:]))
+    for earlier, later in zip(sets, sets[1:]):
+        pairs += [(a, b) for a in earlier.members for b in later.members]
+    return pairs
+
+
+@dataclass(frozen=True)
+class CibColocation:
+    """<rsc_colocation>: rsc placed with with-rsc (or resource sets); score as written."""
+    id: str
+    rsc: str | None
+    with_rsc: str | None
+    score: str | None             # None: a score-attribute or none at all
+    path: str
+    rsc_role: str | None = None
+    with_rsc_role: str | None = None
+    sets: tuple[CibResourceSet, ...] = ()
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(resource, the resource it is placed with); for sets, each later member with the earlier one."""
+        if self.sets:
+            return [(later, earlier) for earlier, later in _chain(self.sets)]
+        return [(self.rsc, self.with_rsc)] if self.rsc and self.with_rsc else []
+
+    def describe(self) -> str:
+        if self.sets:
+            return (f"colocation set {' ; '.join(' '.join(s.members) for s in self.sets)} "
+                    f"score {self.score} ({self.id})")
+        roles = "".join(f" ({role})" for role in (self.rsc_role, self.with_rsc_role) if role)
+        return f"colocation {self.rsc} with {self.with_rsc} score {self.score}{roles} ({self.id})"
+
+
+@dataclass(frozen=True)
+class CibOrder:
+    """<rsc_order>: first then `then`; kind and symmetrical as pacemaker reads them (defaults filled in)."""
+    id: str
+    first: str | None
+    then: str | None
+    first_action: str
+    then_action: str
+    kind: str                     # Mandatory | Optional | Serialize
+    symmetrical: bool             # stopped in the reverse order
+    path: str
+    sets: tuple[CibResourceSet, ...] = ()
+
+    def pairs(self) -> list[tuple[str, str]]:
+        if self.sets:
+            return _chain(self.sets)
+        return [(self.first, self.then)] if self.first and self.then else []
+
+    def describe(self) -> str:
+        symmetry = "symmetrical" if self.symmetrical else "not symmetrical"
+        if self.sets:
+            return f"order set {' ; '.join(' '.join(s.members) for s in self.sets)} {self.kind}, {symmetry} ({self.id})"
+        return (f"order {self.first_action} {self.first} then {self.then_action} {self.then} "
+                f"{self.kind}, {symmetry} ({self.id})")
+
+
+@dataclass(frozen=True)
+class CibLocation:
+    """<rsc_location>: a resource (or a pattern, or sets) preferred on or banned from a node, or by rules."""
+    id: str
+    resources: tuple[str, ...]    # the resource, or every member of its sets
+    node: str | None
+    score: str | None
+    path: str
+    rsc_pattern: str | None = None
+    rules: int = 0                # <rule> children (placement by node attributes)
+
+    def describe(self) -> str:
+        what = self.rsc_pattern and f"resources matching {self.rsc_pattern!r}" or " ".join(self.resources)
+        where = f"on {self.node}" if self.node else f"by {self.rules} rule(s)" if self.rules else "(no node)"
+        return f"location {what} {where} score {self.score} ({self.id})"
+
+
+@dataclass(frozen=True)
 class CibConfiguration:
     properties: dict[str, str]                 # cluster options (crm_config)
     primitives: dict[str, CibPrimitive]        # every primitive, grouped or not, stonith included
     groups: dict[str, list[str]]               # group id -> member ids, in order
+    colocations: tuple[CibColocation, ...] = ()
+    orders: tuple[CibOrder, ...] = ()
+    locations: tuple[CibLocation, ...] = ()
 
 
 def _query_cib(host: Any, query: str, timeout: float | None) -> tuple[str, str]:
@@ -750,7 +859,58 @@ def parse_cib_configuration(text: str, *, source: str = "cibadmin") -> CibConfig
                                  round(_interval_seconds(op.get("interval", "0"), source) * 1000))
                     for op in element.iter("op"))
         primitives[element.get("id")] = CibPrimitive(element.get("id"), agent, params, ops, path)
-    return CibConfiguration(properties=properties, primitives=primitives, groups=groups)
+    colocations, orders, locations = _constraints(root.find("constraints"))
+    return CibConfiguration(properties=properties, primitives=primitives, groups=groups,
+                            colocations=colocations, orders=orders, locations=locations)
+
+
+CONSTRAINTS_PATH = "/cib/configuration/constraints"
+
+
+def _resource_sets(element: ET.Element) -> tuple[CibResourceSet, ...]:
+    return tuple(CibResourceSet(id=s.get("id", ""), members=tuple(r.get("id") for r in s.findall("resource_ref")),
+                                sequential=s.get("sequential", "true").lower() in ("true", "1", "yes", "on"),
+                                role=s.get("role"), action=s.get("action"))
+                 for s in element.findall("resource_set"))
+
+
+def _truth(text: str | None, default: bool) -> bool:
+    return default if text is None else text.strip().lower() in ("true", "1", "yes", "on", "y")
+
+
+def _order_kind(element: ET.Element) -> str:
+    """Pacemaker's reading: `kind` when set, else the old `score` (0: Optional, else Mandatory)."""
+    if element.get("kind"):
+        return element.get("kind").capitalize()
+    score = score_value(element.get("score"))
+    return "Optional" if score == 0 else "Mandatory"
+
+
+def _constraints(constraints: ET.Element | None):
+    """The <constraints> section: colocations, orders and locations (rsc_ticket is not read)."""
+    colocations, orders, locations = [], [], []
+    for element in constraints if constraints is not None else ():
+        cid = element.get("id", "")
+        path = f"{CONSTRAINTS_PATH}/{element.tag}[@id='{cid}']"
+        sets = _resource_sets(element)
+        if element.tag == "rsc_colocation":
+            colocations.append(CibColocation(id=cid, rsc=element.get("rsc"), with_rsc=element.get("with-rsc"),
+                                             score=element.get("score"), path=path, rsc_role=element.get("rsc-role"),
+                                             with_rsc_role=element.get("with-rsc-role"), sets=sets))
+        elif element.tag == "rsc_order":
+            kind = _order_kind(element)
+            orders.append(CibOrder(id=cid, first=element.get("first"), then=element.get("then"),
+                                   first_action=element.get("first-action", "start"),
+                                   then_action=element.get("then-action", "start"), kind=kind,
+                                   symmetrical=_truth(element.get("symmetrical"), kind != "Serialize"),
+                                   path=path, sets=sets))
+        elif element.tag == "rsc_location":
+            members = (element.get("rsc"),) if element.get("rsc") else tuple(m for s in sets for m in s.members)
+            locations.append(CibLocation(id=cid, resources=members, node=element.get("node"),
+                                         score=element.get("score"), path=path,
+                                         rsc_pattern=element.get("rsc-pattern"),
+                                         rules=len(element.findall("rule"))))
+    return tuple(colocations), tuple(orders), tuple(locations)
 
 
 _PCMK_UNITS = {"ms": 0.001, "msec": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}

@@ -7,7 +7,9 @@ fence key and fence_virtd's settings).  Applying converges: every step first
 reads what is there (pcsd's known hosts, corosync.conf, the CIB's
 configuration section, crm_mon XML) and acts only where it differs from the
 spec, so a changed interval or host map is put back and a second application
-changes nothing.  `cluster_differences` is the same comparison, used by the
+changes nothing.  The VIP and HAProxy are tied by a group or by colocation +
+order constraints (the stage says which to create); a deployment is compared
+by what its ties mean, in either form (`together_differences`).  `cluster_differences` is the same comparison, used by the
 verifier and the suites without acting.  pcs's dialect (0.9 as in the
 runbook, or 0.10+) is detected.
 """
@@ -15,6 +17,7 @@ runbook, or 0.10+) is detected.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +27,10 @@ from dataclasses import dataclass, field
 from ..secrets import register as register_secret
 from ..errors import HaconformError
 from ..cluster import Cluster
-from ..readers.cluster import CibConfiguration, read_pcs_dialect
+from ..readers.cluster import CONSTRAINTS_PATH, PCMK_INFINITY, CibConfiguration, read_pcs_dialect, score_value
 from ..timeouts import BOUNDS
 from ..wait import wait_until
-from .model import ClusterSpec, ResourceSpec
+from .model import COLOCATION, ORDER, ClusterSpec, ResourceSpec
 from .settings import cluster_key, operation_key
 
 # Debian's corosync package ships a sample corosync.conf for a node called
@@ -132,16 +135,7 @@ def cluster_differences(spec: ClusterSpec, cib: CibConfiguration, *, haproxy_age
     differences = []
     for resource in spec.resources.values():
         differences += resource_differences(resource, cib, agent=haproxy_agent_for(resource), stonith=False)
-    if spec.group_id:
-        wanted = spec.group_ids()
-        have = cib.groups.get(spec.group_id)
-        if have != wanted:
-            repair = (("pcs", "resource", "ungroup", spec.group_id),) if have is not None else ()
-            differences.append(ClusterDifference(
-                f"group {spec.group_id}", " ".join(wanted), "missing" if have is None else " ".join(have) or "empty",
-                f"/cib/configuration/resources/group[@id='{spec.group_id}']",
-                repair + (("pcs", "resource", "group", "add", spec.group_id, *wanted),),
-                cluster_key("group", "members")))
+    differences += together_differences(spec, cib)
     for device in spec.stonith.values():
         differences += resource_differences(device, cib, agent=device.agent, stonith=True)
     # Properties last: stonith-enabled=true must not come before the device exists
@@ -154,6 +148,232 @@ def cluster_differences(spec: ClusterSpec, cib: CibConfiguration, *, haproxy_age
                                                  (("pcs", "property", "set", f"{name}={value}"),),
                                                  cluster_key("properties", name)))
     return differences
+
+
+# ----- the members that must run together: a group, or colocation + order constraints, by meaning --------
+
+@dataclass(frozen=True)
+class Tie:
+    """One relation between two resources, from a group or a constraint, as pacemaker reads it.
+
+    colocation: pair = (resource, the one it is placed with), score; order: pair = (first, then), kind,
+    symmetrical, actions.  `constraint` is the constraint's id (None: implied by group `group`)."""
+    type: str
+    pair: tuple[str, str]
+    source: str
+    path: str
+    score: int | None = None
+    kind: str = "Mandatory"
+    symmetrical: bool = True
+    actions: tuple[str | None, str | None] = ("start", "start")
+    roles: tuple[str | None, str | None] = (None, None)
+    constraint: str | None = None
+    group: str | None = None
+
+    def means(self, wanted: "Tie") -> bool:
+        """The same promise: colocation in either direction (both give one node), order as written."""
+        if self.type != wanted.type:
+            return False
+        if self.type == COLOCATION:
+            return (set(self.pair) == set(wanted.pair) and self.score == wanted.score
+                    and all(role in (None, "Started") for role in self.roles))
+        return (self.pair == wanted.pair and self.kind == wanted.kind and self.symmetrical == wanted.symmetrical
+                and self.actions == ("start", "start"))
+
+    def says(self) -> str:
+        """What it promises, in a person's words."""
+        a, b = self.pair
+        if self.type == COLOCATION:
+            return f"{a} with {b}, score {_score_text(self.score)}"
+        return (f"start {a} then start {b}, {self.kind}"
+                + (", symmetrical (stopped in reverse)" if self.symmetrical else ", not symmetrical"))
+
+
+def _score_text(score: int | None) -> str:
+    return {PCMK_INFINITY: "INFINITY", -PCMK_INFINITY: "-INFINITY", None: "none"}.get(score, str(score))
+
+
+def wanted_ties(spec: ClusterSpec) -> list[Tie]:
+    """What the stage's group or constraints promise, as ties between CIB ids."""
+    ids = {role: r.id for role, r in spec.resources.items()}
+    if spec.group_id:
+        members = spec.together_ids()
+        ties = []
+        for first, then in zip(members, members[1:]):
+            ties.append(Tie(COLOCATION, (then, first), f"group {spec.group_id}", "", score=PCMK_INFINITY))
+            ties.append(Tie(ORDER, (first, then), f"group {spec.group_id}", ""))
+        return ties
+    return [Tie(c.type, (ids[c.roles[0]], ids[c.roles[1]]), c.id or c.type, "", score=score_value(c.score),
+                kind=c.kind, symmetrical=c.symmetrical, constraint=c.id) for c in spec.constraints]
+
+
+def found_ties(cib: CibConfiguration, members) -> list[Tie]:
+    """Every relation in the CIB touching one of `members`: groups' implied ones, colocations, orders."""
+    members = set(members)
+    ties = []
+    for group_id, grouped in cib.groups.items():
+        path = f"/cib/configuration/resources/group[@id='{group_id}']"
+        for first, then in zip(grouped, grouped[1:]):
+            ties.append(Tie(COLOCATION, (then, first), f"group {group_id}", path, score=PCMK_INFINITY, group=group_id))
+            ties.append(Tie(ORDER, (first, then), f"group {group_id}", path, group=group_id))
+    for c in cib.colocations:
+        for pair in c.pairs():
+            ties.append(Tie(COLOCATION, pair, c.describe(), c.path, score=score_value(c.score),
+                            roles=(c.rsc_role, c.with_rsc_role), constraint=c.id))
+    for o in cib.orders:
+        actions = (o.first_action, o.then_action)
+        if o.sets:   # a set's action is its members'; the first set's come first, the last set's after
+            actions = (o.sets[0].action or "start", o.sets[-1].action or "start")
+        for pair in o.pairs():
+            ties.append(Tie(ORDER, pair, o.describe(), o.path, kind=o.kind, symmetrical=o.symmetrical,
+                            actions=actions, constraint=o.id))
+    return [t for t in ties if set(t.pair) & members]
+
+
+def _pinning(cib: CibConfiguration, members) -> list:
+    """Location constraints on a member, or on a group holding one, or by a pattern matching one."""
+    held = set(members) | {g for g, grouped in cib.groups.items() if set(grouped) & set(members)}
+
+    def matches(pattern: str) -> bool:
+        try:
+            return any(re.search(pattern, m) for m in held)
+        except re.error:
+            return True    # a pattern Python cannot read may pin them: shown rather than passed over
+    return [location for location in cib.locations
+            if set(location.resources) & held or (location.rsc_pattern and matches(location.rsc_pattern))]
+
+
+def together_form(spec: ClusterSpec, cib: CibConfiguration) -> dict:
+    """How the documented members are tied on the deployment, in words: the form the stage documents, the
+    form found (groups, constraints, locations), and whether they mean the same."""
+    members = spec.together_ids()
+    if spec.group_id:
+        documented = f"group {spec.group_id} ({', '.join(members)})"
+    else:
+        documented = "constraints: " + "; ".join(t.says() for t in wanted_ties(spec))
+    found = found_ties(cib, members)
+    groups = sorted({t.group for t in found if t.group})
+    constraints = list(dict.fromkeys(t.source for t in found if t.constraint))
+    parts = [f"group {g} ({', '.join(cib.groups[g])})" for g in groups]
+    if constraints:
+        parts.append("constraints: " + "; ".join(constraints))
+    parts += [location.describe() for location in _pinning(cib, members)]
+    form = "group" if groups and not constraints else "constraints" if constraints and not groups \
+        else "group and constraints" if groups else "none"
+    return {"documented": documented, "found": "; ".join(parts) or "nothing ties them", "form found": form,
+            "same meaning": not together_differences(spec, cib)}
+
+
+def _create(tie: Tie) -> tuple[str, ...]:
+    """The pcs command creating a constraint the stage declares, as the runbook's pcs would write it."""
+    named = (f"id={tie.constraint}",) if tie.constraint else ()
+    a, b = tie.pair
+    if tie.type == COLOCATION:
+        return ("pcs", "constraint", "colocation", "add", a, "with", b, _score_text(tie.score), *named)
+    options = (f"kind={tie.kind}",) if tie.kind != "Mandatory" else ()
+    options += ("symmetrical=false",) if not tie.symmetrical else ()
+    return ("pcs", "constraint", "order", "start", a, "then", "start", b, *options, *named)
+
+
+class _Removals:
+    """The pcs commands taking away ties that say something else, each constraint and group once."""
+
+    def __init__(self):
+        self.done: set[str] = set()
+
+    def of(self, ties) -> tuple[tuple[str, ...], ...]:
+        argv = []
+        for tie in ties:
+            key = tie.constraint or f"group:{tie.group}"
+            if key in self.done:
+                continue
+            self.done.add(key)
+            argv.append(("pcs", "constraint", "delete", tie.constraint) if tie.constraint
+                        else ("pcs", "resource", "ungroup", tie.group))
+        return tuple(argv)
+
+
+def together_differences(spec: ClusterSpec, cib: CibConfiguration) -> list[ClusterDifference]:
+    """The documented members' ties against the CIB's, by meaning; [] when the deployment keeps the same
+    promises (members on one node, started in order, stopped in reverse) in either form.
+
+    Each unkept promise is a row; so is each tie that says something else (another score, an order the
+    other way round or optional, a member tied to a resource outside them) and each location constraint
+    on a member or its group (it pins them).  Every row carries the pcs commands that converge it to the
+    stage's own form."""
+    members = spec.together_ids()
+    if len(members) < 2:
+        return []
+    group_path = f"/cib/configuration/resources/group[@id='{spec.group_id}']"
+    have = cib.groups.get(spec.group_id) if spec.group_id else None
+    found = found_ties(cib, members)
+    removals = _Removals()
+    rows: list[ClusterDifference] = []
+    wanted = wanted_ties(spec)
+    if spec.group_id and have is not None and have != members:
+        # The documented group holding something else: the row an operator reads it by.
+        removals.done.add(f"group:{spec.group_id}")
+        rows.append(ClusterDifference(f"group {spec.group_id}", " ".join(members), " ".join(have) or "empty",
+                                      group_path, (("pcs", "resource", "ungroup", spec.group_id),
+                                                   ("pcs", "resource", "group", "add", spec.group_id, *members)),
+                                      cluster_key("group", "members")))
+        found, wanted = [t for t in found if t.group != spec.group_id], []
+    elif spec.group_id and not found:
+        return [ClusterDifference(f"group {spec.group_id}", " ".join(members), "missing", group_path,
+                                  (("pcs", "resource", "group", "add", spec.group_id, *members),),
+                                  cluster_key("group", "members"))] \
+            + _pin_rows(cib, members)
+    reported: set = set()
+    among = [f for f in found if set(f.pair) <= set(members)]
+    # A group goes whole (ungrouping takes every tie it made): then the stage's own form is made again from
+    # nothing, once, in the first row; constraints alone are put right one by one.
+    rebuild = bool(spec.group_id) or any(f.group for f in among)
+    rebuilt = False
+    for tie in wanted:
+        if any(f.means(tie) for f in found):
+            continue
+        same_pair = [f for f in found if f.type == tie.type and set(f.pair) == set(tie.pair)]
+        reported.add((tie.type, frozenset(tie.pair)))
+        a, b = tie.pair
+        what = f"{a} and {b} on one node" if tie.type == COLOCATION else \
+            f"{a} started before {b}" + (", stopped after" if tie.symmetrical else "")
+        expected = f"{tie.says()} (group {spec.group_id}, or a constraint meaning the same)" if spec.group_id \
+            else tie.says()
+        if not rebuild:
+            repair = removals.of(same_pair) + (_create(tie),)
+        elif rebuilt:
+            repair = ()
+        else:
+            made = (("pcs", "resource", "group", "add", spec.group_id, *members),) if spec.group_id \
+                else tuple(_create(w) for w in wanted)
+            repair, rebuilt = removals.of(among) + made, True
+        rows.append(ClusterDifference(what, expected, "; ".join(f.source for f in same_pair)
+                                      or f"no {tie.type} constraint", same_pair[0].path if same_pair
+                                      else CONSTRAINTS_PATH, repair, together_key(spec, tie.type)))
+    for tie in found:
+        if (tie.type, frozenset(tie.pair)) in reported or any(tie.means(w) for w in wanted_ties(spec)):
+            continue
+        reported.add((tie.type, frozenset(tie.pair)))
+        a, b = tie.pair
+        outside = [r for r in tie.pair if r not in members]
+        rows.append(ClusterDifference(
+            f"{tie.type} of {a} and {b}" + (f" (ties {', '.join(outside)} to the members)" if outside else ""),
+            "not documented" if outside else "only what the stage documents for them",
+            tie.source, tie.path, removals.of([tie]), cluster_key("together", "other ties")))
+    return rows + _pin_rows(cib, members)
+
+
+def _pin_rows(cib: CibConfiguration, members) -> list[ClusterDifference]:
+    return [ClusterDifference(f"location constraint {location.id}", "none (the members may run on either node)",
+                              location.describe(), location.path, (("pcs", "constraint", "delete", location.id),),
+                              cluster_key("together", "location"))
+            for location in _pinning(cib, members)]
+
+
+def together_key(spec: ClusterSpec, tie_type: str) -> str:
+    """The key path a waiver and the coverage name an unkept promise of the members by: the group's members,
+    or the stage's colocation or order (settings.py lists the same keys as documented settings)."""
+    return cluster_key("group", "members") if spec.group_id else cluster_key("constraints", tie_type)
 
 
 def runs_systemd(machine) -> bool:
@@ -192,6 +412,10 @@ class ClusterStage:
     def differences(self) -> list[ClusterDifference]:
         return cluster_differences(self.spec, self.cluster.configuration(self.first), haproxy_agent_for=self.agent_for)
 
+    def together_form(self) -> dict:
+        """How the members are tied on the deployment (group or constraints), beside the documented form."""
+        return together_form(self.spec, self.cluster.configuration(self.first))
+
     def formed(self):
         try:
             state = self.state()
@@ -206,9 +430,9 @@ class ClusterStage:
         self._form(record)
         with record.timed("resources and properties converged"):
             self._converge(record)
-        if self.spec.group_id:
-            with record.timed(f"{self.spec.group_id} started"):
-                wait_until(f"{self.spec.group_id} started on one director", self.group_node,
+        if self.spec.together_ids():
+            with record.timed(f"{self.spec.together_label} started"):
+                wait_until(f"{self.spec.together_label} started on one director", self.group_node,
                            timeout=BOUNDS.cluster_settle, observe=self.describe)
         with record.timed("crm_verify"):
             verify = self.cluster.verify(self.first)
@@ -305,7 +529,7 @@ class ClusterStage:
             record.observations["converged"] = [d.row() for d in differences]
 
     def group_node(self) -> str | None:
-        """The one node running every member of the group (as the first node sees it), else None."""
+        """The one node running every member that must run together (as the first node sees it), else None."""
         return self.cluster.group_node(self.first)
 
     def describe(self) -> str:

@@ -29,7 +29,7 @@ from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
 from .semantic import parse_haproxy_cfg
-from .verify import HAPROXY_CFG, cluster_drift, fencing_drift, file_drift
+from .verify import HAPROXY_CFG, cluster_drift, cluster_form, fencing_drift, file_drift
 
 log = logging.getLogger("haconform.stages")
 RUNBOOK_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
@@ -60,13 +60,14 @@ def load_all_stages(config_dir: Path, algorithms_dir: Path | None, topology) -> 
 
 def names_defined(stages: Iterable[Stage]) -> set[str]:
     """The runbook's names a deployment may call its own way (--names, the inventory's `names:`): the
-    cluster's resource, device and group ids, and haproxy.cfg's proxies and servers."""
+    cluster's resource, device, group and constraint ids, and haproxy.cfg's proxies and servers."""
     names: set[str] = set()
     for stage in stages:
         if stage.cluster is not None:
             spec = stage.cluster
             names.update(r.id for r in [*spec.resources.values(), *spec.stonith.values()])
             names.update([spec.group_id] if spec.group_id else [])
+            names.update(c.id for c in spec.constraints if c.id)
         for f in stage.files:
             if f.dest != HAPROXY_CFG:
                 continue
@@ -233,6 +234,13 @@ class StageManager:
                 rows += fencing_drift(FencingStage(self.deployment, self.deployment.target, cluster, name=name))
         return rows
 
+    def cluster_form(self, name: str) -> dict | None:
+        """How the deployment ties the members that must run together (group or constraints) beside the
+        documented form; None for a stage without a cluster."""
+        if not self.stage(name).is_cluster_stage:
+            return None
+        return cluster_form(ClusterStage(self.deployment, self.cluster_spec(name), self._password, name=name))
+
     # ----- apply ---------------------------------------------------------------------------
     def _apply(self, name: str) -> dict:
         if self.current == name:
@@ -290,6 +298,9 @@ class StageManager:
             record = {"stage": name, "mode": "verify", "deployment declared at": self.deployment_stage,
                       "seconds": round(time.monotonic() - began, 2),
                       "drift (reported by the configuration test)": drift or "none"}
+            form = self.cluster_form(name)
+            if form is not None:
+                record["the members that must run together"] = form
             self.history.append(record)
             log.info("verified %s: %s", name, record)
             self._verified[name] = record

@@ -5,7 +5,7 @@ and a `stage.yaml` (layout: fixtures/documented/README.md):
 
     stage2/role-director/etc/haproxy/haproxy.cfg
     stage2/host-server2/var/www/html/index.html
-    stage4/stage.yaml          base: stage3, cluster: {name, properties, resources, group}
+    stage4/stage.yaml          base: stage3, cluster: {name, properties, resources, group or constraints}
     stage5/stage.yaml          base: stage4, cluster: {properties, stonith}, fencing: {...}
 
 `base:` makes a stage cumulative: it has its base's files (its own win) and
@@ -96,8 +96,33 @@ class FencingSpec:
     fence_virtd_conf: Path
 
 
+COLOCATION, ORDER = "colocation", "order"
+ORDER_KINDS = ("Mandatory", "Optional", "Serialize")
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    """A colocation or order constraint between two resources (roles), as pcs creates it:
+
+        colocation: roles = (resource, with)   pcs constraint colocation add haproxy with VIP INFINITY
+        order:      roles = (first, then)      pcs constraint order VIP then haproxy
+
+    id: the constraint's id when the stage names one (pcs makes one up otherwise); it is used when the
+    constraint is created, never to compare: a deployment's constraint means what it says, whatever its id.
+    """
+    type: str
+    roles: tuple[str, str]
+    id: str | None = None
+    score: str = "INFINITY"          # colocation
+    kind: str = "Mandatory"          # order
+    symmetrical: bool = True         # order: stopped in the reverse order
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
+    """A cluster stage's cluster.  The VIP and HAProxy are tied together either by a group (`group:`, the
+    runbook's form) or by colocation + order constraints (`constraints:`); both say which members must run
+    together (together_ids()), and a deployment in either form is compared by what it means."""
     name: str
     nodes: tuple[str, ...]
     properties: Mapping[str, str]
@@ -106,6 +131,7 @@ class ClusterSpec:
     group_members: tuple[str, ...]                  # roles, in start order
     stonith: Mapping[str, ResourceSpec] = field(default_factory=dict)
     fencing: FencingSpec | None = None
+    constraints: tuple[ConstraintSpec, ...] = ()
 
     def resource(self, role: str) -> ResourceSpec:
         found = self.resources.get(role) or self.stonith.get(role)
@@ -114,9 +140,45 @@ class ClusterSpec:
                            f"(has {sorted([*self.resources, *self.stonith])})")
         return found
 
+    @property
+    def form(self) -> str:
+        """How the stage ties the members together: "group" or "constraints" ("" when it does not)."""
+        return "group" if self.group_id else "constraints" if self.constraints else ""
+
+    @property
+    def together(self) -> tuple[str, ...]:
+        """Roles of the members that must run together, in start order: the group's members, or the roles
+        the constraints tie (the order constraints' chain first, then any only colocated)."""
+        if self.group_id:
+            return self.group_members
+        orders = [c.roles for c in self.constraints if c.type == ORDER]
+        roles: list[str] = []
+        # A chain first -> then: start from the roles nothing is ordered after.
+        pending = list(orders)
+        while pending:
+            starts = [first for first, _ in pending if all(then != first for _, then in pending)] \
+                or [pending[0][0]]     # a cycle (refused at load): keep the written order
+            for first, then in [p for p in pending if p[0] == starts[0]]:
+                for role in (first, then):
+                    if role not in roles:
+                        roles.append(role)
+                pending.remove((first, then))
+        for constraint in self.constraints:
+            roles += [role for role in constraint.roles if role not in roles]
+        return tuple(roles)
+
+    def together_ids(self) -> list[str]:
+        """CIB ids of the members that must run together, in start order (a group's, or the constraints')."""
+        return [self.resources[role].id for role in self.together]
+
     def group_ids(self) -> list[str]:
-        """CIB ids of the group's members, in order."""
-        return [self.resources[role].id for role in self.group_members]
+        """The name of the group-only model: the same as together_ids()."""
+        return self.together_ids()
+
+    @property
+    def together_label(self) -> str:
+        """What messages call the members: the group's id, or the members joined ("VIP + haproxy")."""
+        return self.group_id or " + ".join(self.together_ids())
 
     def host_map(self, role: str = "fence") -> dict[str, str]:
         """pcmk_host_map of a stonith device: node -> fence domain."""
@@ -131,7 +193,9 @@ class ClusterSpec:
         def rename(resources):
             return {role: replace(r, id=names.get(r.id, r.id)) for role, r in resources.items()}
         return replace(self, resources=rename(self.resources), stonith=rename(self.stonith),
-                       group_id=names.get(self.group_id, self.group_id) if self.group_id else None)
+                       group_id=names.get(self.group_id, self.group_id) if self.group_id else None,
+                       constraints=tuple(replace(c, id=names.get(c.id, c.id)) if c.id else c
+                                         for c in self.constraints))
 
 
 @dataclass
@@ -229,11 +293,57 @@ class GroupModel(DataModel):
         None, fix="write e.g. `members: [vip, haproxy]` (roles of cluster.resources)")
 
 
+def _score(value) -> str:
+    text = _scalar(value).strip()
+    if not re.fullmatch(r"[+-]?(INFINITY|\d+)", text, re.IGNORECASE):
+        raise invalid(f"{text!r} is not a pacemaker score", "write INFINITY, -INFINITY or a whole number")
+    return text.upper()
+
+
+Score = Annotated[str, PlainValidator(_score)]
+CONSTRAINTS_FIX = ("write e.g. `constraints: [{colocation: {resource: haproxy, with: vip, score: INFINITY}}, "
+                   "{order: {first: vip, then: haproxy}}]` (roles of cluster.resources)")
+
+
+class ColocationModel(DataModel):
+    id: Name | None = None
+    resource: Text = key_field(kind="the role placed with the other, as in colocation add RESOURCE with ...")
+    with_: Text = key_field(alias="with", kind="the role it is placed with")
+    score: Score = "INFINITY"
+
+
+class OrderModel(DataModel):
+    id: Name | None = None
+    first: Text = key_field(kind="the role started first, as in pcs constraint order FIRST then ...")
+    then: Text = key_field(kind="the role started after it")
+    kind: Literal["Mandatory", "Optional", "Serialize"] = "Mandatory"
+    symmetrical: bool = True
+
+
+class ConstraintModel(DataModel):
+    colocation: ColocationModel | None = None
+    order: OrderModel | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.colocation is None) == (self.order is None):
+            raise invalid("each constraint is one `colocation:` or one `order:`", CONSTRAINTS_FIX)
+        return self
+
+    def spec(self) -> ConstraintSpec:
+        if self.colocation is not None:
+            c = self.colocation
+            return ConstraintSpec(COLOCATION, (c.resource, c.with_), id=c.id, score=c.score)
+        o = self.order
+        return ConstraintSpec(ORDER, (o.first, o.then), id=o.id, kind=o.kind, symmetrical=o.symmetrical)
+
+
 class ClusterModel(DataModel):
     name: Name = key_field(kind="the cluster's name, as in pcs cluster setup NAME")
     properties: dict[Text, Scalar] | None = key_field(None, fix="write `properties: {name: value}`")
     resources: dict[Text, ResourceModel] | None = key_field(None, fix="write `ROLE: {id, agent, ...}` per resource")
     group: GroupModel | None = key_field(None, fix="write `group: {id: hagroup, members: [vip, haproxy]}`")
+    constraints: list[ConstraintModel] | None = key_field(None, fix=CONSTRAINTS_FIX)
     stonith: dict[Text, ResourceModel] | None = key_field(None, fix="write `ROLE: {id, agent, ...}` per device")
 
     @field_validator("group", mode="before")
@@ -248,7 +358,27 @@ class ClusterModel(DataModel):
             if role not in resources:
                 raise invalid(f"{role!r} is not a resource role of cluster.resources",
                               f"name roles from {sorted(resources)}", at=("group", "members"))
+        if self.group and self.constraints:
+            raise invalid("the members are tied by a group or by constraints, not both",
+                          "keep one; a stage based on one with `group:` switches to constraints with `group: null`",
+                          at=("constraints",))
+        for i, constraint in enumerate(self.constraints or []):
+            kind = "colocation" if constraint.colocation else "order"
+            keys = ("resource", "with") if constraint.colocation else ("first", "then")
+            spec = constraint.spec()
+            for key, role in zip(keys, spec.roles):
+                if role not in resources:
+                    raise invalid(f"{role!r} is not a resource role of cluster.resources",
+                                  f"name roles from {sorted(resources)}", at=("constraints", i, kind, key))
+            if spec.roles[0] == spec.roles[1]:
+                raise invalid(f"a constraint of {spec.roles[0]!r} with itself", "name two roles",
+                              at=("constraints", i, kind))
+        orders = [c.spec().roles for c in self.constraints or [] if c.order]
+        if _cyclic(orders):
+            raise invalid(f"the order constraints {orders} form a cycle", "order each role after one other",
+                          at=("constraints",))
         ids = [r.id for r in [*resources.values(), *stonith.values()]] + ([self.group.id] if self.group else [])
+        ids += [c.spec().id for c in self.constraints or [] if c.spec().id]
         if len(set(ids)) != len(ids):
             raise invalid(f"ids {ids} are not unique", "give each resource, device and group its own id")
         for role, device in stonith.items():
@@ -258,6 +388,16 @@ class ClusterModel(DataModel):
                               "write it as pcs takes it, e.g. \"server1:Node1;server4:Node4\"",
                               at=("stonith", role, "params", "pcmk_host_map"))
         return self
+
+
+def _cyclic(pairs: list[tuple[str, str]]) -> bool:
+    after = {}
+    for first, then in pairs:
+        after.setdefault(first, set()).add(then)
+
+    def reaches(start, goal, seen=()):
+        return any(nxt == goal or (nxt not in seen and reaches(nxt, goal, (*seen, nxt))) for nxt in after.get(start, ()))
+    return any(reaches(first, first) for first in after)
 
 
 class FencingModel(DataModel):
@@ -377,7 +517,7 @@ def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, 
                        resources=_resources(path, "cluster.resources", model.resources, topology),
                        group_id=model.group.id if model.group else None,
                        group_members=tuple(model.group.members or ()) if model.group else (), stonith=stonith,
-                       fencing=None)
+                       fencing=None, constraints=tuple(c.spec() for c in model.constraints or ()))
     if stonith:
         spec = replace(spec, fencing=_fencing(path, directory, fencing)
                        if fencing is not None or inherited is None else inherited)

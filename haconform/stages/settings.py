@@ -138,6 +138,8 @@ def cluster_settings(spec) -> list[tuple[str, str]]:
     if spec.group_id:
         found += [(cluster_key("group", "id"), spec.group_id),
                   (cluster_key("group", "members"), " ".join(spec.group_members))]
+    for constraint in spec.constraints:
+        found.append((cluster_key("constraints", constraint.type), " ".join(constraint.roles)))
     for role, device in spec.stonith.items():
         found += _resource_settings("stonith", role, device)
     if spec.fencing is not None:

@@ -117,7 +117,8 @@ def file_drift(stage: Stage, machines: dict, topology: Topology, *, cluster_owns
 
 
 def cluster_drift(cluster) -> list[dict]:
-    """A cluster stage: formed, its configuration as the spec says, its group started on one node."""
+    """A cluster stage: formed, its configuration as the spec says (the members tied by a group or by
+    constraints meaning the same), the members started together on one node."""
     first = cluster.first
     try:
         state = cluster.state()
@@ -139,11 +140,22 @@ def cluster_drift(cluster) -> list[dict]:
         rows += [d.row() for d in cluster.differences()]
     except HaconformError as exc:
         rows.append(_row("CIB configuration", "readable", str(exc), first.name, cluster_key("state", "cib")))
-    if cluster.spec.group_id and cluster.group_node() is None:
-        rows.append(_row(f"group {cluster.spec.group_id}", "started on exactly one node",
-                         str({m: state.where_is(m) for m in cluster.spec.group_ids() if m in state.resource_ids()}),
-                         "crm_mon", cluster_key("state", "group started")))
+    members = cluster.spec.together_ids()
+    if members and cluster.group_node() is None:
+        what = f"group {cluster.spec.group_id}" if cluster.spec.group_id else cluster.spec.together_label
+        rows.append(_row(what, "started on exactly one node, together",
+                         str({m: state.where_is(m) for m in members if m in state.resource_ids()}), "crm_mon",
+                         cluster_key("state", "group started")))
     return rows
+
+
+def cluster_form(cluster) -> dict:
+    """How the members that must run together are tied on the deployment: the documented form, the form
+    found (a group, colocation + order constraints, locations) and whether they mean the same."""
+    try:
+        return cluster.together_form()
+    except HaconformError as exc:
+        return {"documented": cluster.spec.together_label, "found": f"unreadable: {exc}", "same meaning": None}
 
 
 def fencing_drift(fencing) -> list[dict]:

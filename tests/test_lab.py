@@ -266,8 +266,20 @@ def test_input_reaches_a_host_command_on_stdin_and_no_command_line(target):
                 pass
         return found
 
+    server2 = machine(target, "server2")
+    go = "/run/haconform-stdin-test.go"
+    answered = {}
+    # The command waits in the host until the scan has looked enough times (a loaded machine scans /proc
+    # slowly): a bounded wait for the sampler, not a sleep the scan may or may not fill.
+    command = threading.Thread(target=lambda: answered.setdefault("out", server2.succeed(
+        f"while [ ! -e {go} ]; do sleep 0.1; done; rm -f {go}; cat", input=secret)))
     with Sampler(command_lines_with_the_secret) as scan:
-        assert machine(target, "server2").succeed("sleep 1; cat", input=secret) == secret.decode()
+        command.start()
+        wait_until("the /proc scan looked five times while the command waited", lambda: len(scan.seen) >= 5,
+                   timeout=BOUNDS.command, observe=lambda: len(scan.seen))
+        server2.succeed(f"touch {go}")
+        command.join(timeout=float(BOUNDS.command))
+    assert answered.get("out") == secret.decode(), answered
     assert len(scan.seen) >= 5 and not any(scan.seen), scan.seen
 
 

@@ -142,8 +142,16 @@ def _without_the_word(name: str, data: bytes) -> bytes:
 TOKEN_BYTES = frozenset(b"0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ+/=-_")
 
 
+# Escaped bytes (`\xe5\xba`, escaped once or more): a run of 8 characters of an escaped form holds only
+# two bytes of the key, which any escaped UTF-8 text (the runbook's Chinese in a repr) shares by chance.
+ESCAPED_BYTES = re.compile(rb"(?:\\+x[0-9a-fA-F]{2})+")
+
+
 def token_around(data: bytes, start: int, end: int) -> tuple[int, int]:
-    """The whole hex or base64 token a run lies in (the run itself when it is not one)."""
+    """The whole hex, base64 or escaped-bytes token a run lies in (the run itself when it is not one)."""
+    for escaped in ESCAPED_BYTES.finditer(data, max(0, start - 400), min(len(data), end + 400)):
+        if escaped.start() <= start and end <= escaped.end():
+            return escaped.span()
     if not all(b in TOKEN_BYTES for b in data[start:end]):
         return start, end
     while start > 0 and data[start - 1] in TOKEN_BYTES:
@@ -157,7 +165,7 @@ def leaked_spans(name: str, data: bytes, secret_runs: SecretRuns) -> list[tuple[
     """The runs that are a leak, not chance.  A random fence key's hex and base64 forms share some 2000 runs
     of 8 characters with every random token of their alphabet; a DEBUG run prints thousands of hex digests
     and ids, many before the key exists (so nothing could mask them).  A run inside a longer token of that
-    alphabet is a leak when the token is the secret's own: a cut key (`...a3b1c2d4'`) ends where the key's
+    alphabet (or inside a sequence of escaped bytes) is a leak when the token is the secret's own: a cut key (`...a3b1c2d4'`) ends where the key's
     form ends or at a non-token character, and so is wholly a run of its forms; an unrelated digest is not."""
     clean = _without_the_word(name, data)
     leaked = []

@@ -205,7 +205,7 @@ class InventoryModel(DataModel):
                                                         "(the runbook's names to the deployment's)")
     defaults: SshSettings | None = key_field(None, fix="write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")
     waivers: Any = key_field(None, fix="write `waivers: FILE` (relative to this inventory) or the list of waivers "
-                                       "itself (README.md: Waivers)")
+                                       "itself (docs/verify-and-waivers.md: Waivers)")
     hosts: dict[Text, Any] = key_field(kind="every topology host name mapped to how it is reached", min_length=1,
                                        fix="map every topology host name to how it is reached")
 

@@ -104,7 +104,8 @@ def pytest_addoption(parser):
                     help="where each run keeps its history (default: results/ under pytest's rootdir)")
     group.addoption("--waivers", default=os.environ.get("HACONFORM_WAIVERS"), metavar="FILE",
                     help="accepted deviations: per MUST, optionally the difference accepted, a reason, an expiry "
-                         "(README.md: Waivers); --target ssh also reads the inventory's `waivers:`")
+                         "(docs/verify-and-waivers.md: Waivers); --target ssh also reads the inventory's "
+                         "`waivers:`")
 
 
     perf = parser.getgroup("haconform perf", "locust performance runs (pytest perf; tox -e perf)")
@@ -395,7 +396,7 @@ def _names(path: str | None) -> dict[str, str]:
     if not path:
         return {}
     data = read_yaml_mapping(Path(path), missing_fix="pass --names with an existing file",
-                             layout="README.md (Verify by meaning)", option="--names")
+                             layout="docs/verify-and-waivers.md (Verify by meaning)", option="--names")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise HaconformError("names must map the runbook's names to the deployment's", where=path,
                              fix="write e.g. `VIP: WebIP`")

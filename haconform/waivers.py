@@ -46,7 +46,7 @@ from pydantic import PlainValidator, model_validator
 from .conformance import ID_FORMAT
 from .datafile import DataModel, fail, invalid, key_field, load_model, read_yaml_mapping
 
-LAYOUT = "the Waivers section of README.md"
+LAYOUT = "the Waivers section of docs/verify-and-waivers.md"
 # Where a key path of a difference may start (haconform/stages/settings.py and the verifier's own rows).
 KEY_FAMILIES = ("haproxy.cfg[", "rsyslog[", "limits.conf[", "cluster.", "fencing.", "file[", "directory[",
                 "service[")

@@ -62,7 +62,7 @@ def test_a_valid_file_reads_every_field(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("waivers: {a: 1}",
      "W: waivers: must be a list, is a mapping (fix: write `waivers:` as a list (see the Waivers section of "
-     "README.md))"),
+     "docs/verify-and-waivers.md))"),
     ("waivers:\n  - {id: HA-7, reason: x, expires: 2027-03-01}",
      "W: waivers[0].id: 'HA-7' is not a MUST ID (fix: write the ID as suites/conformance.yaml has it, "
      "e.g. HAC-HA-007)"),
@@ -92,7 +92,8 @@ def test_a_valid_file_reads_every_field(tmp_path):
      "  - {id: HAC-HA-007, reason: y, expires: 2027-04-01}",
      "W: waivers[1]: the same waiver as W: waivers[0] (HAC-HA-007, any failure of its checks) "
      "(fix: keep one of them)"),
-    ("- a", "W: (top level): must be a mapping (fix: see the Waivers section of README.md for the layout)"),
+    ("- a", "W: (top level): must be a mapping (fix: see the Waivers section of docs/verify-and-waivers.md "
+            "for the layout)"),
     ("waivers: [", "W:2: not valid YAML (expected the node content, but found '<stream end>') "
                    "(fix: correct the YAML syntax at that line)"),
 ])

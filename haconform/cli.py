@@ -296,6 +296,12 @@ def cmd_describe(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haconform", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="area", required=True)
+    for add_commands in (_lab_commands, _vm_commands, _conformance_commands, _report_command, _describe_command):
+        add_commands(sub)
+    return parser
+
+
+def _lab_commands(sub) -> None:
     lab = sub.add_parser("lab", help="the embedded namespace lab")
     lab_sub = lab.add_subparsers(dest="action", required=True)
 
@@ -326,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     nic.add_argument("state", choices=["up", "down"])
     add("list", cmd_list, "labs present on this machine")
 
+
+def _vm_commands(sub) -> None:
     vm = sub.add_parser("vm", help="the VM target: Vagrant/libvirt guests (--target vagrant)")
     vm_sub = vm.add_subparsers(dest="action", required=True)
 
@@ -349,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     build.set_defaults(func=cmd_vm_box_build)
 
+
+def _conformance_commands(sub) -> None:
     conf = sub.add_parser("conformance", help="the golden list of conformance tests")
     conf_sub = conf.add_subparsers(dest="action", required=True)
     listing = conf_sub.add_parser("list", help="print (or --write) suites/conformance.yaml")
@@ -361,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     cover.add_argument("--json", action="store_true", help="as verdict.json's \"coverage\"")
     cover.set_defaults(func=cmd_conformance_coverage)
 
+
+def _report_command(sub) -> None:
     rep = sub.add_parser("report", help="trends across kept runs (reports/trends.html); --compare A B: what changed; "
                                         "--targets A B: one commit on two targets side by side")
     rep.add_argument("results", nargs="?", default="results",
@@ -387,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the page (default: reports/trends.html; with --targets: reports/targets.html)")
     rep.set_defaults(func=cmd_report)
 
+
+def _describe_command(sub) -> None:
     desc = sub.add_parser("describe", help="a live deployment written down as stage data (read-only); --diff: its "
                                            "differences from the runbook's stage, by meaning")
     desc.add_argument("--out", help="a new directory for the configuration (laid out like fixtures/documented/)")
@@ -403,7 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
     desc.add_argument("--stage", help="the stage the deployment is at (default: the one it differs least from)")
     desc.add_argument("--names", help="YAML: the runbook's names -> the deployment's (added to those found)")
     desc.set_defaults(func=cmd_describe)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,3 +105,52 @@ def test_a_changed_documented_interval_is_caught_without_destructive_tests(handm
     assert outcomes.get("HAC-CFG-001") == {"failed"}, outcomes
     log = (handmade_lab / "variant.log").read_text()
     assert "monitor interval" in log and "20s" in log and "60s" in log, log[-3000:]
+
+
+def interval_variant(tmp_path: Path) -> Path:
+    """The documented configuration with haproxy's monitor at 20s: the hand-made deployment (60s) deviates."""
+    variant = tmp_path / "documented"
+    shutil.copytree(REPO / "fixtures" / "documented", variant)
+    stage4 = variant / "stage4" / "stage.yaml"
+    stage4.write_text(stage4.read_text().replace("interval: 60s", "interval: 20s"))
+    return variant
+
+
+def waivers_file(tmp_path: Path, expires: str) -> Path:
+    # The deviation as the failure names it: the resource's runbook name (the names file maps it to `lb`),
+    # the value the deployment runs.
+    entries = "".join(
+        f"""  - id: {must}
+    difference:
+      key: cluster.resources.haproxy.operations[monitor].interval
+      found: 60s
+    reason: "haproxy is monitored every 60 s on this deployment; accepted"
+    expires: {expires}
+    ticket: OPS-42
+""" for must in ("HAC-HA-007", "HAC-CFG-001"))
+    path = tmp_path / f"waivers-{expires}.yaml"
+    path.write_text("waivers:\n" + entries)
+    return path
+
+
+@pytest.mark.parametrize("expires, verdict", [("2999-12-31", "waived"), ("2000-01-01", "broken")])
+def test_a_deviation_accepted_by_a_waiver_is_waived_until_it_expires(handmade_lab, tmp_path, expires, verdict):
+    import json
+
+    outcomes = run_suites(handmade_lab, f"waived-{verdict}", "--reuse-lab", "--keep-lab", "--stages", "verify",
+                          "--config", str(interval_variant(tmp_path)), "--names", str(HANDMADE / "names.yaml"),
+                          "--waivers", str(waivers_file(tmp_path, expires)),
+                          "-m", "not destructive", "-k", "cluster_configured or configuration_means")
+    log = (handmade_lab / f"waived-{verdict}.log").read_text()
+    musts = {m["id"]: m for m in json.loads((handmade_lab / "verdict.json").read_text())["musts"]}
+    for must in ("HAC-HA-007", "HAC-CFG-001"):
+        assert musts[must]["verdict"] == verdict, (must, musts[must], log[-3000:])
+    if verdict == "waived":
+        assert {"skipped"} == outcomes.get("HAC-HA-007"), outcomes   # JUnit: skipped with the waiver's reason
+        assert all(w["ticket"] == "OPS-42" for w in musts["HAC-HA-007"]["waivers"]), musts["HAC-HA-007"]
+    else:
+        assert "waiver expired on 2000-01-01" in musts["HAC-HA-007"]["reason"], musts["HAC-HA-007"]
+    # Nothing else changed its verdict: every other MUST the run judged held.
+    others = {mid: m["verdict"] for mid, m in musts.items()
+              if mid not in ("HAC-HA-007", "HAC-CFG-001") and m["verdict"] in ("broken", "waived")}
+    assert not others, others

@@ -300,31 +300,6 @@ def parse_crm_mon(text: str, *, rc: int = 0, stderr: str = "",
         dc = reader.text(dc_xml, "name")
         quorum = reader.bool(dc_xml, "with_quorum")
 
-    options_xml = summary.find("cluster_options")
-    options = ClusterOptions()
-    if options_xml is not None:
-        options = ClusterOptions(
-            stonith_enabled=reader.bool(options_xml, "stonith-enabled", None),
-            symmetric_cluster=reader.bool(options_xml, "symmetric-cluster", None),
-            no_quorum_policy=options_xml.get("no-quorum-policy"),
-            maintenance_mode=reader.bool(options_xml, "maintenance-mode", None),
-            stop_all_resources=reader.bool(options_xml, "stop-all-resources", None),
-        )
-
-    nodes = tuple(
-        Node(
-            name=reader.text(n, "name"), id=reader.text(n, "id"),
-            online=reader.bool(n, "online"), standby=reader.bool(n, "standby"),
-            standby_onfail=reader.bool(n, "standby_onfail"),
-            maintenance=reader.bool(n, "maintenance"), pending=reader.bool(n, "pending"),
-            unclean=reader.bool(n, "unclean"), shutdown=reader.bool(n, "shutdown"),
-            expected_up=reader.bool(n, "expected_up"), is_dc=reader.bool(n, "is_dc"),
-            resources_running=reader.int(n, "resources_running"),
-            type=n.get("type", "unknown"),
-        )
-        for n in nodes_xml.findall("node")
-    )
-
     resources: list[Resource] = []
     groups: list[Group] = []
     clones: list[Clone] = []
@@ -332,50 +307,6 @@ def parse_crm_mon(text: str, *, rc: int = 0, stderr: str = "",
     if resources_xml is not None:
         _walk_resources(resources_xml, reader, resources, groups, clones,
                         group=None, clone=None)
-
-    history = []
-    history_xml = root.find("node_history")
-    if history_xml is not None:
-        for node_xml in history_xml.findall("node"):
-            for rsc in node_xml.findall("resource_history"):
-                history.append(ResourceHistory(
-                    node=reader.text(node_xml, "name"),
-                    resource=reader.text(rsc, "id"),
-                    fail_count=_fail_count(rsc.get("fail-count"), source),
-                    migration_threshold=reader.int(rsc, "migration-threshold", None),
-                    last_failure=rsc.get("last-failure"),
-                    operations=tuple(
-                        OperationRecord(
-                            call=reader.int(op, "call"), task=reader.text(op, "task"),
-                            rc=reader.int(op, "rc"), rc_text=op.get("rc_text", ""),
-                            interval_ms=_milliseconds(op.get("interval", "0ms"), source),
-                            last_rc_change=op.get("last-rc-change"),
-                            exec_ms=_optional_ms(op.get("exec-time"), source),
-                            queue_ms=_optional_ms(op.get("queue-time"), source),
-                        )
-                        for op in rsc.findall("operation_history")
-                    ),
-                ))
-
-    failures = []
-    failures_xml = root.find("failures")
-    if failures_xml is not None:
-        for f in failures_xml.findall("failure"):
-            op_key = f.get("op_key") or reader.text(f, "id")
-            resource, task, interval = _split_op_key(op_key)
-            failures.append(Failure(
-                op_key=op_key,
-                resource=resource,
-                task=f.get("task") or task,
-                interval_ms=reader.int(f, "interval", None) if f.get("interval") else interval,
-                node=reader.text(f, "node"),
-                exit_status=f.get("exitstatus", ""),
-                exit_reason=f.get("exitreason", ""),
-                exit_code=reader.int(f, "exitcode"),
-                call=reader.int(f, "call"),
-                status=f.get("status", ""),
-                last_rc_change=f.get("last-rc-change"),
-            ))
 
     fence_events: tuple[FenceEvent, ...] | None = None
     fence_status = None
@@ -392,15 +323,94 @@ def parse_crm_mon(text: str, *, rc: int = 0, stderr: str = "",
 
     last_update = summary.find("last_update")
     return ClusterState(
-        quorum=quorum, dc=dc, nodes=nodes, resources=tuple(resources),
-        groups=tuple(groups), clones=tuple(clones), history=tuple(history),
-        failures=tuple(failures), fence_events=fence_events,
-        fence_history_status=fence_status, options=options,
+        quorum=quorum, dc=dc, nodes=_nodes(nodes_xml, reader), resources=tuple(resources),
+        groups=tuple(groups), clones=tuple(clones), history=_node_history(root.find("node_history"), reader),
+        failures=_failures(root.find("failures"), reader), fence_events=fence_events,
+        fence_history_status=fence_status, options=_cluster_options(summary.find("cluster_options"), reader),
         nodes_configured=number("nodes_configured"),
         resources_configured=number("resources_configured"),
         last_update=last_update.get("time") if last_update is not None else None,
         raw=text,
     )
+
+
+def _cluster_options(options_xml: ET.Element | None, reader: "_Attrs") -> ClusterOptions:
+    if options_xml is None:
+        return ClusterOptions()
+    return ClusterOptions(
+        stonith_enabled=reader.bool(options_xml, "stonith-enabled", None),
+        symmetric_cluster=reader.bool(options_xml, "symmetric-cluster", None),
+        no_quorum_policy=options_xml.get("no-quorum-policy"),
+        maintenance_mode=reader.bool(options_xml, "maintenance-mode", None),
+        stop_all_resources=reader.bool(options_xml, "stop-all-resources", None),
+    )
+
+
+def _nodes(nodes_xml: ET.Element, reader: "_Attrs") -> tuple[Node, ...]:
+    return tuple(
+        Node(
+            name=reader.text(n, "name"), id=reader.text(n, "id"),
+            online=reader.bool(n, "online"), standby=reader.bool(n, "standby"),
+            standby_onfail=reader.bool(n, "standby_onfail"),
+            maintenance=reader.bool(n, "maintenance"), pending=reader.bool(n, "pending"),
+            unclean=reader.bool(n, "unclean"), shutdown=reader.bool(n, "shutdown"),
+            expected_up=reader.bool(n, "expected_up"), is_dc=reader.bool(n, "is_dc"),
+            resources_running=reader.int(n, "resources_running"),
+            type=n.get("type", "unknown"),
+        )
+        for n in nodes_xml.findall("node")
+    )
+
+
+def _node_history(history_xml: ET.Element | None, reader: "_Attrs") -> tuple[ResourceHistory, ...]:
+    if history_xml is None:
+        return ()
+    source = reader.source
+    return tuple(
+        ResourceHistory(
+            node=reader.text(node_xml, "name"),
+            resource=reader.text(rsc, "id"),
+            fail_count=_fail_count(rsc.get("fail-count"), source),
+            migration_threshold=reader.int(rsc, "migration-threshold", None),
+            last_failure=rsc.get("last-failure"),
+            operations=tuple(
+                OperationRecord(
+                    call=reader.int(op, "call"), task=reader.text(op, "task"),
+                    rc=reader.int(op, "rc"), rc_text=op.get("rc_text", ""),
+                    interval_ms=_milliseconds(op.get("interval", "0ms"), source),
+                    last_rc_change=op.get("last-rc-change"),
+                    exec_ms=_optional_ms(op.get("exec-time"), source),
+                    queue_ms=_optional_ms(op.get("queue-time"), source),
+                )
+                for op in rsc.findall("operation_history")
+            ),
+        )
+        for node_xml in history_xml.findall("node")
+        for rsc in node_xml.findall("resource_history")
+    )
+
+
+def _failures(failures_xml: ET.Element | None, reader: "_Attrs") -> tuple[Failure, ...]:
+    if failures_xml is None:
+        return ()
+    failures = []
+    for f in failures_xml.findall("failure"):
+        op_key = f.get("op_key") or reader.text(f, "id")
+        resource, task, interval = _split_op_key(op_key)
+        failures.append(Failure(
+            op_key=op_key,
+            resource=resource,
+            task=f.get("task") or task,
+            interval_ms=reader.int(f, "interval", None) if f.get("interval") else interval,
+            node=reader.text(f, "node"),
+            exit_status=f.get("exitstatus", ""),
+            exit_reason=f.get("exitreason", ""),
+            exit_code=reader.int(f, "exitcode"),
+            call=reader.int(f, "call"),
+            status=f.get("status", ""),
+            last_rc_change=f.get("last-rc-change"),
+        ))
+    return tuple(failures)
 
 
 def _walk_resources(parent: ET.Element, reader: "_Attrs", resources: list[Resource],

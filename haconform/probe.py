@@ -256,6 +256,29 @@ def _lane_of(sample: ProbeSample) -> str:
     return "failed"
 
 
+@dataclass(frozen=True)
+class _TimelineFrame:
+    """Where a timeline's lanes and times land on the page."""
+    lanes: list[str]
+    t0: float
+    t1: float
+    left: int
+    top: int
+    plot_w: int
+    lane_h: int = 16
+    gap: int = 4
+
+    @property
+    def lanes_bottom(self) -> int:
+        return self.top + len(self.lanes) * (self.lane_h + self.gap)
+
+    def x(self, t: float) -> float:
+        return round(self.left + (t - self.t0) / (self.t1 - self.t0) * self.plot_w, 2)
+
+    def lane_y(self, lane: str) -> int:
+        return self.top + self.lanes.index(lane) * (self.lane_h + self.gap)
+
+
 def timeline_svg(samples: Sequence[ProbeSample], marks: Iterable[tuple[float, str]] = (), *,
                  width: int = 960, title: str | None = None) -> str:
     """A self-contained SVG: one lane per answering server (green), failed (red),
@@ -277,15 +300,10 @@ def timeline_svg(samples: Sequence[ProbeSample], marks: Iterable[tuple[float, st
     if t1 - t0 <= 0:
         t1 = t0 + 1.0
 
-    left, right, lane_h, gap = 130, 20, 16, 4
-    top = 16 + (18 if title else 0) + (30 if marks else 0)
-    plot_w = width - left - right
-    lanes_bottom = top + len(lanes) * (lane_h + gap)
-    height = lanes_bottom + 34
-
-    def x(t: float) -> float:
-        return round(left + (t - t0) / (t1 - t0) * plot_w, 2)
-
+    left, right = 130, 20
+    frame = _TimelineFrame(lanes=lanes, t0=t0, t1=t1, left=left, plot_w=width - left - right,
+                           top=16 + (18 if title else 0) + (30 if marks else 0))
+    height = frame.lanes_bottom + 34
     svg = ET.Element("svg", {"xmlns": SVG_NS, "width": str(width), "height": str(height),
                              "viewBox": f"0 0 {width} {height}", "font-family": "sans-serif",
                              "font-size": "11"})
@@ -297,14 +315,23 @@ def timeline_svg(samples: Sequence[ProbeSample], marks: Iterable[tuple[float, st
     if title:
         ET.SubElement(svg, "text", {"x": str(left), "y": "14", "font-weight": "bold",
                                     "fill": _INK}).text = title
+    _draw_lanes(svg, frame)
+    _draw_runs(svg, frame, spans)
+    _draw_time_axis(svg, frame)
+    _draw_marks(svg, frame, marks)
+    return ET.tostring(svg, encoding="unicode")
 
-    for index, lane in enumerate(lanes):
-        y = top + index * (lane_h + gap)
-        ET.SubElement(svg, "text", {"x": str(left - 6), "y": str(y + lane_h - 4),
+
+def _draw_lanes(svg: ET.Element, frame: _TimelineFrame) -> None:
+    for lane in frame.lanes:
+        y = frame.lane_y(lane)
+        ET.SubElement(svg, "text", {"x": str(frame.left - 6), "y": str(y + frame.lane_h - 4),
                                     "text-anchor": "end", "fill": _INK}).text = lane[:20]
-        ET.SubElement(svg, "rect", {"x": str(left), "y": str(y), "width": str(plot_w),
-                                    "height": str(lane_h), "fill": "#f4f4f4"})
+        ET.SubElement(svg, "rect", {"x": str(frame.left), "y": str(y), "width": str(frame.plot_w),
+                                    "height": str(frame.lane_h), "fill": "#f4f4f4"})
 
+
+def _draw_runs(svg: ET.Element, frame: _TimelineFrame, spans: list[tuple[ProbeSample, float, float]]) -> None:
     # Consecutive samples in one lane become one bar, so a long run stays one element.
     runs: list[list[Any]] = []   # [lane, start, end, members]
     for sample, start, end in spans:
@@ -314,12 +341,12 @@ def timeline_svg(samples: Sequence[ProbeSample], marks: Iterable[tuple[float, st
             runs[-1][3].append(sample)
         else:
             runs.append([lane, start, end, [sample]])
+    x, t0 = frame.x, frame.t0
     for lane, start, end, members in runs:
-        index = lanes.index(lane)
-        y = top + index * (lane_h + gap)
+        y = frame.lane_y(lane)
         colour = _SKIP if lane == "skipped" else _BAD if lane == "failed" else _GOOD
         bar = ET.SubElement(svg, "rect", {
-            "x": str(x(start)), "y": str(y + 2), "height": str(lane_h - 4),
+            "x": str(x(start)), "y": str(y + 2), "height": str(frame.lane_h - 4),
             "width": str(max(1.0, round(x(end) - x(start), 2))), "fill": colour})
         detail = f"{lane}: {len(members)} slot(s), seq {members[0].seq}-{members[-1].seq}, " \
                  f"{start - t0:.2f}-{end - t0:.2f} s"
@@ -328,29 +355,32 @@ def timeline_svg(samples: Sequence[ProbeSample], marks: Iterable[tuple[float, st
                                        Counter(m.outcome for m in members).items())
         ET.SubElement(bar, "title").text = detail
 
-    axis_y = lanes_bottom + 4
-    ET.SubElement(svg, "line", {"x1": str(left), "x2": str(left + plot_w), "y1": str(axis_y),
+
+def _draw_time_axis(svg: ET.Element, frame: _TimelineFrame) -> None:
+    axis_y = frame.lanes_bottom + 4
+    ET.SubElement(svg, "line", {"x1": str(frame.left), "x2": str(frame.left + frame.plot_w), "y1": str(axis_y),
                                 "y2": str(axis_y), "stroke": _INK})
-    span = t1 - t0
+    span = frame.t1 - frame.t0
     step = next((s for s in _TICK_STEPS if span / s <= 10), _TICK_STEPS[-1])
     tick = 0.0
     while tick <= span + 1e-9:
-        tx = x(t0 + tick)
+        tx = frame.x(frame.t0 + tick)
         ET.SubElement(svg, "line", {"x1": str(tx), "x2": str(tx), "y1": str(axis_y),
                                     "y2": str(axis_y + 4), "stroke": _INK})
         ET.SubElement(svg, "text", {"x": str(tx), "y": str(axis_y + 16), "text-anchor": "middle",
                                     "fill": _INK}).text = f"{tick:g} s"
         tick = round(tick + step, 6)
 
+
+def _draw_marks(svg: ET.Element, frame: _TimelineFrame, marks: list[tuple[float, str]]) -> None:
     for index, (t, label) in enumerate(marks):
-        mx = x(t)
-        label_y = top - 18 + (index % 2) * 12 - 4
+        mx = frame.x(t)
+        label_y = frame.top - 18 + (index % 2) * 12 - 4
         ET.SubElement(svg, "line", {"x1": str(mx), "x2": str(mx), "y1": str(label_y + 2),
-                                    "y2": str(lanes_bottom), "stroke": _MARK,
+                                    "y2": str(frame.lanes_bottom), "stroke": _MARK,
                                     "stroke-dasharray": "4 3"})
-        anchor = "end" if mx > left + plot_w * 0.75 else "start"
+        anchor = "end" if mx > frame.left + frame.plot_w * 0.75 else "start"
         text = ET.SubElement(svg, "text", {"x": str(mx + (-3 if anchor == "end" else 3)),
                                            "y": str(label_y), "text-anchor": anchor,
                                            "fill": _MARK})
-        text.text = f"{label} ({t - t0:.2f} s)"
-    return ET.tostring(svg, encoding="unicode")
+        text.text = f"{label} ({t - frame.t0:.2f} s)"

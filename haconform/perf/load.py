@@ -297,81 +297,109 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
     shape.workers processes in the client host; `remote_workers` more in each of worker_hosts,
     which join the master on the client host's address."""
     result = LocustResult(phase, url, classes)
-    total = shape.workers + remote_workers * len(worker_hosts)
-    run_shape = LoadShape(**{**shape.__dict__, "workers": total})
-    master_host = client.machine.address if worker_hosts else "127.0.0.1"
-    processes = {"master": client.spawn(f"{phase}-master", master_argv(client, phase, url, classes, run_shape,
-                                                                       bind_host=master_host))}
-    local = [f"{phase}-master"]
-    for k in range(shape.workers):
-        processes[f"worker{k}"] = client.spawn(f"{phase}-worker{k}",
-                                               worker_argv(client, phase, run_shape, master_host, classes))
-        local.append(f"{phase}-worker{k}")
-    generators = [(client, local)]
-    remote: dict[str, ClientHost] = {}
-    for host in worker_hosts:
-        names = []
-        for k in range(remote_workers):
-            name = f"{phase}-{host.machine.name}-worker{k}"
-            processes[name] = host.spawn(name, worker_argv(host, phase, run_shape, master_host, classes))
-            remote[name] = host
-            names.append(name)
-        generators.append((host, names))
+    processes, remote = _spawn_locust(client, phase, url, classes, shape, worker_hosts, remote_workers)
     # the generator's CPU comes from the locust processes themselves (workers.json); the
     # watch samples the system under test's hosts
     shared = bool(client.cpus) and all(h.cpus == client.cpus for h in worker_hosts)
     watch = CpuWatch([], list(sut), shared_cpus=shared)
     result.started = time.time()
-    history = client.path(f"{phase}_stats_history.csv")
-    state = {"header": None, "shown": 0.0, "load_from": None}
-    # the history shows users up to ~2 s after they started: end the SUT's window 3 s earlier
-    window = max(1.0, shape.duration_s - 3.0)
-
-    def master_done() -> bool:
-        now = time.time()
-        elapsed = now - result.started
-        if elapsed - state["shown"] >= 1.0:
-            state["shown"] = elapsed
-            if state["header"] is None:
-                head = client.machine.execute(f"head -n 1 {shlex.quote(history)} 2>/dev/null")
-                state["header"] = head.stdout if head.rc == 0 and head.stdout.strip() else None
-            row = None
-            if state["header"]:
-                tail = client.machine.execute(f"tail -n 40 {shlex.quote(history)}")
-                row = last_aggregated_row(tail.stdout, state["header"])
-            progress(progress_line(phase, elapsed, shape.duration_s, row))
-            # the load window: from the first row with users running to ~1.5 s before they stop
-            if state["load_from"] is None and load_running(row):
-                watch.take("start")
-                state["load_from"] = time.time()
-            elif state["load_from"] is not None and not watch.samples["end"] and load_running(row) \
-                    and time.time() - state["load_from"] >= window:
-                watch.take("end")
-            if during is not None:
-                during(elapsed)
-        return processes["master"].poll() is not None
-
+    watching = _LocustWatch(client, phase, shape, watch, progress, during, started=result.started,
+                            master=processes["master"])
     bound = shape.duration_s + shape.users / max(shape.spawn_rate, 0.1) + BOUNDS.agent_start + BOUNDS.locust_exit
     try:
-        wait_until(f"locust master of phase {phase} finishes its {shape.duration_s}s run", master_done,
+        wait_until(f"locust master of phase {phase} finishes its {shape.duration_s}s run", watching.master_done,
                    timeout=bound, observe=lambda: {n: p.poll() for n, p in processes.items()}, interval=0.2)
         wait_until(f"locust workers of phase {phase} exit after the master",
                    lambda: all(p.poll() is not None for p in processes.values()),
                    timeout=BOUNDS.locust_exit, observe=lambda: {n: p.poll() for n, p in processes.items()})
     finally:
-        for name, process in processes.items():
-            if process.poll() is None:
-                remote.get(name, client).stop(name if name in remote else f"{phase}-{name}")
-        for process in processes.values():
-            try:
-                process.wait(timeout=BOUNDS.locust_exit)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_locust(client, phase, processes, remote)
     result.ended = time.time()
     result.cpu = watch.result()
     master = processes["master"]
     result.master_exit = master.returncode
     result.stderr_tail = redacted_tail(master.stderr.read() if master.stderr else "", 2000)
+    _collect_locust_files(result, client, worker_hosts, phase, shared)
+    return result
+
+
+def _spawn_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...], shape: LoadShape,
+                  worker_hosts: list[ClientHost], remote_workers: int) -> tuple[dict, dict[str, ClientHost]]:
+    """The master and the client host's workers, then remote_workers in each worker host: the processes by
+    name, and which host each remote one runs in."""
+    total = shape.workers + remote_workers * len(worker_hosts)
+    run_shape = LoadShape(**{**shape.__dict__, "workers": total})
+    master_host = client.machine.address if worker_hosts else "127.0.0.1"
+    processes = {"master": client.spawn(f"{phase}-master", master_argv(client, phase, url, classes, run_shape,
+                                                                       bind_host=master_host))}
+    for k in range(shape.workers):
+        processes[f"worker{k}"] = client.spawn(f"{phase}-worker{k}",
+                                               worker_argv(client, phase, run_shape, master_host, classes))
+    remote: dict[str, ClientHost] = {}
+    for host in worker_hosts:
+        for k in range(remote_workers):
+            name = f"{phase}-{host.machine.name}-worker{k}"
+            processes[name] = host.spawn(name, worker_argv(host, phase, run_shape, master_host, classes))
+            remote[name] = host
+    return processes, remote
+
+
+class _LocustWatch:
+    """Once a second while the master runs: a progress line from locust's stats history, the SUT's CPU window
+    (from the first row with users running to ~1.5 s before they stop), and the fault schedule's `during`."""
+
+    def __init__(self, client: ClientHost, phase: str, shape: LoadShape, watch: CpuWatch,
+                 progress: Callable[[str], None], during: Callable[[float], None] | None, *,
+                 started: float, master) -> None:
+        self.client, self.phase, self.shape, self.watch = client, phase, shape, watch
+        self.progress, self.during, self.started, self.master = progress, during, started, master
+        self.history = client.path(f"{phase}_stats_history.csv")
+        self.header: str | None = None
+        self.shown = 0.0
+        self.load_from: float | None = None
+        # the history shows users up to ~2 s after they started: end the SUT's window 3 s earlier
+        self.window = max(1.0, shape.duration_s - 3.0)
+
+    def master_done(self) -> bool:
+        elapsed = time.time() - self.started
+        if elapsed - self.shown >= 1.0:
+            self.shown = elapsed
+            row = self._last_row()
+            self.progress(progress_line(self.phase, elapsed, self.shape.duration_s, row))
+            if self.load_from is None and load_running(row):
+                self.watch.take("start")
+                self.load_from = time.time()
+            elif self.load_from is not None and not self.watch.samples["end"] and load_running(row) \
+                    and time.time() - self.load_from >= self.window:
+                self.watch.take("end")
+            if self.during is not None:
+                self.during(elapsed)
+        return self.master.poll() is not None
+
+    def _last_row(self):
+        machine = self.client.machine
+        if self.header is None:
+            head = machine.execute(f"head -n 1 {shlex.quote(self.history)} 2>/dev/null")
+            self.header = head.stdout if head.rc == 0 and head.stdout.strip() else None
+        if not self.header:
+            return None
+        tail = machine.execute(f"tail -n 40 {shlex.quote(self.history)}")
+        return last_aggregated_row(tail.stdout, self.header)
+
+
+def _stop_locust(client: ClientHost, phase: str, processes: dict, remote: dict[str, ClientHost]) -> None:
+    for name, process in processes.items():
+        if process.poll() is None:
+            remote.get(name, client).stop(name if name in remote else f"{phase}-{name}")
+    for process in processes.values():
+        try:
+            process.wait(timeout=BOUNDS.locust_exit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _collect_locust_files(result: LocustResult, client: ClientHost, worker_hosts: list[ClientHost], phase: str,
+                          shared: bool) -> None:
     for suffix in LOCUST_FILES:
         text = client.fetch(f"{phase}_{suffix}")
         if text is not None:
@@ -385,7 +413,6 @@ def run_locust(client: ClientHost, phase: str, url: str, classes: tuple[str, ...
         raise HaconformError(f"locust phase {phase} wrote no stats (master exit {result.master_exit}): "
                              f"{redacted_tail(result.stderr_tail, 600)}", where=f"client host {client.machine.name}",
                              fix="run the master's command in the client host by hand to see why")
-    return result
 
 
 # What locust's FastHttpUser asks for: wrk sends it too, so that both ask the same of the

@@ -69,11 +69,11 @@ def read_only_target(kind: str, topology: Topology, *, lab_name: str, inventory:
         return LabTarget(topology, lab_name, lab=lab, guard=guard)
     if kind == "ssh":
         from .inventory import load_inventory
-        from .targets.ssh import SshTarget
+        from .targets.inventory_target import InventoryTarget
         if not inventory:
             raise HaconformError("--target ssh needs --inventory", where="haconform describe",
                                  fix="pass --inventory FILE (see fixtures/inventory.example.yaml)")
-        target = SshTarget(topology, load_inventory(inventory, topology), guard=guard)
+        target = InventoryTarget(topology, load_inventory(inventory, topology), guard=guard)
         target.up()   # every host answers, else one error naming those that do not
         return target
     if kind == "vagrant":

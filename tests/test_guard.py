@@ -2,7 +2,7 @@
 
 The allow-list judges commands as the shell parses them (haconform/readonly_commands.py); the guard
 (haconform/guard.py) refuses, grants and writes the transcript; the targets ask it before anything
-reaches a host.  Here the "deployment" is this machine's own shell behind an SshTarget's `local`
+reaches a host.  Here the "deployment" is this machine's own shell behind an InventoryTarget's `local`
 access kind, so a command the guard failed to stop would really run and leave a file behind.
 """
 
@@ -23,7 +23,7 @@ from haconform.guard import APPLY, GRANTED, READ_ONLY, HostGuard, ReadOnlyRefuse
 from haconform.inventory import HostAccess, Inventory
 from haconform.readonly_commands import harness_program, judge
 from haconform.secrets import MASK, register
-from haconform.targets.ssh import SshTarget
+from haconform.targets.inventory_target import InventoryTarget
 from haconform.topology import load_topology
 
 pytest_plugins = ["pytester"]
@@ -191,7 +191,7 @@ def local_inventory() -> Inventory:
 
 @pytest.fixture
 def read_only_deployment(tmp_path):
-    target = SshTarget(TOPOLOGY, local_inventory())
+    target = InventoryTarget(TOPOLOGY, local_inventory())
     assert target.guard.mode == READ_ONLY
     deployment = Deployment(target)
     yield deployment, tmp_path

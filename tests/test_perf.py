@@ -568,13 +568,13 @@ def test_the_perf_session_refuses_a_fault_on_ssh_with_one_usage_error(pytester):
 def ssh_target_machine(client_access):
     from haconform.inventory import HostAccess, Inventory
     from haconform.targets.base import Machine
-    from haconform.targets.ssh import SshTarget
+    from haconform.targets.inventory_target import InventoryTarget
     from haconform.topology import load_topology
 
     topology = load_topology()
     hosts = {name: HostAccess(name, "none") for name in topology.hosts}
     hosts["client"] = client_access
-    target = SshTarget(topology, Inventory(path=Path("/inv.yaml"), stage="stage5", hosts=hosts))
+    target = InventoryTarget(topology, Inventory(path=Path("/inv.yaml"), stage="stage5", hosts=hosts))
     return Machine(target, topology.host("client"))
 
 

@@ -12,7 +12,7 @@ from haconform import errors, readers
 from haconform.targets import base
 from haconform.targets.base import Machine, Target
 from haconform.targets.lab import LabTarget
-from haconform.targets.ssh import SshTarget
+from haconform.targets.inventory_target import InventoryTarget
 from haconform.targets.vagrant import LibvirtGuests, VagrantTarget
 from haconform.topology import load_topology
 from tests.fakes import FakeHost
@@ -30,13 +30,13 @@ def test_target_is_abstract_and_declares_the_whole_contract():
         Target(load_topology())
 
 
-@pytest.mark.parametrize("cls", [LabTarget, SshTarget, LibvirtGuests, VagrantTarget])
+@pytest.mark.parametrize("cls", [LabTarget, InventoryTarget, LibvirtGuests, VagrantTarget])
 def test_no_target_overrides_what_the_guard_stands_in_front_of(cls):
     for public in GUARDED:
         assert getattr(cls, public) is getattr(Target, public), f"{cls.__name__}.{public} bypasses the guard"
 
 
-@pytest.mark.parametrize("cls", [LabTarget, SshTarget, LibvirtGuests, VagrantTarget])
+@pytest.mark.parametrize("cls", [LabTarget, InventoryTarget, LibvirtGuests, VagrantTarget])
 def test_every_target_implements_the_contract_with_its_signatures(cls):
     assert not cls.__abstractmethods__
     def shape(function):

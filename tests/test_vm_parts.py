@@ -534,10 +534,11 @@ def test_guests_are_reached_over_ssh_and_lab_hosts_through_nsenter(fake_libvirt)
 
 
 def test_a_guest_cut_off_has_an_absent_nic(fake_libvirt, monkeypatch):
-    from haconform.targets.ssh import HostUnreachable, SshTarget
+    from haconform.targets.access import HostUnreachable
+    from haconform.targets.inventory_target import InventoryTarget
     target, _, _ = fake_libvirt
 
     def unreachable(self, name):
         raise HostUnreachable(f"ssh to {name} failed")
-    monkeypatch.setattr(SshTarget, "nic_state", unreachable)
+    monkeypatch.setattr(InventoryTarget, "nic_state", unreachable)
     assert target.nic_state("server1") == "absent"

@@ -31,7 +31,7 @@ class Target(abc.ABC):
     """Where the topology runs: a transport into each host, power and NIC control, the fence device.
 
     Three targets implement it: LabTarget (the embedded namespace lab, lab.py),
-    SshTarget (an existing deployment, ssh.py) and VagrantTarget (libvirt guests
+    InventoryTarget (an existing deployment, inventory_target.py) and VagrantTarget (libvirt guests
     plus lab hosts, vagrant.py).  Every abstract method below is part of the
     contract that Machine, haconform/stages, faults, restore and the suites
     rely on, and so are these attributes:
@@ -44,7 +44,7 @@ class Target(abc.ABC):
                          needs --allow-destructive; targets haconform builds itself allow it).
     topology             the Topology the target runs.
 
-    (SshTarget and VagrantTarget also carry `inventory`, which fixtures read where present.)
+    (InventoryTarget and VagrantTarget also carry `inventory`, which fixtures read where present.)
 
     guard                the HostGuard every command, program, power and NIC action on a host passes
                          (haconform/guard.py): program_argv, power and set_nic ask it here, the testinfra

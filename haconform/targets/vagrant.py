@@ -1,7 +1,7 @@
 """The runbook's own world as a target (--target vagrant): four libvirt guests.
 
 Guests (directors, real servers) are Vagrant/libvirt VMs reached over their
-management network with SshTarget's transport (ssh with the environment's
+management network with InventoryTarget's transport (ssh with the environment's
 ssh_config, testinfra over it): LibvirtGuests.  The physical host foundation5
 and the client are namespace-lab hosts on the machine, plugged into the
 guests' cluster bridge, reached as the lab reaches them: a LabTarget.
@@ -32,13 +32,14 @@ from ..vm.env import DEFAULT_ENV, VmEnvironment
 from ..wait import wait_until
 from .base import Target
 from .lab import LabTarget
-from .ssh import HostUnreachable, SshTarget
+from .access import HostUnreachable
+from .inventory_target import InventoryTarget
 
 CLUSTER_NIC = "eth0"   # as on the runbook's VMs; the management NIC is eth1 (see the Vagrantfile)
 
 
 def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
-    """SshTarget's view of the guests: ssh by topology name through the environment's ssh_config."""
+    """InventoryTarget's view of the guests: ssh by topology name through the environment's ssh_config."""
     hosts = {}
     guests = env.guests()
     for spec in topology.hosts.values():
@@ -50,8 +51,8 @@ def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
     return Inventory(path=env.dir / "ssh_config", stage="stage5", hosts=hosts)
 
 
-class LibvirtGuests(SshTarget):
-    """The guests alone: SshTarget's transport (ssh through the environment's ssh_config,
+class LibvirtGuests(InventoryTarget):
+    """The guests alone: InventoryTarget's transport (ssh through the environment's ssh_config,
     testinfra over it, NIC control with the dead-man switch) with power from libvirt.
 
     Its inventory lists only the guests as reachable; VagrantTarget hands it guests only.
@@ -115,7 +116,7 @@ class LibvirtGuests(SshTarget):
             return False
         return super().booted(name)
 
-    # ----- NIC (set_nic is SshTarget's) ------------------------------------------------------
+    # ----- NIC (set_nic is InventoryTarget's) ------------------------------------------------------
     def nic_state(self, name: str) -> str:
         try:
             return super().nic_state(name)

@@ -1,4 +1,4 @@
-"""SSH target without a network: argv construction, the exec prefix's quoting, refusals, left-out bookkeeping."""
+"""The inventory target (--target ssh) without a network: argv construction per access kind, the exec prefix's quoting, refusals, left-out bookkeeping."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ from haconform.client import agent_argv, agent_source
 from haconform.errors import HaconformError
 from haconform.guard import APPLY, HostGuard
 from haconform.inventory import HostAccess, Inventory, PowerCommands
-from haconform.targets import ssh as ssh_module
+from haconform.targets import inventory_target as target_module
 from haconform.readers.links import nic_holding
 from haconform.targets.remote_shell import ShellPool
-from haconform.targets.ssh import SSH_EXEC, AccessBackend, SshTarget, remote_command, ssh_options
+from haconform.targets.access import AccessBackend
+from haconform.targets.access.ssh import SSH_EXEC, remote_command, ssh_options
+from haconform.targets.inventory_target import InventoryTarget
 from haconform.topology import load_topology
 from tests.fakes import FakeResult
 
@@ -46,7 +48,7 @@ def inventory(**overrides) -> Inventory:
 @pytest.fixture
 def target():
     """The transport's mechanics, with an open guard (the read-only guard has tests of its own: test_guard.py)."""
-    t = SshTarget(TOPOLOGY, inventory(), guard=HostGuard(APPLY))
+    t = InventoryTarget(TOPOLOGY, inventory(), guard=HostGuard(APPLY))
     yield t
     shutil.rmtree(t._control_path, ignore_errors=True)
 
@@ -107,8 +109,8 @@ def test_exec_argv_for_netns_and_none(target):
 
 
 def test_destructive_needs_the_opt_in():
-    assert SshTarget(TOPOLOGY, inventory()).destructive_allowed is False
-    assert SshTarget(TOPOLOGY, inventory(), allow_destructive=True).destructive_allowed is True
+    assert InventoryTarget(TOPOLOGY, inventory()).destructive_allowed is False
+    assert InventoryTarget(TOPOLOGY, inventory(), allow_destructive=True).destructive_allowed is True
 
 
 class ScriptedBackend:
@@ -137,7 +139,7 @@ def scripted(target, name, answers) -> ScriptedBackend:
 def test_up_names_every_host_that_does_not_answer(target):
     for name in ("server1", "server4", "server3", "client"):
         scripted(target, name, {"boot_id": FakeResult(stdout="b\n")})
-    scripted(target, "server2", {"boot_id": ssh_module.HostUnreachable("ssh to server2 failed: timed out")})
+    scripted(target, "server2", {"boot_id": target_module.HostUnreachable("ssh to server2 failed: timed out")})
     with pytest.raises(HaconformError) as caught:
         target.up()
     assert "server2" in str(caught.value) and "server1" not in caught.value.what
@@ -149,7 +151,7 @@ def test_power_on_without_a_command_is_refused(target):
 
 
 def test_power_state_crashed_then_on(target):
-    backend = scripted(target, "server4", {"boot_id": ssh_module.HostUnreachable("gone")})
+    backend = scripted(target, "server4", {"boot_id": target_module.HostUnreachable("gone")})
     target._crashed.add("server4")
     assert target.power_state("server4") == "crashed"
     backend.answers["boot_id"] = FakeResult(stdout="new\n")
@@ -159,7 +161,7 @@ def test_power_state_crashed_then_on(target):
 def test_nic_down_refused_when_ssh_comes_in_on_it(target, monkeypatch):
     links = '[{"ifname":"eth1","addr_info":[{"local":"172.25.5.4"}]}]'
     scripted(target, "server4", {"ip -j -4 addr": FakeResult(stdout=links)})
-    monkeypatch.setattr(SshTarget, "management_nic", lambda self, name: "eth1")
+    monkeypatch.setattr(InventoryTarget, "management_nic", lambda self, name: "eth1")
     with pytest.raises(HaconformError, match="cut the ssh connection"):
         target.set_nic("server4", "down")
 
@@ -172,9 +174,9 @@ def test_nic_down_arms_a_dead_man_switch_and_up_disarms_it(target, monkeypatch):
         state.update(flags='["BROADCAST"]') if "link set dev eth1 down" in command else None,
         state.update(flags='["BROADCAST","UP"]') if "link set dev eth1 up &&" in command else None,
         FakeResult(stdout=f'[{{"ifname":"eth1","flags":{state["flags"]}}}]'))[-1]
-    monkeypatch.setattr(SshTarget, "management_nic", lambda self, name: "eth0")
+    monkeypatch.setattr(InventoryTarget, "management_nic", lambda self, name: "eth0")
     target.set_nic("server1", "down")
-    assert any(f"sleep {ssh_module.nic_dead_man_s()}; ip link set dev eth1 up" in c for c in backend.commands)
+    assert any(f"sleep {target_module.nic_dead_man_s()}; ip link set dev eth1 up" in c for c in backend.commands)
     assert target.nic_state("server1") == "down"
     target.set_nic("server1", "up")
     assert any("kill $(cat /run/haconform-nic-eth1.dead-man" in c for c in backend.commands)
@@ -232,8 +234,8 @@ def test_left_out_tests_are_written_to_history(tmp_path):
 
 def test_sysrq_refused_on_a_host_sharing_the_harness_kernel(target, monkeypatch):
     started = []
-    monkeypatch.setattr(ssh_module.subprocess, "Popen", lambda argv, **kw: started.append(argv))
-    scripted(target, "server4", {"boot_id": FakeResult(stdout=ssh_module.own_boot_id() + "\n")})
+    monkeypatch.setattr(target_module.subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    scripted(target, "server4", {"boot_id": FakeResult(stdout=target_module.own_boot_id() + "\n")})
     with pytest.raises(HaconformError, match="harness machine's own kernel"):
         target.power("server4", "crash")
     assert started == []
@@ -245,8 +247,8 @@ def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
 
     def popen(argv, **kwargs):
         started.append(argv)
-        backend.answers["boot_id"] = ssh_module.HostUnreachable("gone")
-    monkeypatch.setattr(ssh_module.subprocess, "Popen", popen)
+        backend.answers["boot_id"] = target_module.HostUnreachable("gone")
+    monkeypatch.setattr(target_module.subprocess, "Popen", popen)
     backend.argv = lambda command, multiplexed=True: ["ssh", "server4", command]
     target.power("server4", "crash")
     assert started == [["ssh", "server4", "echo c > /proc/sysrq-trigger"]]
@@ -254,8 +256,8 @@ def test_crash_fires_sysrq_and_waits_for_silence(target, monkeypatch):
 
 
 def test_a_target_that_never_connects_leaves_no_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
-    target = SshTarget(TOPOLOGY, inventory())
+    monkeypatch.setattr(target_module.tempfile, "tempdir", str(tmp_path))
+    target = InventoryTarget(TOPOLOGY, inventory())
     target.describe()
     assert target._control_path is None and list(tmp_path.iterdir()) == []
 
@@ -263,8 +265,8 @@ def test_a_target_that_never_connects_leaves_no_directory(tmp_path, monkeypatch)
 # ----- the ControlPath directory ------------------------------------------------------
 
 def test_control_directory_is_private_and_not_guessable(tmp_path, monkeypatch):
-    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
-    first, second = SshTarget(TOPOLOGY, inventory()), SshTarget(TOPOLOGY, inventory())
+    monkeypatch.setattr(target_module.tempfile, "tempdir", str(tmp_path))
+    first, second = InventoryTarget(TOPOLOGY, inventory()), InventoryTarget(TOPOLOGY, inventory())
     paths = [first.backend("server4").control_dir, second.backend("server4").control_dir]
     assert paths[0] != paths[1] and all(Path(p).parent == tmp_path for p in paths)
     for path in paths:
@@ -275,8 +277,8 @@ def test_control_directory_is_private_and_not_guessable(tmp_path, monkeypatch):
 
 
 def test_control_directory_made_again_after_down(tmp_path, monkeypatch):
-    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
-    target = SshTarget(TOPOLOGY, inventory())
+    monkeypatch.setattr(target_module.tempfile, "tempdir", str(tmp_path))
+    target = InventoryTarget(TOPOLOGY, inventory())
     backend = target.backend("server4")
     target.down()
     assert not Path(backend.control_dir).exists()
@@ -286,8 +288,8 @@ def test_control_directory_made_again_after_down(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spoil", ["mode 0755", "a symlink", "another owner"])
 def test_a_control_directory_that_is_not_private_is_refused(tmp_path, monkeypatch, spoil):
-    monkeypatch.setattr(ssh_module.tempfile, "tempdir", str(tmp_path))
-    target = SshTarget(TOPOLOGY, inventory())
+    monkeypatch.setattr(target_module.tempfile, "tempdir", str(tmp_path))
+    target = InventoryTarget(TOPOLOGY, inventory())
     backend = target.backend("server4")
     path = backend.control_dir
     if spoil == "mode 0755":

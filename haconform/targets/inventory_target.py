@@ -1,8 +1,8 @@
-"""An existing deployment as a target (--target ssh --inventory FILE).
+"""An existing deployment as a target (--target ssh --inventory FILE): InventoryTarget.
 
-Hosts are reached as the inventory says (haconform/inventory.py): over ssh
-(one multiplexed connection per host), on the harness machine, or in one of
-its network namespaces.  Nothing is created or torn down: up() checks that
+Hosts are reached as the inventory says (haconform/inventory.py), each by its
+access kind (targets/access/: over ssh, one multiplexed connection per host;
+on the harness machine; or in one of its network namespaces).  Nothing is created or torn down: up() checks that
 every host answers, down() closes the ssh connections.
 
 Faults use what the runbook uses, on the host itself:
@@ -25,38 +25,31 @@ cluster node's fence name and says so, or raises naming what is missing.
 from __future__ import annotations
 
 import json
-import os
 import logging
 import shlex
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import testinfra
-import testinfra.backend
-from testinfra.backend import base
+import testinfra.host
 
 from ..errors import HaconformError
 from ..guard import GRANTED, READ_ONLY, HostGuard
-from ..inventory import HostAccess, Inventory
+from ..inventory import Inventory
 from ..readers.cluster import fence_list_command, parse_fence_list
 from ..readers.links import nic_holding
 from ..timeouts import BOUNDS
-from .backend import GuardedBackend
 from ..topology import Topology
 from ..wait import wait_until
+from .access import AccessBackend, HostUnreachable
+from .access.ssh import ensure_private_directory
 from .base import Target, tail
-from .remote_shell import ShellGone, ShellPool
 
-log = logging.getLogger("haconform.targets.ssh")
-
-SSH_EXEC = str(Path(__file__).with_name("ssh_exec.py"))
+log = logging.getLogger("haconform.targets.inventory_target")
 
 
 def nic_dead_man_s() -> int:
@@ -65,136 +58,10 @@ def nic_dead_man_s() -> int:
     return int(BOUNDS.fence_complete + BOUNDS.resource_move + BOUNDS.node_rejoin)
 
 
-class HostUnreachable(HaconformError):
-    """ssh itself failed (exit 255): the host is down, cut off or refuses the login."""
+class InventoryTarget(Target):
+    """The hosts of an inventory, each reached by its access kind (`--target ssh`)."""
 
 
-def ssh_options(access: HostAccess, control_dir: str | None = None, *, keepalive: bool = True) -> list[str]:
-    """ssh's options for this host, ending with `-- DESTINATION`.
-
-    control_dir: share one connection between short-lived calls (ControlMaster).
-    Long-lived processes (shells, agents, fire-and-forget) get their own
-    connection instead: killing one that happens to be the master would cut
-    every session multiplexed over it.
-    """
-    options = ["-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-               "-o", f"ConnectTimeout={int(BOUNDS.vm_ssh / 2)}",
-               # A host that crashed is noticed in ~6 s instead of TCP's minutes; not for a dead-man
-               # switch, whose ssh ending on a stall would fire its undo under a live harness.
-               "-o", f"ServerAliveInterval={2 if keepalive else 0}", "-o", "ServerAliveCountMax=3"]
-    if control_dir:
-        options += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
-    else:
-        options += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
-    if access.ssh_config:
-        options += ["-F", access.ssh_config]
-    if access.key:
-        options += ["-i", access.key, "-o", "IdentitiesOnly=yes"]
-    if access.port:
-        options += ["-p", str(access.port)]
-    if access.user:
-        options += ["-l", access.user]
-    return [*options, "--", access.address]
-
-
-def ensure_private_directory(path: str) -> str:
-    """path as a directory only this user can enter: made 0700 if missing, else checked.
-
-    ssh's ControlPath sockets live there; whoever can write to the directory can put a
-    socket of their own where ssh will connect, and run commands as this user on every host.
-    """
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    owner, mode = info.st_uid, stat.S_IMODE(info.st_mode)
-    if not stat.S_ISDIR(info.st_mode) or owner != os.geteuid() or mode != 0o700:
-        kind = "directory" if stat.S_ISDIR(info.st_mode) else "symlink" if stat.S_ISLNK(info.st_mode) else "file"
-        raise HaconformError(
-            f"the ssh control directory {path} is not private: a {kind} owned by uid {owner}, mode {mode:04o} "
-            f"(needed: a directory owned by uid {os.geteuid()}, mode 0700)",
-            where=path, fix=f"remove {path} (haconform makes it again, private) or `chmod 700` it if it is yours")
-    return path
-
-
-def remote_command(access: HostAccess, command: str) -> str:
-    """The one line the remote login shell gets: /bin/sh (via sudo -n when the login is not root)."""
-    argv = ["/bin/sh", "-c", command]
-    if access.needs_sudo:
-        argv = ["sudo", "-n", "--", *argv]
-    return shlex.join(argv)
-
-
-class AccessBackend(GuardedBackend):
-    """testinfra transport for an inventory host: ssh, the harness machine, or a netns in it.
-    guard (required): the target's HostGuard, which every command passes first."""
-
-    NAME = "haconform-access"
-
-    def __init__(self, hostname: str, *args: Any, access: HostAccess, control_dir: str,
-                 persistent: bool = True, **kwargs: Any):
-        self.access = access
-        self.control_dir = control_dir
-        # ssh hosts: commands go to long-lived shells (remote_shell.py), not one session each.
-        # A command's input goes to the shell inside its script, never into an argv.
-        super().__init__(hostname, *args, **kwargs)
-        # A read-only run streams every output back: nothing, not even a spool file, lands on the host.
-        self._shells = (ShellPool(["ssh", *ssh_options(access), remote_command(access, "exec /bin/sh")],
-                                  streaming=self.guard.read_only)
-                        if persistent and access.kind == "ssh" else None)
-
-    def close(self) -> None:
-        if self._shells:
-            self._shells.close()
-
-    def get_pytest_id(self) -> str:
-        return f"{self.access.kind}:{self.hostname}"
-
-    def argv(self, command: str, *, multiplexed: bool = True) -> list[str]:
-        access = self.access
-        if access.kind == "ssh":
-            ensure_private_directory(self.control_dir)
-            return ["ssh", *ssh_options(access, self.control_dir if multiplexed else None),
-                    remote_command(access, command)]
-        if access.kind == "netns":
-            return ["ip", "netns", "exec", access.netns, "/bin/sh", "-c", command]
-        if access.kind == "local":
-            return ["/bin/sh", "-c", command]
-        raise HaconformError(f"{self.hostname} is `none` in the inventory: haconform cannot reach it",
-                             where="--inventory", fix="give it an address or `local: true`")
-
-    def run_checked(self, cmd: str, *, timeout: float | None, input: bytes | None) -> base.CommandResult:
-        timeout = BOUNDS.command if timeout is None else timeout   # read when called: a calibration scales it
-        if self._shells is not None:
-            ensure_private_directory(self.control_dir)
-            try:
-                rc, stdout, stderr = self._shells.run(cmd, timeout, connect_timeout=BOUNDS.vm_ssh, input=input)
-            except ShellGone as gone:
-                raise HostUnreachable(
-                    f"ssh to {self.hostname} ({self.access.address}) failed (exit {gone.returncode}): "
-                    f"{tail(gone.stderr, 300)}",
-                    where=f"hosts.{self.hostname}",
-                    fix="is the host up and the inventory's address/user/key/sudo right?") from None
-            return self.result(rc, self.encode(cmd), stdout, stderr)
-        try:
-            stdin = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
-            proc = subprocess.run(self.argv(cmd), capture_output=True, timeout=timeout, **stdin)
-        except subprocess.TimeoutExpired as exc:
-            return self.result(124, self.encode(cmd), exc.stdout or b"",
-                               (exc.stderr or b"") + f"\n(timed out after {timeout:g}s)".encode())
-        if proc.returncode == 255 and self.access.kind == "ssh":
-            raise HostUnreachable(
-                f"ssh to {self.hostname} ({self.access.address}) failed: "
-                f"{tail(proc.stderr.decode('utf-8', 'replace'), 300)}",
-                where=f"hosts.{self.hostname}", fix="is the host up and the inventory's address/user/key right?")
-        return self.result(proc.returncode, self.encode(cmd), proc.stdout, proc.stderr)
-
-
-testinfra.backend.BACKENDS.setdefault(AccessBackend.NAME, f"{__name__}.AccessBackend")
-
-
-class SshTarget(Target):
     kind = "ssh"
     can_power = True
 
@@ -247,16 +114,7 @@ class SshTarget(Target):
     def _exec_prefix(self, name: str, *, keepalive: bool = True) -> list[str]:
         """argv prefix with nsenter's meaning: what follows is one argv, run as root in the host.
         keepalive=False: a session that must not end on a network stall (a dead-man switch)."""
-        access = self.inventory.access(name)
-        if access.kind == "ssh":
-            tail = ["sudo", "-n", "--"] if access.needs_sudo else []
-            return [sys.executable, SSH_EXEC, *ssh_options(access, keepalive=keepalive), *tail]
-        if access.kind == "netns":
-            return ["ip", "netns", "exec", access.netns]
-        if access.kind == "local":
-            return []
-        raise HaconformError(f"{name} is `none` in the inventory: nothing can run there",
-                             where=str(self.inventory.path), fix=f"give hosts.{name} an address")
+        return self.backend(name).transport.exec_prefix(keepalive=keepalive)
 
     def _run(self, name: str, command: str, *, timeout: float | None = None):
         return self.backend(name).run(command, timeout=BOUNDS.command if timeout is None else timeout)
@@ -293,12 +151,8 @@ class SshTarget(Target):
     def down(self) -> dict:
         """Nothing to tear down: close the multiplexed ssh connections and reap fire-and-forget commands."""
         for backend in self._backends.values():
-            if isinstance(backend, AccessBackend):
-                backend.close()
-        for name, access in self.inventory.hosts.items():
-            if access.kind == "ssh" and name in self._backends:
-                subprocess.run(["ssh", "-O", "exit", *ssh_options(access, self._control_dir)],
-                               capture_output=True, timeout=BOUNDS.vm_ssh)
+            backend.close()
+            backend.transport.close()
         for proc in self._fire_and_forget:
             if proc.poll() is None:
                 proc.kill()
@@ -371,7 +225,7 @@ class SshTarget(Target):
                 wait_until(f"{name} answers after power on", lambda: self.answers(name), timeout=BOUNDS.vm_boot)
                 self._crashed.discard(name)
         else:
-            raise HaconformError(f"unknown power action {action!r}", where="SshTarget.power",
+            raise HaconformError(f"unknown power action {action!r}", where="InventoryTarget.power",
                                  fix="use on, off, reset or crash")
 
     def power_state(self, name: str) -> str:
@@ -429,7 +283,7 @@ class SshTarget(Target):
 
     def _set_nic(self, name: str, state: str) -> None:
         if state not in ("up", "down"):
-            raise HaconformError(f"unknown NIC state {state!r}", where="SshTarget.set_nic", fix="use up or down")
+            raise HaconformError(f"unknown NIC state {state!r}", where="InventoryTarget.set_nic", fix="use up or down")
         nic = self.cluster_nic(name)
         q = shlex.quote(nic)
         mark = f"/run/haconform-nic-{nic}.dead-man"

@@ -12,8 +12,9 @@ import pytest
 
 from haconform.cluster import VipSurvey
 from haconform.errors import HaconformError
-from haconform.faults import (COROSYNC_LOG, LOG_ALLOWANCES, PACEMAKER_LOG, REJOIN_NOISE, Allowance, FaultRun,
-                              Reset, VipWatch, audit, stonith_not_documented)
+from haconform.faults import Allowance, FaultRun, Reset, audit
+from haconform.faults.checker import (COROSYNC_LOG, LOG_ALLOWANCES, PACEMAKER_LOG, REJOIN_NOISE, VipWatch,
+                                      stonith_not_documented)
 from haconform.readers.logs import SeenLine
 from haconform.stages.model import load_stage
 from haconform.topology import load_topology
@@ -291,7 +292,7 @@ def test_a_vip_watch_that_started_late_or_stopped_early_is_a_problem():
 def test_a_vip_watch_stuck_in_a_sample_is_a_problem(monkeypatch):
     release = threading.Event()
     watch = vip_watch(lambda: release.wait(10) and ["server1"])
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"command": 0.2, "cli_query": 0.2})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"command": 0.2, "cli_query": 0.2})())
     watch._thread.start()
     watch.stop()
     try:
@@ -330,7 +331,7 @@ def test_a_gap_within_the_bound_is_no_problem():
 
 
 def test_the_gap_bound_defaults_to_the_timeouts_table(monkeypatch):
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"vip_watch_gap": 0.4})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"vip_watch_gap": 0.4})())
     watch = VipWatch(Deployment())
     watch.samples = [(t, VipSurvey(("server1",))) for t in (0.0, 0.3, 0.9)]
     watch._stop.set()
@@ -406,7 +407,7 @@ def test_attrd_not_yet_up_at_rejoin_is_excused_once_the_feature_set_is_recorded(
 
 
 def test_attrd_not_yet_up_at_rejoin_is_a_problem_when_the_feature_set_never_comes(monkeypatch):
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"cluster_settle": 0.3})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"cluster_settle": 0.3})())
     deployment = Deployment()
     run, reset = rejoin_with_attrd_refused(deployment, "pacemaker/cib_status_rejoining.xml")
     problems = run.log_problems(reset.allowed_log, spec=STAGE5)

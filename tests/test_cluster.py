@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from haconform import faults
+from haconform import deadman
 from haconform.cluster import Cluster, NoClusterAnswer, cleanup_command, property_command, unstandby_command
 from haconform.errors import HaconformError
 from haconform.faults import Crash, NicDown, PropertyChange, Reset, ServiceStop, Standby, VipDeleted
@@ -92,7 +92,7 @@ def recorded_switches(monkeypatch):
         target.backstops.append(backstop_s)
         target.deployment.machine(host).commands.append(f"ARM {undo}")
         return ("switch", host, undo)
-    monkeypatch.setattr(faults.deadman, "arm", arm)
+    monkeypatch.setattr(deadman, "arm", arm)
 
 
 def running(server1="crm_mon_running.xml", server4="crm_mon_running.xml", holder="server1", cib="cib_running.xml"):
@@ -269,7 +269,7 @@ def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
 def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch):
     def refuse(target, host, undo, *, what, backstop_s):
         raise HaconformError(f"the dead-man switch on {host} did not arm")
-    monkeypatch.setattr(faults.deadman, "arm", refuse)
+    monkeypatch.setattr(deadman, "arm", refuse)
     deployment = running()
     victim = deployment.machine("server1")
     with pytest.raises(HaconformError, match="did not arm"):
@@ -290,7 +290,6 @@ def test_rejoin_noise_is_allowed_only_once_the_fault_recorded_its_window():
 
 def test_a_change_meant_to_last_gets_a_longer_backstop():
     """perf keeps a fault for its whole phase: the switch must not fire under a live harness."""
-    from haconform import deadman
     deployment = running()
     Standby(deployment).inject(deployment.machine("server1"), lasts_s=900)
     assert deployment.target.backstops == [deadman.dead_man_s() + 900]

@@ -280,12 +280,12 @@ def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch)
 def test_rejoin_noise_is_allowed_only_once_the_fault_recorded_its_window():
     deployment = running()
     reset = Reset(deployment)
-    assert reset.allowed_log and all(a.span is None for a in reset.allowed_log)   # no window: excuses nothing
+    assert reset.excused_lines and all(a.span is None for a in reset.excused_lines)   # no window: excuses nothing
     reset.inject(deployment.machine("server4"))
-    assert all(a.span is None for a in reset.allowed_log)
+    assert all(a.span is None for a in reset.excused_lines)
     reset.rejoined()
-    assert {a.span for a in reset.allowed_log} == {(reset.injected_at, reset.rejoined_at)}
-    assert Standby(deployment).allowed_log == ()
+    assert {a.span for a in reset.excused_lines} == {(reset.injected_at, reset.rejoined_at)}
+    assert Standby(deployment).excused_lines == ()
 
 
 def test_a_change_meant_to_last_gets_a_longer_backstop():

@@ -9,9 +9,9 @@ Suites and perf import from here; the pieces' own names (the VIP watch, the
 log paths, the excused lines as data) from the piece.
 """
 
-from .checker import Allowance, audit
+from .checker import ExcusedLogLine, audit
 from .experiment import FaultRun
 from .nemesis import Crash, Fault, NicDown, PropertyChange, Reset, ServiceStop, Standby, VipDeleted, make_fault
 
-__all__ = ["Allowance", "Crash", "Fault", "FaultRun", "NicDown", "PropertyChange", "Reset", "ServiceStop",
+__all__ = ["Crash", "ExcusedLogLine", "Fault", "FaultRun", "NicDown", "PropertyChange", "Reset", "ServiceStop",
            "Standby", "VipDeleted", "audit", "make_fault"]

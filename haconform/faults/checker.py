@@ -5,7 +5,7 @@ host that was down during the fault and was read once back), a VIP watch
 that died, did not sample the whole fault window, or was blind inside it
 (no complete sample: a director that could not be asked) for longer than
 BOUNDS.vip_watch_gap.  A log line is excused
-only by an Allowance: the daemon that logs it, its text, the stages it is
+only by an ExcusedLogLine: the daemon that logs it, its text, the stages it is
 expected in and, for noise of a node rejoining, the window the fault records.
 
 It reads what the experiment (experiment.py) recorded; it never injects, and
@@ -42,7 +42,7 @@ COROSYNC_LOG = "/var/log/corosync/corosync.log"
 ERROR_LINE = re.compile(r"\)\s+(error|crit|emerg|alert):|\bcorosync\s+(error|crit|emerg|alert)\s")
 
 
-# ----- what an audit lets pass: allowances, as data --------------------------------------
+# ----- what an audit lets pass: excused log lines, as data --------------------------------------
 
 def any_stage(spec) -> bool:
     return True
@@ -57,7 +57,7 @@ def stonith_not_documented(spec) -> bool:
 
 
 @dataclass(frozen=True)
-class Allowance:
+class ExcusedLogLine:
     """One log line an audit lets pass: who logs it, its text, at which stages, in which window."""
 
     daemon: str                                    # the program (pacemaker.log's name column, syslog tag)
@@ -71,10 +71,10 @@ class Allowance:
     # line whose consequence did not heal is a problem of the audit again.
     healed: Callable[[object, str], str | None] | None = None
 
-    def during(self, span: tuple[float, float] | None) -> "Allowance":
+    def during(self, span: tuple[float, float] | None) -> "ExcusedLogLine":
         return replace(self, span=span)
 
-    def allows(self, line: SeenLine, spec) -> bool:
+    def excuses(self, line: SeenLine, spec) -> bool:
         if daemon_of(line.text) != self.daemon or not re.search(self.pattern, line.text):
             return False
         if not self.stage(spec):
@@ -88,28 +88,28 @@ class Allowance:
 
 
 # Said on every healthy run of this software; not news.
-LOG_ALLOWANCES = (
-    Allowance("pacemaker-execd", r"'pidfile' already specified",
-              "Debian's haproxy init script passes -p, the runbook's config has pidfile too "
-              "(fixtures/documented/README.md)"),
-    Allowance("pacemaker-schedulerd", r"error: Resource start-up disabled since no STONITH",
-              "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
-    Allowance("pacemaker-schedulerd", r"error: Either configure some or disable STONITH",
-              "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
-    Allowance("pacemaker-schedulerd", r"error: NOTE: Clusters with shared data need STONITH",
-              "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
+ALWAYS_EXCUSED = (
+    ExcusedLogLine("pacemaker-execd", r"'pidfile' already specified",
+                   "Debian's haproxy init script passes -p, the runbook's config has pidfile too "
+                   "(fixtures/documented/README.md)"),
+    ExcusedLogLine("pacemaker-schedulerd", r"error: Resource start-up disabled since no STONITH",
+                   "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
+    ExcusedLogLine("pacemaker-schedulerd", r"error: Either configure some or disable STONITH",
+                   "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
+    ExcusedLogLine("pacemaker-schedulerd", r"error: NOTE: Clusters with shared data need STONITH",
+                   "stonith-enabled is not yet false in stage 4", stage=stonith_not_documented),
 )
 
 # Logged by pacemaker-fenced when a node rejoins and a CIB diff races its
 # status section; the cluster recovers by itself (a full CIB sync follows).
 # Faults whose victim leaves and rejoins bind these to their rejoin window.
 CIB_DIFF_RACE = (
-    Allowance("pacemaker-fenced",
-              r"apply_v2_patchset\)\s+error: No (create|modify) match for /cib/status/node_state",
-              "a CIB diff racing a rejoining node's status section", window="rejoin"),
-    Allowance("pacemaker-fenced",
-              r"error: apply_v2_patchset: Triggered fatal assertion at patchset\.c:\d+ : position == 0",
-              "a CIB diff racing a rejoining node's status section", window="rejoin"),
+    ExcusedLogLine("pacemaker-fenced",
+                   r"apply_v2_patchset\)\s+error: No (create|modify) match for /cib/status/node_state",
+                   "a CIB diff racing a rejoining node's status section", window="rejoin"),
+    ExcusedLogLine("pacemaker-fenced",
+                   r"error: apply_v2_patchset: Triggered fatal assertion at patchset\.c:\d+ : position == 0",
+                   "a CIB diff racing a rejoining node's status section", window="rejoin"),
 )
 
 
@@ -139,10 +139,10 @@ def feature_set_recorded(deployment, node: str) -> str | None:
 # A rejoining node's controller joins, and sets its #feature-set through pacemaker-attrd, before attrd
 # accepts connections when the node is slow to start (seen on a TCG guest fenced and booted again:
 # attrd waited 6 s for the CIB manager); pacemaker 2.1.5 retries that connection only on EAGAIN, not on
-# ECONNREFUSED.  attrd records #feature-set itself about 2 s later; the allowance checks that it did.
+# ECONNREFUSED.  attrd records #feature-set itself about 2 s later; the excused line checks that it did.
 _ATTRD_NOT_YET_UP_WHY = "a rejoining node's controller asking its attribute manager before it accepts connections"
 ATTRD_NOT_YET_UP = tuple(
-    Allowance("pacemaker-controld", pattern, _ATTRD_NOT_YET_UP_WHY, window="rejoin", healed=feature_set_recorded)
+    ExcusedLogLine("pacemaker-controld", pattern, _ATTRD_NOT_YET_UP_WHY, window="rejoin", healed=feature_set_recorded)
     for pattern in (r"\(connect_and_send_attrd_request\)\s+error: Could not connect to attrd: Connection refused$",
                     r"\(update_attrd\)\s+error: Could not update attribute #feature-set=\S+ for cluster node \S+: "
                     r"Connection refused"))
@@ -270,10 +270,10 @@ def _bound_text(bound: float) -> str:
 
 
 
-def log_problems(run: "FaultRun", allowed: tuple[Allowance, ...] = (), spec=None) -> list[str]:
+def log_problems(run: "FaultRun", excused: tuple[ExcusedLogLine, ...] = (), spec=None) -> list[str]:
     """Logs that could not be read, and error lines logged by pacemaker/corosync on any director since
-    observing began that no allowance excuses.  Reads each log once more first."""
-    allowances = LOG_ALLOWANCES + tuple(allowed)
+    observing began that no excused line matches.  Reads each log once more first."""
+    excusing_lines = ALWAYS_EXCUSED + tuple(excused)
     begun = run.marks[0][0] if run.marks else time.time()
     problems = [f"could not read {host}:{path}: {why} (when observing began)"
                 for (host, path), why in run.unarmed.items()]
@@ -294,7 +294,7 @@ def log_problems(run: "FaultRun", allowed: tuple[Allowance, ...] = (), spec=None
         for line in watch.seen_lines():
             if not ERROR_LINE.search(line.text):
                 continue
-            excusing = next((a for a in allowances if a.allows(line, spec)), None)
+            excusing = next((e for e in excusing_lines if e.excuses(line, spec)), None)
             if excusing is None:
                 problems.append(f"log error: {host}:{path}: {redacted_head(line.text.strip(), 300)}")
             elif excusing.healed is not None:
@@ -322,13 +322,14 @@ def boot_id(machine) -> str | None:
 
 
 def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: "FaultRun | None" = None,
-          allowed_log: tuple[Allowance, ...] = ()) -> list[str]:
+          excused_lines: tuple[ExcusedLogLine, ...] = ()) -> list[str]:
     """What is wrong with the cluster now, as CTS's audits would say it (empty: healthy).  With a run,
-    also what its VIP watch and log watches could not see, and log errors no allowance excuses."""
-    strays = [a for a in allowed_log if not isinstance(a, Allowance)]
+    also what its VIP watch and log watches could not see, and log errors no excused line matches."""
+    strays = [a for a in excused_lines if not isinstance(a, ExcusedLogLine)]
     if strays:
-        raise HaconformError(f"allowed_log takes Allowance objects, got {strays!r}", where="haconform.faults.audit",
-                             fix="bind each allowance to its daemon (and window): see LOG_ALLOWANCES")
+        raise HaconformError(f"excused_lines takes ExcusedLogLine objects, got {strays!r}",
+                             where="haconform.faults.audit",
+                             fix="bind each excused line to its daemon (and window): see ALWAYS_EXCUSED")
     problems = []
     snapshot = Cluster(deployment).snapshot()
     if snapshot.get("from") is None:
@@ -344,5 +345,5 @@ def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: "FaultRun 
         problems.append(f"unexpected failed actions: {unexpected}")
     if run is not None:
         problems += run.vip_watch_problems()
-        problems += run.log_problems(tuple(allowed_log), getattr(deployment, "cluster_spec", None))
+        problems += run.log_problems(tuple(excused_lines), getattr(deployment, "cluster_spec", None))
     return problems

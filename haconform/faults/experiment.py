@@ -23,13 +23,13 @@ from ..probe import Prober, longest_outage, outage_windows, summarize, timeline_
 from ..readers.logs import LogWatch
 from ..timeouts import BOUNDS
 from . import checker
-from .checker import COROSYNC_LOG, PACEMAKER_LOG, Allowance, VipWatch, boot_id
+from .checker import COROSYNC_LOG, PACEMAKER_LOG, ExcusedLogLine, VipWatch, boot_id
 from .nemesis import Fault
 
 log = logging.getLogger("haconform.faults")
 
 # How often the fault run reads its log watches while observing: each line is
-# then placed in time to within this (for windowed allowances), and a host's
+# then placed in time to within this (for lines excused within a window), and a host's
 # log is read again as soon as it is back after a reboot.
 LOG_POLL_S = 2.0
 
@@ -198,6 +198,6 @@ class FaultRun:
         start, end = self.window
         return self.vip_watch.problems(start, end)
 
-    def log_problems(self, allowed: tuple[Allowance, ...] = (), spec=None) -> list[str]:
-        """Logs that could not be read, and error lines no allowance excuses (checker.log_problems)."""
-        return checker.log_problems(self, allowed, spec)
+    def log_problems(self, excused: tuple[ExcusedLogLine, ...] = (), spec=None) -> list[str]:
+        """Logs that could not be read, and error lines not excused (checker.log_problems)."""
+        return checker.log_problems(self, excused, spec)

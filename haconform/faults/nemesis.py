@@ -14,7 +14,7 @@ from ..cluster import Cluster, cleanup_command, link_holding, property_command, 
 from ..errors import HaconformError
 from ..timeouts import BOUNDS
 from ..wait import wait_until
-from .checker import REJOIN_NOISE, Allowance
+from .checker import REJOIN_NOISE, ExcusedLogLine
 
 
 class Fault:
@@ -25,7 +25,7 @@ class Fault:
     A fault that changes the cluster's state says how to put it back (undo()): inject() arms a dead-man
     switch with it on the host BEFORE the change, so a harness killed at any point leaves nothing
     changed; restore disarms it.  A fault whose victim leaves the cluster and rejoins (rejoins = True)
-    records the window of its rejoin: its allowed_log excuses rejoin noise only within it."""
+    records the window of its rejoin: its excused_lines excuse rejoin noise only within it."""
 
     name = "abstract"
     describes = ""
@@ -71,12 +71,12 @@ class Fault:
         self.rejoined_at = time.time()
 
     @property
-    def allowed_log(self) -> tuple[Allowance, ...]:
-        """What an audit of this fault lets pass besides LOG_ALLOWANCES: rejoin noise, within the rejoin."""
+    def excused_lines(self) -> tuple[ExcusedLogLine, ...]:
+        """What an audit of this fault lets pass besides ALWAYS_EXCUSED: rejoin noise, within the rejoin."""
         if not self.rejoins:
             return ()
         span = (self.injected_at, self.rejoined_at) if self.injected_at and self.rejoined_at else None
-        return tuple(allowance.during(span) for allowance in REJOIN_NOISE)
+        return tuple(line.during(span) for line in REJOIN_NOISE)
 
     def recover(self) -> None:
         """heal(), then every director sees the whole cluster, failed actions cleaned, the group placed."""

@@ -259,6 +259,18 @@ def test_a_property_change_arms_the_recorded_value_and_heals_to_it(in_cib, undo)
     assert via.commands[-1] == undo == property_command("stonith-enabled", in_cib)
 
 
+@pytest.mark.parametrize("make", [Standby, lambda deployment: PropertyChange(deployment, "stonith-enabled", "false")])
+def test_a_fault_heals_with_the_very_line_its_dead_man_switch_would_run(make):
+    """One source of undo commands (the nemesis's heal steps): heal() and the switch cannot disagree."""
+    deployment = running()
+    victim = deployment.machine("server1")
+    fault = make(deployment)
+    fault.inject(victim)
+    fault.heal()
+    [(host, armed)] = deployment.target.armed
+    assert host == victim.name and victim.commands[-1] == armed == fault.heal_step().command
+
+
 @pytest.mark.parametrize("fault", [VipDeleted, NicDown, Reset, Crash])
 def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
     deployment = running(holder="server1")

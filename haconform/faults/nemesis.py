@@ -1,13 +1,24 @@
 """The faults (Jepsen's nemesis): each injected with the runbook's own means, and healed.
 
+This is the one place that knows how to undo a fault.  An undo that is a
+command line is a HealStep: the harness runs it (a fault's heal(), restore)
+and a dead-man switch armed with it runs the same line on the host when the
+harness is gone.  The switch is a detached shell on the host
+(haconform/deadman.py) and cannot call back into Python, so what is shared is
+the command line, built once here.  Undos that are the target's own controls
+(power on, the cluster NIC plugged back in) are the functions below too, so
+restore asks the nemesis for every undo.
+
 Every change a fault makes to the cluster's state is covered by a dead-man
-switch (haconform/deadman.py) armed on the host BEFORE the change: if the
-harness dies mid-test the switch puts it back; restore disarms it after.
+switch armed on the host BEFORE the change: if the harness dies mid-test the
+switch puts it back; restore disarms it after.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
+from dataclasses import dataclass
 
 from .. import deadman
 from ..cluster import Cluster, cleanup_command, link_holding, property_command, unstandby_command
@@ -17,13 +28,69 @@ from ..wait import wait_until
 from .checker import REJOIN_NOISE, ExcusedLogLine
 
 
+# ----- heal steps: how each change is undone, for the harness and for a dead-man switch ----------
+
+@dataclass(frozen=True)
+class HealStep:
+    """One undo as a command line on a host.  It must be idempotent (heal(), restore and a switch may
+    all run it) and carry no secret (a switch's undo is a command line on the host; deadman refuses one)."""
+
+    host: object                   # the Machine it runs on
+    command: str
+    changes_cluster: bool = True   # asked of the guard as a change to the cluster (Cluster.change)
+
+    def run(self, deployment) -> None:
+        """Run it now, from the harness."""
+        if self.changes_cluster:
+            Cluster(deployment).change(self.command, via=self.host)
+        else:
+            self.host.succeed(self.command)
+
+    def arm_dead_man(self, target, *, what: str, backstop_s: int | None = None) -> deadman.DeadManSwitch:
+        """Arm a switch that runs the same line if the harness dies before restore disarms it."""
+        return deadman.arm(target, self.host.name, self.command, what=what, backstop_s=backstop_s)
+
+
+def unstandby(node: str, *, via) -> HealStep:
+    """A node out of standby again (pcs acts on the CIB: via is any director that answers)."""
+    return HealStep(via, unstandby_command(node))
+
+
+def set_property(name: str, value: str | None, *, via) -> HealStep:
+    """A cluster property back to value (None: unset, pacemaker's default applies)."""
+    return HealStep(via, property_command(name, value))
+
+
+def cleanup(*, via, resource: str | None = None) -> HealStep:
+    """Failed actions forgotten: the cluster probes and starts what belongs where it belongs."""
+    return HealStep(via, cleanup_command(resource))
+
+
+def start_service(machine, service: str) -> HealStep:
+    """A host's own service (one the cluster does not run) started again."""
+    return HealStep(machine, f"service {shlex.quote(service)} start", changes_cluster=False)
+
+
+def power_back_on(machine) -> None:
+    """The target's power control; nothing a switch on the host could do."""
+    machine.power_on()
+
+
+def plug_back_in(machine) -> None:
+    """The cluster NIC up again, through the target (which covers a pulled NIC with a switch of its own:
+    haconform/targets/ssh.py)."""
+    machine.unblock()
+
+
+# ----- the faults ---------------------------------------------------------------------------
+
 class Fault:
     """One fault: inject(victim) acts on a director (default: the one running the group), heal() undoes
     what the fault itself did (unstandby, NIC back in), recover() also waits for the cluster to be whole.
     Suites and perf inject the same objects; after a destructive test, restore() audits and heals the rest.
 
-    A fault that changes the cluster's state says how to put it back (undo()): inject() arms a dead-man
-    switch with it on the host BEFORE the change, so a harness killed at any point leaves nothing
+    A fault that changes the cluster's state says how to put it back (heal_step()): inject() arms a
+    dead-man switch with that step on the host BEFORE the change, so a harness killed at any point leaves nothing
     changed; restore disarms it.  A fault whose victim leaves the cluster and rejoins (rejoins = True)
     records the window of its rejoin: its excused_lines excuse rejoin noise only within it."""
 
@@ -46,18 +113,20 @@ class Fault:
         to the dead-man switch's backstop so it never fires under a live harness."""
         self.victim = victim or self.cluster.active_director()
         self.deployment.target.guard.check_action(self.victim.name, f"inject the fault {self.name}")
-        undo = self.undo()
-        if undo is not None:
-            host, command = undo
-            self.switch = deadman.arm(self.deployment.target, host.name, command,
-                                      what=f"{self.name} on {self.victim.name}",
-                                      backstop_s=int(deadman.dead_man_s() + lasts_s))
+        self._before_change()
+        step = self.heal_step()
+        if step is not None:
+            self.switch = step.arm_dead_man(self.deployment.target, what=f"{self.name} on {self.victim.name}",
+                                            backstop_s=int(deadman.dead_man_s() + lasts_s))
         self.injected_at = time.time()
         return self._inject()
 
-    def undo(self) -> tuple[object, str] | None:
-        """(machine, shell command) putting back what _inject() changes, for the dead-man switch; None:
-        the fault changes nothing the cluster or restore would not put back by itself."""
+    def _before_change(self) -> None:
+        """Read what heal_step() needs to know of the state before the change (once the victim is known)."""
+
+    def heal_step(self) -> HealStep | None:
+        """The step putting back what _inject() changes, for the dead-man switch (and heal(), where the
+        fault heals itself); None: the fault changes nothing the cluster or restore would not put back."""
         return None
 
     def _inject(self) -> str:
@@ -92,8 +161,8 @@ class Standby(Fault):
     name = "standby"
     describes = "pcs node standby on the active director (a planned move)"
 
-    def undo(self):
-        return self.victim, unstandby_command(self.victim.name)
+    def heal_step(self):
+        return unstandby(self.victim.name, via=self.victim)
 
     def _inject(self) -> str:
         self.cluster.standby(self.victim.name)
@@ -101,7 +170,7 @@ class Standby(Fault):
 
     def heal(self) -> None:
         if self.victim is not None:
-            self.cluster.unstandby(self.victim.name, via=self.victim)
+            self.heal_step().run(self.deployment)
 
 
 class ServiceStop(Fault):
@@ -120,13 +189,15 @@ class ServiceStop(Fault):
                 return resource.id
         return None
 
-    def undo(self):
+    def heal_step(self):
         # A service the cluster runs is given back to the cluster: a cleanup makes it probe and start the
         # resource where it belongs.  Started by hand it could run twice if the group had moved meanwhile.
+        # heal() stays the default (nothing): noticing the stopped service is the cluster's part of the test.
         resource = self.owning_resource()
         if resource is not None:
-            return self.victim, cleanup_command(resource)
-        return self.victim, f"systemctl start {self.service}"
+            return cleanup(via=self.victim, resource=resource)
+        # The counterpart of the runbook's own `systemctl stop` that _inject() runs.
+        return HealStep(self.victim, f"systemctl start {self.service}", changes_cluster=False)
 
     def _inject(self) -> str:
         self.victim.succeed(f"systemctl stop {self.service}")   # the runbook's own command
@@ -151,9 +222,11 @@ class PropertyChange(Fault):
     def describes(self) -> str:
         return f"pcs property set {self.property_name}={self.value}"
 
-    def undo(self):
+    def _before_change(self) -> None:
         self.recorded = self.cluster.property_value(self.property_name, self.victim)
-        return self.victim, property_command(self.property_name, self.recorded)
+
+    def heal_step(self):
+        return set_property(self.property_name, self.recorded, via=self.victim)
 
     def _inject(self) -> str:
         self.cluster.set_property(self.property_name, self.value, via=self.victim)
@@ -162,7 +235,7 @@ class PropertyChange(Fault):
 
     def heal(self) -> None:
         if self.victim is not None:
-            self.cluster.set_property(self.property_name, self.recorded, via=self.victim)
+            self.heal_step().run(self.deployment)
 
 
 class VipDeleted(Fault):
@@ -197,7 +270,7 @@ class NicDown(Fault):
 
     def heal(self) -> None:
         if self.victim is not None:
-            self.victim.unblock()
+            plug_back_in(self.victim)
 
 
 class Reset(Fault):

@@ -15,8 +15,9 @@
 Every crm_mon, cibadmin and fence_xvm answer is read here, through the
 readers; suites, stages, faults, restore and perf ask this object.  It reads
 and acts; it never asserts.  The commands it acts with are built by the
-*_command functions, which dead-man switches (haconform/deadman.py) use too:
-a switch undoing a change does exactly what restore would.
+*_command functions; the nemesis's heal steps (haconform/faults/nemesis.py)
+build theirs with them too, and those one lines are what a fault's heal(),
+restore and a dead-man switch (haconform/deadman.py) run to undo a change.
 """
 
 from __future__ import annotations
@@ -293,21 +294,24 @@ class Cluster:
         self.deployment.target.guard.check_action(machine.name, f"change the cluster: `{command}`")
         return machine
 
+    def change(self, command: str, *, via=None) -> None:
+        """Run a command that changes the cluster on via (default: the first director that answers), once
+        the guard lets it: the acts below, and the nemesis's heal steps (haconform/faults/nemesis.py)."""
+        self._may_change(via or self._first_answering(), command).succeed(command)
+
     def standby(self, node: str) -> None:
-        self._may_change(self.deployment.machine(node), standby_command(node)).succeed(standby_command(node))
+        self.change(standby_command(node), via=self.deployment.machine(node))
 
     def unstandby(self, node: str, *, via=None) -> None:
-        self._may_change(via or self._first_answering(), unstandby_command(node)).succeed(unstandby_command(node))
+        self.change(unstandby_command(node), via=via)
 
     def set_property(self, name: str, value: str | None, *, via=None) -> None:
         """value None: remove the property (back to pacemaker's default)."""
-        command = property_command(name, value)
-        self._may_change(via or self._first_answering(), command).succeed(command)
+        self.change(property_command(name, value), via=via)
 
     def property_value(self, name: str, director=None) -> str | None:
         """A cluster property as the CIB sets it (None: not set, pacemaker's default applies)."""
         return self.configuration(director).properties.get(name)
 
     def cleanup(self, *, via=None, resource: str | None = None) -> None:
-        command = cleanup_command(resource)
-        self._may_change(via or self._first_answering(), command).succeed(command)
+        self.change(cleanup_command(resource), via=via)

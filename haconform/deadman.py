@@ -24,8 +24,9 @@ would kill the shell with SIGPIPE before the undo ran.
 
 The undo must be idempotent (restore may already have done the same) and
 carry no secret (it is a command line on the host); arm() refuses one that
-does.  Undo commands are built from the same functions as the harness's own
-commands (haconform/cluster.py), so the switch does what restore would.
+does.  A switch cannot call back into Python, so it knows no fault: its undo
+is a heal step's command line from the nemesis (haconform/faults/nemesis.py
+HealStep.arm_dead_man), the same line the harness runs to heal and restore.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ PATTERNS: dict[str, PatternSpec] = {
 
 # --- who wrote a line ----------------------------------------------------------------------
 # The program that logged a line, in the three layouts the harness reads.  An
-# allowance in an audit names the daemon it is for: the same text from another
+# excused line in an audit names the daemon it is for: the same text from another
 # program is news.
 _LOG_STAMP = r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\S+)"
 LINE_DAEMON = (

@@ -19,6 +19,10 @@ and a DC, and every resource started before is started again.  WHERE the
 group runs may differ (a failover test legitimately moves it, and moving it
 back would be one more failover); that it runs, on exactly one node, may not.
 
+Every undo is the nemesis's (haconform/faults/nemesis.py): the same command
+lines a fault's heal() runs and its dead-man switch would run, so restore,
+heal and the switches cannot disagree on how a change is put back.
+
 Last, the dead-man switches the test's faults armed (haconform/deadman.py)
 are disarmed: after the restore, so a harness dying during it still leaves
 the switches to undo what it had not yet.  When the restore failed they stay
@@ -28,14 +32,14 @@ armed: the session stops, and as the harness exits they undo once more.
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import deadman
 from .errors import HaconformError, WaitTimeout
-from .cluster import Cluster, NoClusterAnswer, cleanup_command, property_command, unstandby_command
+from .cluster import Cluster, NoClusterAnswer
+from .faults import nemesis
 from .timeouts import BOUNDS
 from .wait import wait_until
 
@@ -225,13 +229,13 @@ def _restore(deployment, before: Snapshot, outcome: Restoration, settle_timeout:
         name, actions, problems = machine.name, [], []
         if before.power.get(name) == "on" and _maybe(lambda: target.power_state(name), "unknown") not in ("on", "unknown"):
             try:
-                machine.power_on()
+                nemesis.power_back_on(machine)
                 actions.append(f"powered {name} on")
             except HaconformError as exc:
                 return actions, [f"{name} is off and cannot be powered on: {exc}"], False
         if before.nics.get(name) == "up" and _maybe(lambda: target.nic_state(name), "unknown") == "down":
             try:
-                machine.unblock()
+                nemesis.plug_back_in(machine)
                 actions.append(f"plugged {name}'s cluster NIC back in")
             except HaconformError as exc:
                 problems.append(f"{name}'s cluster NIC stays down: {exc}")
@@ -256,7 +260,7 @@ def _restore(deployment, before: Snapshot, outcome: Restoration, settle_timeout:
             try:
                 if machine.host.service(service).is_running:
                     continue
-                machine.succeed(f"service {shlex.quote(service)} start")
+                nemesis.start_service(machine, service).run(deployment)
                 actions.append(f"started {service} on {machine.name}")
             except HaconformError as exc:
                 problems.append(f"{service} on {machine.name} not running and not startable: {exc}")
@@ -280,23 +284,18 @@ def _restore_cluster(deployment, before: ClusterView, outcome: Restoration, *, t
         except WaitTimeout:
             outcome.problems.append("no director answers crm_mon")
             return
-    cluster = Cluster(deployment)
-    acts = []
-    for node in sorted(set(now.standby) - set(before.standby)):
-        acts.append((unstandby_command(node), lambda node=node: cluster.unstandby(node, via=director)))
+    steps = [nemesis.unstandby(node, via=director) for node in sorted(set(now.standby) - set(before.standby))]
     for prop, value in before.options.items():
         if value is not None and now.options.get(prop) != value:
-            name, text = prop.replace("_", "-"), "true" if value else "false"
-            acts.append((property_command(name, text),
-                         lambda name=name, text=text: cluster.set_property(name, text, via=director)))
-    acts.append((cleanup_command(), lambda: cluster.cleanup(via=director)))
-    for label, act in acts:
+            steps.append(nemesis.set_property(prop.replace("_", "-"), "true" if value else "false", via=director))
+    steps.append(nemesis.cleanup(via=director))
+    for step in steps:
         try:
-            act()
+            step.run(deployment)
         except HaconformError as exc:   # a pcs command refused
-            outcome.problems.append(f"{label} failed: {exc}")
+            outcome.problems.append(f"{step.command} failed: {exc}")
             continue
-        outcome.actions.append(label)
+        outcome.actions.append(step.command)
     last: dict[str, list[str]] = {}
 
     def restored() -> bool:

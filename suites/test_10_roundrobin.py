@@ -1,7 +1,7 @@
 """Stage 1 — round robin (配置文件实例)."""
 
 from haconform.conformance import conformance
-from haconform.deadman import arm as arm_dead_man
+from haconform.faults.nemesis import start_service
 from haconform.readers.haproxy import runtime
 from haconform.readers.haproxy_config import check_timing
 from haconform.readers.responses import answers
@@ -47,9 +47,10 @@ def test_failed_health_check_takes_server_out(deployment, http, stage1, client_e
     assert timing["checked"], "the runbook's `server app2 ... check` has no `check`"
     states = lambda: runtime(director).stat().states("app")  # noqa: E731
 
-    request.addfinalizer(lambda: app2.succeed("service apache2 start"))
+    apache2_back = start_service(app2, "apache2")
+    request.addfinalizer(lambda: apache2_back.run(deployment))
     # A finalizer does not run when the harness is killed; the dead-man switch does (restore disarms it).
-    arm_dead_man(deployment.target, app2.name, "service apache2 start", what=f"apache2 stopped on {app2.name}")
+    apache2_back.arm_dead_man(deployment.target, what=f"apache2 stopped on {app2.name}")
     app2.succeed("service apache2 stop")
     wait_until("app2 DOWN in show stat", lambda: states().get("app2", "").startswith("DOWN"),
                timeout=documented(timing["down_after_s"]), observe=states)

@@ -177,7 +177,7 @@ def test_rebooted_director_rejoins(deployment, active, cluster_spec, cluster, ev
         wait_until(f"{group} settled", cluster.group_node, timeout=BOUNDS.cluster_settle)
     evidence.data("rejoin after reset (s)", round(run.time_of("rejoined") - run.time_of("power reset"), 2))
     evidence.data("outage (s)", run.outage_s)
-    problems = audit(deployment, run=run, allowed_log=reset.allowed_log)
+    problems = audit(deployment, run=run, excused_lines=reset.excused_lines)
     assert not problems, problems
 
 

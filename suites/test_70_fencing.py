@@ -113,7 +113,7 @@ def test_crashed_director_is_fenced(deployment, victim, cluster, evidence, targe
     assert survivor.name in (event.origin, event.delegate), event
     assert victim.boot_id != boot_before
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run, allowed_log=crash.allowed_log)
+    problems = audit(deployment, run=run, excused_lines=crash.excused_lines)
     assert not problems, problems
 
 
@@ -145,7 +145,7 @@ def test_split_brain_fences_exactly_one(deployment, victim, cluster, evidence):
     evidence.data("outage (s)", run.outage_s)
     assert fenced == {cut.name}, f"fenced: {fenced}"
     assert run.vip_watch.max_holders() <= 1, run.vip_watch.double_ownership()[:5]
-    problems = audit(deployment, run=run, allowed_log=nic.allowed_log)
+    problems = audit(deployment, run=run, excused_lines=nic.excused_lines)
     assert not problems, problems
 
 

@@ -1,5 +1,5 @@
 """Audits that fail when they could not look: unreadable logs, a VIP watch that died or missed the window,
-and log allowances tied to a daemon, a stage and a time window.  Fake directors, recorded log lines."""
+and excused log lines tied to a daemon, a stage and a time window.  Fake directors, recorded log lines."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 from haconform.cluster import VipSurvey
 from haconform.errors import HaconformError
-from haconform.faults import (COROSYNC_LOG, LOG_ALLOWANCES, PACEMAKER_LOG, REJOIN_NOISE, Allowance, FaultRun,
-                              Reset, VipWatch, audit, stonith_not_documented)
+from haconform.faults import ExcusedLogLine, FaultRun, Reset, audit
+from haconform.faults.checker import (ALWAYS_EXCUSED, COROSYNC_LOG, PACEMAKER_LOG, REJOIN_NOISE, VipWatch,
+                                      stonith_not_documented)
 from haconform.readers.logs import SeenLine
 from haconform.stages.model import load_stage
 from haconform.topology import load_topology
@@ -159,7 +160,7 @@ def test_a_failed_poll_followed_by_a_good_read_is_not_a_problem():
     assert run.log_problems(spec=STAGE4) == []
 
 
-# ----- allowances: daemon, stage, window --------------------------------------------------------
+# ----- excused log lines: daemon, stage, window --------------------------------------------------------
 
 def test_lines_written_before_observing_never_count_and_errors_do():
     deployment = Deployment()
@@ -201,7 +202,7 @@ def test_rejoin_noise_inside_the_window_is_allowed_outside_it_is_flagged():
     reset.rejoined_at = run.watches[("server1", PACEMAKER_LOG)].last_read - 1e-6
     run.poll_logs()                               # nothing new: this read began after the window
     director.write(REJOIN.replace("00:40:01", "00:45:00"))   # after the rejoin: news
-    problems = run.log_problems(reset.allowed_log, spec=STAGE4)
+    problems = run.log_problems(reset.excused_lines, spec=STAGE4)
     assert problems == [f"log error: server1:{PACEMAKER_LOG}: {REJOIN.replace('00:40:01', '00:45:00')}"]
 
 
@@ -213,7 +214,7 @@ def test_rejoin_noise_from_another_daemon_is_flagged_even_inside_the_window():
     deployment.machine("server1").write(REJOIN_BY_ANOTHER)
     run.poll_logs()
     reset.rejoined()
-    problems = run.log_problems(reset.allowed_log, spec=STAGE4)
+    problems = run.log_problems(reset.excused_lines, spec=STAGE4)
     assert problems == [f"log error: server1:{PACEMAKER_LOG}: {REJOIN_BY_ANOTHER}"]
 
 
@@ -221,7 +222,7 @@ def test_rejoin_noise_is_flagged_when_the_fault_never_recorded_its_window():
     deployment = Deployment()
     run = observed(deployment)
     deployment.machine("server1").write(REJOIN)
-    assert run.log_problems(Reset(deployment).allowed_log, spec=STAGE4) != []
+    assert run.log_problems(Reset(deployment).excused_lines, spec=STAGE4) != []
 
 
 @pytest.mark.parametrize("after, by, inside", [
@@ -231,14 +232,14 @@ def test_rejoin_noise_is_flagged_when_the_fault_never_recorded_its_window():
     (21.0, 25.0, False),   # the read before began after the window: written after it
     (1.0, 9.0, False),     # read before the window began
 ])
-def test_a_windowed_allowance_takes_a_line_by_when_it_was_read(after, by, inside):
-    allowance = REJOIN_NOISE[0].during((10.0, 20.0))
-    assert allowance.allows(SeenLine(REJOIN, after, by), STAGE5) is inside
+def test_a_windowed_excused_line_takes_a_line_by_when_it_was_read(after, by, inside):
+    excused = REJOIN_NOISE[0].during((10.0, 20.0))
+    assert excused.excuses(SeenLine(REJOIN, after, by), STAGE5) is inside
 
 
 def test_allow_lists_are_data_tied_to_daemons():
-    for allowance in LOG_ALLOWANCES + REJOIN_NOISE:
-        assert isinstance(allowance, Allowance) and allowance.daemon and allowance.why
+    for excused in ALWAYS_EXCUSED + REJOIN_NOISE:
+        assert isinstance(excused, ExcusedLogLine) and excused.daemon and excused.why
     assert {a.window for a in REJOIN_NOISE} == {"rejoin"}
 
 
@@ -291,7 +292,7 @@ def test_a_vip_watch_that_started_late_or_stopped_early_is_a_problem():
 def test_a_vip_watch_stuck_in_a_sample_is_a_problem(monkeypatch):
     release = threading.Event()
     watch = vip_watch(lambda: release.wait(10) and ["server1"])
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"command": 0.2, "cli_query": 0.2})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"command": 0.2, "cli_query": 0.2})())
     watch._thread.start()
     watch.stop()
     try:
@@ -330,7 +331,7 @@ def test_a_gap_within_the_bound_is_no_problem():
 
 
 def test_the_gap_bound_defaults_to_the_timeouts_table(monkeypatch):
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"vip_watch_gap": 0.4})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"vip_watch_gap": 0.4})())
     watch = VipWatch(Deployment())
     watch.samples = [(t, VipSurvey(("server1",))) for t in (0.0, 0.3, 0.9)]
     watch._stop.set()
@@ -349,9 +350,9 @@ def test_audit_says_what_the_run_could_not_see():
     assert flagged(problems, "log error: server1:"), problems
 
 
-def test_audit_refuses_allowances_given_as_bare_patterns():
-    with pytest.raises(HaconformError, match="Allowance objects"):
-        audit(Deployment(), allowed_log=(r"apply_v2_patchset",))
+def test_audit_refuses_excused_lines_given_as_bare_patterns():
+    with pytest.raises(HaconformError, match="ExcusedLogLine objects"):
+        audit(Deployment(), excused_lines=(r"apply_v2_patchset",))
 
 
 @pytest.mark.parametrize("line, daemon", [
@@ -402,14 +403,14 @@ def rejoin_with_attrd_refused(deployment, cib_status: str):
 def test_attrd_not_yet_up_at_rejoin_is_excused_once_the_feature_set_is_recorded():
     deployment = Deployment()
     run, reset = rejoin_with_attrd_refused(deployment, "pacemaker/cib_status_rejoined.xml")
-    assert run.log_problems(reset.allowed_log, spec=STAGE5) == []
+    assert run.log_problems(reset.excused_lines, spec=STAGE5) == []
 
 
 def test_attrd_not_yet_up_at_rejoin_is_a_problem_when_the_feature_set_never_comes(monkeypatch):
-    monkeypatch.setattr("haconform.faults.BOUNDS", type("B", (), {"cluster_settle": 0.3})())
+    monkeypatch.setattr("haconform.faults.checker.BOUNDS", type("B", (), {"cluster_settle": 0.3})())
     deployment = Deployment()
     run, reset = rejoin_with_attrd_refused(deployment, "pacemaker/cib_status_rejoining.xml")
-    problems = run.log_problems(reset.allowed_log, spec=STAGE5)
+    problems = run.log_problems(reset.excused_lines, spec=STAGE5)
     assert len(problems) == 1, problems
     assert "server4 excused only if it came right by itself, and it did not" in problems[0]
     assert "#feature-set of server4 recorded in the CIB's status section" in problems[0]
@@ -420,5 +421,5 @@ def test_attrd_not_yet_up_outside_a_rejoin_is_news():
     deployment = Deployment()
     run = observed(deployment)
     deployment.machine("server4").write(FEATURE_SET_REFUSED)
-    problems = run.log_problems(Reset(deployment).allowed_log, spec=STAGE5)
+    problems = run.log_problems(Reset(deployment).excused_lines, spec=STAGE5)
     assert problems == [f"log error: server4:{PACEMAKER_LOG}: {FEATURE_SET_REFUSED}"]

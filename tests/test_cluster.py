@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from haconform import faults
+from haconform import deadman
 from haconform.cluster import Cluster, NoClusterAnswer, cleanup_command, property_command, unstandby_command
 from haconform.errors import HaconformError
 from haconform.faults import Crash, NicDown, PropertyChange, Reset, ServiceStop, Standby, VipDeleted
@@ -92,7 +92,7 @@ def recorded_switches(monkeypatch):
         target.backstops.append(backstop_s)
         target.deployment.machine(host).commands.append(f"ARM {undo}")
         return ("switch", host, undo)
-    monkeypatch.setattr(faults.deadman, "arm", arm)
+    monkeypatch.setattr(deadman, "arm", arm)
 
 
 def running(server1="crm_mon_running.xml", server4="crm_mon_running.xml", holder="server1", cib="cib_running.xml"):
@@ -259,6 +259,18 @@ def test_a_property_change_arms_the_recorded_value_and_heals_to_it(in_cib, undo)
     assert via.commands[-1] == undo == property_command("stonith-enabled", in_cib)
 
 
+@pytest.mark.parametrize("make", [Standby, lambda deployment: PropertyChange(deployment, "stonith-enabled", "false")])
+def test_a_fault_heals_with_the_very_line_its_dead_man_switch_would_run(make):
+    """One source of undo commands (the nemesis's heal steps): heal() and the switch cannot disagree."""
+    deployment = running()
+    victim = deployment.machine("server1")
+    fault = make(deployment)
+    fault.inject(victim)
+    fault.heal()
+    [(host, armed)] = deployment.target.armed
+    assert host == victim.name and victim.commands[-1] == armed == fault.heal_step().command
+
+
 @pytest.mark.parametrize("fault", [VipDeleted, NicDown, Reset, Crash])
 def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
     deployment = running(holder="server1")
@@ -269,7 +281,7 @@ def test_faults_the_cluster_or_restore_heal_arm_nothing(fault):
 def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch):
     def refuse(target, host, undo, *, what, backstop_s):
         raise HaconformError(f"the dead-man switch on {host} did not arm")
-    monkeypatch.setattr(faults.deadman, "arm", refuse)
+    monkeypatch.setattr(deadman, "arm", refuse)
     deployment = running()
     victim = deployment.machine("server1")
     with pytest.raises(HaconformError, match="did not arm"):
@@ -280,17 +292,16 @@ def test_a_switch_that_cannot_arm_stops_the_fault_before_the_change(monkeypatch)
 def test_rejoin_noise_is_allowed_only_once_the_fault_recorded_its_window():
     deployment = running()
     reset = Reset(deployment)
-    assert reset.allowed_log and all(a.span is None for a in reset.allowed_log)   # no window: excuses nothing
+    assert reset.excused_lines and all(a.span is None for a in reset.excused_lines)   # no window: excuses nothing
     reset.inject(deployment.machine("server4"))
-    assert all(a.span is None for a in reset.allowed_log)
+    assert all(a.span is None for a in reset.excused_lines)
     reset.rejoined()
-    assert {a.span for a in reset.allowed_log} == {(reset.injected_at, reset.rejoined_at)}
-    assert Standby(deployment).allowed_log == ()
+    assert {a.span for a in reset.excused_lines} == {(reset.injected_at, reset.rejoined_at)}
+    assert Standby(deployment).excused_lines == ()
 
 
 def test_a_change_meant_to_last_gets_a_longer_backstop():
     """perf keeps a fault for its whole phase: the switch must not fire under a live harness."""
-    from haconform import deadman
     deployment = running()
     Standby(deployment).inject(deployment.machine("server1"), lasts_s=900)
     assert deployment.target.backstops == [deadman.dead_man_s() + 900]

@@ -405,7 +405,7 @@ def test_operations_carry_their_agent_run_and_queue_times():
 
 
 def test_operations_during_a_fault_are_the_new_ones():
-    from haconform.faults import operations_since
+    from haconform.faults.experiment import operations_since
     start = {"node": "server1", "resource": "VIP", "call": 2, "task": "start", "exec_ms": 40}
     before = {"operations": [start]}
     stop = {"node": "server1", "resource": "VIP", "call": 5, "task": "stop", "exec_ms": 1200}

@@ -6,5 +6,5 @@
     report.py     one self-contained HTML page with plots
     run.py        the order of phases and where each run keeps its history
 
-The faults a run injects mid-load are the suites' own (haconform/faults.py).
+The faults a run injects mid-load are the suites' own (haconform/faults/nemesis.py).
 """

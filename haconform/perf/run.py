@@ -255,7 +255,7 @@ def fault_phase(deployment, options, url, classes, locust_phase, phases, timing,
         run.mark("healed")
     # Healed: what the switches would undo is undone; they must not fire when perf exits.
     deadman.disarm_all(deployment.target)
-    problems = audit(deployment, run=run, allowed_log=fault.allowed_log)
+    problems = audit(deployment, run=run, excused_lines=fault.excused_lines)
     injected = schedule.injected_at
     windows = phases["fault"]["failure_windows"]
     after = [w for w in windows if injected is not None and w["end"] > injected]

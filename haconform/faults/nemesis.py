@@ -78,7 +78,7 @@ def power_back_on(machine) -> None:
 
 def plug_back_in(machine) -> None:
     """The cluster NIC up again, through the target (which covers a pulled NIC with a switch of its own:
-    haconform/targets/ssh.py)."""
+    haconform/targets/inventory_target.py)."""
     machine.unblock()
 
 
@@ -257,7 +257,7 @@ class VipDeleted(Fault):
 
 class NicDown(Fault):
     """No switch here: the SSH (and VM guest) target arms its own NIC dead-man switch on the host when it
-    pulls the cable (haconform/targets/ssh.py); on the lab the cable's far end is a link in the harness
+    pulls the cable (haconform/targets/inventory_target.py); on the lab the cable's far end is a link in the harness
     machine's own namespace, which the next session's `lab up` (or `lab down`) takes over anyway."""
 
     name = "nic-down"

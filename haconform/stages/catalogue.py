@@ -16,6 +16,7 @@ the fix.  Nothing else of a stage is loaded: no topology, no files, no cluster.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,10 +90,10 @@ class StageCatalogue:
 
 
 def load_catalogue(config_dir: str | Path) -> StageCatalogue:
-    """The stages of a directory (each subdirectory holding a stage.yaml), in the runbook's order: a stage
-    comes after its `base:` (the chain's length first, then the name); a cycle of bases is refused."""
+    """The stages of a directory (each subdirectory holding a stage.yaml), in the runbook's order: every stage
+    after its `base:`, otherwise by name; a cycle of bases is refused."""
     config_dir = Path(config_dir)
-    entries = {}
+    entries: dict[str, tuple[Path, StageEntry]] = {}
     for directory in sorted(d for d in config_dir.iterdir() if (d / "stage.yaml").is_file()):
         path, manifest = read_manifest(directory)
         name = manifest.stage if manifest.stage is not None else directory.name
@@ -100,16 +101,22 @@ def load_catalogue(config_dir: str | Path) -> StageCatalogue:
             name=name, directory=directory, base=manifest.base or None, title=manifest.title,
             sections=tuple(manifest.runbook_sections or ()), notes=tuple(manifest.notes or ()),
             provides=tuple(manifest.provides)))
-
-    def depth(name: str, seen: tuple[str, ...] = ()) -> int:
-        path, entry = entries[name]
-        if name in seen:
-            fail(path, "base", f"cycle through {' -> '.join([*seen, name])}",
-                 "a stage's base must be an earlier stage")
-        # A base outside the directory (an algorithm stage's, in the documented one) starts the chain here.
-        return 0 if entry.base not in entries else 1 + depth(entry.base, (*seen, name))
-
-    order = sorted(entries, key=lambda name: (depth(name), name))
+    # A base outside the directory (an algorithm stage's, in the documented one) orders nothing here.
+    waiting = {name: entry.base for name, (_, entry) in entries.items() if entry.base in entries}
+    ready = sorted(name for name in entries if name not in waiting)
+    order: list[str] = []
+    while ready:
+        placed = ready.pop(0)
+        order.append(placed)
+        for name in [name for name, base in waiting.items() if base == placed]:
+            del waiting[name]
+            bisect.insort(ready, name)
+    if waiting:     # what is left waits on a cycle: name it as model.load_stage does
+        chain = [min(waiting)]
+        while waiting[chain[-1]] not in chain:
+            chain.append(waiting[chain[-1]])
+        fail(entries[chain[-1]][0], "base", f"cycle through {' -> '.join([*chain, waiting[chain[-1]]])}",
+             "a stage's base must be an earlier stage")
     return StageCatalogue(config_dir, tuple(entries[name][1] for name in order))
 
 

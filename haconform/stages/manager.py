@@ -183,7 +183,8 @@ class StageManager:
         spec = self.stage(name).cluster
         if spec is None:
             raise HaconformError(f"{name} has no cluster: block", where=str(self.stage_dir(name) / "stage.yaml"),
-                                 fix="stages 4 and 5 declare the cluster (see fixtures/documented/stage4)")
+                                 fix="the stages providing `cluster` declare it (see fixtures/documented/"
+                                     f"{catalogue.documented().introduced_at('cluster')})")
         return spec.renamed(self.names)
 
     def in_force(self, name: str, record: dict) -> StageInForce:

@@ -247,6 +247,7 @@ def cmd_describe(args) -> int:
 
     from .deployment import Deployment
     from .describe import describe, read_only_target
+    from .stages.catalogue import documented as documented_stages
     from .topology import load_topology
     if not args.out and not args.diff:
         raise HaconformError("nothing to do", where="haconform describe",
@@ -256,8 +257,9 @@ def cmd_describe(args) -> int:
         raise HaconformError("exists and is not an empty directory", where=str(out),
                              fix="pass --out a new directory (describe never overwrites)")
     runbook = Path(args.runbook)
-    if not (runbook / "stage1" / "stage.yaml").is_file():
-        raise HaconformError("not a configuration directory (no stage1/stage.yaml)", where=str(runbook),
+    first = documented_stages().names[0]
+    if not (runbook / first / "stage.yaml").is_file():
+        raise HaconformError(f"not a configuration directory (no {first}/stage.yaml)", where=str(runbook),
                              fix="pass --runbook a directory laid out like fixtures/documented/, or run from a "
                                  "haconform checkout")
     topology = load_topology(args.topology or "fixtures/topology.yaml")

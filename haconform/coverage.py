@@ -23,7 +23,6 @@ from pathlib import Path
 from .report.html import anchor, esc
 
 EVERYTHING = "*"
-RUNBOOK_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
 
 
 @lru_cache(maxsize=None)
@@ -38,9 +37,10 @@ def depends(pattern: str, key: str) -> bool:
 
 def compute_coverage(golden: list[dict], stages: dict) -> dict:
     """golden: suites/conformance.yaml rows (with `settings`); stages: name -> Stage (haconform/stages/model.py)."""
+    from .stages.catalogue import documented
     from .stages.settings import documented_settings
 
-    runbook = [stages[name] for name in RUNBOOK_STAGES if name in stages]
+    runbook = [stages[name] for name in documented().names if name in stages]
     sections: dict[str, dict] = {}
     for stage in runbook:
         for section in stage.sections:
@@ -81,10 +81,11 @@ def compute_coverage(golden: list[dict], stages: dict) -> dict:
 def coverage_for(config_dir: Path, golden_path: Path, topology=None) -> dict:
     """Coverage of a configuration directory (laid out like fixtures/documented/) and a golden list."""
     from .report.verdict import read_golden
+    from .stages.catalogue import documented
     from .stages.model import load_stage
 
     stages = {}
-    for name in RUNBOOK_STAGES:
+    for name in documented().names:
         if (Path(config_dir) / name / "stage.yaml").is_file():
             stages[name] = load_stage(Path(config_dir) / name, topology, search=(Path(config_dir),))
     return compute_coverage(read_golden(golden_path), stages)

@@ -45,7 +45,8 @@ from .errors import HaconformError
 from .guard import READ_ONLY, HostGuard
 from .readers.cluster import PCMK_INFINITY, CibColocation, CibConfiguration, CibPrimitive, score_value
 from .secrets import discover as discover_secrets
-from .stages.manager import RUNBOOK_STAGES, StageManager, load_all_stages
+from .stages.catalogue import documented as documented_stages
+from .stages.manager import StageManager, load_all_stages
 from .stages.model import ClusterSpec, Stage, parse_fence_virt_conf
 from .stages.verify import LIMITS_FILES, RSYSLOG_FILES
 from .topology import Topology
@@ -125,7 +126,7 @@ def match_names(spec: ClusterSpec, cib: CibConfiguration, vip: str) -> dict[str,
 def detect_stage(manager: StageManager, stages: Mapping[str, Stage], cib: CibConfiguration | None) -> tuple[str, dict]:
     """The documented stage the deployment is at, and the drift counts that decided it."""
     stonith = cib is not None and any(p.agent.startswith("stonith:") for p in cib.primitives.values())
-    candidates = [name for name in RUNBOOK_STAGES if name in stages
+    candidates = [name for name in documented_stages().names if name in stages
                   and stages[name].is_cluster_stage == (cib is not None)
                   and (cib is None or bool(stages[name].cluster.stonith) == stonith)]
     if not candidates:
@@ -368,12 +369,12 @@ def describe(deployment: Deployment, runbook: Path, out: Path | None, *, stage: 
     cib = cluster_configuration(deployment)
     found_names: dict[str, str] = {}
     if cib is not None:
-        for name in RUNBOOK_STAGES:
+        for name in documented_stages().names:
             if name in stages and stages[name].is_cluster_stage:
                 found_names.update(match_names(stages[name].cluster, cib, topology.vip))
     found_names.update(names or {})   # the operator's word wins over a match
-    probe = StageManager(deployment, runbook, "", mode="verify", deployment_stage=stage or RUNBOOK_STAGES[0],
-                         names=found_names, preloaded=stages)
+    probe = StageManager(deployment, runbook, "", mode="verify",
+                         deployment_stage=stage or documented_stages().names[0], names=found_names, preloaded=stages)
     counts = {}
     if stage is None:
         stage, counts = detect_stage(probe, stages, cib)
@@ -393,7 +394,7 @@ def describe(deployment: Deployment, runbook: Path, out: Path | None, *, stage: 
 def _write(description: Description, deployment, runbook: Path, stages, documented: Stage, cib) -> None:
     out, stage, unsaid = description.directory, description.stage, description.unsaid
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUNBOOK_STAGES:
+    for name in documented_stages().names:
         if name != stage and name in stages:
             shutil.copytree(stages[name].directory, out / name)
     here = out / stage
@@ -438,7 +439,7 @@ def _readme(description: Description, deployment, runbook: Path, stages) -> str:
              "its stage.yaml (the cluster block from the CIB, in the runbook's ids)."
              if description.files else f"- `{stage}/` is the deployment as it runs.",
              f"- `names.yaml`: the runbook's ids -> the deployment's ({description.names or 'none differ'}).",
-             f"- {', '.join(n for n in RUNBOOK_STAGES if n != stage and n in stages)}: the runbook's own stages, "
+             f"- {', '.join(n for n in documented_stages().names if n != stage and n in stages)}: the runbook's own stages, "
              "copied (`--config` needs all five); they do not describe the deployment.", "",
              "Verify the deployment against it (0 differences expected):", "",
              f"    pytest suites --stages verify --deployment-stage {stage} --config DIR --names DIR/names.yaml ...", ""]

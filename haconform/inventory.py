@@ -5,7 +5,7 @@ names, cluster addresses, the VIP.  Suites and configurations use only those.
 The inventory says how the harness reaches each of those hosts:
 
     vip: 172.25.5.100          # must equal the topology's VIP: guards against the wrong file
-    stage: stage5              # the runbook stage the deployment is in (what verification expects)
+    stage: stage5              # the runbook stage the deployment is in (what verification expects; default: the last)
     names: {VIP: WebIP}        # optional: the deployment's own names for the runbook's resources, groups, backends
     waivers: waivers.yaml      # optional: accepted deviations (haconform/waivers.py), a file or the list inline
     defaults: {user: root, key: ~/.ssh/id_ed25519, port: 22, sudo: false, ssh_config: ~/.ssh/config}
@@ -48,19 +48,18 @@ import socket
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar
 
-from pydantic import PlainValidator, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
 from .datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
 from .secrets import redacted_tail
+from .stages.catalogue import documented as documented_stages
 from .topology import IPv4, Topology
 from .waivers import waivers_of_inventory
 
 LAB_RANGE = ipaddress.IPv4Network("172.25.0.0/16")
-StageName = Literal["stage1", "stage2", "stage3", "stage4", "stage5"]
-STAGES = get_args(StageName)
 NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 NIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]*$")
@@ -198,9 +197,20 @@ class NetnsHost(DataModel):
                                   "write the name `ip netns list` shows")]
 
 
+def _documented_stage(value) -> str:
+    # The names come from the stage data, so they are checked here rather than spelt in a Literal.
+    names = documented_stages().names
+    if not isinstance(value, str) or value not in names:
+        raise invalid(f"unknown stage {value!r}", f"use one of {', '.join(names)}")
+    return value
+
+
+StageName = Annotated[str, PlainValidator(_documented_stage)]     # a runbook stage (fixtures/documented/)
+
+
 class InventoryModel(DataModel):
     vip: IPv4 | None = None            # checked against the topology's
-    stage: StageName = "stage5"
+    stage: StageName = Field(default_factory=lambda: documented_stages().last)
     names: dict[Text, str] | None = key_field(None, fix="write e.g. `names: {VIP: WebIP, hagroup: web, app: dynamic}` "
                                                         "(the runbook's names to the deployment's)")
     defaults: SshSettings | None = key_field(None, fix="write e.g. `defaults: {user: root, key: ~/.ssh/id_ed25519}`")

@@ -85,8 +85,9 @@ def pytest_addoption(parser):
                     help="apply: put the deployment in each stage a test needs (default on lab/vagrant); "
                          "verify: write nothing, compare the deployment with its declared stage by meaning and "
                          "test its behaviour (default on --target ssh; apply there needs --allow-destructive)")
-    group.addoption("--deployment-stage", default=os.environ.get("HACONFORM_DEPLOYMENT_STAGE", "stage5"),
-                    help="with --stages verify on the lab or VMs: the stage the deployment is in (default stage5; "
+    group.addoption("--deployment-stage", default=os.environ.get("HACONFORM_DEPLOYMENT_STAGE"),
+                    help="with --stages verify on the lab or VMs: the stage the deployment is in (default: the last "
+                         "documented stage; "
                          "--target ssh takes the inventory's `stage:`)")
     group.addoption("--names", default=os.environ.get("HACONFORM_NAMES"),
                     help="YAML mapping of the runbook's names to the deployment's own (VIP: WebIP, app: dynamic); "
@@ -184,8 +185,14 @@ def _load_inputs(config) -> None:
     topology, each stage of --config and --algorithms, --names, the inventory.  A bad one ends the run
     here with one line, whichever tests -k selected."""
     from .inventory import load_inventory
+    from .stages.catalogue import documented as documented_stages
     from .stages.manager import check_names, load_all_stages, names_defined
     from .topology import load_topology
+
+    if config.getoption("--deployment-stage") is None:
+        # Resolved here rather than as the option's default: the stage data is read where a damaged stage.yaml
+        # ends the run with one line, not while pytest is still adding options.
+        config.option.deployment_stage = documented_stages().last
 
     given = config.getoption("--topology")
     default = config.rootpath / TOPOLOGY

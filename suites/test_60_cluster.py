@@ -6,7 +6,8 @@ from haconform.conformance import conformance
 from haconform.differences import fail_on_differences
 from haconform.faults import FaultRun, Reset, ServiceStop, Standby, VipDeleted, audit
 from haconform.patterns import ANY, pattern
-from haconform.stages.cluster import ClusterStage, together_differences, together_form
+from haconform.stages.cluster import together_differences, together_form
+from haconform.stages.verify import documented_cluster_differences
 from haconform.timeouts import BOUNDS, documented
 from haconform.wait import wait_until
 
@@ -196,6 +197,6 @@ def test_cluster_configured_as_documented(deployment, cluster_settings, cluster_
     evidence.table("the deployment's primitives (CIB)", [
         {"id": p.id, "agent": p.agent, "params": p.params, "operations": {op.name: op.interval for op in p.operations},
          "where": p.path} for p in cib.primitives.values()])
-    differences = ClusterStage(deployment, cluster_spec).differences()
+    differences = documented_cluster_differences(deployment, cluster_spec)
     fail_on_differences([d.row() for d in differences], "the cluster differs from the documented one",
                         evidence=evidence, title="differences (documented vs the deployment's)")

@@ -7,7 +7,7 @@ import pytest
 from haconform.conformance import conformance
 from haconform.differences import fail_on_differences
 from haconform.faults import Crash, FaultRun, NicDown, PropertyChange, audit
-from haconform.stages.cluster import ClusterStage
+from haconform.stages.verify import documented_cluster_differences
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
@@ -70,7 +70,7 @@ def test_stonith_configured_as_documented(deployment, fencing_settings, cluster_
         "devices": {p.id: {"agent": p.agent, "params": p.params,
                            "operations": {op.name: op.interval for op in p.operations}}
                     for p in cib.primitives.values() if p.agent.startswith("stonith:")}})
-    differences = [d for d in ClusterStage(deployment, cluster_spec).differences()
+    differences = [d for d in documented_cluster_differences(deployment, cluster_spec)
                    if d.what.startswith(("stonith device", "property stonith-enabled"))]
     fail_on_differences([d.row() for d in differences], "fencing differs from the documented configuration",
                         evidence=evidence, title="differences (documented vs the deployment's)")

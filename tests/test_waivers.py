@@ -350,8 +350,8 @@ def test_a_malformed_waiver_file_stops_the_session_before_any_test(tmp_path):
 
 
 def test_the_example_file_is_valid_against_the_golden_list_and_the_documented_stages():
-    from haconform.coverage import RUNBOOK_STAGES
     from haconform.report.verdict import read_golden
+    from haconform.stages.catalogue import documented as documented_stages
     from haconform.stages.model import load_stage
     from haconform.stages.settings import documented_settings
     from haconform.topology import load_topology
@@ -359,7 +359,7 @@ def test_the_example_file_is_valid_against_the_golden_list_and_the_documented_st
     repo = Path(__file__).resolve().parent.parent
     topology = load_topology(repo / "fixtures" / "topology.yaml")
     documented = repo / "fixtures" / "documented"
-    settings = {s.key for name in RUNBOOK_STAGES
+    settings = {s.key for name in documented_stages().names
                 for s in documented_settings(load_stage(documented / name, topology, search=(documented,)))}
     waivers = load_waiver_file(repo / "fixtures" / "waivers.example.yaml")
     check_waivers(waivers, musts=[row["id"] for row in read_golden(repo / "suites" / "conformance.yaml")],

@@ -25,7 +25,7 @@ from ..errors import HaconformError
 from ..secrets import redact, redacted_head
 from .html import duration_text, esc, page, target_text, verdict_badge, versions_text
 from .trends import verdict_label
-from .verdict import (NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history,
+from .verdict import (NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history, stage_notes,
                       register_configuration_secrets, stage_key)
 
 MISSING = "—"
@@ -496,6 +496,8 @@ def report_targets(a_name: str, b_name: str, *, results: str = "results", out: s
     run's pytest session did not end with exit status 0; a bad directory raises HaconformError."""
     golden_rows = read_golden(Path(golden))
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
+    # Read here first: a malformed stage.yaml is one error naming it, not blamed on a run's history.jsonl.
+    stage_notes(config_path)
     a, b = (load_side(_resolve(name, Path(results)), golden=golden_rows, config_dir=config_path)
             for name in (a_name, b_name))
     register_configuration_secrets([a.verdict, b.verdict], config_path)

@@ -587,11 +587,13 @@ def report(results: str = "results", *, compare_dirs: list[str] | None = None, o
     returns 1 when a verdict flipped from held to broken.  target / config_digest: only the runs that
     recorded that target (KIND or KIND:NAME) and a configuration digest starting so (the pair compared
     is shown whatever it ran against: the comparison says how it differs)."""
-    from .verdict import read_golden, register_configuration_secrets
+    from .verdict import read_golden, register_configuration_secrets, stage_notes
 
     results_path = Path(results)
     golden_rows = read_golden(Path(golden))
     config_path = Path(config_dir) if Path(config_dir).is_dir() else None
+    # Read here first: a malformed stage.yaml is one error naming it, not a skipped run per history.jsonl.
+    stage_notes(config_path)
     runs = load_runs(results_path, golden=golden_rows, config_dir=config_path,
                      warn=lambda line: say(redact(line), file=sys.stderr))
     filtered = ""

@@ -42,6 +42,7 @@ from typing import Any, Iterable
 from ..datafile import read_text_file
 from ..errors import HaconformError
 from ..secrets import HACLUSTER_PASSWORD_VARIABLE, discover_tree, redact, redact_obj, register
+from ..stages.catalogue import load_catalogue, report_key
 
 SCHEMA_VERSION = 1
 HELD, BROKEN, WAIVED, NOT_TESTED = "held", "broken", "waived", "not tested"
@@ -53,9 +54,6 @@ VERDICTS = (HELD, BROKEN, WAIVED, NOT_TESTED)
 READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE = "read-only", "needs --allow-destructive", "not at the deployment's stage"
 REACHES = (READ_ONLY, NEEDS_WRITE, NOT_AT_STAGE)
 VERIFY_ONLY = "verify-only"   # the reason's start StageManager and fixtures/stages.py give (fixtures/left_out.py)
-
-# The runbook's stages in reading order (stage1-3: the lint of stages 1 to 3's configs).
-STAGE_ORDER = ["stage1", "stage2", "stage3", "stage1-3", "stage4", "stage5", "algorithms"]
 
 # Evidence title (or a key of a "figures" dict, or a user property) -> (figure name, unit).
 # Anything else numeric whose title ends in " (s)" becomes a figure in seconds named by its title.
@@ -339,7 +337,8 @@ def reach_text(reach: dict | None) -> str | None:
 
 
 def stage_key(stage: str) -> tuple[int, str]:
-    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), stage)
+    """MUSTs by their `stage` label in the runbook's order of stages (haconform/stages/catalogue.py)."""
+    return report_key(stage)
 
 
 def _with_waiver_notes(cases: list[dict]) -> list[dict]:
@@ -560,24 +559,16 @@ def versions_from_evidence(records: list[dict]) -> dict[str, str]:
 
 
 def stage_notes(config_dir: Path | None) -> tuple[list[dict], dict[str, str]]:
-    """([{"stage", "section", "text"}], {stage: title}) from each stage.yaml's `notes:` and `title:`."""
-    import yaml
-
+    """([{"stage", "section", "text"}], {stage: title}) from each stage.yaml's `notes:` and `title:`, as the
+    stages package reads them: a malformed stage.yaml is one HaconformError naming the file and the fix."""
     notes: list[dict] = []
     titles: dict[str, str] = {}
     if not config_dir or not Path(config_dir).is_dir():
         return notes, titles
-    for path in sorted(Path(config_dir).glob("*/stage.yaml")):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        stage = str(data.get("stage") or path.parent.name)
-        if data.get("title"):
-            titles[stage] = str(data["title"])
-        sections = ", ".join(data.get("runbook_sections") or [])
-        for text in data.get("notes") or []:
-            notes.append({"stage": stage, "section": sections, "text": str(text)})
+    for stage in load_catalogue(config_dir).stages:
+        if stage.title:
+            titles[stage.name] = stage.title
+        notes += [{"stage": stage.name, "section": ", ".join(stage.sections), "text": text} for text in stage.notes]
     return notes, titles
 
 

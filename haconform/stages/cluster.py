@@ -30,6 +30,7 @@ from ..cluster import Cluster
 from ..readers.cluster import CONSTRAINTS_PATH, PCMK_INFINITY, CibConfiguration, read_pcs_dialect, score_value
 from ..timeouts import BOUNDS
 from ..wait import wait_until
+from . import catalogue
 from .model import COLOCATION, ORDER, ClusterSpec, ResourceSpec
 from .settings import cluster_key, operation_key
 
@@ -383,11 +384,12 @@ def runs_systemd(machine) -> bool:
 class ClusterStage:
     """A cluster stage's spec applied to the directors: corosync + pacemaker via pcs, then the CIB converged."""
 
-    def __init__(self, deployment, spec: ClusterSpec, password: str | None = None, *, name: str = "stage4"):
-        """password: hacluster's, needed to apply (not to compare)."""
+    def __init__(self, deployment, spec: ClusterSpec, password: str | None = None, *, name: str | None = None):
+        """password: hacluster's, needed to apply (not to compare); name: the stage's, by default the one
+        that introduces the cluster."""
         self.deployment = deployment
         self.spec = spec
-        self.name = name
+        self.name = name or catalogue.documented().introduced_at("cluster")
         self.nodes = [deployment.machine(n) for n in spec.nodes]
         self.password = password
         register_secret(password)
@@ -554,15 +556,17 @@ class ClusterStage:
 class FencingStage:
     """Stage 5: the fence key on the fence host and the directors, the fence device, then the CIB converged."""
 
-    def __init__(self, deployment, target, cluster_stage: ClusterStage, *, name: str = "stage5"):
+    def __init__(self, deployment, target, cluster_stage: ClusterStage, *, name: str | None = None):
+        """name: the stage's, by default the one that introduces fencing."""
+        introduced_at = catalogue.documented().introduced_at("fencing")
         self.deployment = deployment
         self.target = target
         self.cluster_stage = cluster_stage
-        self.name = name
+        self.name = name = name or introduced_at
         self.fencing = cluster_stage.spec.fencing
         if self.fencing is None:
-            raise HaconformError(f"{name} declares no stonith device and fencing settings",
-                                 where=f"{name}/stage.yaml", fix="add cluster.stonith and fencing (see stage5)")
+            raise HaconformError(f"{name} declares no stonith device and fencing settings", where=f"{name}/stage.yaml",
+                                 fix=f"add cluster.stonith and fencing (see {introduced_at})")
 
     @property
     def key_path(self) -> str:

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 from ..datafile import read_text_file
 from ..errors import HaconformError
 from ..guard import GRANTED
+from . import catalogue
 from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
@@ -32,7 +33,6 @@ from .semantic import parse_haproxy_cfg
 from .verify import HAPROXY_CFG, cluster_drift, cluster_form, fencing_drift, file_drift
 
 log = logging.getLogger("haconform.stages")
-RUNBOOK_STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
 
 
 # haproxy.cfg sections whose names a deployment may spell its own way (servers too: `server NAME ...`).
@@ -42,10 +42,10 @@ NAMED_PROXIES = ("frontend", "backend", "listen")
 def load_all_stages(config_dir: Path, algorithms_dir: Path | None, topology) -> dict[str, Stage]:
     """Every stage of config_dir and algorithms_dir, validated now, keyed as StageManager.stage asks for
     them: a malformed stage fails the run at its start, whichever tests it selects.  A config_dir that
-    holds any stage must hold all of RUNBOOK_STAGES."""
+    holds any stage must hold every documented one (catalogue.documented())."""
     config_dir = Path(config_dir)
     found = {d.name: d for d in sorted(config_dir.iterdir()) if (d / "stage.yaml").exists()}
-    missing = [name for name in RUNBOOK_STAGES if name not in found]
+    missing = [name for name in catalogue.documented().names if name not in found]
     if found and missing:
         raise HaconformError(f"no {', '.join(missing)} (has {', '.join(found)})", where=str(config_dir),
                              fix=f"add {config_dir / missing[0]}/stage.yaml (see fixtures/documented/README.md)")
@@ -140,16 +140,17 @@ class StageFailedEarlier(HaconformError):
 
 class StageManager:
     def __init__(self, deployment, config_dir: Path, hacluster_password: str, *, mode: str = "apply",
-                 deployment_stage: str = "stage5", algorithms_dir: Path | None = None,
+                 deployment_stage: str | None = None, algorithms_dir: Path | None = None,
                  names: Mapping[str, str] | None = None, preloaded: Mapping[str, Stage] | None = None):
-        """preloaded: the stages load_all_stages validated at the session's start (same topology)."""
+        """deployment_stage: where the deployment is (verify), by default the last documented stage;
+        preloaded: the stages load_all_stages validated at the session's start (same topology)."""
         self.deployment = deployment
         self.config_dir = Path(config_dir)
         self.algorithms_dir = Path(algorithms_dir) if algorithms_dir else None
         self.current: str | None = None
         self.history: list[dict] = []
         self.mode = mode
-        self.deployment_stage = deployment_stage
+        self.deployment_stage = deployment_stage or catalogue.documented().last
         self.names = dict(names or {})
         self._password = hacluster_password
         self._stages: dict[str, Stage] = dict(preloaded or {})
@@ -182,7 +183,8 @@ class StageManager:
         spec = self.stage(name).cluster
         if spec is None:
             raise HaconformError(f"{name} has no cluster: block", where=str(self.stage_dir(name) / "stage.yaml"),
-                                 fix="stages 4 and 5 declare the cluster (see fixtures/documented/stage4)")
+                                 fix="the stages providing `cluster` declare it (see fixtures/documented/"
+                                     f"{catalogue.documented().introduced_at('cluster')})")
         return spec.renamed(self.names)
 
     def in_force(self, name: str, record: dict) -> StageInForce:

@@ -535,7 +535,8 @@ def _cluster(path: Path, raw: dict, topology: Topology | None, directory: Path, 
     return spec
 
 
-def _manifest(directory: Path) -> tuple[Path, StageModel]:
+def read_manifest(directory: Path) -> tuple[Path, StageModel]:
+    """A stage directory's stage.yaml, validated on its own (its `base:` not resolved)."""
     path = directory / "stage.yaml"
     if not path.exists():
         raise HaconformError("no stage.yaml", where=str(directory),
@@ -598,7 +599,7 @@ def _find_base(name: str, directory: Path, search: tuple[Path, ...], path: Path)
 
 
 def _load(directory: Path, topology, search, *, seen: tuple[str, ...]) -> Stage:
-    path, manifest = _manifest(directory)
+    path, manifest = read_manifest(directory)
     name = manifest.stage if manifest.stage is not None else directory.name
     if name in seen:
         fail(path, "base", f"cycle through {' -> '.join([*seen, name])}", "a stage's base must be an earlier stage")

@@ -19,7 +19,8 @@ from typing import Mapping
 
 from ..errors import HaconformError
 from ..topology import Topology
-from .model import Stage
+from .cluster import ClusterDifference, ClusterStage
+from .model import ClusterSpec, Stage
 from .semantic import compare_haproxy, compare_limits, compare_rsyslog
 from .settings import cluster_key, file_key
 
@@ -147,6 +148,12 @@ def cluster_drift(cluster) -> list[dict]:
                          str({m: state.where_is(m) for m in members if m in state.resource_ids()}), "crm_mon",
                          cluster_key("state", "group started")))
     return rows
+
+
+def documented_cluster_differences(deployment, spec: ClusterSpec) -> list[ClusterDifference]:
+    """How the deployment's CIB differs from a documented cluster (the stage's, in the deployment's names), by
+    meaning; what a configuration test of the cluster reports."""
+    return ClusterStage(deployment, spec).differences()
 
 
 def cluster_form(cluster) -> dict:

@@ -25,6 +25,7 @@ import testinfra
 from ..errors import HaconformError
 from ..guard import APPLY, HostGuard
 from ..inventory import HostAccess, Inventory
+from ..stages.catalogue import documented as documented_stages
 from ..timeouts import BOUNDS
 from ..topology import Topology
 from ..vm import libvirt
@@ -48,7 +49,7 @@ def vm_inventory(topology: Topology, env: VmEnvironment) -> Inventory:
                                           ssh_config=str(env.ssh_config), cluster_nic=CLUSTER_NIC)
         else:
             hosts[spec.name] = HostAccess(name=spec.name, kind="none")
-    return Inventory(path=env.dir / "ssh_config", stage="stage5", hosts=hosts)
+    return Inventory(path=env.dir / "ssh_config", stage=documented_stages().last, hosts=hosts)
 
 
 class LibvirtGuests(InventoryTarget):

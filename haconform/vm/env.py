@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..errors import HaconformError, WaitTimeout
 from ..secrets import redacted_tail
+from ..stages.catalogue import documented as documented_stages
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until
@@ -347,8 +348,10 @@ def guest_ssh_config(vagrant_text: str, domain_to_host: dict[str, str]) -> str:
     return render_ssh_config(renamed)
 
 
-def inventory_text(topology: Topology, ssh_config: Path, netns_of: dict[str, str], stage: str = "stage5") -> str:
-    """An inventory for --target ssh (haconform/inventory.py) reaching the running guests."""
+def inventory_text(topology: Topology, ssh_config: Path, netns_of: dict[str, str], stage: str | None = None) -> str:
+    """An inventory for --target ssh (haconform/inventory.py) reaching the running guests, at `stage` (by
+    default the last documented one: what the nightly leaves them in)."""
+    stage = stage or documented_stages().last
     lines = ["# haconform vm inventory: the running guests of this VM environment",
              f"vip: {topology.vip}", f"stage: {stage}",
              f"defaults: {{user: root, sudo: false, ssh_config: {ssh_config}}}", "hosts:"]

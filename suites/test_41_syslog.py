@@ -61,7 +61,7 @@ def marker() -> str:
 
 def global_log_line(config: str, where: str) -> dict:
     """The global `log ADDRESS[:PORT] FACILITY` of a haproxy.cfg."""
-    lines = config_section(config, "global").directives("log")
+    lines = config_section(config, "global").arguments("log")
     assert lines, f"no global `log` line in {where}"
     address, _, port = lines[0][0].partition(":")
     return {"address": address, "port": int(port or SYSLOG_PORT), "facility": lines[0][1]}

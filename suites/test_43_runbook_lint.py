@@ -19,14 +19,13 @@ checks run on an existing deployment's director too (--target ssh).
 """
 
 import difflib
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from haconform.conformance import conformance
-from haconform.readers.haproxy_config import config_section
+from haconform.readers.haproxy_config import check_alerts, config_section, config_sections
 
 SECTION = "配置文件实例"
 VERBATIM = Path(__file__).resolve().parent.parent / "fixtures" / "documented" / "verbatim"
@@ -39,9 +38,6 @@ PORTED = "role-director/etc/haproxy/haproxy.cfg"
 # the section it then drops (src/cfgparse-listen.c, src/cfgparse.c).
 BIND_REFUSAL = "please use the 'bind' keyword for listening addresses."
 ORPHANED_LINE = "'listen' or 'defaults' expected."
-SUMMARY = re.compile(r"(Error\(s\) found in configuration file|Fatal errors found in configuration)")
-ALERT = re.compile(r"\[ALERT\]\s+\(\d+\) : config : (?:parsing \[(?P<file>[^:\]]+):(?P<line>\d+)\] : )?"
-                   r"(?P<message>.*)$")
 
 
 class VerbatimRefused(AssertionError):
@@ -62,8 +58,16 @@ def haproxy_check(director, text: bytes, label: str, *flags: str) -> dict:
 
 def section_lines_with_address(text: str) -> list[int]:
     """Line numbers of `frontend NAME ADDR` / `listen NAME ADDR` lines (HAProxy 1.x syntax)."""
-    return [number for number, line in enumerate(text.splitlines(), start=1)
-            if re.match(r"^(frontend|listen)\s+\S+\s+\S*:\d+", line.split("#", 1)[0])]
+    return [section.line for section in config_sections(text)
+            if section.kind in ("frontend", "listen") and section.header_address]
+
+
+def section_line_with_address(line: str) -> tuple[str, str, str] | None:
+    """(kind, name, address) of a lone `frontend NAME ADDR` / `listen NAME ADDR` line, None for any other line."""
+    [section] = config_sections(line) or [None]
+    if section and section.kind in ("frontend", "listen") and section.header_address and not section.lines:
+        return section.kind, section.name, section.header_address
+    return None
 
 
 @pytest.fixture
@@ -102,11 +106,11 @@ def test_verbatim_config_is_valid(stage, director, evidence):
     evidence.data(f"haproxy -c -f verbatim/{name} (seed lines {CONFIGS[stage]['lines']}, "
                   f"section {CONFIGS[stage]['section']})", result)
     if result["rc"] != 0:
-        alerts = [m for m in (ALERT.search(line) for line in result["output"]) if m]
+        alerts = check_alerts(result["output"])
         address_lines = section_lines_with_address(text)
-        other = [m.group(0) for m in alerts
-                 if not (m["message"] in (BIND_REFUSAL, ORPHANED_LINE) or SUMMARY.search(m["message"]))]
-        refused_at = [int(m["line"]) for m in alerts if m["message"] == BIND_REFUSAL]
+        other = [alert.text for alert in alerts
+                 if not (alert.message in (BIND_REFUSAL, ORPHANED_LINE) or alert.is_summary)]
+        refused_at = [alert.line for alert in alerts if alert.message == BIND_REFUSAL]
         evidence.data("why", {"section lines with an address": address_lines,
                               "refused for the bind syntax at": refused_at, "other alerts": other})
         if other or refused_at != address_lines:
@@ -130,17 +134,17 @@ def test_port_changes_only_the_bind_syntax(stage, config_dir, evidence):
     evidence.data(f"diff verbatim -> ported ({stage})", {"removed": removed, "added": added})
     moved = []
     for line in removed:
-        match = re.match(r"^(?P<kind>frontend|listen)\s+(?P<name>\S+)\s+(?P<address>\S*:\d+)\s*$", line)
-        assert match, f"the port removed a line that is not a section line with an address: {line!r}"
-        moved.append((match["kind"], match["name"], match["address"]))
+        section = section_line_with_address(line)
+        assert section, f"the port removed a line that is not a section line with an address: {line!r}"
+        moved.append(section)
     assert moved, f"the port changed nothing, yet {stage} is ported: removed {removed}"
-    sections = sorted((line.split()[0], line.split()[1]) for line in added
-                      if line.split()[:1] in (["frontend"], ["listen"]))
+    sections = sorted((section.kind, section.name) for section in config_sections("\n".join(added))
+                      if section.kind in ("frontend", "listen"))
     assert sections == sorted((kind, name) for kind, name, _ in moved), \
         f"section lines removed {moved}, section lines added {sections}"
     ported_text = "\n".join(ported)
     for kind, name, address in moved:
-        binds = config_section(ported_text, kind, name).directives("bind")
+        binds = config_section(ported_text, kind, name).arguments("bind")
         assert binds == [(address,)], f"`{kind} {name}` must bind {address} in the port, binds {binds}"
     others = [line for line in added if line.split()[:1] not in (["bind"], ["frontend"], ["listen"])
               and not line.lstrip().startswith("#") and line.strip()]

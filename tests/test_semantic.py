@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from haconform.stages.semantic import (
-    Difference,
-    compare_haproxy,
-    compare_limits,
-    compare_rsyslog,
-    haproxy_value,
-    parse_haproxy_cfg,
-    rsyslog_facts,
-)
+from haconform.readers.haproxy_config import config_section
+from haconform.stages.semantic import Difference, compare_haproxy, compare_limits, compare_rsyslog, rsyslog_facts
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTOR = "fixtures/documented/{stage}/role-director/etc"
@@ -110,7 +103,7 @@ def test_listen_address_on_section_line_equals_bind():
     one = "listen stats *:8080\n    stats uri /status\n"
     two = "listen stats\n    bind *:8080\n    stats uri /status\n"
     assert haproxy(one, two) == [] and haproxy(two, one) == []
-    assert haproxy_value(one, "listen", "bind", "stats") == ("*:8080",)
+    assert config_section(one, "listen", "stats").header_address == "*:8080"
 
 
 def test_server_options_compare_order_insensitively_with_values_kept():
@@ -185,17 +178,6 @@ def test_stage_configs_differ_where_the_runbook_changes():
     whats = {d.what for d in haproxy(STAGE1, STAGE2)}
     assert {"defaults: maxconn", "listen stats: extra section", "backend static: extra section",
             "frontend main: acl url_static", "frontend main: use_backend rule 1"} <= whats
-
-
-def test_parse_and_value_lookup():
-    sections = parse_haproxy_cfg(STAGE3)
-    assert [(s.kind, s.name) for s in sections] == [
-        ("global", None), ("defaults", None), ("listen", "stats"), ("frontend", "main"),
-        ("backend", "static"), ("backend", "app")]
-    assert haproxy_value(STAGE2, "defaults", "maxconn") == ("65535",)
-    assert haproxy_value(STAGE2, "defaults", ("timeout", "client")) == ("1m",)
-    assert haproxy_value(STAGE2, "backend", "balance", "app") == ("roundrobin",)
-    assert haproxy_value(STAGE1, "listen", "bind", "stats") is None
 
 
 # --------------------------------------------------------------------- rsyslog

@@ -2,8 +2,9 @@
 
 A deployment built by hand from the runbook has its own comments, spacing
 and ordering; a sha256 comparison would fail it for nothing.  These pure
-functions parse haproxy.cfg, rsyslog and limits.conf text into what the
-daemon would act on and report what differs as rows a person can read.
+functions parse rsyslog and limits.conf text into what the daemon would act
+on, take haproxy.cfg as haconform/readers/haproxy_config.py parses it, and
+report what differs as rows a person can read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
+from ..readers.haproxy_config import Directive, Section, config_sections, time_ms
 from .settings import (haproxy_key, haproxy_rule_key, limits_key, rsyslog_exclusion_key, rsyslog_port_key,
                        rsyslog_route_key)
 
@@ -35,23 +37,6 @@ class Difference:
 
 # ---------------------------------------------------------------- haproxy.cfg
 
-@dataclass(frozen=True)
-class Directive:
-    words: tuple[str, ...]
-    line: int
-
-
-@dataclass(frozen=True)
-class Section:
-    kind: str
-    name: str | None
-    line: int
-    directives: tuple[Directive, ...]
-
-
-SECTION_KEYWORDS = frozenset({
-    "global", "defaults", "frontend", "backend", "listen", "userlist", "peers", "resolvers",
-    "mailers", "program", "http-errors", "ring", "cache", "fcgi-app"})
 # First match wins for these, so their order is meaning.  tcp-check/http-check
 # rules run in sequence too, which the 2.6 manual makes explicit.
 ORDERED_KEYWORDS = frozenset({
@@ -66,48 +51,13 @@ SERVER_VALUE_KEYWORDS = frozenset({
     "agent-port", "agent-inter", "agent-addr", "resolvers", "resolve-prefer", "init-addr",
     "source", "track", "verify", "sni", "ca-file", "crt", "proto", "alpn", "check-sni"})
 _SERVER_TIME_KEYWORDS = frozenset({"inter", "fastinter", "downinter", "slowstart", "agent-inter"})
-_TIME_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)?$")
-
-
-def parse_haproxy_cfg(text: str) -> list[Section]:
-    sections: list[Section] = []
-    head: tuple[str, str | None, int] | None = None
-    body: list[Directive] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        words = tuple(raw.split("#", 1)[0].split())
-        if not words:
-            continue
-        if words[0] in SECTION_KEYWORDS:
-            if head:
-                sections.append(Section(*head, tuple(body)))
-            head, body = (words[0], words[1] if len(words) > 1 else None, number), []
-            if extra := words[2:]:
-                # 1.x "listen stats *:8080": the address is what a bind line says now.
-                address = words[0] in ("frontend", "listen") and extra[0] != "from"
-                body.append(Directive(("bind",) * address + extra, number))
-        elif head:
-            # HAProxy refuses directives before any section, so they carry no meaning.
-            body.append(Directive(words, number))
-    if head:
-        sections.append(Section(*head, tuple(body)))
-    return sections
-
-
-def haproxy_value(text: str, kind: str, keyword: tuple[str, ...] | str,
-                  name: str | None = None) -> tuple[str, ...] | None:
-    key = tuple(keyword.split()) if isinstance(keyword, str) else tuple(keyword)
-    for section in parse_haproxy_cfg(text):
-        if section.kind == kind and (name is None or section.name == name):
-            found = [d.words[len(key):] for d in section.directives if d.words[:len(key)] == key]
-            return found[-1] if found else None
-    return None
 
 
 def _ms(value: str) -> str:
-    if not (match := _TIME.match(value)):
+    try:
+        ms = time_ms(value)
+    except ValueError:
         return value
-    ms = float(match[1]) * _TIME_UNITS_MS[match[2] or "ms"]
     return str(int(ms)) if ms.is_integer() else str(ms)
 
 
@@ -252,7 +202,7 @@ def compare_haproxy(expected: str, found: str, *, expected_source: str, found_so
             out[(s.kind, name, seen[(s.kind, name)])] = s
         return out
 
-    exp, got = keyed(parse_haproxy_cfg(expected), {}), keyed(parse_haproxy_cfg(found), names)
+    exp, got = keyed(config_sections(expected), {}), keyed(config_sections(found), names)
     diffs: list[Difference] = []
     for key, e_sec in exp.items():
         label = f"{key[0]} {key[1]}" if key[1] else key[0]

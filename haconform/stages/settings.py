@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..readers.haproxy_config import config_sections
+
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 RSYSLOG_FILES = ("/etc/rsyslog.conf", "/etc/rsyslog.d/")
 LIMITS_FILES = ("/etc/security/limits.conf", "/etc/security/limits.d/")
@@ -82,10 +84,10 @@ def _is_under(dest: str, family: tuple[str, ...]) -> bool:
 
 def haproxy_settings(text: str) -> list[tuple[str, str]]:
     """(key path, value) of every directive of a haproxy.cfg, in file order."""
-    from .semantic import ORDERED_KEYWORDS, _key, parse_haproxy_cfg
+    from .semantic import ORDERED_KEYWORDS, _key
 
     found: list[tuple[str, str]] = []
-    for section in parse_haproxy_cfg(text):
+    for section in config_sections(text):
         # A section itself is no setting (a missing one is a difference keyed by it all the same).
         label = f"{section.kind} {section.name}" if section.name else section.kind
         positions: dict[tuple[str, ...], int] = {}

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..readers.haproxy_config import config_sections
+from ..readers.rsyslog import parse_rsyslog
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 RSYSLOG_FILES = ("/etc/rsyslog.conf", "/etc/rsyslog.d/")
@@ -106,14 +107,12 @@ def haproxy_settings(text: str) -> list[tuple[str, str]]:
 
 
 def rsyslog_settings(text: str) -> list[tuple[str, str]]:
-    from .semantic import rsyslog_facts
-
-    facts = rsyslog_facts(text)
+    config = parse_rsyslog(text)
     found = [(rsyslog_port_key(protocol), str(port)) for protocol in ("udp", "tcp")
-             for port in sorted(facts[f"{protocol}_ports"])]
-    found += [(rsyslog_route_key(facility, action), "") for facility, actions in facts["routes"].items()
+             for port in sorted(config.ports(protocol))]
+    found += [(rsyslog_route_key(facility, action), "") for facility, actions in config.routes.items()
               for action in actions]
-    found += [(rsyslog_exclusion_key(facility, action), "") for action, facilities in facts["excluded"].items()
+    found += [(rsyslog_exclusion_key(facility, action), "") for action, facilities in config.excluded.items()
               for facility in sorted(facilities)]
     return found
 

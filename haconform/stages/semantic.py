@@ -2,8 +2,8 @@
 
 A deployment built by hand from the runbook has its own comments, spacing
 and ordering; a sha256 comparison would fail it for nothing.  These pure
-functions parse limits.conf text into what pam_limits would apply, take
-haproxy.cfg and rsyslog as haconform/readers parses them, and report what
+functions compare what the daemon would act on, as the readers parse it
+(haconform/readers: haproxy_config, rsyslog, limits), and report what
 differs as rows a person can read.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 
 from ..readers.haproxy_config import Directive, Section, config_sections, time_ms
+from ..readers.limits import effective_limits
 from ..readers.rsyslog import parse_rsyslog
 from .settings import (haproxy_key, haproxy_rule_key, limits_key, rsyslog_exclusion_key, rsyslog_port_key,
                        rsyslog_route_key)
@@ -254,25 +255,9 @@ def compare_rsyslog(expected: str, found: str, *, expected_source: str,
 
 # ---------------------------------------------------------------- limits.conf
 
-_UNLIMITED = {"unlimited", "infinity", "-1"}
-
-
-def _limits(text: str) -> dict[tuple[str, str, str], tuple[str, int]]:
-    effective: dict[tuple[str, str, str], tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        words = raw.split("#", 1)[0].split()
-        if len(words) < 4:
-            continue
-        domain, kind, item, value = words[:4]
-        value = "unlimited" if value.lower() in _UNLIMITED else value
-        for k in ("soft", "hard") if kind == "-" else (kind,):
-            effective[(domain, k, item)] = (value, number)  # pam_limits: the later line wins
-    return effective
-
-
 def compare_limits(expected: str, found: str, *, expected_source: str,
                    found_source: str) -> list[Difference]:
-    exp, got = _limits(expected), _limits(found)
+    exp, got = effective_limits(expected), effective_limits(found)
     diffs: list[Difference] = []
     for key, (value, line) in exp.items():
         what = f"limits: {' '.join(key)}"

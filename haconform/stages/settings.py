@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..readers.haproxy_config import config_sections
+from ..readers.limits import effective_limits
 from ..readers.rsyslog import parse_rsyslog
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
@@ -118,9 +119,7 @@ def rsyslog_settings(text: str) -> list[tuple[str, str]]:
 
 
 def limits_settings(text: str) -> list[tuple[str, str]]:
-    from .semantic import _limits
-
-    return [(limits_key(*key), value) for key, (value, _) in _limits(text).items()]
+    return [(limits_key(*key), value) for key, (value, _) in effective_limits(text).items()]
 
 
 def _resource_settings(kind: str, role: str, resource) -> list[tuple[str, str]]:

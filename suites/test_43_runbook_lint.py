@@ -16,6 +16,9 @@ applies.  Three statements are checked on a director's own HAProxy:
 `haproxy -c` reads the text on its standard input (`-f /dev/stdin`): it
 parses and sends nothing, and no copy is written on the director, so the
 checks run on an existing deployment's director too (--target ssh).
+
+The runbook's texts are those of the configuration the session was given
+(--config): its verbatim/ directory, listed in verbatim/INDEX.yaml.
 """
 
 import difflib
@@ -25,13 +28,11 @@ import pytest
 import yaml
 
 from haconform.conformance import conformance
+from haconform.datafile import read_text_file
 from haconform.readers.haproxy_config import check_alerts, config_section, config_sections
 
 SECTION = "配置文件实例"
-VERBATIM = Path(__file__).resolve().parent.parent / "fixtures" / "documented" / "verbatim"
-INDEX = yaml.safe_load((VERBATIM / "INDEX.yaml").read_text())["files"]
-CONFIGS = {entry["stage"]: {"file": name, **entry} for name, entry in INDEX.items()
-           if name.endswith(".haproxy.cfg")}
+VERBATIM = "verbatim"   # the runbook's own texts, in the --config directory
 PORTED = "role-director/etc/haproxy/haproxy.cfg"
 
 # What HAProxy 2.6 says about a 1.5-style section line, and about the lines of
@@ -70,6 +71,22 @@ def section_line_with_address(line: str) -> tuple[str, str, str] | None:
     return None
 
 
+def verbatim_configs(config_dir: Path) -> dict[str, dict]:
+    """Stage -> its verbatim haproxy.cfg's entry in verbatim/INDEX.yaml (file, seed lines, runbook section)."""
+    listed = read_text_file(config_dir / VERBATIM / "INDEX.yaml", option="--config",
+                            missing_fix="give --config a verbatim/ directory with the runbook's own texts and their "
+                                        "INDEX.yaml, as fixtures/documented/verbatim/")
+    index = yaml.safe_load(listed)["files"]
+    return {entry["stage"]: {"file": name, **entry} for name, entry in index.items()
+            if name.endswith(".haproxy.cfg")}
+
+
+def pytest_generate_tests(metafunc):
+    # One test per stage the runbook prints a haproxy.cfg for, read from the session's --config.
+    if "stage" in metafunc.fixturenames:
+        metafunc.parametrize("stage", sorted(verbatim_configs(Path(metafunc.config._haconform_config_dir))))
+
+
 @pytest.fixture
 def director(deployment):
     return deployment.directors[0]
@@ -80,31 +97,34 @@ def config_dir(request) -> Path:
     return Path(request.config._haconform_config_dir)
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
+@pytest.fixture
+def configs(config_dir) -> dict[str, dict]:
+    return verbatim_configs(config_dir)
+
+
 @conformance("HAC-LINT-001", stage="stage1-3", section=SECTION,
              must="Each ported haproxy.cfg the harness applies (stages 1-3) MUST pass `haproxy -c` on a "
                   "director in zero-warning mode (-dW)")
-def test_ported_config_is_valid(stage, director, config_dir, evidence):
+def test_ported_config_is_valid(stage, director, config_dir, configs, evidence):
     ported = config_dir / stage / PORTED
     result = haproxy_check(director, ported.read_bytes(), str(ported), "-dW")
-    evidence.data(f"haproxy -dW -c -f {ported.name} ({stage}, runbook section {CONFIGS[stage]['section']})",
+    evidence.data(f"haproxy -dW -c -f {ported.name} ({stage}, runbook section {configs[stage]['section']})",
                   result)
     assert result["rc"] == 0, f"{ported} refused by {result['version']}: {result['output']}"
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
 @pytest.mark.xfail(strict=True, raises=VerbatimRefused,
                    reason="finding: HAProxy 2.6 refuses the runbook's 1.5 syntax `frontend main *:80` / "
                           f"`listen stats *:8080`: \"{BIND_REFUSAL}\", then \"{ORPHANED_LINE}\" for "
                           "every line of that section")
 @conformance("HAC-LINT-002", stage="stage1-3", section=SECTION,
              must="The runbook's verbatim haproxy.cfg MUST pass `haproxy -c` on the deployed HAProxy")
-def test_verbatim_config_is_valid(stage, director, evidence):
-    name = CONFIGS[stage]["file"]
-    text = (VERBATIM / name).read_text()
-    result = haproxy_check(director, text.encode(), f"verbatim/{name}")
-    evidence.data(f"haproxy -c -f verbatim/{name} (seed lines {CONFIGS[stage]['lines']}, "
-                  f"section {CONFIGS[stage]['section']})", result)
+def test_verbatim_config_is_valid(stage, director, config_dir, configs, evidence):
+    name = configs[stage]["file"]
+    text = (config_dir / VERBATIM / name).read_text()
+    result = haproxy_check(director, text.encode(), f"{VERBATIM}/{name}")
+    evidence.data(f"haproxy -c -f {VERBATIM}/{name} (seed lines {configs[stage]['lines']}, "
+                  f"section {configs[stage]['section']})", result)
     if result["rc"] != 0:
         alerts = check_alerts(result["output"])
         address_lines = section_lines_with_address(text)
@@ -118,13 +138,12 @@ def test_verbatim_config_is_valid(stage, director, evidence):
         raise VerbatimRefused(f"{result['version']} refuses verbatim/{name}: {result['output'][:3]}")
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
 @conformance("HAC-LINT-003", stage="stage1-3", section=SECTION,
              settings=("haproxy.cfg[frontend main].bind", "haproxy.cfg[listen stats].bind"),
              must="A ported haproxy.cfg MUST differ from the runbook's verbatim text only where an address "
                   "moves from the section line to a `bind` line (plus comments saying so)")
-def test_port_changes_only_the_bind_syntax(stage, config_dir, evidence):
-    verbatim = (VERBATIM / CONFIGS[stage]["file"]).read_text().splitlines()
+def test_port_changes_only_the_bind_syntax(stage, config_dir, configs, evidence):
+    verbatim = (config_dir / VERBATIM / configs[stage]["file"]).read_text().splitlines()
     ported = (config_dir / stage / PORTED).read_text().splitlines()
     removed, added = [], []
     for tag, a1, a2, b1, b2 in difflib.SequenceMatcher(a=verbatim, b=ported, autojunk=False).get_opcodes():

@@ -35,8 +35,8 @@ from haconform.frontend import frontend_director
 from haconform.readers.haproxy import httplog_entries, parse_httplog_line, runtime
 from haconform.readers.haproxy_config import backend_servers, config_section, config_sections
 from haconform.readers.logs import LogWatch
+from haconform.readers.rsyslog import parse_rsyslog
 from haconform.readers.wire import capture_tcp
-from haconform.stages.semantic import rsyslog_facts
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
@@ -61,7 +61,7 @@ def marker() -> str:
 
 def global_log_line(config: str, where: str) -> dict:
     """The global `log ADDRESS[:PORT] FACILITY` of a haproxy.cfg."""
-    lines = config_section(config, "global").directives("log")
+    lines = config_section(config, "global").arguments("log")
     assert lines, f"no global `log` line in {where}"
     address, _, port = lines[0][0].partition(":")
     return {"address": address, "port": int(port or SYSLOG_PORT), "facility": lines[0][1]}
@@ -76,7 +76,7 @@ def documented_log(logging_settings, deployment, evidence) -> dict:
     target = global_log_line(stage.text("role-director", HAPROXY_CFG), f"{stage.name}: {HAPROXY_CFG}")
     rsyslog = "\n".join(f.source.read_text() for f in stage.files
                         if f.selector == "role-director" and f.dest.startswith("/etc/rsyslog"))
-    files = rsyslog_facts(rsyslog)["routes"].get(target["facility"], [])
+    files = parse_rsyslog(rsyslog).routes.get(target["facility"], [])
     assert len(files) == 1, f"{stage.name} routes {target['facility']} to {files}, not to one file"
     director = frontend_director(deployment)
     evidence.data("HAProxy's log target", {

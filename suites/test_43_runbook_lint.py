@@ -16,32 +16,29 @@ applies.  Three statements are checked on a director's own HAProxy:
 `haproxy -c` reads the text on its standard input (`-f /dev/stdin`): it
 parses and sends nothing, and no copy is written on the director, so the
 checks run on an existing deployment's director too (--target ssh).
+
+The runbook's texts are those of the configuration the session was given
+(--config): its verbatim/ directory, listed in verbatim/INDEX.yaml.
 """
 
 import difflib
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from haconform.conformance import conformance
-from haconform.readers.haproxy_config import config_section
+from haconform.datafile import read_text_file
+from haconform.readers.haproxy_config import check_alerts, config_section, config_sections
 
 SECTION = "配置文件实例"
-VERBATIM = Path(__file__).resolve().parent.parent / "fixtures" / "documented" / "verbatim"
-INDEX = yaml.safe_load((VERBATIM / "INDEX.yaml").read_text())["files"]
-CONFIGS = {entry["stage"]: {"file": name, **entry} for name, entry in INDEX.items()
-           if name.endswith(".haproxy.cfg")}
+VERBATIM = "verbatim"   # the runbook's own texts, in the --config directory
 PORTED = "role-director/etc/haproxy/haproxy.cfg"
 
 # What HAProxy 2.6 says about a 1.5-style section line, and about the lines of
 # the section it then drops (src/cfgparse-listen.c, src/cfgparse.c).
 BIND_REFUSAL = "please use the 'bind' keyword for listening addresses."
 ORPHANED_LINE = "'listen' or 'defaults' expected."
-SUMMARY = re.compile(r"(Error\(s\) found in configuration file|Fatal errors found in configuration)")
-ALERT = re.compile(r"\[ALERT\]\s+\(\d+\) : config : (?:parsing \[(?P<file>[^:\]]+):(?P<line>\d+)\] : )?"
-                   r"(?P<message>.*)$")
 
 
 class VerbatimRefused(AssertionError):
@@ -62,8 +59,32 @@ def haproxy_check(director, text: bytes, label: str, *flags: str) -> dict:
 
 def section_lines_with_address(text: str) -> list[int]:
     """Line numbers of `frontend NAME ADDR` / `listen NAME ADDR` lines (HAProxy 1.x syntax)."""
-    return [number for number, line in enumerate(text.splitlines(), start=1)
-            if re.match(r"^(frontend|listen)\s+\S+\s+\S*:\d+", line.split("#", 1)[0])]
+    return [section.line for section in config_sections(text)
+            if section.kind in ("frontend", "listen") and section.header_address]
+
+
+def section_line_with_address(line: str) -> tuple[str, str, str] | None:
+    """(kind, name, address) of a lone `frontend NAME ADDR` / `listen NAME ADDR` line, None for any other line."""
+    [section] = config_sections(line) or [None]
+    if section and section.kind in ("frontend", "listen") and section.header_address and not section.lines:
+        return section.kind, section.name, section.header_address
+    return None
+
+
+def verbatim_configs(config_dir: Path) -> dict[str, dict]:
+    """Stage -> its verbatim haproxy.cfg's entry in verbatim/INDEX.yaml (file, seed lines, runbook section)."""
+    listed = read_text_file(config_dir / VERBATIM / "INDEX.yaml", option="--config",
+                            missing_fix="give --config a verbatim/ directory with the runbook's own texts and their "
+                                        "INDEX.yaml, as fixtures/documented/verbatim/")
+    index = yaml.safe_load(listed)["files"]
+    return {entry["stage"]: {"file": name, **entry} for name, entry in index.items()
+            if name.endswith(".haproxy.cfg")}
+
+
+def pytest_generate_tests(metafunc):
+    # One test per stage the runbook prints a haproxy.cfg for, read from the session's --config.
+    if "stage" in metafunc.fixturenames:
+        metafunc.parametrize("stage", sorted(verbatim_configs(Path(metafunc.config._haconform_config_dir))))
 
 
 @pytest.fixture
@@ -76,37 +97,40 @@ def config_dir(request) -> Path:
     return Path(request.config._haconform_config_dir)
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
+@pytest.fixture
+def configs(config_dir) -> dict[str, dict]:
+    return verbatim_configs(config_dir)
+
+
 @conformance("HAC-LINT-001", stage="stage1-3", section=SECTION,
              must="Each ported haproxy.cfg the harness applies (stages 1-3) MUST pass `haproxy -c` on a "
                   "director in zero-warning mode (-dW)")
-def test_ported_config_is_valid(stage, director, config_dir, evidence):
+def test_ported_config_is_valid(stage, director, config_dir, configs, evidence):
     ported = config_dir / stage / PORTED
     result = haproxy_check(director, ported.read_bytes(), str(ported), "-dW")
-    evidence.data(f"haproxy -dW -c -f {ported.name} ({stage}, runbook section {CONFIGS[stage]['section']})",
+    evidence.data(f"haproxy -dW -c -f {ported.name} ({stage}, runbook section {configs[stage]['section']})",
                   result)
     assert result["rc"] == 0, f"{ported} refused by {result['version']}: {result['output']}"
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
 @pytest.mark.xfail(strict=True, raises=VerbatimRefused,
                    reason="finding: HAProxy 2.6 refuses the runbook's 1.5 syntax `frontend main *:80` / "
                           f"`listen stats *:8080`: \"{BIND_REFUSAL}\", then \"{ORPHANED_LINE}\" for "
                           "every line of that section")
 @conformance("HAC-LINT-002", stage="stage1-3", section=SECTION,
              must="The runbook's verbatim haproxy.cfg MUST pass `haproxy -c` on the deployed HAProxy")
-def test_verbatim_config_is_valid(stage, director, evidence):
-    name = CONFIGS[stage]["file"]
-    text = (VERBATIM / name).read_text()
-    result = haproxy_check(director, text.encode(), f"verbatim/{name}")
-    evidence.data(f"haproxy -c -f verbatim/{name} (seed lines {CONFIGS[stage]['lines']}, "
-                  f"section {CONFIGS[stage]['section']})", result)
+def test_verbatim_config_is_valid(stage, director, config_dir, configs, evidence):
+    name = configs[stage]["file"]
+    text = (config_dir / VERBATIM / name).read_text()
+    result = haproxy_check(director, text.encode(), f"{VERBATIM}/{name}")
+    evidence.data(f"haproxy -c -f {VERBATIM}/{name} (seed lines {configs[stage]['lines']}, "
+                  f"section {configs[stage]['section']})", result)
     if result["rc"] != 0:
-        alerts = [m for m in (ALERT.search(line) for line in result["output"]) if m]
+        alerts = check_alerts(result["output"])
         address_lines = section_lines_with_address(text)
-        other = [m.group(0) for m in alerts
-                 if not (m["message"] in (BIND_REFUSAL, ORPHANED_LINE) or SUMMARY.search(m["message"]))]
-        refused_at = [int(m["line"]) for m in alerts if m["message"] == BIND_REFUSAL]
+        other = [alert.text for alert in alerts
+                 if not (alert.message in (BIND_REFUSAL, ORPHANED_LINE) or alert.is_summary)]
+        refused_at = [alert.line for alert in alerts if alert.message == BIND_REFUSAL]
         evidence.data("why", {"section lines with an address": address_lines,
                               "refused for the bind syntax at": refused_at, "other alerts": other})
         if other or refused_at != address_lines:
@@ -114,13 +138,12 @@ def test_verbatim_config_is_valid(stage, director, evidence):
         raise VerbatimRefused(f"{result['version']} refuses verbatim/{name}: {result['output'][:3]}")
 
 
-@pytest.mark.parametrize("stage", sorted(CONFIGS))
 @conformance("HAC-LINT-003", stage="stage1-3", section=SECTION,
              settings=("haproxy.cfg[frontend main].bind", "haproxy.cfg[listen stats].bind"),
              must="A ported haproxy.cfg MUST differ from the runbook's verbatim text only where an address "
                   "moves from the section line to a `bind` line (plus comments saying so)")
-def test_port_changes_only_the_bind_syntax(stage, config_dir, evidence):
-    verbatim = (VERBATIM / CONFIGS[stage]["file"]).read_text().splitlines()
+def test_port_changes_only_the_bind_syntax(stage, config_dir, configs, evidence):
+    verbatim = (config_dir / VERBATIM / configs[stage]["file"]).read_text().splitlines()
     ported = (config_dir / stage / PORTED).read_text().splitlines()
     removed, added = [], []
     for tag, a1, a2, b1, b2 in difflib.SequenceMatcher(a=verbatim, b=ported, autojunk=False).get_opcodes():
@@ -130,17 +153,17 @@ def test_port_changes_only_the_bind_syntax(stage, config_dir, evidence):
     evidence.data(f"diff verbatim -> ported ({stage})", {"removed": removed, "added": added})
     moved = []
     for line in removed:
-        match = re.match(r"^(?P<kind>frontend|listen)\s+(?P<name>\S+)\s+(?P<address>\S*:\d+)\s*$", line)
-        assert match, f"the port removed a line that is not a section line with an address: {line!r}"
-        moved.append((match["kind"], match["name"], match["address"]))
+        section = section_line_with_address(line)
+        assert section, f"the port removed a line that is not a section line with an address: {line!r}"
+        moved.append(section)
     assert moved, f"the port changed nothing, yet {stage} is ported: removed {removed}"
-    sections = sorted((line.split()[0], line.split()[1]) for line in added
-                      if line.split()[:1] in (["frontend"], ["listen"]))
+    sections = sorted((section.kind, section.name) for section in config_sections("\n".join(added))
+                      if section.kind in ("frontend", "listen"))
     assert sections == sorted((kind, name) for kind, name, _ in moved), \
         f"section lines removed {moved}, section lines added {sections}"
     ported_text = "\n".join(ported)
     for kind, name, address in moved:
-        binds = config_section(ported_text, kind, name).directives("bind")
+        binds = config_section(ported_text, kind, name).arguments("bind")
         assert binds == [(address,)], f"`{kind} {name}` must bind {address} in the port, binds {binds}"
     others = [line for line in added if line.split()[:1] not in (["bind"], ["frontend"], ["listen"])
               and not line.lstrip().startswith("#") and line.strip()]

@@ -47,7 +47,7 @@ def alternates(seen: list) -> bool:
 def balance_of(deployment) -> tuple[str, ...]:
     """The `balance` line of backend app as applied on the frontend's director."""
     config = frontend_director(deployment).read_file(HAPROXY_CFG)
-    lines = config_section(config, "backend", "app").directives("balance")
+    lines = config_section(config, "backend", "app").arguments("balance")
     return lines[-1] if lines else ()
 
 

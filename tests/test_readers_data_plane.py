@@ -10,7 +10,7 @@ import pytest
 
 from haconform.readers.access_log import APACHE_ACCESS_LOG, access_log_requests, parse_access_line
 from haconform.readers.haproxy import HaproxyRuntime, runtime
-from haconform.readers.limits import LimitsEntry, limits_entries, process_limits
+from haconform.readers.limits import LimitsEntry, effective_limits, limits_entries, process_limits
 from haconform.readers.responses import REAL_SERVER_HEADER, answers, raw_response_header, served_by
 from haconform.readers.wire import WireCapture, parse_pcap
 
@@ -69,9 +69,23 @@ broken line
 """
 
 
-def test_limits_entries_are_four_word_lines():
+def test_limits_entries_are_lines_of_four_words_or_more():
+    # Words after the value are ignored, as the comparison of effective limits always has.
     assert limits_entries(LIMITS) == [LimitsEntry("*", "soft", "core", "0", line=3),
-                                      LimitsEntry("haproxy", "-", "nofile", "65535", line=4)]
+                                      LimitsEntry("haproxy", "-", "nofile", "65535", line=4),
+                                      LimitsEntry("@staff", "hard", "nproc", "20", line=5)]
+
+
+def test_effective_limits_as_pam_limits_applies_them():
+    assert effective_limits(LIMITS) == {("*", "soft", "core"): ("0", 3),
+                                        ("haproxy", "soft", "nofile"): ("65535", 4),
+                                        ("haproxy", "hard", "nofile"): ("65535", 4),
+                                        ("@staff", "hard", "nproc"): ("20", 5)}
+    later = effective_limits("haproxy - nofile 4096\nhaproxy hard nofile 1024\n* soft core infinity\n"
+                             "* hard core -1\n* - nproc Unlimited\n")
+    assert later[("haproxy", "soft", "nofile")] == ("4096", 1) and later[("haproxy", "hard", "nofile")] == ("1024", 2)
+    assert [later[("*", kind, item)][0] for kind, item in (("soft", "core"), ("hard", "core"), ("soft", "nproc"),
+                                                           ("hard", "nproc"))] == ["unlimited"] * 4
 
 
 def test_process_limits_reads_proc_pid_limits():

@@ -1,6 +1,9 @@
-"""haproxy.cfg reader (haconform/readers/haproxy_config.py): sections, maxconn, servers, stats, checks."""
+"""haproxy.cfg reader (haconform/readers/haproxy_config.py): sections, maxconn, servers, stats, checks,
+and the alerts of `haproxy -c`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -9,16 +12,22 @@ from haconform.readers.haproxy_config import (
     DEFAULT_FALL,
     DEFAULT_INTER_S,
     DEFAULT_RISE,
+    Directive,
     backend_servers,
+    check_alerts,
     check_timing,
     config_maxconn,
     config_section,
     config_sections,
     stats_credentials,
+    time_ms,
 )
 from haconform import secrets as redaction
 from haconform.secrets import MASK, redact
-from haconform.stages.semantic import parse_haproxy_cfg
+
+DOCUMENTED = Path(__file__).resolve().parent.parent / "fixtures" / "documented"
+STAGE1, STAGE2, STAGE3 = ((DOCUMENTED / stage / "role-director/etc/haproxy/haproxy.cfg").read_text()
+                          for stage in ("stage1", "stage2", "stage3"))
 
 HANDMADE = read_sample("handmade/stage2/role-director/etc/haproxy/haproxy.cfg")
 # The hand-made file's password is the runbook's `password`: a word too common to
@@ -43,17 +52,43 @@ backend app
 """
 
 
-def test_sections_are_semantics_sections_without_header_words():
-    ours = config_sections(ODD)
-    theirs = parse_haproxy_cfg(ODD)
-    assert [(s.kind, s.name) for s in ours] == [(s.kind, s.name) for s in theirs] == [
-        ("global", None), ("listen", "stats"), ("backend", "app"), ("backend", "app")]
-    # semantic.py reads `listen stats *:8080` as a bind line; a section's lines here are
-    # only those after its header, so the 1.x address is not a `bind` (as before the split).
-    assert [d.words for d in theirs[1].directives][0] == ("bind", "*:8080")
-    assert config_section(ODD, "listen", "stats").directives("bind") == []
-    assert config_section(ODD, "listen", "stats").lines == (
-        ("stats", "auth", "admin:s3cret-odd"), ("stats", "uri", "/status"))
+def test_header_address_is_a_bind_directive_but_not_a_line():
+    sections = config_sections(ODD)
+    assert [(s.kind, s.name, s.line) for s in sections] == [
+        ("global", None, 2), ("listen", "stats", 5), ("backend", "app", 8), ("backend", "app", 12)]
+    stats = sections[1]
+    # What HAProxy acts on: the 1.x address on the header line is the `bind` it means now (the comparison
+    # by meaning reads it so); the section's own lines are those after the header, where no bind is.
+    assert stats.directives[0] == Directive(("bind", "*:8080"), 5)
+    assert stats.header_address == "*:8080"
+    assert stats.arguments("bind") == []
+    assert stats.lines == (("stats", "auth", "admin:s3cret-odd"), ("stats", "uri", "/status"))
+    assert sections[0].header_address is None
+    assert sections[0].lines == (("maxconn", "100"), ("maxconn", "200"))   # comments dropped
+
+
+def test_header_words_that_are_no_address():
+    [defaults, backend] = config_sections("defaults web from base\n    mode http\nbackend app extra\n")
+    assert defaults.name == "web" and defaults.directives[0] == Directive(("from", "base"), 1)
+    assert defaults.header_address is None and defaults.lines == (("mode", "http"),)
+    assert backend.directives == (Directive(("extra",), 3),) and backend.header_address is None
+
+
+def test_lines_before_any_section_carry_no_meaning():
+    assert config_sections("maxconn 10\n# only a comment\n") == []
+    [only] = config_sections("    daemon\nglobal\n    daemon\n")
+    assert only.directives == (Directive(("daemon",), 3),)
+
+
+def test_stage_configs_sections_and_arguments():
+    assert [(s.kind, s.name) for s in config_sections(STAGE3)] == [
+        ("global", None), ("defaults", None), ("listen", "stats"), ("frontend", "main"),
+        ("backend", "static"), ("backend", "app")]
+    defaults = config_section(STAGE2, "defaults")
+    assert defaults.arguments("maxconn")[-1] == ("65535",)
+    assert defaults.arguments("timeout", "client")[-1] == ("1m",)
+    assert config_section(STAGE2, "backend", "app").arguments("balance") == [("roundrobin",)]
+    assert not [s for s in config_sections(STAGE1) if s.kind == "listen"]
 
 
 def test_handmade_config_sections_and_directives():
@@ -62,8 +97,8 @@ def test_handmade_config_sections_and_directives():
         ("global", None), ("defaults", None), ("backend", "static"), ("backend", "dynamic"),
         ("frontend", "main"), ("listen", "stats")]
     main = config_section(HANDMADE, "frontend", "main")
-    assert main.directives("bind") == [("*:80",)]
-    assert main.directives("default_backend") == [("dynamic",)]
+    assert main.arguments("bind") == [("*:80",)]
+    assert main.arguments("default_backend") == [("dynamic",)]
     assert config_section(HANDMADE, "backend").name == "static"       # the first of its kind
 
 
@@ -132,3 +167,35 @@ def test_check_timing_lookup_errors():
         check_timing(ODD, "nosuch", "app1")
     with pytest.raises(ValueError, match="not an HAProxy time"):
         check_timing("backend b\n    server s 1.2.3.4:80 inter soon\n", "b", "s")
+
+
+def test_haproxy_times_in_milliseconds():
+    assert [time_ms(v) for v in ("500", "500ms", "2s", "1.5s", "1m", "1h", "1d", "250us")] == [
+        500, 500, 2000, 1500, 60_000, 3_600_000, 86_400_000, 0.25]
+    for wrong in ("soon", "1 s", "1sec", "-1s", ""):
+        with pytest.raises(ValueError, match="not an HAProxy time"):
+            time_ms(wrong)
+
+
+# What HAProxy 2.6 printed for the runbook's verbatim stage-1 text (HAC-LINT-002), and a notice and warning.
+CHECK_OUTPUT = """\
+[NOTICE]   (4711) : haproxy version is 2.6.12-1+deb12u1
+[ALERT]    (4711) : config : parsing [verbatim/stage1.haproxy.cfg:63] : please use the 'bind' keyword for \
+listening addresses.
+[ALERT]    (4711) : config : parsing [verbatim/stage1.haproxy.cfg:66] : 'listen' or 'defaults' expected.
+[WARNING]  (4711) : config : parsing [verbatim/stage1.haproxy.cfg:70] : a warning, not an alert
+[ALERT]    (4711) : config : Error(s) found in configuration file : verbatim/stage1.haproxy.cfg
+[ALERT]    (4711) : config : Fatal errors found in configuration.
+""".splitlines()
+
+
+def test_check_alerts_with_and_without_a_location():
+    alerts = check_alerts(CHECK_OUTPUT)
+    assert [(a.file, a.line, a.is_summary) for a in alerts] == [
+        ("verbatim/stage1.haproxy.cfg", 63, False), ("verbatim/stage1.haproxy.cfg", 66, False),
+        (None, None, True), (None, None, True)]
+    assert alerts[0].message == "please use the 'bind' keyword for listening addresses."
+    assert alerts[1].text == ("[ALERT]    (4711) : config : parsing [verbatim/stage1.haproxy.cfg:66] : "
+                              "'listen' or 'defaults' expected.")
+    assert alerts[2].message == "Error(s) found in configuration file : verbatim/stage1.haproxy.cfg"
+    assert check_alerts(["Configuration file is valid"]) == []

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from haconform.stages.semantic import (
-    Difference,
-    compare_haproxy,
-    compare_limits,
-    compare_rsyslog,
-    haproxy_value,
-    parse_haproxy_cfg,
-    rsyslog_facts,
-)
+from haconform.readers.haproxy_config import config_section
+from haconform.stages.semantic import Difference, compare_haproxy, compare_limits, compare_rsyslog
+from tests.test_readers_rsyslog import RAINER, RSYSLOG
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTOR = "fixtures/documented/{stage}/role-director/etc"
@@ -27,7 +21,6 @@ def read(stage: str, rel: str) -> str:
 STAGE3 = read("stage3", "haproxy/haproxy.cfg")
 STAGE2 = read("stage2", "haproxy/haproxy.cfg")
 STAGE1 = read("stage1", "haproxy/haproxy.cfg")
-RSYSLOG = read("stage1", "rsyslog.conf") + read("stage1", "rsyslog.d/49-haproxy.conf")   # stage2 inherits them
 LIMITS = read("stage2", "security/limits.conf")
 
 
@@ -110,7 +103,7 @@ def test_listen_address_on_section_line_equals_bind():
     one = "listen stats *:8080\n    stats uri /status\n"
     two = "listen stats\n    bind *:8080\n    stats uri /status\n"
     assert haproxy(one, two) == [] and haproxy(two, one) == []
-    assert haproxy_value(one, "listen", "bind", "stats") == ("*:8080",)
+    assert config_section(one, "listen", "stats").header_address == "*:8080"
 
 
 def test_server_options_compare_order_insensitively_with_values_kept():
@@ -187,43 +180,14 @@ def test_stage_configs_differ_where_the_runbook_changes():
             "frontend main: acl url_static", "frontend main: use_backend rule 1"} <= whats
 
 
-def test_parse_and_value_lookup():
-    sections = parse_haproxy_cfg(STAGE3)
-    assert [(s.kind, s.name) for s in sections] == [
-        ("global", None), ("defaults", None), ("listen", "stats"), ("frontend", "main"),
-        ("backend", "static"), ("backend", "app")]
-    assert haproxy_value(STAGE2, "defaults", "maxconn") == ("65535",)
-    assert haproxy_value(STAGE2, "defaults", ("timeout", "client")) == ("1m",)
-    assert haproxy_value(STAGE2, "backend", "balance", "app") == ("roundrobin",)
-    assert haproxy_value(STAGE1, "listen", "bind", "stats") is None
-
-
 # --------------------------------------------------------------------- rsyslog
-
-RAINER = (RSYSLOG
-          .replace("$ModLoad imudp\n$UDPServerRun 514\n",
-                   'module(load="imudp")\ninput(type="imudp"\n      port=514)\n')
-          .replace("local2.*                       \t\t\t\t/var/log/haproxy.log",
-                   'local2.*  action(type="omfile" file="/var/log/haproxy.log")')
-          .replace("*.info;mail.none;authpriv.none;cron.none;local2.none    /var/log/messages",
-                   "*.info;local2.none;cron.none;authpriv.none;mail.none\t-/var/log/messages"))
-
 
 def rsyslog(found: str) -> list[Difference]:
     return compare_rsyslog(RSYSLOG, found, expected_source="runbook.conf", found_source="deployed.conf")
 
 
-def test_rsyslog_facts_of_the_runbook():
-    facts = rsyslog_facts(RSYSLOG)
-    assert facts["udp_ports"] == {514} and facts["tcp_ports"] == set()
-    assert facts["routes"]["local2"] == ["/var/log/haproxy.log"]
-    assert facts["excluded"]["/var/log/messages"] == {"local2", "mail", "authpriv", "cron"}
-    assert facts["excluded"]["/var/log/syslog"] == {"auth", "authpriv", "local2"}
-
-
 def test_rsyslog_rainerscript_form_equals_legacy_form():
     assert RAINER != RSYSLOG
-    assert rsyslog_facts(RAINER)["udp_ports"] == {514}
     assert rsyslog(RSYSLOG) == [] and rsyslog(RAINER) == []
 
 
@@ -246,13 +210,6 @@ def test_rsyslog_closed_port_and_extra_routes():
     assert rsyslog(extra) == []
     [diff] = rsyslog(RSYSLOG.replace("$ModLoad imudp\n", ""))
     assert (diff.what, diff.expected, diff.found) == ("rsyslog: imudp port 514", "514", "missing")
-
-
-def test_rsyslog_unknown_syntax_does_not_crash():
-    odd = 'if $programname startswith "haproxy" then {\n  /var/log/x.log\n  stop\n}\n' \
-          'template(name="t" type="string" string="%msg%)\\n")\nlocal2.* /var/log/haproxy.log\n' \
-          ':programname, startswith, "haproxy" /var/log/h.log\n& stop\n'
-    assert rsyslog_facts(odd)["routes"] == {"local2": ["/var/log/haproxy.log"]}
 
 
 # ---------------------------------------------------------------------- limits

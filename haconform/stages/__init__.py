@@ -5,7 +5,7 @@
     files     apply a files stage (stages 1-3, the balance algorithms)
     cluster   apply a cluster stage (stages 4-5) from its `cluster:` block, converging
     verify    compare a deployment with a stage by meaning, writing nothing
-    semantic  haproxy.cfg, rsyslog and limits.conf compared by meaning
+    semantic  haproxy.cfg, rsyslog and limits.conf compared by meaning (as haconform/readers parses them)
     manager   StageManager: the stage each test needs, applied or verified
 """
 

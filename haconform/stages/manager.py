@@ -25,11 +25,11 @@ from typing import Iterable, Mapping
 from ..datafile import read_text_file
 from ..errors import HaconformError
 from ..guard import GRANTED
+from ..readers.haproxy_config import config_sections
 from . import catalogue
 from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
-from .semantic import parse_haproxy_cfg
 from .verify import HAPROXY_CFG, cluster_drift, cluster_form, fencing_drift, file_drift
 
 log = logging.getLogger("haconform.stages")
@@ -71,7 +71,7 @@ def names_defined(stages: Iterable[Stage]) -> set[str]:
         for f in stage.files:
             if f.dest != HAPROXY_CFG:
                 continue
-            for section in parse_haproxy_cfg(read_text_file(f.source, missing_fix="restore the stage's file")):
+            for section in config_sections(read_text_file(f.source, missing_fix="restore the stage's file")):
                 if section.kind in NAMED_PROXIES and section.name:
                     names.add(section.name)
                 names.update(d.words[1] for d in section.directives if d.words[0] == "server" and len(d.words) > 1)

@@ -2,18 +2,21 @@
 
 A deployment built by hand from the runbook has its own comments, spacing
 and ordering; a sha256 comparison would fail it for nothing.  These pure
-functions parse haproxy.cfg, rsyslog and limits.conf text into what the
-daemon would act on and report what differs as rows a person can read.
+functions compare what the daemon would act on, as the readers parse it
+(haconform/readers: haproxy_config, rsyslog, limits), and report what
+differs as rows a person can read.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
+from ..readers.haproxy_config import Directive, Section, config_sections, time_ms
+from ..readers.limits import effective_limits
+from ..readers.rsyslog import parse_rsyslog
 from .settings import (haproxy_key, haproxy_rule_key, limits_key, rsyslog_exclusion_key, rsyslog_port_key,
                        rsyslog_route_key)
 
@@ -35,23 +38,6 @@ class Difference:
 
 # ---------------------------------------------------------------- haproxy.cfg
 
-@dataclass(frozen=True)
-class Directive:
-    words: tuple[str, ...]
-    line: int
-
-
-@dataclass(frozen=True)
-class Section:
-    kind: str
-    name: str | None
-    line: int
-    directives: tuple[Directive, ...]
-
-
-SECTION_KEYWORDS = frozenset({
-    "global", "defaults", "frontend", "backend", "listen", "userlist", "peers", "resolvers",
-    "mailers", "program", "http-errors", "ring", "cache", "fcgi-app"})
 # First match wins for these, so their order is meaning.  tcp-check/http-check
 # rules run in sequence too, which the 2.6 manual makes explicit.
 ORDERED_KEYWORDS = frozenset({
@@ -66,48 +52,13 @@ SERVER_VALUE_KEYWORDS = frozenset({
     "agent-port", "agent-inter", "agent-addr", "resolvers", "resolve-prefer", "init-addr",
     "source", "track", "verify", "sni", "ca-file", "crt", "proto", "alpn", "check-sni"})
 _SERVER_TIME_KEYWORDS = frozenset({"inter", "fastinter", "downinter", "slowstart", "agent-inter"})
-_TIME_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_TIME = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s|m|h|d)?$")
-
-
-def parse_haproxy_cfg(text: str) -> list[Section]:
-    sections: list[Section] = []
-    head: tuple[str, str | None, int] | None = None
-    body: list[Directive] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        words = tuple(raw.split("#", 1)[0].split())
-        if not words:
-            continue
-        if words[0] in SECTION_KEYWORDS:
-            if head:
-                sections.append(Section(*head, tuple(body)))
-            head, body = (words[0], words[1] if len(words) > 1 else None, number), []
-            if extra := words[2:]:
-                # 1.x "listen stats *:8080": the address is what a bind line says now.
-                address = words[0] in ("frontend", "listen") and extra[0] != "from"
-                body.append(Directive(("bind",) * address + extra, number))
-        elif head:
-            # HAProxy refuses directives before any section, so they carry no meaning.
-            body.append(Directive(words, number))
-    if head:
-        sections.append(Section(*head, tuple(body)))
-    return sections
-
-
-def haproxy_value(text: str, kind: str, keyword: tuple[str, ...] | str,
-                  name: str | None = None) -> tuple[str, ...] | None:
-    key = tuple(keyword.split()) if isinstance(keyword, str) else tuple(keyword)
-    for section in parse_haproxy_cfg(text):
-        if section.kind == kind and (name is None or section.name == name):
-            found = [d.words[len(key):] for d in section.directives if d.words[:len(key)] == key]
-            return found[-1] if found else None
-    return None
 
 
 def _ms(value: str) -> str:
-    if not (match := _TIME.match(value)):
+    try:
+        ms = time_ms(value)
+    except ValueError:
         return value
-    ms = float(match[1]) * _TIME_UNITS_MS[match[2] or "ms"]
     return str(int(ms)) if ms.is_integer() else str(ms)
 
 
@@ -252,7 +203,7 @@ def compare_haproxy(expected: str, found: str, *, expected_source: str, found_so
             out[(s.kind, name, seen[(s.kind, name)])] = s
         return out
 
-    exp, got = keyed(parse_haproxy_cfg(expected), {}), keyed(parse_haproxy_cfg(found), names)
+    exp, got = keyed(config_sections(expected), {}), keyed(config_sections(found), names)
     diffs: list[Difference] = []
     for key, e_sec in exp.items():
         label = f"{key[0]} {key[1]}" if key[1] else key[0]
@@ -269,125 +220,15 @@ def compare_haproxy(expected: str, found: str, *, expected_source: str, found_so
 
 # -------------------------------------------------------------------- rsyslog
 
-_SELECTOR = re.compile(r"^([\w*]+(?:,[\w*]+)*)\.([!=]*)([\w*]+)$")
-_NOT_SELECTOR = ("$", "module(", "input(", "global(", "template(", "include(", "ruleset(", "if ", ":")
-
-
-_QUOTED_OR_COMMENT = re.compile(r'("[^"]*")|#.*')
-
-
-def _statements(text: str):
-    # Joins RainerScript objects that span lines: module(...), input(...), action(...).
-    buf, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = _QUOTED_OR_COMMENT.sub(lambda m: m[1] or "", raw).strip()
-        if not line:
-            continue
-        start, buf = (start, f"{buf} {line}") if buf else (number, line)
-        bare = re.sub(r'"[^"]*"', "", buf)  # a ")" inside a template string closes nothing
-        if bare.count("(") <= bare.count(")"):
-            yield start, buf
-            buf = ""
-    if buf:
-        yield start, buf
-
-
-def _param(stmt: str, name: str) -> str | None:
-    match = re.search(rf'\b{name}\s*=\s*("[^"]*"|\[[^\]]*\]|[^\s)]+)', stmt, re.I)
-    return match[1].strip('"') if match else None
-
-
-def _action(action: str) -> str:
-    action = action.strip()
-    if action.startswith("action("):
-        if (_param(action, "type") or "").lower() == "omfile" and _param(action, "file"):
-            return _param(action, "file")
-        return action
-    if action == "~":
-        return "stop"
-    if action.startswith(("/", "-/")):
-        return action.lstrip("-").split(";", 1)[0]  # "-" only skips sync; ";x" is a template
-    return action
-
-
-def _rsyslog(text: str) -> tuple[dict, dict]:
-    modules: set[str] = set()
-    ports: list[tuple[str, int, int]] = []
-    routes: dict[str, list[str]] = {}
-    excluded: dict[str, set[str]] = {}
-    lines: dict[tuple, int] = {}
-    selectors: list[str] = []
-    for number, stmt in _statements(text):
-        low = stmt.lower()
-        if stmt.startswith("&"):  # same filter as the statement before, if that was a selector
-            if selectors:
-                _route(selectors, _action(stmt[1:]), number, routes, excluded, lines)
-            continue
-        selectors = []
-        if low.startswith("$modload"):
-            modules.update(m.removesuffix(".so") for m in low.split()[1:2])
-        elif low.startswith(("$udpserverrun", "$inputudpserverrun", "$inputtcpserverrun")):
-            proto = "tcp" if "tcp" in low.split()[0] else "udp"
-            ports += [(proto, int(p), number) for p in low.split()[1:2] if p.isdigit()]
-        elif low.startswith("module("):
-            modules.add((_param(stmt, "load") or "").lower())
-        elif low.startswith("input("):
-            kind = (_param(stmt, "type") or "").lower()
-            if kind in ("imudp", "imtcp"):
-                given = _param(stmt, "port") or ("514" if kind == "imudp" else "")
-                ports += [(kind[2:], int(p), number) for p in re.findall(r"\d+", given)]
-        elif not stmt.startswith(_NOT_SELECTOR):
-            parts = stmt.split(None, 1)
-            sels = parts[0].split(";") if len(parts) == 2 else []
-            if sels and all(_SELECTOR.match(s) for s in sels):
-                selectors = sels
-                _route(sels, _action(parts[1]), number, routes, excluded, lines)
-    facts = {"udp_ports": set(), "tcp_ports": set(), "routes": routes, "excluded": excluded}
-    for proto, port, number in ports:
-        if f"im{proto}" in modules:  # a port directive without its module opens nothing
-            facts[f"{proto}_ports"].add(port)
-            lines.setdefault((proto, port), number)
-    for action, facs in excluded.items():
-        # A .none undone by an explicit rule elsewhere does not keep that facility out.
-        facs.difference_update({f for f in facs if action in routes.get(f, [])})
-    return facts, lines
-
-
-def _route(selectors, action, number, routes, excluded, lines) -> None:
-    lines.setdefault(("action", action), number)
-    for sel in selectors:
-        facs, _, prio = _SELECTOR.match(sel).groups()
-        for fac in facs.lower().split(","):
-            if prio.lower() == "none":
-                excluded.setdefault(action, set()).add(fac)
-                lines.setdefault(("excl", action, fac), number)
-            else:
-                if action not in routes.setdefault(fac, []):
-                    routes[fac].append(action)
-                lines.setdefault(("route", fac, action), number)
-                lines.setdefault(("fac", fac), number)
-
-
-def rsyslog_facts(text: str) -> dict:
-    return _rsyslog(text)[0]
-
-
-def _reaches(facts: dict, fac: str, action: str) -> bool:
-    if action in facts["routes"].get(fac, []):
-        return True
-    return fac != "*" and action in facts["routes"].get("*", []) \
-        and fac not in facts["excluded"].get(action, set())
-
-
 def compare_rsyslog(expected: str, found: str, *, expected_source: str,
                     found_source: str) -> list[Difference]:
-    (exp, e_lines), (got, f_lines) = _rsyslog(expected), _rsyslog(found)
-    where = lambda fkey, ekey: (f"{found_source}:{f_lines[fkey]}" if fkey in f_lines
-                                else f"{expected_source}:{e_lines.get(ekey, 0)}")
+    exp, got = parse_rsyslog(expected), parse_rsyslog(found)
+    where = lambda fkey, ekey: (f"{found_source}:{got.lines[fkey]}" if fkey in got.lines
+                                else f"{expected_source}:{exp.lines.get(ekey, 0)}")
     diffs: list[Difference] = []
     for proto in ("udp", "tcp"):
-        lost = sorted(exp[f"{proto}_ports"] - got[f"{proto}_ports"])
-        new = sorted(got[f"{proto}_ports"] - exp[f"{proto}_ports"])
+        lost = sorted(exp.ports(proto) - got.ports(proto))
+        new = sorted(got.ports(proto) - exp.ports(proto))
         if len(lost) == len(new) == 1:  # a moved port reads better as one row
             diffs.append(Difference(f"rsyslog: im{proto} port", str(lost[0]), str(new[0]),
                                     where((proto, new[0]), ()), rsyslog_port_key(proto)))
@@ -396,16 +237,16 @@ def compare_rsyslog(expected: str, found: str, *, expected_source: str,
                              rsyslog_port_key(proto)) for p in lost]
         diffs += [Difference(f"rsyslog: im{proto} port {p}", "", str(p), where((proto, p), ()),
                              rsyslog_port_key(proto)) for p in new]
-    for fac, actions in exp["routes"].items():
+    for fac, actions in exp.routes.items():
         for action in actions:
-            if not _reaches(got, fac, action):
+            if not got.reaches(fac, action):
                 diffs.append(Difference(f"rsyslog: {fac} → {action}", action,
-                                        ", ".join(got["routes"].get(fac, [])) or "missing",
+                                        ", ".join(got.routes.get(fac, [])) or "missing",
                                         where(("fac", fac), ("route", fac, action)),
                                         rsyslog_route_key(fac, action)))
-    for action, facs in exp["excluded"].items():
+    for action, facs in exp.excluded.items():
         for fac in sorted(facs):
-            if _reaches(got, fac, action):
+            if got.reaches(fac, action):
                 diffs.append(Difference(f"rsyslog: {fac}.none on {action}", "excluded",
                                         "reaches it", where(("action", action), ("excl", action, fac)),
                                         rsyslog_exclusion_key(fac, action)))
@@ -414,25 +255,9 @@ def compare_rsyslog(expected: str, found: str, *, expected_source: str,
 
 # ---------------------------------------------------------------- limits.conf
 
-_UNLIMITED = {"unlimited", "infinity", "-1"}
-
-
-def _limits(text: str) -> dict[tuple[str, str, str], tuple[str, int]]:
-    effective: dict[tuple[str, str, str], tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        words = raw.split("#", 1)[0].split()
-        if len(words) < 4:
-            continue
-        domain, kind, item, value = words[:4]
-        value = "unlimited" if value.lower() in _UNLIMITED else value
-        for k in ("soft", "hard") if kind == "-" else (kind,):
-            effective[(domain, k, item)] = (value, number)  # pam_limits: the later line wins
-    return effective
-
-
 def compare_limits(expected: str, found: str, *, expected_source: str,
                    found_source: str) -> list[Difference]:
-    exp, got = _limits(expected), _limits(found)
+    exp, got = effective_limits(expected), effective_limits(found)
     diffs: list[Difference] = []
     for key, (value, line) in exp.items():
         what = f"limits: {' '.join(key)}"

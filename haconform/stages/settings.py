@@ -25,6 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..readers.haproxy_config import config_sections
+from ..readers.limits import effective_limits
+from ..readers.rsyslog import parse_rsyslog
+
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 RSYSLOG_FILES = ("/etc/rsyslog.conf", "/etc/rsyslog.d/")
 LIMITS_FILES = ("/etc/security/limits.conf", "/etc/security/limits.d/")
@@ -82,10 +86,10 @@ def _is_under(dest: str, family: tuple[str, ...]) -> bool:
 
 def haproxy_settings(text: str) -> list[tuple[str, str]]:
     """(key path, value) of every directive of a haproxy.cfg, in file order."""
-    from .semantic import ORDERED_KEYWORDS, _key, parse_haproxy_cfg
+    from .semantic import ORDERED_KEYWORDS, _key
 
     found: list[tuple[str, str]] = []
-    for section in parse_haproxy_cfg(text):
+    for section in config_sections(text):
         # A section itself is no setting (a missing one is a difference keyed by it all the same).
         label = f"{section.kind} {section.name}" if section.name else section.kind
         positions: dict[tuple[str, ...], int] = {}
@@ -104,22 +108,18 @@ def haproxy_settings(text: str) -> list[tuple[str, str]]:
 
 
 def rsyslog_settings(text: str) -> list[tuple[str, str]]:
-    from .semantic import rsyslog_facts
-
-    facts = rsyslog_facts(text)
+    config = parse_rsyslog(text)
     found = [(rsyslog_port_key(protocol), str(port)) for protocol in ("udp", "tcp")
-             for port in sorted(facts[f"{protocol}_ports"])]
-    found += [(rsyslog_route_key(facility, action), "") for facility, actions in facts["routes"].items()
+             for port in sorted(config.ports(protocol))]
+    found += [(rsyslog_route_key(facility, action), "") for facility, actions in config.routes.items()
               for action in actions]
-    found += [(rsyslog_exclusion_key(facility, action), "") for action, facilities in facts["excluded"].items()
+    found += [(rsyslog_exclusion_key(facility, action), "") for action, facilities in config.excluded.items()
               for facility in sorted(facilities)]
     return found
 
 
 def limits_settings(text: str) -> list[tuple[str, str]]:
-    from .semantic import _limits
-
-    return [(limits_key(*key), value) for key, (value, _) in _limits(text).items()]
+    return [(limits_key(*key), value) for key, (value, _) in effective_limits(text).items()]
 
 
 def _resource_settings(kind: str, role: str, resource) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from typing import Any, Iterable
 
 from .errors import HaconformError
 from .readonly_commands import harness_program
-from .secrets import redacted_tail
+from .redaction import redacted_tail
 from .timeouts import (BASE, CATEGORIES, CEILING, HANG_CEILING, HANG_GUARDS, MARGIN, MARGIN_CATEGORY, NOT_SCALED,
                        SCALED)
 

@@ -24,7 +24,7 @@ import sys
 
 from .errors import HaconformError
 from .guard import ReadOnlyRefused
-from .secrets import redact
+from .redaction import redact
 
 
 def _lab(args):
@@ -222,7 +222,7 @@ def cmd_vm_inventory(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report.targets import report_targets
+    from .report.target_comparison import report_targets
     from .report.trends import report
     if (args.target or args.config_digest) and args.targets:
         print("haconform report: --target and --config-digest filter the trends; --targets compares two runs "

@@ -41,7 +41,7 @@ from urllib3 import HTTPHeaderDict, encode_multipart_formdata
 from .agent import first_line as page_first_line
 from .errors import HaconformError, WaitTimeout
 from .readonly_commands import harness_program
-from .secrets import redacted_head, register as register_secret
+from .redaction import redacted_head, register as register_secret
 from .timeouts import BOUNDS, documented
 
 log = logging.getLogger("haconform.client")

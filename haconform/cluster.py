@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import HaconformError
-from .readers.cluster import (CibConfiguration, ClusterState, VerifyResult, read_cib_configuration,
+from .readers.cluster import (CibConfiguration, ClusterState, CrmVerifyResult, read_cib_configuration,
                               read_cluster_state, read_crm_verify, read_fence_history, read_transient_attributes,
                               fence_list_command, parse_fence_list)
 from .readers.links import nic_holding
@@ -239,7 +239,7 @@ class Cluster:
         director that answers."""
         return read_transient_attributes((director or self.state_and_source()[1]).host)
 
-    def verify(self, director=None) -> VerifyResult:
+    def crm_verify(self, director=None) -> CrmVerifyResult:
         """`crm_verify -LV` on the live CIB, from `director` or the first director that answers."""
         return read_crm_verify((director or self.state_and_source()[1]).host)
 

@@ -40,7 +40,7 @@ import threading
 import time
 
 from .errors import HaconformError, WaitTimeout
-from .secrets import redact, redacted_tail
+from .redaction import redact, redacted_tail
 from .timeouts import BOUNDS
 from .wait import wait_until
 

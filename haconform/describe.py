@@ -44,11 +44,11 @@ from .deployment import Deployment
 from .errors import HaconformError
 from .guard import READ_ONLY, HostGuard
 from .readers.cluster import PCMK_INFINITY, CibColocation, CibConfiguration, CibPrimitive, score_value
-from .secrets import discover as discover_secrets
+from .redaction import discover as discover_secrets
 from .stages.catalogue import documented as documented_stages
 from .stages.manager import StageManager, load_all_stages
 from .stages.model import ClusterSpec, Stage, parse_fence_virt_conf
-from .stages.verify import LIMITS_FILES, RSYSLOG_FILES
+from .stages.drift import LIMITS_FILES, RSYSLOG_FILES
 from .topology import Topology
 
 STAGE_YAML_HEAD = "# Described from a live deployment by `haconform describe` (read-only); see ../README.md.\n"

@@ -3,7 +3,7 @@
     fail_on_differences(rows, "the cluster differs from the documented one", evidence=evidence,
                         title="differences (documented vs the deployment's)")
 
-rows are the verifier's (haconform/stages/verify.py, semantic.py, cluster.py):
+rows are the verifier's (haconform/stages/drift.py, semantic.py, cluster.py):
 what, expected, found, where and `key`, the setting's key path.  The failure
 is a DifferencesFound, an AssertionError that carries the rows: a waiver
 (haconform/waivers.py) accepts a failure "only by its difference" when every

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .secrets import redact, redacted_head
+from .redaction import redact, redacted_head
 
 
 @dataclass

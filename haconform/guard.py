@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import readonly_commands
-from .secrets import redact
+from .redaction import redact
 
 APPLY, READ_ONLY, GRANTED = "apply", "read-only", "granted"
 MODES = (APPLY, READ_ONLY, GRANTED)

@@ -54,7 +54,7 @@ from pydantic import Field, PlainValidator, model_validator
 
 from .datafile import DataModel, checked, fail, invalid, key_field, load_model, read_yaml_mapping
 from .errors import HaconformError
-from .secrets import redacted_tail
+from .redaction import redacted_tail
 from .stages.catalogue import documented as documented_stages
 from .topology import IPv4, Topology
 from .waivers import waivers_of_inventory

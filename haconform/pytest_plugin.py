@@ -20,7 +20,7 @@ from .restore import EXIT_NOT_RESTORED
 from .side_by_side import auto_labs, is_worker, lab_scheduler, side_by_side, worker_id
 from .stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
 from .report.messages import failure_message, skip_message
-from .secrets import RedactingStream, install_log_filter, redact, redact_file, redact_obj
+from .redaction import RedactingStream, install_log_filter, redact, redact_file, redact_obj
 from .datafile import read_yaml_mapping
 from .wait import record_waits
 

@@ -7,7 +7,7 @@ from haconform.differences import fail_on_differences
 from haconform.faults import FaultRun, Reset, ServiceStop, Standby, VipDeleted, audit
 from haconform.patterns import ANY, pattern
 from haconform.stages.cluster import together_differences, together_form
-from haconform.stages.verify import documented_cluster_differences
+from haconform.stages.drift import documented_cluster_differences
 from haconform.timeouts import BOUNDS, documented
 from haconform.wait import wait_until
 

@@ -7,7 +7,7 @@ import pytest
 from haconform.conformance import conformance
 from haconform.differences import fail_on_differences
 from haconform.faults import Crash, FaultRun, NicDown, PropertyChange, audit
-from haconform.stages.verify import documented_cluster_differences
+from haconform.stages.drift import documented_cluster_differences
 from haconform.timeouts import BOUNDS
 from haconform.wait import wait_until
 
@@ -50,7 +50,7 @@ def test_fence_device_is_usable(deployment, fencing_settings, cluster_spec, clus
         assert all(listed[name] == "on" for name in wanted), listed
     state = cluster.state()
     assert state.where_is(device.id), f"{device.id} not started: {state.resources}"
-    verify = cluster.verify()
+    verify = cluster.crm_verify()
     evidence.data("crm_verify -LV", {"valid": verify.valid, "errors": list(verify.errors)})
     assert verify.valid and not verify.errors, verify
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from haconform import deadman, secrets
+from haconform import deadman, redaction
 from haconform.deadman import DeadManSwitch, LOG_TAG, switch_script
 from haconform.errors import HaconformError
 from haconform.wait import wait_until
@@ -182,8 +182,8 @@ def test_a_host_that_cannot_run_the_switch_is_refused_before_the_change():
 
 def test_an_undo_carrying_a_secret_is_refused(stub, monkeypatch):
     # a set of this test's own: every 8-character run of a registered secret is masked from then on
-    monkeypatch.setattr(secrets, "_secrets", set(secrets._secrets))
-    secrets.register("dead-man-test-secret-9f2c")
+    monkeypatch.setattr(redaction, "_secrets", set(redaction._secrets))
+    redaction.register("dead-man-test-secret-9f2c")
     with pytest.raises(HaconformError, match="secret"):
         DeadManSwitch(stub, "server1", "fence_xvm -k dead-man-test-secret-9f2c", what="x")
 

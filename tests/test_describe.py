@@ -22,16 +22,16 @@ from haconform.readers.cluster import parse_cib_configuration
 from haconform.stages.cluster import cluster_differences, together_differences
 from haconform.stages.manager import load_all_stages
 from haconform.stages.model import load_stage
-from haconform.stages.verify import file_drift
+from haconform.stages.drift import file_drift
 from tests.fakes import FakeResult, read_sample
-from tests.test_verify import CFG, DOCUMENTED, READS, TOPOLOGY, Machine, deployed
+from tests.test_drift import CFG, DOCUMENTED, READS, TOPOLOGY, Machine, deployed
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = load_all_stages(DOCUMENTED, None, TOPOLOGY)
 
 
 class Describable(Machine):
-    """test_verify's read-only host, answering describe's reads too: base64 of a file, find, crm_mon (no cluster)."""
+    """test_drift's read-only host, answering describe's reads too: base64 of a file, find, crm_mon (no cluster)."""
 
     def __init__(self, machine: Machine):
         super().__init__(machine.name, machine.files, machine.directories, machine.stopped)

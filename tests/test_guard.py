@@ -22,7 +22,7 @@ from haconform.faults import Standby
 from haconform.guard import APPLY, GRANTED, READ_ONLY, HostGuard, ReadOnlyRefused
 from haconform.inventory import HostAccess, Inventory
 from haconform.readonly_commands import harness_program, judge
-from haconform.secrets import MASK, register
+from haconform.redaction import MASK, register
 from haconform.targets.inventory_target import InventoryTarget
 from haconform.topology import load_topology
 

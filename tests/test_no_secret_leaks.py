@@ -13,10 +13,10 @@ everything it starts execute, however short-lived; meanwhile /proc/*/cmdline
 of every process on the machine (the lab's hosts included: their PID
 namespaces are children of ours) is sampled, which also sees what was not
 started by the harness.  Every form the
-secrets take (haconform.secrets.secret_forms: raw, hex, base64, bytes repr,
+secrets take (haconform.redaction.secret_forms: raw, hex, base64, bytes repr,
 JSON-escaped, URL-encoded...) is then looked for in every file the run wrote
 and in every command line seen, whole and as any run of 8 characters
-(haconform.secrets.SecretRuns: a cut, wrapped or half-shown secret): 0
+(haconform.redaction.SecretRuns: a cut, wrapped or half-shown secret): 0
 occurrences.
 
 The scan proves it can see: the key's own file on the director's disk must be
@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from haconform.lab.lab import NamespaceLab, STATE_ROOT
-from haconform.secrets import MASK, SecretRuns, secret_forms
+from haconform.redaction import MASK, SecretRuns, secret_forms
 from haconform.timeouts import BOUNDS
 from haconform.topology import load_topology
 from haconform.wait import wait_until

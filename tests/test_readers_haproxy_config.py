@@ -22,8 +22,8 @@ from haconform.readers.haproxy_config import (
     stats_credentials,
     time_ms,
 )
-from haconform import secrets as redaction
-from haconform.secrets import MASK, redact
+from haconform import redaction
+from haconform.redaction import MASK, redact
 
 DOCUMENTED = Path(__file__).resolve().parent.parent / "fixtures" / "documented"
 STAGE1, STAGE2, STAGE3 = ((DOCUMENTED / stage / "role-director/etc/haproxy/haproxy.cfg").read_text()

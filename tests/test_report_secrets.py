@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from haconform import secrets as redaction
+from haconform import redaction
 from haconform.cli import main as cli_main
 from haconform.errors import HaconformError
-from haconform.report.targets import report_targets
+from haconform.report.target_comparison import report_targets
 from haconform.report.trends import report
 
 STATS_PASSWORD = "Rep0rt-Stats-Pw-7q"

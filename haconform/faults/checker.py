@@ -25,7 +25,7 @@ from ..cluster import Cluster, VipSurvey
 from ..errors import HaconformError, WaitTimeout
 from ..patterns import daemon_of
 from ..readers.logs import SeenLine
-from ..secrets import redacted_head
+from ..redaction import redacted_head
 from ..timeouts import BOUNDS, POLL_INTERVAL, Bound
 from ..wait import wait_until
 

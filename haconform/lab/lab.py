@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import HaconformError
-from ..secrets import redacted_tail
+from ..redaction import redacted_tail
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology
 from ..wait import wait_until

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HaconformError
-from ..secrets import redacted_tail
+from ..redaction import redacted_tail
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 from .placement import (HOST_SAMPLE_COMMAND, cpu_count, generator_cpu, host_usage, locust_generator_cpu,

@@ -6,7 +6,7 @@ import html
 import io
 import json
 
-from ..secrets import redact
+from ..redaction import redact
 from .summary import Second
 
 PHASE_TITLES = {

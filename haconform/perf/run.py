@@ -36,7 +36,7 @@ from typing import Callable
 
 from .. import deadman
 from ..errors import HaconformError
-from ..secrets import redact, redact_obj
+from ..redaction import redact, redact_obj
 from ..faults import FaultRun, audit, make_fault
 from .load import (MIXED_CLASSES, REFERENCE_CLASS, REFERENCE_PATH, ClientHost, LoadShape, run_locust,
                    run_wrk)

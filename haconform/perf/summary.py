@@ -22,7 +22,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from ..secrets import redact_obj
+from ..redaction import redact_obj
 
 AGGREGATED = "Aggregated"
 GENERATOR_BOUND_RATIO = 0.8

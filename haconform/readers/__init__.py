@@ -94,7 +94,7 @@ from .cluster import (  # noqa: E402  (the errors above must exist first)
     PcsDialect,
     Resource,
     ResourceHistory,
-    VerifyResult,
+    CrmVerifyResult,
     parse_crm_mon,
     parse_crm_verify,
     parse_fence_history,
@@ -126,7 +126,7 @@ from .logs import LogPosition, LogWatch  # noqa: E402
 __all__ = [
     "ParseError", "CommandFailed", "ClusterUnavailable",
     "ClusterOptions", "ClusterState", "Failure", "FenceEvent", "Group", "Clone", "Node",
-    "OperationRecord", "PcsDialect", "Resource", "ResourceHistory", "VerifyResult",
+    "OperationRecord", "PcsDialect", "Resource", "ResourceHistory", "CrmVerifyResult",
     "parse_crm_mon", "parse_crm_verify", "parse_fence_history", "parse_pacemaker_time",
     "parse_pcs_version",
     "pcs_dialect", "read_cluster_state", "read_crm_verify", "read_fence_history",

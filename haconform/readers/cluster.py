@@ -552,7 +552,7 @@ def parse_pacemaker_time(text: str, source: str = "pacemaker") -> datetime:
 # --- crm_verify ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class VerifyResult:
+class CrmVerifyResult:
     """What `crm_verify -L -V` said about the configuration."""
 
     valid: bool
@@ -567,7 +567,7 @@ _LOG_LINE = re.compile(r"^\(\S+\)\s+(?P<level>error|warning):\s*(?P<text>.*)$")
 
 
 def read_crm_verify(host: Any, *, cib_file: str | None = None,
-                    timeout: float | None = None) -> VerifyResult:
+                    timeout: float | None = None) -> CrmVerifyResult:
     """Run crm_verify on the live CIB (or a saved one) and report errors and warnings."""
     timeout = BOUNDS.cli_query if timeout is None else timeout   # read when called: a calibration scales it
     if cib_file:
@@ -581,7 +581,7 @@ def read_crm_verify(host: Any, *, cib_file: str | None = None,
 
 
 def parse_crm_verify(stdout: str, stderr: str = "", *, rc: int = 0,
-                     source: str = "crm_verify") -> VerifyResult:
+                     source: str = "crm_verify") -> CrmVerifyResult:
     """Parse crm_verify's XML status plus the problems it logs to stderr.
 
     In pacemaker 2.1.5 the XML holds only the verdict (<status code message>);
@@ -600,7 +600,7 @@ def parse_crm_verify(stdout: str, stderr: str = "", *, rc: int = 0,
         logged = _LOG_LINE.match(line.strip())
         if logged:
             (errors if logged["level"] == "error" else warnings).append(logged["text"].strip())
-    return VerifyResult(valid=code == 0 and not errors, exit_code=code,
+    return CrmVerifyResult(valid=code == 0 and not errors, exit_code=code,
                         message=status.get("message", ""), errors=tuple(errors),
                         warnings=tuple(warnings))
 

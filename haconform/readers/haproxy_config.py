@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..secrets import register
+from ..redaction import register
 
 
 # HAProxy's defaults when a server line says nothing (configuration.txt 5.2).

@@ -20,7 +20,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from ..secrets import redacted_head
+from ..redaction import redacted_head
 from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, reach_text, stage_key, waiver_terms
 
 CSS = """

@@ -6,7 +6,7 @@ and a module pytest loads as a plugin must not be imported before (assertion rew
 
 from __future__ import annotations
 
-from ..secrets import redact, redacted_head
+from ..redaction import redact, redacted_head
 
 
 def failure_message(report) -> str:

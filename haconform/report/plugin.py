@@ -27,7 +27,7 @@ from ..errors import HaconformError
 from ..side_by_side import is_worker, merge_host_access, worker_id
 from ..stages.manager import declared_stage, stages_mode_of
 from ..stash import GUARD, SESSION_STOPPED, WORKER_OUTPUTS
-from ..secrets import redact
+from ..redaction import redact
 from ..timeouts import BOUNDS
 from .html import render_verdict_html
 from .messages import failure_message, skip_message

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HaconformError
-from ..secrets import redact, redacted_head
+from ..redaction import redact, redacted_head
 from .html import anchor, duration_text, esc, page, verdict_class
 from .verdict import BROKEN, HELD, NOT_TESTED, WAIVED, format_value, load_verdict, read_json_mapping, stage_key
 

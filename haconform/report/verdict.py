@@ -41,7 +41,7 @@ from typing import Any, Iterable
 
 from ..datafile import read_text_file
 from ..errors import HaconformError
-from ..secrets import HACLUSTER_PASSWORD_VARIABLE, discover_tree, redact, redact_obj, register
+from ..redaction import HACLUSTER_PASSWORD_VARIABLE, discover_tree, redact, redact_obj, register
 from ..stages.catalogue import load_catalogue, report_key
 
 SCHEMA_VERSION = 1

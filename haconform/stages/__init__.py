@@ -4,7 +4,7 @@
     model     Stage / ClusterSpec: stage.yaml and the stage's files, validated on load
     files     apply a files stage (stages 1-3, the balance algorithms)
     cluster   apply a cluster stage (stages 4-5) from its `cluster:` block, converging
-    verify    compare a deployment with a stage by meaning, writing nothing
+    drift     how a deployment differs from a stage, by meaning, writing nothing
     semantic  haproxy.cfg, rsyslog and limits.conf compared by meaning (as haconform/readers parses them)
     manager   StageManager: the stage each test needs, applied or verified
 """

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..secrets import register as register_secret
+from ..redaction import register as register_secret
 from ..errors import HaconformError
 from ..cluster import Cluster
 from ..readers.cluster import CONSTRAINTS_PATH, PCMK_INFINITY, CibConfiguration, read_pcs_dialect, score_value
@@ -437,7 +437,7 @@ class ClusterStage:
                 wait_until(f"{self.spec.together_label} started on one director", self.group_node,
                            timeout=BOUNDS.cluster_settle, observe=self.describe)
         with record.timed("crm_verify"):
-            verify = self.cluster.verify(self.first)
+            verify = self.cluster.crm_verify(self.first)
         record.observations["crm_verify after"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record
@@ -521,7 +521,7 @@ class ClusterStage:
         differences = self.differences()
         for difference in differences:
             if difference.what == "property stonith-enabled" and "crm_verify before" not in record.observations:
-                verify = self.cluster.verify(self.first)
+                verify = self.cluster.crm_verify(self.first)
                 record.observations["crm_verify before"] = {"valid": verify.valid, "errors": list(verify.errors)}
             for argv in difference.repair:
                 self.first.succeed(shlex.join(argv))
@@ -612,7 +612,7 @@ class FencingStage:
         for device in self.cluster_stage.spec.stonith.values():
             wait_until(f"{device.id} started", lambda d=device: self.cluster_stage.state().where_is(d.id),
                        timeout=BOUNDS.cluster_settle, observe=self.cluster_stage.describe)
-        verify = self.cluster_stage.cluster.verify(self.cluster_stage.first)
+        verify = self.cluster_stage.cluster.crm_verify(self.cluster_stage.first)
         record.observations["crm_verify"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record

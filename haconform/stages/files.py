@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HaconformError
-from ..secrets import redacted_tail
+from ..redaction import redacted_tail
 from ..topology import Topology
 from .model import Stage, StageFile
 

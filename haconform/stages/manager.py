@@ -30,7 +30,7 @@ from . import catalogue
 from .cluster import ClusterStage, FencingStage
 from .files import apply_stage
 from .model import ClusterSpec, Stage, load_stage
-from .verify import HAPROXY_CFG, cluster_drift, cluster_form, fencing_drift, file_drift
+from .drift import HAPROXY_CFG, cluster_drift, cluster_form, fencing_drift, file_drift
 
 log = logging.getLogger("haconform.stages")
 

@@ -27,7 +27,7 @@ from ..datafile import (AccountName, DataModel, Mode, ServiceName, checked, fail
                         read_yaml_mapping)
 from ..errors import HaconformError
 from ..readers.cluster import pcmk_seconds
-from ..secrets import discover as discover_secrets
+from ..redaction import discover as discover_secrets
 from ..topology import Topology
 
 SELECTOR = re.compile(r"^(role|host)-([a-z][a-z0-9]*)$")

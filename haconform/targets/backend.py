@@ -23,7 +23,7 @@ from typing import Any, Union
 from testinfra.backend import base
 
 from ..guard import HostGuard
-from ..secrets import discover, output_is_secret, register
+from ..redaction import discover, output_is_secret, register
 
 
 class GuardedBackend(base.BaseBackend, abc.ABC):

@@ -15,7 +15,7 @@ import testinfra
 
 from ..errors import CommandFailed, HaconformError
 from ..guard import APPLY, HostGuard
-from ..secrets import redact, redacted_tail, secret_output
+from ..redaction import redact, redacted_tail, secret_output
 from ..timeouts import BOUNDS
 from ..topology import HostSpec, Topology
 from ..wait import wait_until

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import HaconformError, WaitTimeout
-from ..secrets import redacted_tail
+from ..redaction import redacted_tail
 from ..stages.catalogue import documented as documented_stages
 from ..timeouts import BOUNDS
 from ..topology import Topology, load_topology

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import HaconformError
-from ..secrets import redacted_tail
+from ..redaction import redacted_tail
 from ..timeouts import BOUNDS
 from ..wait import wait_until
 

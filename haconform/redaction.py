@@ -293,7 +293,7 @@ def output_is_secret() -> bool:
 _PROBE = FRAGMENT // 2
 # Text is probed as bytes, one per character: a character outside ASCII becomes 0x80 in the text and in
 # the forms alike, so a probe that holds one still finds its runs (and merely looks up more windows).
-_OUTSIDE_ASCII = "haconform.secrets.outside-ascii"
+_OUTSIDE_ASCII = "haconform.redaction.outside-ascii"
 codecs.register_error(_OUTSIDE_ASCII, lambda error: (b"\x80" * (error.end - error.start), error.end))
 _WORD = "I"   # memoryview format of a native 4-byte unsigned int (4 on every platform we run on): one probe
 

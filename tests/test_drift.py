@@ -12,7 +12,7 @@ import pytest
 
 from haconform.stages.manager import StageInForce, StageLeftOut, StageManager
 from haconform.stages.model import load_stage
-from haconform.stages.verify import file_drift
+from haconform.stages.drift import file_drift
 from haconform.topology import load_topology
 from tests.fakes import FakeHost, FakeResult
 

@@ -1,6 +1,6 @@
 """Secrets in every form they take never reach a log record, a report or a file haconform writes.
 
-The forms are computed here with the standard library, independently of haconform/secrets.py, so a
+The forms are computed here with the standard library, independently of haconform/redaction.py, so a
 form register() forgets fails a test.  The last test runs a small pytest session (pytester, in a
 subprocess so its registered secrets and logging stay its own) with the haconform plugin loaded
 the way tox loads it (the package's pytest11 entry point), at --log-level=DEBUG with live logging,
@@ -25,9 +25,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from haconform import secrets as redaction
+from haconform import redaction
 from haconform.errors import HaconformError
-from haconform.secrets import MASK, install_log_filter, redact, redact_bytes, redact_obj, register
+from haconform.redaction import MASK, install_log_filter, redact, redact_bytes, redact_obj, register
 
 pytest_plugins = ["pytester"]
 
@@ -366,7 +366,7 @@ LEAKY_TESTS = """
 
     import pytest
     from haconform.conformance import conformance
-    from haconform.secrets import register
+    from haconform.redaction import register
 
     HERE = Path(__file__).parent
     PASSWORD = (HERE / "password.txt").read_text(encoding="utf-8")

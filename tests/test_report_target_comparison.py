@@ -1,4 +1,4 @@
-"""`haconform report --targets A B`: one commit's lab and VM runs side by side (haconform/report/targets.py).
+"""`haconform report --targets A B`: one commit's lab and VM runs side by side (haconform/report/target_comparison.py).
 
 The runs are small hand-made verdict.json / history.jsonl files: a lab run in a results/<ts>/ directory, and a
 VM run given as the reports directory its --junitxml wrote verdict.json into, its history found through the
@@ -15,7 +15,7 @@ import pytest
 
 from haconform.cli import main as cli_main
 from haconform.errors import HaconformError
-from haconform.report.targets import (calibration_quantities, compare_targets, join_waits, load_side, name_sides,
+from haconform.report.target_comparison import (calibration_quantities, compare_targets, join_waits, load_side, name_sides,
                                       parse_wait, render_targets_html, report_targets, targets_text, wait_rows)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HaconformError
-from ..secrets import redact, redacted_head
+from ..redaction import redact, redacted_head
 from .html import duration_text, esc, page, target_text, verdict_badge, versions_text
 from .trends import verdict_label
 from .verdict import (NOT_TESTED, case_label, format_value, load_verdict, read_golden, read_history, stage_notes,

@@ -30,7 +30,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
-import secrets as tokens
+import secrets
 import socket
 import struct
 import uuid as uuid_module
@@ -233,7 +233,7 @@ def request_digest(kind: Hash, key: bytes, packed: bytes) -> bytes:
 
 def sign(request: Request, key: bytes) -> bytes:
     """The datagram fence_xvm would send: fresh random bytes, then the signature."""
-    unsigned = replace(request, random=tokens.token_bytes(6), digest=b"\0" * DIGEST_LEN)
+    unsigned = replace(request, random=secrets.token_bytes(6), digest=b"\0" * DIGEST_LEN)
     packed = unsigned.pack()
     if request.hash_type == Hash.NONE:
         return packed
@@ -302,7 +302,7 @@ def issue_challenge(sock: socket.socket, kind: Hash, key: bytes) -> bool:
     """Challenge the peer; True if it proved it holds the key (no-op for none)."""
     if kind == Hash.NONE:
         return True
-    challenge = tokens.token_bytes(CHALLENGE_LEN)
+    challenge = secrets.token_bytes(CHALLENGE_LEN)
     sock.sendall(challenge)
     answer = recv_exactly(sock, DIGEST_LEN)
     return hmac.compare_digest(answer, challenge_response(kind, key, challenge))

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets as tokens
+import secrets
 import select
 import shlex
 import signal
@@ -229,7 +229,7 @@ class RemoteShell:
 
     def run(self, command: str, timeout: float, *, input: bytes | None = None) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr); input: the command's stdin (else /dev/null)."""
-        token = "haconform-" + tokens.token_hex(8)
+        token = "haconform-" + secrets.token_hex(8)
         if self.streaming:
             return self._run_streamed(command, token, timeout, input)
         deadline = self._send(command_script(command, token, input), timeout)

@@ -318,41 +318,51 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
         if name not in topology.hosts:
             fail(path, f"hosts.{name}", f"not a host of the topology {topology.path}",
                  f"use the topology's names: {', '.join(topology.hosts)}")
-    hosts: dict[str, HostAccess] = {}
-    for name, spec in topology.hosts.items():
-        key = f"hosts.{name}"
-        if name not in model.hosts:
-            fail(path, key, f"missing ({spec.role} in the topology)",
-                 f"add `{name}:` with how to reach it" + (" (or `none`)" if spec.role == "fence" else ""))
-        entry = model.hosts[name]
-        if entry in (None, "none"):
-            if spec.role != "fence":
-                fail(path, key, f"a {spec.role} cannot be `none`", "give its ssh address")
-            hosts[name] = HostAccess(name=name, kind="none")
-            continue
-        if not isinstance(entry, dict):
-            fail(path, key, "must be a mapping (or `none` for the fence host)", "write e.g. `{address: 10.0.0.11}`")
-        if "local" in entry:
-            load_model(LocalHost, entry, path=path, layout=LAYOUT, at=("hosts", name))
-            if spec.role not in ("client", "fence"):
-                fail(path, key, f"a {spec.role} cannot be the harness machine", "give its ssh address")
-            if spec.role == "client":
-                lab_addresses = [a for a in [topology.vip, *(h.address for h in topology.hosts.values())]
-                                 if _in_lab_range(a)]
-                if lab_addresses:
-                    fail(path, key, f"HTTP from the harness machine would go to {lab_addresses[0]}, in "
-                         f"{LAB_RANGE}, from its root network namespace",
-                         "use `netns: NAME` (a namespace on the deployment's network) or an ssh client host")
-            hosts[name] = HostAccess(name=name, kind="local")
-            continue
-        if "netns" in entry:
-            netns = load_model(NetnsHost, entry, path=path, layout=LAYOUT, at=("hosts", name)).netns
-            if spec.role != "client":
-                fail(path, key, f"a {spec.role} cannot be a network namespace", "only the client host can")
-            hosts[name] = HostAccess(name=name, kind="netns", netns=netns)
-            continue
-        hosts[name] = _ssh_host(path, key, name, entry, defaults)
+    hosts = {name: _host_access(path, topology, name, model.hosts, defaults) for name in topology.hosts}
+    _check_power_via(path, hosts)
+    for name, access in list(hosts.items()):
+        if access.kind == "ssh":
+            hosts[name] = _with_login_checked(path, name, access, resolve_ssh=resolve_ssh)
+    waivers = waivers_of_inventory(model.waivers, path) if model.waivers is not None else []
+    return Inventory(path=path, stage=model.stage, hosts=hosts, names=dict(model.names or {}),
+                     waivers=tuple(waivers))
 
+
+def _host_access(path: Path, topology: Topology, name: str, entries: dict, defaults: dict) -> HostAccess:
+    """How the inventory says the topology's host `name` is reached: none, local, a netns, or ssh."""
+    spec = topology.hosts[name]
+    key = f"hosts.{name}"
+    if name not in entries:
+        fail(path, key, f"missing ({spec.role} in the topology)",
+             f"add `{name}:` with how to reach it" + (" (or `none`)" if spec.role == "fence" else ""))
+    entry = entries[name]
+    if entry in (None, "none"):
+        if spec.role != "fence":
+            fail(path, key, f"a {spec.role} cannot be `none`", "give its ssh address")
+        return HostAccess(name=name, kind="none")
+    if not isinstance(entry, dict):
+        fail(path, key, "must be a mapping (or `none` for the fence host)", "write e.g. `{address: 10.0.0.11}`")
+    if "local" in entry:
+        load_model(LocalHost, entry, path=path, layout=LAYOUT, at=("hosts", name))
+        if spec.role not in ("client", "fence"):
+            fail(path, key, f"a {spec.role} cannot be the harness machine", "give its ssh address")
+        if spec.role == "client":
+            lab_addresses = [a for a in [topology.vip, *(h.address for h in topology.hosts.values())]
+                             if _in_lab_range(a)]
+            if lab_addresses:
+                fail(path, key, f"HTTP from the harness machine would go to {lab_addresses[0]}, in "
+                     f"{LAB_RANGE}, from its root network namespace",
+                     "use `netns: NAME` (a namespace on the deployment's network) or an ssh client host")
+        return HostAccess(name=name, kind="local")
+    if "netns" in entry:
+        netns = load_model(NetnsHost, entry, path=path, layout=LAYOUT, at=("hosts", name)).netns
+        if spec.role != "client":
+            fail(path, key, f"a {spec.role} cannot be a network namespace", "only the client host can")
+        return HostAccess(name=name, kind="netns", netns=netns)
+    return _ssh_host(path, key, name, entry, defaults)
+
+
+def _check_power_via(path: Path, hosts: dict[str, HostAccess]) -> None:
     for name, access in hosts.items():
         if access.power and access.power.via != "local":
             via = hosts.get(access.power.via)
@@ -363,25 +373,23 @@ def load_inventory(path: str | Path | None, topology: Topology, *, resolve_ssh: 
                 fail(path, f"hosts.{name}.power.via", "a host cannot switch its own power on",
                       "name the physical host (the fence host) or `local`")
 
-    for name, access in list(hosts.items()):
-        if access.kind != "ssh":
-            continue
-        login = access.user or "root"
-        if resolve_ssh:
-            resolved = ssh_resolved(access)
-            login = access.user or resolved.get("user", "root")
-            lab_address = None if _goes_through_proxy(resolved) else _resolves_into_lab_range(resolved.get("hostname"))
-            if lab_address:
-                fail(path, f"hosts.{name}.address",
-                      f"ssh would connect to {lab_address} (in {LAB_RANGE}) from the harness "
-                      "machine's root network namespace",
-                      "reach it through a ProxyCommand (e.g. `ip netns exec NS nc %h %p`) or ProxyJump in "
-                      "ssh_config, or use the host's management address")
-        sudo = access.sudo if access.sudo is not None else login != "root"
-        if login != "root" and not sudo:
-            fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
-                  "log in as root or set `sudo: true` (passwordless sudo: haconform runs `sudo -n`)")
-        hosts[name] = replace(access, sudo=sudo)
-    waivers = waivers_of_inventory(model.waivers, path) if model.waivers is not None else []
-    return Inventory(path=path, stage=model.stage, hosts=hosts, names=dict(model.names or {}),
-                     waivers=tuple(waivers))
+
+def _with_login_checked(path: Path, name: str, access: HostAccess, *, resolve_ssh: bool) -> HostAccess:
+    """The ssh host with its sudo decided: its login as ssh resolves it (never into the lab's range from
+    the root namespace), and sudo unless that login is root."""
+    login = access.user or "root"
+    if resolve_ssh:
+        resolved = ssh_resolved(access)
+        login = access.user or resolved.get("user", "root")
+        lab_address = None if _goes_through_proxy(resolved) else _resolves_into_lab_range(resolved.get("hostname"))
+        if lab_address:
+            fail(path, f"hosts.{name}.address",
+                  f"ssh would connect to {lab_address} (in {LAB_RANGE}) from the harness "
+                  "machine's root network namespace",
+                  "reach it through a ProxyCommand (e.g. `ip netns exec NS nc %h %p`) or ProxyJump in "
+                  "ssh_config, or use the host's management address")
+    sudo = access.sudo if access.sudo is not None else login != "root"
+    if login != "root" and not sudo:
+        fail(path, f"hosts.{name}.sudo", f"user {login} without sudo cannot read or change the cluster",
+              "log in as root or set `sudo: true` (passwordless sudo: haconform runs `sudo -n`)")
+    return replace(access, sudo=sudo)

@@ -76,22 +76,32 @@ def _known_down(machine) -> bool:
         return False
 
 
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
 def link_holding(machine, address: str) -> str | None:
     """The machine's link holding `address` (read with `ip -j`); None: it answered and holds no such address,
-    or the target's power control has it off or crashed.  DirectorNotAsked when it could not be asked.
+    or the target's power control has it off or crashed.  DirectorNotAsked when it could not be asked."""
+    return holding_and_boot(machine, address)[0]
+
+
+def holding_and_boot(machine, address: str) -> tuple[str | None, str | None]:
+    """(link holding `address` or None, the boot id of the kernel that answered; None when the target's power
+    control has the machine off or crashed).  DirectorNotAsked when it could not be asked.
 
     The power control is asked first: a crashed guest's ssh takes its connect timeout to fail, which would
     make each of the VIP watch's samples that long."""
     if _known_down(machine):
-        return None
+        return None, None
     try:
-        result = machine.execute("ip -j -4 addr show")
+        result = machine.execute(f"cat {BOOT_ID} && ip -j -4 addr show")
     except Exception as exc:   # noqa: BLE001 - powered off, cut off, timed out: the answer is unknown
         why = f"{type(exc).__name__}: {exc}"
     else:
         if result.rc == 0:
+            boot_id, _, links = (result.stdout or "").partition("\n")
             try:
-                return nic_holding(json.loads(result.stdout or "[]"), address)
+                return nic_holding(json.loads(links), address), boot_id.strip() or None
             except ValueError as exc:
                 why = f"`ip -j -4 addr show` printed no JSON ({exc})"
         else:
@@ -106,6 +116,7 @@ class VipSurvey:
     be asked (director -> why).  Only a survey with nobody unasked says who does *not* hold it."""
     holders: tuple[str, ...]
     unasked: Mapping[str, str] = field(default_factory=dict)
+    boot_ids: Mapping[str, str] = field(default_factory=dict)   # director -> the boot id it answered with
 
     @property
     def complete(self) -> bool:
@@ -256,13 +267,14 @@ class Cluster:
 
         def ask(director):
             try:
-                return link_holding(director, self.deployment.vip), None
+                return (*holding_and_boot(director, self.deployment.vip), None)
             except DirectorNotAsked as exc:
-                return None, exc.what
+                return None, None, exc.what
         with ThreadPoolExecutor(max_workers=len(directors)) as pool:
             answers = list(pool.map(ask, directors))
-        return VipSurvey(holders=tuple(d.name for d, (link, _) in zip(directors, answers) if link),
-                         unasked={d.name: why for d, (_, why) in zip(directors, answers) if why})
+        return VipSurvey(holders=tuple(d.name for d, (link, _, _) in zip(directors, answers) if link),
+                         unasked={d.name: why for d, (_, _, why) in zip(directors, answers) if why},
+                         boot_ids={d.name: boot for d, (_, boot, _) in zip(directors, answers) if boot})
 
     def vip_holders(self) -> list[str]:
         """Directors holding the VIP right now; DirectorNotAsked when one could not be asked (a list

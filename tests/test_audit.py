@@ -325,6 +325,51 @@ def test_a_sample_with_a_director_not_asked_is_a_gap_not_a_non_holder():
     assert watch.max_holders() == 1 and watch.describe()["incomplete_samples"] == 6
 
 
+def booted_watch(server4_boots: list[str | None], server4_holds_after: bool = False) -> VipWatch:
+    """server1 holds the VIP throughout; server4 answers with the boot ids given (None: not asked), one sample
+    every 0.5 s from 10.0; its first answer after the silence holds the VIP when server4_holds_after."""
+    samples, silent_seen = [], False
+    for i, boot in enumerate(server4_boots):
+        silent_seen = silent_seen or boot is None
+        holders = ("server1",) + (("server4",) if boot and silent_seen and server4_holds_after else ())
+        samples.append((10.0 + i * 0.5, VipSurvey(holders, {} if boot else {"server4": "ssh timed out"},
+                                                   {"server1": "b1", **({"server4": boot} if boot else {})})))
+    watch = VipWatch(Deployment(), max_gap=1.0)
+    watch.samples = samples
+    watch._stop.set()
+    return watch
+
+
+def test_a_director_silent_while_it_reboots_held_nothing_when_its_new_kernel_holds_nothing():
+    watch = booted_watch(["old", "old", None, None, None, None, None, "new", "new"])
+    assert watch.problems(10.0, 14.0) == []
+    assert watch.describe()["rebooting_samples"] == 5 and watch.describe()["incomplete_samples"] == 5
+
+
+def test_a_director_silent_and_back_with_the_same_kernel_is_a_gap():
+    watch = booted_watch(["old", "old", None, None, None, None, None, "old", "old"])
+    assert [p.split(" inside")[0] for p in watch.problems(10.0, 14.0)] == ["the VIP watch could not look for 3.00s"]
+
+
+def test_a_rebooted_director_holding_the_vip_at_its_first_answer_is_a_gap():
+    watch = booted_watch(["old", "old", None, None, None, None, None, "new", "new"], server4_holds_after=True)
+    assert [p.split(" inside")[0] for p in watch.problems(10.0, 14.0)] == ["the VIP watch could not look for 3.00s"]
+    assert watch.max_holders() == 2
+
+
+def test_a_director_still_silent_when_the_watch_ends_is_a_gap():
+    watch = booted_watch(["old", "old", None, None, None, None, None])
+    assert watch.problems(10.0, 13.0) != []
+
+
+def test_a_director_known_down_then_silent_then_back_was_rebooting():
+    # crashed (the power control says so: no boot id, not unasked), fenced and booting (silent), back
+    watch = booted_watch(["old", None, None, None, None, "new"])
+    known_down = watch.samples[1][1]
+    watch.samples[1] = (watch.samples[1][0], VipSurvey(known_down.holders, {}, {"server1": "b1"}))
+    assert watch.problems(10.0, 12.5) == []
+
+
 def test_a_gap_within_the_bound_is_no_problem():
     watch = recorded_watch([(t, ["server4"], {}) for t in (10.0, 10.9, 11.8, 12.7)], max_gap=1.0)
     assert watch.problems(10.0, 12.7) == []

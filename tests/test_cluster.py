@@ -36,7 +36,7 @@ class Director:
             self.host.on(re.compile(r"crm_mon "), stdout=read_sample(f"pacemaker/{crm_mon}"))
         self.host.on(re.compile(r"cibadmin --query --scope configuration"), stdout=read_sample(f"pacemaker/{cib}"))
         links = [{"ifname": "lo", "addr_info": []}] + ([VIP_LINK] if holds_vip else [])
-        self.host.on("ip -j -4 addr show", stdout=json.dumps(links))
+        self.host.on(re.compile(r"ip -j -4 addr show"), stdout=f"boot-of-{name}\n" + json.dumps(links))
 
     def execute(self, command):
         self.commands.append(command)
@@ -128,6 +128,14 @@ def test_vip_holders_are_read_from_each_director():
     assert Cluster(running(holder=None)).vip_holders() == []
 
 
+def test_each_answer_says_which_kernel_gave_it():
+    # one command per director: the boot id first, then the address table (a reboot shows as a new boot id)
+    deployment = running(holder="server1")
+    survey = Cluster(deployment).vip_survey()
+    assert survey.boot_ids == {"server1": "boot-of-server1", "server4": "boot-of-server4"}
+    assert deployment.machine("server1").commands[-1] == "cat /proc/sys/kernel/random/boot_id && ip -j -4 addr show"
+
+
 class PowerControl:
     """A target whose power control has some hosts off."""
 
@@ -171,7 +179,7 @@ def test_a_director_its_power_control_has_off_holds_nothing():
 
 def test_a_director_printing_garbage_is_not_asked():
     deployment = running(holder="server1")
-    deployment.machine("server4").host.on("ip -j -4 addr show", stdout="Segmentation fault")
+    deployment.machine("server4").host.on(re.compile(r"ip -j -4 addr show"), stdout="Segmentation fault")
     assert list(Cluster(deployment).vip_survey().unasked) == ["server4"]
 
 

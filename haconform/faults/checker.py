@@ -150,6 +150,10 @@ ATTRD_NOT_YET_UP = tuple(
 REJOIN_NOISE = CIB_DIFF_RACE + ATTRD_NOT_YET_UP
 
 
+# A sample in which the power control had a director off or crashed: no kernel of it was running.
+KERNEL_DOWN = "(down)"
+
+
 class VipWatch:
     """Samples, from the hosts' own address tables, which directors hold the VIP.
 
@@ -159,7 +163,19 @@ class VipWatch:
     known down) beyond its bound, so a watch that never covered the fault
     window, or was blind in the middle of it, cannot pass an audit by having
     seen no second holder.  A director that could not be asked makes its
-    sample incomplete: it is never counted as not holding the VIP."""
+    sample incomplete: it is never counted as not holding the VIP.
+
+    With one exception, decided afterwards from the samples themselves: a
+    director that stopped answering and answered again with another boot id
+    was rebooting in between (a reset, a crash, a fence), and if the new kernel
+    did not hold the VIP when it first answered, it held nothing in between
+    either: the old kernel's addresses died with it, and the new one gets the
+    VIP only from pacemaker, which the first answer would show.  That rests on
+    every target reaching a host by a path the faults do not cut (the lab by
+    its namespaces, VMs by their management network, the ssh target refuses
+    to pull the NIC its own session comes in on): silence is a kernel that is
+    not running, not a kernel cut off.  A sample blind only for such
+    directors counts as complete; how many did is in describe()."""
 
     def __init__(self, deployment, *, max_gap: float | None = None):
         """max_gap: the longest blind time the watch still speaks for (default BOUNDS.vip_watch_gap)."""
@@ -209,7 +225,7 @@ class VipWatch:
     def longest_gap(self, start: float | None = None, end: float | None = None) -> tuple[float, float]:
         """(from, to) of the longest time overlapping start..end (default: the whole watch) between two
         complete samples; from the window's edge when no complete sample lies beyond it."""
-        complete = [t for t, survey in self.samples if survey.complete]
+        complete = [t for index, (t, _) in enumerate(self.samples) if self._seen_whole(index)]
         start = self.first_sample_at if start is None else start
         end = self.last_sample_at if end is None else end
         if start is None or end is None:
@@ -223,6 +239,28 @@ class VipWatch:
     def longest_gap_s(self, start: float | None = None, end: float | None = None) -> float:
         began, ended = self.longest_gap(start, end)
         return round(ended - began, 3)
+
+    def _seen_whole(self, index: int) -> bool:
+        """Sample `index` speaks for every director: each answered, was known down, or was rebooting (see the
+        class docstring)."""
+        survey = self.samples[index][1]
+        return all(self._rebooting(index, director) for director in survey.unasked)
+
+    def _rebooting(self, index: int, director: str) -> bool:
+        """Between the director's last answer before sample `index` (or a sample in which the power control
+        had it down: no kernel ran) and its first answer after it, its boot id changed, and that first answer
+        holds no VIP."""
+        before = next((s.boot_ids.get(director, KERNEL_DOWN) for _, s in reversed(self.samples[:index])
+                       if director not in s.unasked), None)
+        after = next((s for _, s in self.samples[index + 1:] if director not in s.unasked), None)
+        if before is None or after is None or director not in after.boot_ids:
+            return False
+        return after.boot_ids[director] != before and director not in after.holders
+
+    def rebooting_samples(self) -> int:
+        """How many incomplete samples count as complete because their silent directors were rebooting."""
+        return sum(1 for index, (_, survey) in enumerate(self.samples)
+                   if not survey.complete and self._seen_whole(index))
 
     def unasked(self) -> list[tuple[float, dict]]:
         """The samples in which a director could not be asked: (when, director -> why)."""
@@ -256,7 +294,8 @@ class VipWatch:
     def describe(self) -> dict:
         return {"samples": len(self.samples), "first_sample_at": self.first_sample_at,
                 "last_sample_at": self.last_sample_at, "longest_gap_s": self.longest_gap_s(),
-                "incomplete_samples": len(self.unasked()), "error": self.error}
+                "incomplete_samples": len(self.unasked()), "rebooting_samples": self.rebooting_samples(),
+                "error": self.error}
 
     def max_holders(self) -> int:
         return max((len(survey.holders) for _, survey in self.samples), default=0)

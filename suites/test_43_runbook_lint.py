@@ -18,7 +18,10 @@ parses and sends nothing, and no copy is written on the director, so the
 checks run on an existing deployment's director too (--target ssh).
 
 The runbook's texts are those of the configuration the session was given
-(--config): its verbatim/ directory, listed in verbatim/INDEX.yaml.
+(--config): its verbatim/ directory, listed in verbatim/INDEX.yaml.  A
+configuration directory without one (an operator's own, or what `haconform
+describe` wrote) is compared with the documented runbook's texts: they are
+the runbook's, not the deployment's.
 """
 
 import difflib
@@ -30,6 +33,7 @@ import yaml
 from haconform.conformance import conformance
 from haconform.datafile import read_text_file
 from haconform.readers.haproxy_config import check_alerts, config_section, config_sections
+from haconform.stages.catalogue import DOCUMENTED
 
 SECTION = "配置文件实例"
 VERBATIM = "verbatim"   # the runbook's own texts, in the --config directory
@@ -71,9 +75,15 @@ def section_line_with_address(line: str) -> tuple[str, str, str] | None:
     return None
 
 
+def verbatim_dir(config_dir: Path) -> Path:
+    """The runbook's own texts: the --config directory's verbatim/, else the documented runbook's."""
+    own = config_dir / VERBATIM
+    return own if (own / "INDEX.yaml").exists() else DOCUMENTED / VERBATIM
+
+
 def verbatim_configs(config_dir: Path) -> dict[str, dict]:
     """Stage -> its verbatim haproxy.cfg's entry in verbatim/INDEX.yaml (file, seed lines, runbook section)."""
-    listed = read_text_file(config_dir / VERBATIM / "INDEX.yaml", option="--config",
+    listed = read_text_file(verbatim_dir(config_dir) / "INDEX.yaml", option="--config",
                             missing_fix="give --config a verbatim/ directory with the runbook's own texts and their "
                                         "INDEX.yaml, as fixtures/documented/verbatim/")
     index = yaml.safe_load(listed)["files"]
@@ -121,7 +131,7 @@ def test_ported_config_is_valid(stage, director, config_dir, configs, evidence):
              must="The runbook's verbatim haproxy.cfg MUST pass `haproxy -c` on the deployed HAProxy")
 def test_verbatim_config_is_valid(stage, director, config_dir, configs, evidence):
     name = configs[stage]["file"]
-    text = (config_dir / VERBATIM / name).read_text()
+    text = (verbatim_dir(config_dir) / name).read_text()
     result = haproxy_check(director, text.encode(), f"{VERBATIM}/{name}")
     evidence.data(f"haproxy -c -f {VERBATIM}/{name} (seed lines {configs[stage]['lines']}, "
                   f"section {configs[stage]['section']})", result)
@@ -143,7 +153,7 @@ def test_verbatim_config_is_valid(stage, director, config_dir, configs, evidence
              must="A ported haproxy.cfg MUST differ from the runbook's verbatim text only where an address "
                   "moves from the section line to a `bind` line (plus comments saying so)")
 def test_port_changes_only_the_bind_syntax(stage, config_dir, configs, evidence):
-    verbatim = (config_dir / VERBATIM / configs[stage]["file"]).read_text().splitlines()
+    verbatim = (verbatim_dir(config_dir) / configs[stage]["file"]).read_text().splitlines()
     ported = (config_dir / stage / PORTED).read_text().splitlines()
     removed, added = [], []
     for tag, a1, a2, b1, b2 in difflib.SequenceMatcher(a=verbatim, b=ported, autojunk=False).get_opcodes():

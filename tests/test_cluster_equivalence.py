@@ -333,7 +333,7 @@ def stage5_lab(tmp_path_factory):
 VERIFY = ("--reuse-lab", "--keep-lab", "--stages", "verify", "--deployment-stage", "stage5")
 
 
-@pytest.mark.lab
+@pytest.mark.lab(expected_s=430)
 def test_constraints_made_by_hand_keep_every_must_the_group_kept(stage5_lab):
     with_group = run_suites(stage5_lab, "group", *VERIFY)
     assert with_group.get("HAC-CFG-001") == {"passed"}, (stage5_lab / "group.log").read_text()[-3000:]

@@ -225,7 +225,7 @@ def describe_and_verify(tmp: Path, stage: str, build_k: str) -> Path:
     return out
 
 
-@pytest.mark.lab
+@pytest.mark.lab(expected_s=105)
 def test_describe_a_stage5_lab_verify_it_and_diff_a_change(tmp_path, lab_down):
     describe_and_verify(tmp_path, "stage5", "test_80_configuration")
     clean = haconform("describe", "--lab-name", LAB, "--diff")

@@ -32,7 +32,7 @@ STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
 BUILD_TIMEOUT_S = 300
 VERIFY_TIMEOUT_S = 300
 
-pytestmark = [pytest.mark.lab(expected_s=215), pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
+pytestmark = [pytest.mark.lab(expected_s=230), pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
 
 def run_suites(workdir: Path, name: str, *args: str, timeout: float) -> dict[str, list[tuple[str, str]]]:

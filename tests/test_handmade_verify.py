@@ -33,7 +33,7 @@ EXPECTED_TO_PASS = {"HAC-CFG-001", "HAC-HA-001", "HAC-HA-002", "HAC-HA-007", "HA
                     "HAC-STATS-001", "HAC-STATS-002", "HAC-STATS-003", "HAC-LIM-001", "HAC-LIM-002", "HAC-LIM-003",
                     "HAC-LOG-001", "HAC-LOG-002", "HAC-LOG-003", "HAC-LOG-004", "HAC-RW-001", "HAC-RW-002"}
 
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
+pytestmark = [pytest.mark.lab(expected_s=110), pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
 
 def run_suites(tmp_path: Path, name: str, *args: str) -> dict[str, set[str]]:

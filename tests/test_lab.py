@@ -21,7 +21,7 @@ from haconform.timeouts import BOUNDS, POLL_INTERVAL
 from haconform.topology import load_topology
 from haconform.wait import wait_until
 
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
+pytestmark = [pytest.mark.lab(expected_s=35), pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
 HACONFORM = [sys.executable, "-m", "haconform.cli"]
 # HACONFORM_UNIT_LAB names this file's lab (default hcunit), so that two checkouts on one machine

@@ -24,7 +24,7 @@ from haconform.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
+pytestmark = [pytest.mark.lab(expected_s=75), pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root")]
 
 
 def test_a_restore_that_times_out_stops_the_run_and_the_switch_undoes_the_fault(tmp_path):

@@ -43,7 +43,7 @@ STATE_CHANGING = {
 }
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.lab(expected_s=135),
     pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root"),
     pytest.mark.skipif(not (shutil.which("sshd", path="/usr/sbin:/usr/bin") and shutil.which("nc")),
                        reason="needs openssh-server and netcat-openbsd (`haconform lab install` installs them)"),

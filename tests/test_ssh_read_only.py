@@ -42,7 +42,7 @@ DEPLOYMENT_PROGRAMS = {"kernel", "sshd", "haproxy", "apache2", "corosync", "pace
                        "pacemaker-controld", "pcsd", "rsyslogd", "fence_xvm", "IPaddr2", "haproxy(lb)"}
 
 pytestmark = [
-    pytest.mark.lab,
+    pytest.mark.lab(expected_s=85),
     pytest.mark.skipif(os.geteuid() != 0, reason="the namespace lab needs root"),
     pytest.mark.skipif(not (shutil.which("sshd", path="/usr/sbin:/usr/bin") and shutil.which("nc")),
                        reason="needs openssh-server and netcat-openbsd (`haconform lab install` installs them)"),

@@ -118,7 +118,7 @@ def lab_groups(config) -> dict[str, str]:
 def lab_scheduler(config, log):
     """xdist's scope scheduling with the labs as scopes: each group's tests go to one worker, in their
     order (xdist's own loadgroup marks ids with @group, which pytest 9 no longer lets it do).  Only in
-    place of plain load scheduling: a --dist asked for by name (the safety job's loadfile) is xdist's."""
+    place of plain load scheduling: a --dist asked for by name is xdist's (or tests/conftest.py's: the safety job's)."""
     if not side_by_side(config) or config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling

@@ -1,20 +1,51 @@
-"""The harness's own tests: the longest lab files first.
+"""The harness's own tests: the safety job's lab tests planned by their expected time (tests/scheduling.py).
 
-xdist hands files to its workers in collection order (the safety job's --dist loadfile): a file of five
-minutes collected last starts when the others are done and makes the whole job five minutes longer than
-its work.  A lab file says what it takes in `pytest.mark.lab(expected_s=...)` (measured in CI); the files
-that say more come first, each file's tests staying together and in their order."""
+A lab test says what it takes in `pytest.mark.lab(expected_s=...)` (measured in CI) and, when it brings up a
+lab of its own, `own_lab=True`; under `--dist loadfile` (the safety job) the units, files or tests with a lab
+of their own, are planned longest first over the workers.  In one process the same order holds: the
+longest units first, each unit's tests together and in their order."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 
-def expected_seconds(item) -> float:
-    marker = item.get_closest_marker("lab")
-    return float(marker.kwargs.get("expected_s", 0)) if marker else 0.0
+import pytest
+
+from tests.scheduling import PLAN_INPUT, make_scheduler, unit_and_expected, write_plan
+
+PLAN_DIR = pytest.StashKey[Path]()
 
 
-def pytest_collection_modifyitems(items):
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        config.stash[PLAN_DIR] = Path(tempfile.mkdtemp(prefix="haconform-test-plan-"))
+
+
+def pytest_unconfigure(config):
+    plan_dir = config.stash.get(PLAN_DIR, None)
+    if plan_dir is not None:
+        shutil.rmtree(plan_dir, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput[PLAN_INPUT] = str(node.config.stash[PLAN_DIR] / "plan.json")
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") == "loadfile":
+        return make_scheduler(config, log, config.stash[PLAN_DIR] / "plan.json")
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
     longest: dict[str, float] = {}
     for item in items:
-        path = str(item.path)
-        longest[path] = max(longest.get(path, 0.0), expected_seconds(item))
-    items.sort(key=lambda item: -longest[str(item.path)])   # stable: files stay whole and in order
+        unit, seconds = unit_and_expected(item)
+        longest[unit] = max(longest.get(unit, 0.0), seconds)
+    items.sort(key=lambda item: -longest[unit_and_expected(item)[0]])   # stable: units stay whole and in order
+    plan = getattr(config, "workerinput", {}).get(PLAN_INPUT)
+    if plan:
+        write_plan(Path(plan), items)

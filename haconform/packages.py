@@ -8,6 +8,8 @@ and restore whatever was there before.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -61,6 +63,7 @@ VM_PACKAGES = {
 }
 
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+INSTALL_LOCK = "/run/lock/haconform-install.lock"
 
 # How long apt-get waits for another apt/dpkg (unattended-upgrades, a second `lab install`)
 # to release dpkg's lock, and how long one apt-get run may take in all: the lab's packages
@@ -93,6 +96,26 @@ def ensure_installed(packages=None, *, install: bool = True) -> list[str]:
         raise HaconformError(
             f"missing Debian packages: {' '.join(missing)}", where="haconform.packages",
             fix=f"apt-get install -y {' '.join(missing)} (or run `haconform lab install`)")
+    with install_lock():
+        # Another install (CI runs two jobs at once) may have installed them while this one waited.
+        missing = missing_packages(packages)
+        return _install(missing) if missing else []
+
+
+@contextlib.contextmanager
+def install_lock():
+    """One install at a time on the machine: each one puts its policy-rc.d in place and restores what was
+    there, and two at once would restore each other's."""
+    os.makedirs(os.path.dirname(INSTALL_LOCK), exist_ok=True)
+    with open(INSTALL_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _install(missing: list[str]) -> list[str]:
     saved = None
     if os.path.exists(POLICY_RC_D):
         with open(POLICY_RC_D, "rb") as fh:

@@ -394,6 +394,7 @@ class ClusterStage:
         self.password = password
         register_secret(password)
         self.cluster = Cluster(deployment, spec)
+        self._dialect = None   # pcs's, read once per application (each `pcs` start is most of a CPU second)
         self._systemd: bool | None = None
 
     @property
@@ -443,7 +444,9 @@ class ClusterStage:
         return record
 
     def _form(self, record: StageRecord) -> None:
-        dialect = read_pcs_dialect(self.first.host)
+        if self._dialect is None:
+            self._dialect = read_pcs_dialect(self.first.host)
+        dialect = self._dialect
         record.observations["pcs"] = {"version": ".".join(map(str, dialect.version)), "dialect": dialect.name}
         node_names = [n.name for n in self.nodes]
         # The nodes are prepared side by side: on slow guests each one's pcsd start-up takes tens of seconds.

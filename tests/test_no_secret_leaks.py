@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets as tokens
+import signal
 import subprocess
 import sys
 import threading
@@ -216,13 +217,14 @@ def patterns_of(secrets: dict[str, str | bytes]) -> dict[bytes, str]:
     return patterns
 
 
-def harness_of(tracer: subprocess.Popen) -> int | None:
-    """The pid strace started (the pytest session), once it has."""
-    for task in os.listdir(f"/proc/{tracer.pid}/task"):
-        children = Path(f"/proc/{tracer.pid}/task/{task}/children").read_text().split()
-        if children:
-            return int(children[0])
-    return None
+def harness_of(pidfile: Path) -> int | None:
+    """The pid of the pytest session strace started, once its shell has written it.  Not strace's first
+    child: with --seccomp-bpf strace first forks a short-lived child of its own to check the filter, and
+    taking that one for the session ended the trace at once (every exec after it failed with ENOSYS)."""
+    try:
+        return int(pidfile.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def ended(pid: int) -> bool:
@@ -240,18 +242,29 @@ def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int
     traced too, outlive the session: strace -f would wait for them.  Once the session has ended, strace is
     killed; its tracees are detached by the kernel, not killed (no --kill-on-exit)."""
     began = time.monotonic()
+    pidfile = tmp / "session.pid"
+    # The session's shell writes its pid, then becomes the session (exec): the pid the trace follows.
+    strace, session = command[:command.index(sys.executable)], command[command.index(sys.executable):]
     with open(tmp / "terminal.txt", "wb") as terminal:
-        tracer = subprocess.Popen(command, cwd=REPO, stdout=terminal, stderr=subprocess.STDOUT,
+        tracer = subprocess.Popen([*strace, "sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *session],
+                                  cwd=REPO, stdout=terminal, stderr=subprocess.STDOUT,
                                   env={**os.environ, "HACONFORM_HACLUSTER_PASSWORD": password})
+    strace_ended_first = None
     try:
-        harness = wait_until("strace started the conformance session", lambda: harness_of(tracer),
-                             timeout=BOUNDS.agent_start)
+        harness = wait_until("strace started the conformance session", lambda: harness_of(pidfile),
+                             timeout=BOUNDS.agent_start, observe=lambda: f"strace exit {tracer.poll()}")
         wait_until("the conformance session ended", lambda: ended(harness) or tracer.poll() is not None,
                    timeout=RUN_TIMEOUT_S, interval=1.0, observe=lambda: f"pid {harness} still running")
+        if not ended(harness):
+            strace_ended_first = tracer.poll()
+            os.kill(harness, signal.SIGKILL)   # the session this test started, untraced now: by its pid
+            wait_until("the untraced session ended", lambda: ended(harness), timeout=BOUNDS.host_halt)
     finally:
         if tracer.poll() is None:
             tracer.kill()
         tracer.wait(timeout=BOUNDS.host_halt)
+    assert strace_ended_first is None, \
+        f"strace ended (exit {strace_ended_first}) before the session it traced: the trace is not whole"
     seconds = time.monotonic() - began
     cases = list(ET.parse(tmp / "conformance.xml").getroot().iter("testcase"))
     failing = [case for case in cases if case.find("failure") is not None or case.find("error") is not None]

@@ -30,6 +30,9 @@ TOPOLOGY_FILE = REPO / "fixtures" / "topology.yaml"
 TOPOLOGY = load_topology(TOPOLOGY_FILE)
 # The lab a bad run would have started, had its input not stopped it first.
 NEVER_STARTED = "hinbad"
+# The lab whose leftovers test_lab_down_removes_everything... builds by hand: a name of its own, since the
+# tests that look for NEVER_STARTED's directory run at the same time on other workers.
+TRUNCATED = "hintrunc"
 ROLES_AND_HOSTS = ("use role-<role> (roles there: client, director, fence, realserver) or host-<host> "
                    "(hosts: server1, server4, server2, server3, foundation5, client)")
 
@@ -380,12 +383,12 @@ def _leftovers(name: str) -> dict:
 def test_lab_down_removes_everything_of_a_lab_whose_lab_json_is_truncated(tmp_path):
     """What a SIGKILLed `lab up` leaves, built by hand (no lab is booted): a namespace, a bridge, a veth pair,
     a tmpfs over a host's root, a process whose command line names the lab's directory; lab.json cut short."""
-    name = NEVER_STARTED
+    name = TRUNCATED
     state = Path("/var/lib/haconform/labs") / name
     assert not state.exists() and not any(_leftovers(name).values()), "leftovers of an earlier run"
     merged = state / "hosts" / "server1" / "merged"
     merged.mkdir(parents=True)
-    (state / "lab.json").write_text('{\n "name": "hinbad",\n "topology": "/work/ma')
+    (state / "lab.json").write_text('{\n "name": "hintrunc",\n "topology": "/work/ma')
     sleeper = None
     try:
         _ip("netns", "add", f"{name}-server1")

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import secrets as tokens
+import shlex
 import signal
 import subprocess
 import sys
@@ -246,7 +247,7 @@ def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int
     # The session's shell writes its pid, then becomes the session (exec): the pid the trace follows.
     strace, session = command[:command.index(sys.executable)], command[command.index(sys.executable):]
     with open(tmp / "terminal.txt", "wb") as terminal:
-        tracer = subprocess.Popen([*strace, "sh", "-c", f'echo $$ > {pidfile}; exec "$@"', "sh", *session],
+        tracer = subprocess.Popen([*strace, "sh", "-c", f'echo $$ > {shlex.quote(str(pidfile))}; exec "$@"', "sh", *session],
                                   cwd=REPO, stdout=terminal, stderr=subprocess.STDOUT,
                                   env={**os.environ, "HACONFORM_HACLUSTER_PASSWORD": password})
     strace_ended_first = None

@@ -41,11 +41,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
+    units = {item.nodeid: unit_and_expected(item) for item in items}
     longest: dict[str, float] = {}
-    for item in items:
-        unit, seconds = unit_and_expected(item)
+    for unit, seconds in units.values():
         longest[unit] = max(longest.get(unit, 0.0), seconds)
-    items.sort(key=lambda item: -longest[unit_and_expected(item)[0]])   # stable: units stay whole and in order
+    items.sort(key=lambda item: -longest[units[item.nodeid][0]])   # stable: units stay whole and in order
     plan = getattr(config, "workerinput", {}).get(PLAN_INPUT)
     if plan:
-        write_plan(Path(plan), items)
+        write_plan(Path(plan), units)

@@ -26,16 +26,19 @@ from pathlib import Path
 PLAN_INPUT = "haconform_test_plan"
 
 
+def file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
 def unit_and_expected(item) -> tuple[str, float]:
     marker = item.get_closest_marker("lab")
     kwargs = marker.kwargs if marker else {}
-    file = item.nodeid.split("::", 1)[0]
-    return (item.nodeid if kwargs.get("own_lab") else file), float(kwargs.get("expected_s", 0))
+    return (item.nodeid if kwargs.get("own_lab") else file_of(item.nodeid)), float(kwargs.get("expected_s", 0))
 
 
-def write_plan(path: Path, items) -> None:
-    """What a worker collected, for the controller; written whole or not at all (the workers all write it)."""
-    plan = {item.nodeid: unit_and_expected(item) for item in items}
+def write_plan(path: Path, plan: dict[str, tuple[str, float]]) -> None:
+    """What a worker collected (nodeid -> unit, expected seconds), for the controller; written whole or not
+    at all (the workers all write it)."""
     partial = path.with_name(f"{path.name}.{os.getpid()}")
     partial.write_text(json.dumps(plan))
     partial.replace(path)
@@ -73,7 +76,7 @@ def make_scheduler(config, log, plan_path: Path, clock=time.monotonic):
             self.busy_until: dict = {}   # node -> when its committed units should be done (expected)
 
         def _split_scope(self, nodeid: str) -> str:
-            return self.plan.get(nodeid, (nodeid.split("::", 1)[0], 0.0))[0]
+            return self.plan.get(nodeid, (file_of(nodeid), 0.0))[0]
 
         def schedule(self) -> None:
             if self.collection is None and self.collection_is_completed:

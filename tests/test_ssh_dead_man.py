@@ -109,12 +109,15 @@ def test_sigkill_mid_test_leaves_the_deployment_as_recorded(ssh_deployment, conf
     figures = []
     for round_ in range(ROUNDS):
         log = ssh_deployment.workdir / f"{conformance_id}-{round_}.log"
+        # A harness killed by SIGKILL cannot remove its ssh control directory: it is left in this test's tmp.
+        killed_tmp = ssh_deployment.workdir / f"{conformance_id}-{round_}.tmp"
+        killed_tmp.mkdir()
         with open(log, "w") as out:
             harness = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
                  "--target", "ssh", "--inventory", str(ssh_deployment.inventory), "--allow-destructive",
                  "--history-dir", str(ssh_deployment.workdir / "results"), "-k", STATE_CHANGING[conformance_id]],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(killed_tmp)})
         left_behind: list[int] = []
         last: dict = {}
         try:

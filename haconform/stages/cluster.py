@@ -445,7 +445,8 @@ class ClusterStage:
 
     def _form(self, record: StageRecord) -> None:
         if self._dialect is None:
-            self._dialect = read_pcs_dialect(self.first.host)
+            with record.timed("pcs version read"):
+                self._dialect = read_pcs_dialect(self.first.host)
         dialect = self._dialect
         record.observations["pcs"] = {"version": ".".join(map(str, dialect.version)), "dialect": dialect.name}
         node_names = [n.name for n in self.nodes]
@@ -490,7 +491,8 @@ class ClusterStage:
             record.steps.append("pcs cluster start --all")
         if not all(n.host.service("corosync").is_enabled and n.host.service("pacemaker").is_enabled
                    for n in self.nodes):
-            self.first.succeed(shlex.join(dialect.argv("cluster", "enable", "--all")))
+            with record.timed("pcs cluster enable --all"):
+                self.first.succeed(shlex.join(dialect.argv("cluster", "enable", "--all")))
             record.steps.append("pcs cluster enable --all")
         with record.timed("cluster formed"):
             wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,

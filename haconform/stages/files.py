@@ -69,28 +69,40 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
 
     Hosts are independent (each gets its own files, directories and services): they are applied side by
     side, each in order: files, then directories, then services (a service reloads for what changed on its
-    host).  Every candidate is validated first, on every host, so a refused file changes no host at all."""
+    host).  Only a file whose content differs is replaced, and every such candidate is validated first, on
+    every host, before any is written: a refused file changes no host at all.  A file already in place is
+    not validated again (nothing would replace it), so a second pass reads and writes nothing but the
+    checksums and the services' state."""
     result = ApplyResult(stage.name)
     plan = stage.plan(topology)
-    for host, files in plan.items():
-        for f in files:
-            _validate(machines[host], stage, f, f.source.read_bytes())
     directories = {path: mode for path, mode in stage.modes.items() if mode.get("directory")}
     hosts = list(dict.fromkeys([
         *plan,
         *(h for mode in directories.values() for h in _hosts_of_selector(stage, mode.get("selector"), topology, plan)),
         *(h for selector in stage.services for h in stage.hosts_for(selector, topology))]))
+    contents = {f.source: f.source.read_bytes() for files in plan.values() for f in files}
+
+    def stale_on(host: str) -> list[StageFile]:
+        machine = machines[host]
+        return [f for f in plan.get(host, [])
+                if _sha256_on(machine, f.dest) != hashlib.sha256(contents[f.source]).hexdigest()]
+
+    def validate_on(host: str, files: list[StageFile]) -> None:
+        for f in files:
+            _validate(machines[host], stage, f, contents[f.source])
+
+    stale = dict(zip(plan, _side_by_side(stage, list(plan), stale_on)))
+    # A refused candidate is the file's fault, not the host's: its error names the file, whichever hosts refused it.
+    _side_by_side(stage, list(stale), lambda host: validate_on(host, stale[host]), first_error_only=True)
 
     def apply_to(host: str) -> tuple[list[str], list[str]]:
         machine = machines[host]
         changed: list[str] = []
-        for f in plan.get(host, []):
-            data = f.source.read_bytes()
-            if _sha256_on(machine, f.dest) != hashlib.sha256(data).hexdigest():
-                mode = stage.modes.get(f.dest, {})
-                machine.write_file(f.dest, data, mode=str(mode.get("mode", "0644")),
-                                   owner=mode.get("owner", "root"), group=mode.get("group", "root"))
-                changed.append(f.dest)
+        for f in stale.get(host, []):
+            mode = stage.modes.get(f.dest, {})
+            machine.write_file(f.dest, contents[f.source], mode=str(mode.get("mode", "0644")),
+                               owner=mode.get("owner", "root"), group=mode.get("group", "root"))
+            changed.append(f.dest)
         for path, mode in directories.items():
             if host not in _hosts_of_selector(stage, mode.get("selector"), topology, plan):
                 continue
@@ -120,22 +132,28 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
                     actions.append(f"{rule.on_change}ed {rule.name}")
         return changed, actions
 
-    with ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:
-        futures = {host: pool.submit(apply_to, host) for host in hosts}
-    failed = {host: future.exception() for host, future in futures.items() if future.exception()}
-    if failed:
-        first = next(iter(failed.values()))
-        if len(failed) == 1:
-            raise first
-        raise HaconformError(f"{stage.name} did not apply on " + "; ".join(f"{h}: {e}" for h, e in failed.items()),
-                             where=str(stage.directory), fix="see each host's error")
-    for host, future in futures.items():
-        changed, actions = future.result()
+    outcomes = dict(zip(hosts, _side_by_side(stage, hosts, apply_to)))
+    for host, (changed, actions) in outcomes.items():
         if host in plan or changed:
             result.changed[host] = changed
         if actions or any(host in stage.hosts_for(selector, topology) for selector in stage.services):
             result.actions[host] = actions
     return result
+
+
+def _side_by_side(stage: Stage, hosts: list[str], work, *, first_error_only: bool = False) -> list:
+    """work(host) for every host at once (each host's commands are independent); the results in hosts'
+    order, or one error naming every host that failed (first_error_only: the first host's error as it is)."""
+    with ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:
+        futures = {host: pool.submit(work, host) for host in hosts}
+    failed = {host: future.exception() for host, future in futures.items() if future.exception()}
+    if failed:
+        first = next(iter(failed.values()))
+        if len(failed) == 1 or first_error_only:
+            raise first
+        raise HaconformError(f"{stage.name} did not apply on " + "; ".join(f"{h}: {e}" for h, e in failed.items()),
+                             where=str(stage.directory), fix="see each host's error")
+    return [future.result() for future in futures.values()]
 
 
 def _hosts_of_selector(stage: Stage, selector: str | None, topology: Topology, plan) -> list[str]:

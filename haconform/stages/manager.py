@@ -252,8 +252,11 @@ class StageManager:
             return self._apply_cluster_stage(stage)
         began = time.monotonic()
         first = apply_stage(stage, self.deployment.machines, self.deployment.topology)
+        between = time.monotonic()
         second = apply_stage(stage, self.deployment.machines, self.deployment.topology)
-        record = {"stage": name, "seconds": round(time.monotonic() - began, 2),
+        ended = time.monotonic()
+        record = {"stage": name, "seconds": round(ended - began, 2),
+                  "pass_seconds": [round(between - began, 2), round(ended - between, 2)],
                   "first_pass": first.summary(), "second_pass": second.summary(),
                   "idempotent": not second.changed_anything}
         self._applied(name, record, second.changed_anything, second.summary(), str(stage.directory))
@@ -275,8 +278,11 @@ class StageManager:
         applier = FencingStage(self.deployment, self.deployment.target, cluster, name=stage.name) \
             if spec.stonith else cluster
         first = applier.apply()
+        between = time.monotonic()
         second = applier.apply()
-        record = {"stage": stage.name, "seconds": round(time.monotonic() - began, 2),
+        ended = time.monotonic()
+        record = {"stage": stage.name, "seconds": round(ended - began, 2),
+                  "pass_seconds": [round(between - began, 2), round(ended - between, 2)],
                   "first_pass": first.steps or "nothing to change", "observations": first.observations,
                   "second_pass": second.steps or "nothing to change", "idempotent": not second.changed_anything}
         self._applied(stage.name, record, second.changed_anything, second.steps, str(stage.directory / "stage.yaml"))

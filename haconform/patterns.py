@@ -204,6 +204,16 @@ PATTERNS: dict[str, PatternSpec] = {
         "corosync 3.1 exec/main.c (string in /usr/sbin/corosync)",
         "corosync finished synchronising after a membership change",
     ),
+    "corosync.not_scheduled": PatternSpec(
+        r"\[MAIN  \] Corosync main process was not scheduled \(@\d+\) for @{ms} ms "
+        r"\(threshold is @{threshold} ms\)",
+        r"[\d.]+",
+        "corosync 3.1 exec/main.c timer_function_scheduler_timeout (\"Corosync main process was not "
+        "scheduled (@%\" PRIu64 \") for %0.4f ms (threshold is %0.4f ms). Consider token timeout "
+        "increase.\"); recorded on a stalled VM guest: \"... for 544270.0625 ms (threshold is 2400.0000 ms)\"",
+        "corosync itself did not run for that long: the node stalled (or its machine did)",
+        wildcards=(("ms", r"(?P<ms>[\d.]+)"), ("threshold", r"[\d.]+")),
+    ),
     "corosync.link_down": PatternSpec(
         r"\[KNET  \] link: host: @{node_id} link: @{link} is down",
         r"\d+",

@@ -14,7 +14,7 @@ from haconform.cluster import VipSurvey
 from haconform.errors import HaconformError
 from haconform.faults import ExcusedLogLine, FaultRun, Reset, audit
 from haconform.faults.checker import (ALWAYS_EXCUSED, COROSYNC_LOG, PACEMAKER_LOG, REJOIN_NOISE, VipWatch,
-                                      stonith_not_documented)
+                                      stalls, stonith_not_documented)
 from haconform.readers.logs import SeenLine
 from haconform.stages.model import load_stage
 from haconform.topology import load_topology
@@ -468,3 +468,33 @@ def test_attrd_not_yet_up_outside_a_rejoin_is_news():
     deployment.machine("server4").write(FEATURE_SET_REFUSED)
     problems = run.log_problems(Reset(deployment).excused_lines, spec=STAGE5)
     assert problems == [f"log error: server4:{PACEMAKER_LOG}: {FEATURE_SET_REFUSED}"]
+
+
+# ----- a stalled node, as context ----------------------------------------------------------------
+
+# corosync.log as a VM guest wrote it after its machine froze it for nine minutes (nightly, 2026-12-07).
+STALLED = ("Dec 07 19:27:25 [3314] server4 corosync warning [MAIN  ] Corosync main process was not scheduled "
+           "(@1796671645888) for 544270.0625 ms (threshold is 2400.0000 ms). Consider token timeout increase.")
+BRIEF_STALL = STALLED.replace("544270.0625", "2600.5000")
+
+
+def test_a_stall_is_context_beside_problems_with_the_longest_per_node():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server4").write(BRIEF_STALL, COROSYNC_LOG)
+    deployment.machine("server4").write(STALLED, COROSYNC_LOG)
+    deployment.machine("server1").write(REAL_ERROR)
+    run.mark("observing ends")
+    problems = audit(deployment, run=run)
+    context = [p for p in problems if p.startswith("context: ")]
+    assert context == [p for p in problems[-1:]], "the context comes after the problems it explains"
+    assert len(context) == 1 and "corosync on server4 was not scheduled for 544.3 s" in context[0], problems
+
+
+def test_a_stall_alone_is_no_problem():
+    deployment = Deployment()
+    run = observed(deployment)
+    deployment.machine("server4").write(BRIEF_STALL, COROSYNC_LOG)
+    run.poll_logs()
+    assert run.log_problems(spec=STAGE4) == []
+    assert "corosync on server4 was not scheduled for 2.6 s" in " ".join(stalls(run))

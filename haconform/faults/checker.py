@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..cluster import Cluster, VipSurvey
 from ..errors import HaconformError, WaitTimeout
-from ..patterns import daemon_of
+from ..patterns import ANY, daemon_of, pattern as log_pattern
 from ..readers.logs import SeenLine
 from ..redaction import redacted_head
 from ..timeouts import BOUNDS, POLL_INTERVAL, Bound
@@ -385,4 +385,23 @@ def audit(deployment, *, allowed_failures: tuple[str, ...] = (), run: "FaultRun 
     if run is not None:
         problems += run.vip_watch_problems()
         problems += run.log_problems(tuple(excused_lines), getattr(deployment, "cluster_spec", None))
+        if problems:
+            problems += stalls(run)
     return problems
+
+
+def stalls(run: "FaultRun") -> list[str]:
+    """Context for an audit that found problems: each director whose corosync logged, since observing
+    began, that it had not run for longer than its threshold, with the longest such stall.  Not a problem
+    by itself (a loaded machine stalls for a few seconds and the cluster rides it out); beside problems it
+    says a node, or the machine under it, froze, which is where to look first."""
+    longest: dict[str, float] = {}
+    stalled = log_pattern("corosync.not_scheduled", ms=ANY, threshold=ANY)
+    for (host, _path), watch in run.watches.items():
+        for line in watch.seen_lines():
+            found = stalled.search(line.text)
+            if found:
+                longest[host] = max(longest.get(host, 0.0), float(found.group("ms")))
+    return [f"context: corosync on {host} was not scheduled for {ms / 1000:.1f} s (the node itself stalled, or "
+            f"the machine it runs on: on a VM target, look at the host's load and I/O first)"
+            for host, ms in sorted(longest.items())]

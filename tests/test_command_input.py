@@ -12,8 +12,6 @@ import re
 import shlex
 import stat
 import subprocess
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,39 +224,6 @@ def test_the_hacluster_password_reaches_chpasswd_the_check_and_pcs_auth_on_stdin
     commands = every_command(hosts)
     assert commands and not [c for c in commands if PASSWORD in c]
     assert not [c for c in commands if " -p " in c]
-
-
-def test_cluster_enable_runs_beside_the_formation_and_is_handed_back_running(monkeypatch):
-    """On a slow guest `pcs cluster enable --all` takes as long as forming the cluster: _form starts it in
-    the executor it is given, waits for the formation meanwhile, and returns it for apply() to wait for."""
-    hosts = cluster_hosts("0.11.5")
-    first = hosts[list(TOPOLOGY.cluster_nodes)[0]]
-    enable_may_end = threading.Event()
-    order: list[str] = []
-
-    def enable(command: str) -> FakeResult:
-        order.append("enable started")
-        assert enable_may_end.wait(float(BOUNDS.command)), "the formation was never waited for while enabling ran"
-        order.append("enable ended")
-        return FakeResult(rc=0, stdout="", stderr="")
-    first.on(re.compile(r"cluster enable --all$"), enable)
-
-    def formed(self):
-        order.append("formed")
-        enable_may_end.set()
-        return True
-    monkeypatch.setattr(ClusterStage, "formed", formed)
-    stage = ClusterStage(Deployment(FakeTarget(hosts)), load_stage(REPO / "fixtures" / "documented" / "stage4",
-                                                                   TOPOLOGY).cluster, PASSWORD)
-    record = cluster_stage.StageRecord("stage4")
-    with ThreadPoolExecutor(max_workers=1) as beside:
-        enabling = stage._form(record, beside)
-        assert enabling is not None
-        enabling.result(timeout=BOUNDS.command)
-    # The formation was waited for while the enable was still running (it ends only once formed() is asked).
-    assert order[-1] == "enable ended" and order.index("formed") < order.index("enable ended"), order
-    assert "pcs cluster enable --all" in record.steps
-    assert "pcs cluster enable --all" in record.observations["timings_s"]
 
 
 def test_the_fence_key_reaches_the_directors_on_stdin_only():

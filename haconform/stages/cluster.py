@@ -430,26 +430,20 @@ class ClusterStage:
     def apply(self) -> StageRecord:
         record = StageRecord(self.name)
         began = time.monotonic()
-        with ThreadPoolExecutor(max_workers=1) as beside:
-            enabling = self._form(record, beside)
-            with record.timed("resources and properties converged"):
-                self._converge(record)
-            if self.spec.together_ids():
-                with record.timed(f"{self.spec.together_label} started"):
-                    wait_until(f"{self.spec.together_label} started on one director", self.group_node,
-                               timeout=BOUNDS.cluster_settle, observe=self.describe)
-            if enabling is not None:
-                with record.timed("pcs cluster enable --all, waited for after the above"):
-                    enabling.result()
+        self._form(record)
+        with record.timed("resources and properties converged"):
+            self._converge(record)
+        if self.spec.together_ids():
+            with record.timed(f"{self.spec.together_label} started"):
+                wait_until(f"{self.spec.together_label} started on one director", self.group_node,
+                           timeout=BOUNDS.cluster_settle, observe=self.describe)
         with record.timed("crm_verify"):
             verify = self.cluster.crm_verify(self.first)
         record.observations["crm_verify after"] = {"valid": verify.valid, "errors": list(verify.errors)}
         record.seconds = round(time.monotonic() - began, 2)
         return record
 
-    def _form(self, record: StageRecord, beside: ThreadPoolExecutor | None = None):
-        """The cluster set up, started and formed.  `pcs cluster enable --all`, when needed, runs in beside
-        and is returned running (None when it was not needed); without beside it is run here, first."""
+    def _form(self, record: StageRecord) -> None:
         if self._dialect is None:
             with record.timed("pcs version read"):
                 self._dialect = read_pcs_dialect(self.first.host)
@@ -495,23 +489,14 @@ class ClusterStage:
             with record.timed("pcs cluster start --all"):
                 self.first.succeed(shlex.join(dialect.argv("cluster", "start", "--all")))
             record.steps.append("pcs cluster start --all")
-        enabling = None
         if not all(n.host.service("corosync").is_enabled and n.host.service("pacemaker").is_enabled
                    for n in self.nodes):
-            # What starts at boot changes nothing the cluster does now, and on a slow guest (pcsd, then
-            # systemctl on each node) it takes as long as forming the cluster and creating its resources:
-            # it runs beside them, and the stage is not applied until it has succeeded.
-            enable = (record, "pcs cluster enable --all", shlex.join(dialect.argv("cluster", "enable", "--all")))
-            enabling = beside.submit(self._timed_succeed, *enable) if beside else self._timed_succeed(*enable)
+            with record.timed("pcs cluster enable --all"):
+                self.first.succeed(shlex.join(dialect.argv("cluster", "enable", "--all")))
             record.steps.append("pcs cluster enable --all")
         with record.timed("cluster formed"):
             wait_until(f"cluster {name} formed: quorum, a DC, {node_names} online", self.formed,
                        timeout=BOUNDS.cluster_form, observe=self.describe)
-        return enabling
-
-    def _timed_succeed(self, record: StageRecord, what: str, command: str) -> None:
-        with record.timed(what):
-            self.first.succeed(command)
 
     def _prepare_node(self, node, steps: list[str]) -> None:
         """One node made ready for `pcs host auth`: the runbook's password, pcsd enabled and running;

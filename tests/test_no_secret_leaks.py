@@ -235,9 +235,9 @@ def ended(pid: int) -> bool:
         return True
 
 
-def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int, list[str]]:
-    """Run the session under strace; (seconds, failures + errors from its JUnit report but the deliberate
-    ones, the deliberate tests that failed).
+def traced_run(strace: list[str], session: list[str], tmp: Path, password: str) -> tuple[float, int, list[str]]:
+    """Run the session (an argv) under strace (the argv before it); (seconds, failures + errors from its
+    JUnit report but the deliberate ones, the deliberate tests that failed).
 
     The lab is kept after the session (the key and the hosts' disks are read afterwards), so its daemons,
     traced too, outlive the session: strace -f would wait for them.  Once the session has ended, strace is
@@ -245,7 +245,6 @@ def traced_run(command: list[str], tmp: Path, password: str) -> tuple[float, int
     began = time.monotonic()
     pidfile = tmp / "session.pid"
     # The session's shell writes its pid, then becomes the session (exec): the pid the trace follows.
-    strace, session = command[:command.index(sys.executable)], command[command.index(sys.executable):]
     with open(tmp / "terminal.txt", "wb") as terminal:
         tracer = subprocess.Popen([*strace, "sh", "-c", f'echo $$ > {shlex.quote(str(pidfile))}; exec "$@"', "sh", *session],
                                   cwd=REPO, stdout=terminal, stderr=subprocess.STDOUT,
@@ -290,14 +289,14 @@ def debug_run(tmp_path_factory):
     trace = ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "trace=execve,execveat", "-e", "signal=none",
              "-s", "1048576", "-o", str(tmp / "execve.trace")]
     # The deliberate failures run last, outside the checkout: --rootdir keeps the checkout's conftest and ini.
-    command = [*trace, sys.executable, "-m", "pytest", "suites", str(deliberate), "--rootdir", str(REPO),
+    session = [sys.executable, "-m", "pytest", "suites", str(deliberate), "--rootdir", str(REPO),
                "-c", str(REPO / "pytest.ini"), "-l", "-p", "no:cacheprovider", "--lab-name", LAB, "--keep-lab",
                "--log-level=DEBUG", f"--log-file={tmp / 'debug.log'}", "--log-file-level=DEBUG",
                "-o", "log_cli=true", "--log-cli-level=DEBUG",
                f"--junitxml={tmp / 'conformance.xml'}", f"--html={tmp / 'conformance.html'}", "--self-contained-html",
                "--history-dir", str(tmp / "results")]
     try:
-        run_seconds, failed, deliberate_failed = traced_run(command, tmp, password)
+        run_seconds, failed, deliberate_failed = traced_run(trace, session, tmp, password)
         lab = NamespaceLab(LAB, load_topology(REPO / "fixtures" / "topology.yaml"))
         director = lab.topology.cluster_nodes[0]
         key = subprocess.run([*lab.exec_argv(director), "cat", KEY_FILE], capture_output=True, timeout=60).stdout

@@ -81,11 +81,11 @@ def apply_stage(stage: Stage, machines: dict, topology: Topology) -> ApplyResult
         *(h for mode in directories.values() for h in _hosts_of_selector(stage, mode.get("selector"), topology, plan)),
         *(h for selector in stage.services for h in stage.hosts_for(selector, topology))]))
     contents = {f.source: f.source.read_bytes() for files in plan.values() for f in files}
+    digests = {source: hashlib.sha256(data).hexdigest() for source, data in contents.items()}
 
     def stale_on(host: str) -> list[StageFile]:
         machine = machines[host]
-        return [f for f in plan.get(host, [])
-                if _sha256_on(machine, f.dest) != hashlib.sha256(contents[f.source]).hexdigest()]
+        return [f for f in plan.get(host, []) if _sha256_on(machine, f.dest) != digests[f.source]]
 
     def validate_on(host: str, files: list[StageFile]) -> None:
         for f in files:

@@ -117,6 +117,18 @@ def verify_left_out(declared: Stage, *, stage: str | None = None, setting: str |
     return None if stage == declared.name else not_applied(stage, declared.name)
 
 
+def applied_twice(apply_once):
+    """Both passes of an application (the second must change nothing), and how long they took:
+    {"seconds": both, "pass_seconds": [first, second]}."""
+    began = time.monotonic()
+    first = apply_once()
+    between = time.monotonic()
+    second = apply_once()
+    ended = time.monotonic()
+    return (first, second), {"seconds": round(ended - began, 2),
+                             "pass_seconds": [round(between - began, 2), round(ended - between, 2)]}
+
+
 class StageLeftOut(Exception):
     """The test needs a stage this run does not put the deployment in (verify mode); the reason says why."""
 
@@ -250,14 +262,9 @@ class StageManager:
         stage = self.stage(name)
         if stage.is_cluster_stage:
             return self._apply_cluster_stage(stage)
-        began = time.monotonic()
-        first = apply_stage(stage, self.deployment.machines, self.deployment.topology)
-        between = time.monotonic()
-        second = apply_stage(stage, self.deployment.machines, self.deployment.topology)
-        ended = time.monotonic()
-        record = {"stage": name, "seconds": round(ended - began, 2),
-                  "pass_seconds": [round(between - began, 2), round(ended - between, 2)],
-                  "first_pass": first.summary(), "second_pass": second.summary(),
+        (first, second), timing = applied_twice(lambda: apply_stage(stage, self.deployment.machines,
+                                                                    self.deployment.topology))
+        record = {"stage": name, **timing, "first_pass": first.summary(), "second_pass": second.summary(),
                   "idempotent": not second.changed_anything}
         self._applied(name, record, second.changed_anything, second.summary(), str(stage.directory))
         return record
@@ -272,17 +279,12 @@ class StageManager:
         at_cluster_stage = self.current is not None and self.stage(self.current).is_cluster_stage
         if self.current != base.name and not (at_cluster_stage and not base.is_cluster_stage):
             self._apply(base.name)
-        began = time.monotonic()
         spec = self.cluster_spec(stage.name)
         cluster = ClusterStage(self.deployment, spec, self._password, name=stage.name)
         applier = FencingStage(self.deployment, self.deployment.target, cluster, name=stage.name) \
             if spec.stonith else cluster
-        first = applier.apply()
-        between = time.monotonic()
-        second = applier.apply()
-        ended = time.monotonic()
-        record = {"stage": stage.name, "seconds": round(ended - began, 2),
-                  "pass_seconds": [round(between - began, 2), round(ended - between, 2)],
+        (first, second), timing = applied_twice(applier.apply)
+        record = {"stage": stage.name, **timing,
                   "first_pass": first.steps or "nothing to change", "observations": first.observations,
                   "second_pass": second.steps or "nothing to change", "idempotent": not second.changed_anything}
         self._applied(stage.name, record, second.changed_anything, second.steps, str(stage.directory / "stage.yaml"))
